@@ -1,0 +1,187 @@
+/**
+ * The embedded database (lowdb). Exactly one instance per data directory per process:
+ * two lowdb instances on one file overwrite each other's writes, so `openDatabase`
+ * hands out the same instance for the same file.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Low } from 'lowdb';
+import { DurableJsonFile } from './durable-json-file.js';
+
+export const SCHEMA_VERSION = 1;
+
+export type Firmware = 'bios' | 'uefi' | 'uefi-http' | 'arm64' | 'unknown';
+export type LocalBoot = 'exit' | 'sanboot';
+
+export interface DiskInfo {
+  readonly name: string;
+  readonly size: number;
+  readonly model: string;
+  readonly serial: string;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  readonly rotational: boolean;
+  readonly removable: boolean;
+  readonly transport: string;
+}
+
+export interface HardwareReport {
+  readonly dmi: { readonly vendor: string; readonly model: string; readonly serial: string; readonly uuid: string };
+  readonly disks: readonly DiskInfo[];
+  readonly nics: ReadonlyArray<{ readonly name: string; readonly mac: string; readonly driver: string; readonly speed: string }>;
+  readonly reportedAt: string;
+}
+
+export interface HostRecord {
+  mac: string;
+  name: string;
+  ip: string | null;
+  firmware: Firmware;
+  arch: string | null;
+  vendorClass: string | null;
+  firstSeen: string;
+  lastSeen: string;
+  registered: boolean;
+  hardware: HardwareReport | null;
+  assignedImage: string | null;
+  localBoot: LocalBoot | null;
+  efiLoader: 'snponly.efi' | 'ipxe.efi';
+}
+
+export type TaskKind = 'capture' | 'deploy';
+export type TaskState = 'queued' | 'booting' | 'running' | 'verifying' | 'done' | 'failed' | 'cancelled';
+
+export interface TaskProgress {
+  bytes: number;
+  total: number;
+  percent: number;
+  mbps: number;
+  etaSeconds: number | null;
+}
+
+export interface TaskRecord {
+  id: string;
+  kind: TaskKind;
+  mac: string;
+  image: string;
+  state: TaskState;
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  reason: string | null;
+  diskSerial: string | null;
+  after: 'reboot' | 'poweroff';
+  /** sha256 of the client token; the token itself is only ever on the PC's kernel command line. */
+  tokenHash: string;
+  clientIp: string | null;
+  disk: { name: string; size: number; logicalSectorSize: number; serial: string } | null;
+  progress: TaskProgress;
+  result: { version: number | null; digest: string | null; bytesOnWire: number } | null;
+  log: Array<{ at: string; message: string }>;
+}
+
+export interface EventRecord {
+  at: string;
+  level: 'info' | 'warn' | 'error';
+  mac: string | null;
+  message: string;
+}
+
+export interface UserRecord {
+  username: string;
+  passwordHash: string;
+  createdAt: string;
+}
+
+export interface ApiTokenRecord {
+  id: string;
+  name: string;
+  tokenHash: string;
+  createdAt: string;
+  lastUsed: string | null;
+}
+
+export interface DbData {
+  schemaVersion: number;
+  hosts: HostRecord[];
+  tasks: TaskRecord[];
+  events: EventRecord[];
+  users: UserRecord[];
+  apiTokens: ApiTokenRecord[];
+  settings: { sessionSecret: string | null; setupToken: string | null };
+}
+
+export type Database = Low<DbData>;
+
+function emptyData(): DbData {
+  return {
+    schemaVersion: SCHEMA_VERSION,
+    hosts: [],
+    tasks: [],
+    events: [],
+    users: [],
+    apiTokens: [],
+    settings: { sessionSecret: null, setupToken: null },
+  };
+}
+
+/**
+ * Migrations from version N to N+1, applied in order on open. Version 0 is a file
+ * written before the schema had a version (or an empty object).
+ */
+const MIGRATIONS: Record<number, (data: Record<string, unknown>) => void> = {
+  0: (data) => {
+    const base = emptyData() as unknown as Record<string, unknown>;
+    for (const key of Object.keys(base)) if (data[key] === undefined) data[key] = base[key];
+  },
+};
+
+export function migrate(raw: unknown, file = 'database'): DbData {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new Error(`${file}: top level is not an object; restore it from a backup or move it aside`);
+  }
+  const data = raw as Record<string, unknown>;
+  let version = typeof data.schemaVersion === 'number' ? data.schemaVersion : 0;
+  if (version > SCHEMA_VERSION) {
+    throw new Error(`${file}: schema version ${version} is newer than this netclone (${SCHEMA_VERSION}); upgrade netclone`);
+  }
+  while (version < SCHEMA_VERSION) {
+    MIGRATIONS[version](data);
+    version += 1;
+    data.schemaVersion = version;
+  }
+  for (const key of ['hosts', 'tasks', 'events', 'users', 'apiTokens'] as const) {
+    if (!Array.isArray(data[key])) throw new Error(`${file}: "${key}" is not a list; the file is damaged`);
+  }
+  return data as unknown as DbData;
+}
+
+const instances = new Map<string, Promise<Database>>();
+
+export function databasePath(dataDir: string): string {
+  return path.join(dataDir, 'state', 'netclone.json');
+}
+
+export function openDatabase(dataDir: string): Promise<Database> {
+  const file = databasePath(dataDir);
+  let db = instances.get(file);
+  if (!db) {
+    db = (async () => {
+      await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      const low = new Low<DbData>(new DurableJsonFile<DbData>(file), emptyData());
+      await low.read();
+      low.data = migrate(low.data ?? emptyData(), file);
+      await low.write();
+      return low;
+    })();
+    instances.set(file, db);
+    db.catch(() => instances.delete(file));
+  }
+  return db;
+}
+
+/** Forget the instance (after the owner stops) so a later open re-reads the file. */
+export function forgetDatabase(dataDir: string): void {
+  instances.delete(databasePath(dataDir));
+}

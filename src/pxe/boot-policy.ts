@@ -1,0 +1,55 @@
+/**
+ * Boot policy: what one PC does when it network-boots now. Pure: it reads the host
+ * and its task and returns a decision; the HTTP route carries out side effects
+ * (registering the PC, minting the task token) and renders the script.
+ *
+ * Rules, in order:
+ * 1. A BIOS PC whose NIC ROM is already iPXE makes one hop through undionly.kpxe, so
+ *    the path a real vendor PXE ROM takes (ROM → undionly.kpxe → script) is the path
+ *    every BIOS PC takes. undionly reports chip "undionly", which ends the hop: no loop.
+ * 2. A queued or booting task → the imaging client.
+ * 3. A registered PC with nothing to do → its local disk at once.
+ * 4. An unknown or unregistered PC → the menu, which times out to the local disk.
+ */
+import type { HostRecord, LocalBoot, TaskRecord } from '../appliance/database.js';
+
+export type IpxePlatform = 'pcbios' | 'efi' | 'unknown';
+
+export interface BootRequest {
+  readonly platform: IpxePlatform;
+  /** `${net0/chip}`: "undionly" once undionly.kpxe drives the NIC. */
+  readonly chip: string | null;
+}
+
+export type BootDecision =
+  | { readonly kind: 'chain-undionly'; readonly reason: string }
+  | { readonly kind: 'client'; readonly task: TaskRecord; readonly reason: string }
+  | { readonly kind: 'local'; readonly method: LocalBoot; readonly reason: string }
+  | { readonly kind: 'menu'; readonly method: LocalBoot; readonly reason: string };
+
+export interface PolicyOptions {
+  readonly defaultLocalBoot: LocalBoot;
+  readonly biosUndionlyHop: boolean;
+}
+
+export function decideBoot(
+  host: HostRecord,
+  task: TaskRecord | undefined,
+  request: BootRequest,
+  options: PolicyOptions,
+): BootDecision {
+  if (options.biosUndionlyHop && request.platform === 'pcbios' && request.chip !== 'undionly') {
+    return { kind: 'chain-undionly', reason: 'BIOS NIC ROM is iPXE; chaining undionly.kpxe once' };
+  }
+  const method: LocalBoot = request.platform === 'pcbios' ? (host.localBoot ?? options.defaultLocalBoot) : 'exit';
+  if (task && (task.state === 'queued' || task.state === 'booting')) {
+    return { kind: 'client', task, reason: `${task.kind} task ${task.id} pending` };
+  }
+  if (task) {
+    // running/verifying: the client already booted once for this task; a second boot
+    // means the PC restarted mid-transfer, which must not start the client again.
+    return { kind: 'local', method, reason: `task ${task.id} is ${task.state}; not restarting the client` };
+  }
+  if (host.registered) return { kind: 'local', method, reason: 'registered PC, no task' };
+  return { kind: 'menu', method, reason: 'PC not registered yet' };
+}
