@@ -1,0 +1,154 @@
+/**
+ * The imaging client's API (contract: boot/client/README.md). Authenticated by the
+ * task's one-time token in `Authorization: Bearer`, and by nothing else: an admin
+ * session cookie is not accepted here, and a token only ever reaches its own task.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import type { Config } from '../appliance/config.js';
+import type { HardwareReport, TaskRecord } from '../appliance/database.js';
+import type { HostService } from '../appliance/hosts.js';
+import type { TaskService } from '../appliance/tasks.js';
+import { TransferError, type ExportSource, type TransferService } from '../appliance/transfers.js';
+import { normalizeMac } from '../appliance/mac.js';
+import { httpBaseFor } from './boot-routes.js';
+import type { Logger } from '../log.js';
+
+export interface ClientRoutesContext {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly hosts: HostService;
+  readonly tasks: TaskService;
+  readonly transfers: TransferService;
+  readonly images: Pick<ExportSource, 'latest'>;
+}
+
+const Str = (max: number) => Type.String({ maxLength: max });
+const DiskSchema = Type.Object({
+  name: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' }),
+  size: Type.Integer({ minimum: 0, maximum: 2 ** 53 }),
+  model: Type.Optional(Str(128)),
+  serial: Type.Optional(Str(128)),
+  logicalSectorSize: Type.Integer({ minimum: 512, maximum: 65536 }),
+  physicalSectorSize: Type.Optional(Type.Integer({ minimum: 512, maximum: 1048576 })),
+  rotational: Type.Optional(Type.Boolean()),
+  removable: Type.Optional(Type.Boolean()),
+  transport: Type.Optional(Str(32)),
+});
+const HardwareSchema = Type.Object({
+  dmi: Type.Object({ vendor: Str(128), model: Str(128), serial: Str(128), uuid: Str(64) }),
+  disks: Type.Array(DiskSchema, { maxItems: 64 }),
+  nics: Type.Array(Type.Object({ name: Str(32), mac: Str(32), driver: Str(64), speed: Str(16) }), { maxItems: 64 }),
+});
+const StartSchema = Type.Object({
+  disk: Type.Object({
+    name: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' }),
+    size: Type.Integer({ minimum: 1, maximum: 2 ** 53 }),
+    logicalSectorSize: Type.Integer({ minimum: 512, maximum: 65536 }),
+    serial: Type.Optional(Str(128)),
+  }),
+});
+const ProgressSchema = Type.Object({ phase: Type.Union([Type.Literal('transferring'), Type.Literal('verifying')]), message: Type.Optional(Str(500)) });
+const ResultSchema = Type.Object({ ok: Type.Boolean(), message: Type.Optional(Str(2000)), digest: Type.Optional(Type.Union([Type.String({ pattern: '^[0-9a-f]{64}$' }), Type.Null()])) });
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    clientTask?: TaskRecord;
+  }
+}
+
+export function clientRoutes(ctx: ClientRoutesContext) {
+  return async function plugin(app: FastifyInstance): Promise<void> {
+    const deny = (reply: FastifyReply, code: 401 | 403, message: string): FastifyReply =>
+      reply.code(code).send({ error: message });
+
+    app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
+      const auth = req.headers.authorization ?? '';
+      const m = /^Bearer ([A-Za-z0-9_-]{16,200})$/.exec(auth);
+      if (!m) {
+        ctx.logger.warn({ ip: req.ip, url: req.url }, 'client API call without a task token');
+        return deny(reply, 401, 'a task token is required (Authorization: Bearer TOKEN from the kernel command line)');
+      }
+      const task = ctx.tasks.byToken(m[1]);
+      if (!task) {
+        ctx.logger.warn({ ip: req.ip, url: req.url }, 'client API call with a wrong or spent task token');
+        return deny(reply, 403, 'this task token is not valid (wrong, or its task has ended); reboot the PC to start over');
+      }
+      req.clientTask = task;
+    });
+
+    app.get<{ Querystring: { mac?: string } }>('/api/client/v1/task', async (req, reply) => {
+      const task = req.clientTask as TaskRecord;
+      const mac = normalizeMac(String(req.query.mac ?? ''));
+      if (!mac) return reply.code(400).send({ error: 'mac query parameter missing or malformed' });
+      if (mac !== task.mac) {
+        ctx.logger.warn({ mac, task: task.id, taskMac: task.mac }, 'client asked for a task with another MAC than the task names');
+        return deny(reply, 403, `this token belongs to another PC (${task.mac})`);
+      }
+      const info = task.kind === 'deploy' ? await ctx.images.latest(task.image) : null;
+      if (task.kind === 'deploy' && !info) {
+        await ctx.tasks.fail(task, `image ${task.image} has no committed version`);
+        return reply.code(409).send({ error: `image ${task.image} has no committed version` });
+      }
+      ctx.logger.info({ mac, task: task.id }, 'client fetched its task');
+      await ctx.tasks.note(task, `client ${req.ip.replace(/^::ffff:/, '')} fetched the task`);
+      return {
+        id: task.id,
+        kind: task.kind,
+        image: task.image,
+        diskSerial: task.diskSerial,
+        after: task.after,
+        imageInfo: info ? { size: info.size, sectorSize: info.sectorSize, chunkSize: info.chunkSize, digest: info.digest } : null,
+      };
+    });
+
+    app.post<{ Body: Static<typeof HardwareSchema> }>('/api/client/v1/hardware', { schema: { body: HardwareSchema } }, async (req) => {
+      const task = req.clientTask as TaskRecord;
+      const report: HardwareReport = {
+        dmi: req.body.dmi,
+        disks: req.body.disks.map((d) => ({
+          name: d.name, size: d.size, model: d.model ?? '', serial: d.serial ?? '', logicalSectorSize: d.logicalSectorSize,
+          physicalSectorSize: d.physicalSectorSize ?? d.logicalSectorSize, rotational: d.rotational ?? false,
+          removable: d.removable ?? false, transport: d.transport ?? '',
+        })),
+        nics: req.body.nics,
+        reportedAt: new Date().toISOString(),
+      };
+      await ctx.hosts.setHardware(task.mac, report);
+      ctx.logger.info({ mac: task.mac, disks: report.disks.length }, 'client reported its hardware');
+      return { ok: true };
+    });
+
+    app.post<{ Body: Static<typeof StartSchema> }>('/api/client/v1/start', { schema: { body: StartSchema } }, async (req, reply) => {
+      const task = req.clientTask as TaskRecord;
+      const ip = req.ip.replace(/^::ffff:/, '');
+      const nbdHost = httpBaseFor(req, ctx.config).replace(/:\d+$/, '');
+      try {
+        const uri = await ctx.transfers.start(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.config.nbdPort);
+        ctx.logger.info({ mac: task.mac, task: task.id, disk: req.body.disk.name }, `client starts the ${task.kind}`);
+        return { nbd: uri };
+      } catch (err) {
+        if (err instanceof TransferError) return reply.code(err.status).send({ error: err.message });
+        throw err;
+      }
+    });
+
+    app.post<{ Body: Static<typeof ProgressSchema> }>('/api/client/v1/progress', { schema: { body: ProgressSchema } }, async (req) => {
+      const task = req.clientTask as TaskRecord;
+      if (req.body.phase === 'verifying' && task.state === 'running') await ctx.tasks.markVerifying(task, 'reading the disk back to check it');
+      else if (req.body.message) await ctx.tasks.note(task, req.body.message);
+      return { ok: true };
+    });
+
+    app.post<{ Body: Static<typeof ResultSchema> }>('/api/client/v1/result', { schema: { body: ResultSchema } }, async (req, reply) => {
+      const task = req.clientTask as TaskRecord;
+      try {
+        const done = await ctx.transfers.finish(task, req.body.ok, req.body.message ?? '', req.body.digest ?? null);
+        return { state: done.state, reason: done.reason };
+      } catch (err) {
+        if (err instanceof TransferError) return reply.code(err.status).send({ error: err.message });
+        throw err;
+      }
+    });
+  };
+}
