@@ -1,0 +1,56 @@
+/**
+ * Opening an appliance's data directory: the lock, the database and the image store.
+ * Used by `netclone serve` and by CLI commands when no server runs.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { Config } from './config.js';
+import { openDatabase, forgetDatabase } from './database.js';
+import { EventLog } from './events.js';
+import { HostService } from './hosts.js';
+import { TaskService } from './tasks.js';
+import { acquireLock, type DataLock } from './lock.js';
+import { ImageStore } from '../imaging/image-store.js';
+import type { Core } from './operations.js';
+import type { NbdAccess } from './context.js';
+import type { Logger } from '../log.js';
+
+export interface OpenCore extends Core {
+  readonly lock: DataLock;
+  close(): Promise<void>;
+}
+
+export async function openCore(config: Config, logger: Logger, purpose: string, nbd: NbdAccess | null = null): Promise<OpenCore> {
+  await mkdir(config.dataDir, { recursive: true });
+  const lock = await acquireLock(config.dataDir, purpose);
+  try {
+    const db = await openDatabase(config.dataDir);
+    const events = new EventLog(db, logger.child({ component: 'events' }));
+    const store = await ImageStore.open(config.imagesDir, { logger: logger.child({ component: 'store' }), keepVersions: config.keepVersions });
+    let nbdAccess = nbd;
+    return {
+      config,
+      logger,
+      db,
+      events,
+      hosts: new HostService(db, events),
+      tasks: new TaskService(db, events),
+      store,
+      get nbd() {
+        return nbdAccess;
+      },
+      set nbd(v: NbdAccess | null) {
+        nbdAccess = v;
+      },
+      lock,
+      async close() {
+        await store.close();
+        await db.write();
+        forgetDatabase(config.dataDir);
+        await lock.release();
+      },
+    };
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}

@@ -1,0 +1,73 @@
+/** Opens NBD exports on the image store for transfers and `image url`: the store side of ExportSource. */
+import type { ImageStore } from '../imaging/image-store.js';
+import { ImageNotFoundError } from '../imaging/image-store.js';
+import { isValidImageName } from '../imaging/names.js';
+import { DeployExport } from '../nbd/exports/deploy-export.js';
+import { CaptureExport } from '../nbd/exports/capture-export.js';
+import type { OpenedExport } from './nbd-access.js';
+import type { CaptureHooks, ExportSource, ImageVersionInfo } from './transfers.js';
+import { OperationError } from './control-protocol.js';
+import type { Logger } from '../log.js';
+
+export class StoreExportSource implements ExportSource {
+  constructor(private readonly store: ImageStore, private readonly logger: Logger) {}
+
+  async latest(image: string): Promise<ImageVersionInfo | null> {
+    if (!isValidImageName(image)) return null;
+    try {
+      const reader = await this.store.openVersion(image);
+      try {
+        const { version, size, sectorSize, chunkSize, digest, dataBytes } = reader;
+        return { version, size, sectorSize, chunkSize, digest, dataBytes };
+      } finally {
+        reader.close();
+      }
+    } catch (err) {
+      if (err instanceof ImageNotFoundError) return null;
+      throw err;
+    }
+  }
+
+  async openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }> {
+    if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
+    let reader;
+    try {
+      reader = await this.store.openVersion(image);
+    } catch (err) {
+      if (err instanceof ImageNotFoundError) throw new OperationError(404, err.message);
+      throw err;
+    }
+    const exp = new DeployExport(reader, { logger: this.logger });
+    const { version, size, sectorSize, chunkSize, digest, dataBytes } = reader;
+    return {
+      export: exp,
+      info: { version, size, sectorSize, chunkSize, digest, dataBytes },
+      finished: () => false,
+      close: async () => exp.close(),
+    };
+  }
+
+  async openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport> {
+    if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
+    let capture;
+    try {
+      capture = this.store.beginCapture(image, { size, sectorSize, source });
+    } catch (err) {
+      throw new OperationError(409, (err as Error).message);
+    }
+    const exp = new CaptureExport(capture, {
+      logger: this.logger,
+      onCommitted: (v) => hooks.onCommitted({ version: v.version, size: v.size, sectorSize: v.sectorSize, chunkSize: v.chunkSize, digest: v.digest, dataBytes: v.dataBytes }),
+      onFailed: (reason) => hooks.onFailed(reason),
+    });
+    return {
+      export: exp,
+      finished: () => exp.status === 'committed' || exp.status === 'failed',
+      // Closing an unfinished capture discards it: the previous version stays current.
+      close: async (reason) => {
+        exp.abort(`export closed: ${reason}`);
+        await exp.whenDone().catch(() => undefined);
+      },
+    };
+  }
+}

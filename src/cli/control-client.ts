@@ -1,0 +1,83 @@
+/** The CLI side of the control socket: talk to a running server when there is one. */
+import http from 'node:http';
+import type { Readable } from 'node:stream';
+import { OperationError, type ControlLine, type ProgressUpdate } from '../appliance/control-protocol.js';
+
+export class ControlClient {
+  constructor(readonly socketPath: string) {}
+
+  /** True when a server answers on the socket (a stale socket file from a killed server does not). */
+  async reachable(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const req = http.request({ socketPath: this.socketPath, path: '/ping', method: 'GET', timeout: 2000 }, (res) => {
+        res.resume();
+        resolve(true);
+      });
+      req.on('error', () => resolve(false));
+      req.on('timeout', () => {
+        req.destroy();
+        resolve(false);
+      });
+      req.end();
+    });
+  }
+
+  private ndjson(path: string, body: Readable | string, onProgress: (p: ProgressUpdate) => void): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socketPath, path, method: 'POST' }, (res) => {
+        let buf = '';
+        let settled = false;
+        res.setEncoding('utf8');
+        res.on('data', (text: string) => {
+          buf += text;
+          let nl: number;
+          while ((nl = buf.indexOf('\n')) >= 0) {
+            const line = JSON.parse(buf.slice(0, nl)) as ControlLine;
+            buf = buf.slice(nl + 1);
+            if ('progress' in line) onProgress(line.progress);
+            else if ('result' in line) {
+              settled = true;
+              resolve(line.result);
+            } else {
+              settled = true;
+              reject(new OperationError(line.error.status, line.error.message));
+            }
+          }
+        });
+        res.on('end', () => {
+          if (!settled) reject(new Error('the server closed the control connection without an answer; see its log'));
+        });
+      });
+      req.on('error', (err) => reject(new Error(`control socket ${this.socketPath}: ${err.message}`)));
+      if (typeof body === 'string') req.end(body);
+      else body.pipe(req);
+    });
+  }
+
+  op(op: string, args: Record<string, unknown>, onProgress: (p: ProgressUpdate) => void): Promise<unknown> {
+    return this.ndjson('/op', JSON.stringify({ op, args }), onProgress);
+  }
+
+  import(name: string, size: number | null, source: string, input: Readable, onProgress: (p: ProgressUpdate) => void): Promise<unknown> {
+    const q = new URLSearchParams({ name, source });
+    if (size !== null) q.set('size', String(size));
+    return this.ndjson(`/import?${q}`, input, onProgress);
+  }
+
+  export(name: string): Promise<{ size: number; body: http.IncomingMessage }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socketPath, path: `/export?${new URLSearchParams({ name })}`, method: 'GET' }, (res) => {
+        if (res.statusCode !== 200) {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (t: string) => (text += t));
+          res.on('end', () => reject(new OperationError(res.statusCode ?? 500, text || 'export failed')));
+          return;
+        }
+        resolve({ size: Number(res.headers['x-netclone-size']), body: res });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+}

@@ -1,0 +1,342 @@
+/**
+ * The `netclone` command. Every command takes --data DIR and --config FILE. While a
+ * server runs on the data directory, commands act through its control socket; when
+ * none runs, they open the directory themselves under its lock.
+ */
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { parseArgs, UsageError, type FlagSpecs, type ParsedArgs } from './args.js';
+import { CONFIG_KEYS, ConfigError, parseConfigText, resolveConfig, type Config, type ConfigOverrides } from '../appliance/config.js';
+import { createLogger, type Logger } from '../log.js';
+import { ControlClient } from './control-client.js';
+import { controlSocketPath, OperationError, type ProgressUpdate } from '../appliance/control-protocol.js';
+import { exportImage, importImage, runOperation, type Args } from '../appliance/operations.js';
+import { openCore } from '../appliance/core.js';
+import { LockError } from '../appliance/lock.js';
+import { ProgressBar } from './progress.js';
+import { render } from './render.js';
+import { readPasswordTwice } from './password.js';
+import { FileSink, blockDeviceSize } from './file-sink.js';
+
+const COMMON: FlagSpecs = {
+  data: { value: true, description: 'data directory (database, images, lock)' },
+  config: { value: true, description: 'config file (key = value lines)' },
+  help: { value: false, description: 'show help' },
+};
+
+const SERVE_FLAGS: FlagSpecs = {
+  ...COMMON,
+  ...Object.fromEntries(CONFIG_KEYS.filter((k) => k !== 'data').map((k) => [k, { value: true, description: `config option ${k}` }])),
+};
+
+const USAGE = `netclone — network disk imaging
+
+  netclone serve [--config FILE] [--data DIR] [--listen ADDR] [--http-port N] [--nbd-port N]
+                 [--tftp-port N] [--dhcp off|proxy|full] [--interface IF] [--server-ip ADDR]
+                 [--dhcp-range START-END] [--dhcp-router ADDR] [--dhcp-dns ADDR,...] ...
+  netclone image import NAME FILE|-  [--size BYTES]     raw disk image (or stdin) into the store
+  netclone image export NAME FILE|-                     newest version as a raw (sparse) disk image
+  netclone image list [--json]
+  netclone image show NAME [--json]                    sizes, savings, versions, partitions
+  netclone image verify NAME                           re-hash every chunk; exit 1 on damage
+  netclone image rm NAME
+  netclone image gc                                    remove chunks no image uses
+  netclone image url NAME [--write --size BYTES] [--ttl DURATION]   nbd:// URL for qemu-img/nbdcopy
+  netclone host add MAC [--name NAME] | host list [--json] | host rm MAC
+  netclone task capture MAC --image NAME [--disk-serial S] [--after reboot|poweroff]
+  netclone task deploy MAC --image NAME [--disk-serial S] [--after reboot|poweroff]
+  netclone task list [--all] [--json] | task show ID [--json] | task cancel ID
+  netclone admin passwd                                set the admin password (asked twice)
+  netclone admin token create [--name NAME]            API token for scripts
+
+Every command takes --data DIR and --config FILE (default /etc/netclone/config when it exists).
+`;
+
+function loadConfig(flags: ParsedArgs['flags'], extra: ConfigOverrides = {}): Config {
+  const layers: ConfigOverrides[] = [];
+  const file = typeof flags.config === 'string' ? flags.config : process.env.NETCLONE_CONFIG ?? (existsSync('/etc/netclone/config') ? '/etc/netclone/config' : null);
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    layers.push(parseConfigText(text, file));
+  }
+  const fromFlags: ConfigOverrides = { ...extra };
+  if (typeof flags.data === 'string') fromFlags.data = flags.data;
+  return resolveConfig(...layers, fromFlags);
+}
+
+/** Run an operation through the server if one runs, otherwise on the directory under its lock. */
+async function withAppliance<T>(
+  config: Config,
+  logger: Logger,
+  remote: (client: ControlClient) => Promise<T>,
+  local: (core: Awaited<ReturnType<typeof openCore>>) => Promise<T>,
+): Promise<T> {
+  const client = new ControlClient(controlSocketPath(config.dataDir));
+  if (await client.reachable()) return remote(client);
+  let core;
+  try {
+    core = await openCore(config, logger, 'this command');
+  } catch (err) {
+    if (err instanceof LockError) throw new Error(`${err.message}. If a server is starting, try again in a moment.`);
+    throw err;
+  }
+  try {
+    return await local(core);
+  } finally {
+    await core.close();
+  }
+}
+
+async function op(config: Config, logger: Logger, name: string, args: Args, label: string): Promise<unknown> {
+  const bar = new ProgressBar(label);
+  const progress = (p: ProgressUpdate): void => bar.update(p);
+  try {
+    return await withAppliance(
+      config,
+      logger,
+      (client) => client.op(name, args, progress),
+      (core) => runOperation(core, name, args, progress),
+    );
+  } finally {
+    bar.done();
+  }
+}
+
+async function sizeOfInput(path: string): Promise<{ stream: Readable; size: number | null }> {
+  if (path === '-') {
+    const fh = await open('/dev/stdin', 'r').catch(() => null);
+    if (fh) {
+      const st = await fh.stat();
+      await fh.close();
+      if (st.isFile()) return { stream: process.stdin, size: st.size };
+    }
+    return { stream: process.stdin, size: null };
+  }
+  const fh = await open(path, 'r');
+  try {
+    const st = await fh.stat();
+    if (st.isBlockDevice()) {
+      // A block device's stat size is 0: measure it by seeking to its end.
+      return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), size: await blockDeviceSize(path) };
+    }
+    if (!st.isFile()) throw new UsageError(`${path} is not a file or block device`);
+    return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), size: st.size };
+  } finally {
+    await fh.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, sub, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const logger = createLogger(process.env.NETCLONE_LOG_LEVEL ?? (cmd === 'serve' ? 'info' : 'warn'));
+
+  if (cmd === 'serve') {
+    const parsed = parseArgs(argv.slice(1), SERVE_FLAGS);
+    if (parsed.positionals.length) throw new UsageError(`serve takes no arguments (got "${parsed.positionals.join(' ')}")`);
+    const overrides: ConfigOverrides = {};
+    for (const [k, v] of Object.entries(parsed.flags)) if (k !== 'config' && k !== 'data' && k !== 'help' && typeof v === 'string') (overrides as Record<string, string>)[k] = v;
+    const config = loadConfig(parsed.flags, overrides);
+    const serveLogger = createLogger(process.env.NETCLONE_LOG_LEVEL ?? config.logLevel);
+    const { startAppliance } = await import('../appliance/runtime.js');
+    const running = await startAppliance(config, serveLogger);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string): void => {
+        serveLogger.info({ signal }, 'stopping');
+        running.stop().then(resolve, resolve);
+      };
+      process.once('SIGINT', () => stop('SIGINT'));
+      process.once('SIGTERM', () => stop('SIGTERM'));
+    });
+    return 0;
+  }
+
+  const specsFor: Record<string, FlagSpecs> = {
+    'image import': { ...COMMON, size: { value: true, description: 'bytes to read from stdin' } },
+    'image export': COMMON,
+    'image list': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'image show': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'image verify': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'image rm': COMMON,
+    'image gc': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'image url': { ...COMMON, write: { value: false, description: 'writable capture export' }, size: { value: true, description: 'disk size' }, ttl: { value: true, description: 'lifetime' }, json: { value: false, description: 'JSON output' } },
+    'host add': { ...COMMON, name: { value: true, description: 'host name' }, json: { value: false, description: 'JSON output' } },
+    'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'host rm': COMMON,
+    'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
+    'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
+    'task list': { ...COMMON, all: { value: false, description: 'include ended tasks' }, json: { value: false, description: 'JSON output' } },
+    'task show': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'task cancel': { ...COMMON, json: { value: false, description: 'JSON output' } },
+    'admin passwd': COMMON,
+    'admin token': { ...COMMON, name: { value: true, description: 'token name' } },
+  };
+  const key = `${cmd} ${sub ?? ''}`;
+  const specs = specsFor[key];
+  if (!specs) throw new UsageError(`unknown command "netclone ${key.trim()}"; see "netclone help"`);
+  const { positionals: pos, flags } = parseArgs(rest, specs);
+  const config = loadConfig(flags);
+  const json = flags.json === true;
+  const need = (n: number, what: string): void => {
+    if (pos.length !== n) throw new UsageError(`usage: netclone ${key} ${what}`);
+  };
+  const print = (value: unknown, kind: Parameters<typeof render>[0]): void => {
+    process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : render(kind, value));
+  };
+
+  switch (key) {
+    case 'image import': {
+      need(2, 'NAME FILE|-');
+      const [name, file] = pos;
+      const { stream, size: measured } = await sizeOfInput(file);
+      const size = typeof flags.size === 'string' ? Number(flags.size) : measured;
+      if (size !== null && (!Number.isSafeInteger(size) || size <= 0)) throw new UsageError('--size must be a positive number of bytes');
+      const source = file === '-' ? 'import from stdin' : `import of ${file}`;
+      const bar = new ProgressBar(`import ${name}`);
+      const result = await withAppliance(
+        config,
+        logger,
+        (client) => client.import(name, size, source, stream, (p) => bar.update(p)),
+        (core) => importImage(core, name, stream, size, source, (p) => bar.update(p)),
+      );
+      bar.done();
+      print(result, 'version');
+      return 0;
+    }
+    case 'image export': {
+      need(2, 'NAME FILE|-');
+      const [name, file] = pos;
+      const sink = await FileSink.open(file);
+      const bar = new ProgressBar(`export ${name}`);
+      try {
+        await withAppliance(
+          config,
+          logger,
+          async (client) => {
+            const { size, body } = await client.export(name);
+            sink.begin(size);
+            let done = 0;
+            for await (const chunk of body as AsyncIterable<Buffer>) {
+              await sink.write(chunk);
+              done += chunk.length;
+              bar.update({ done, total: size });
+            }
+            if (done !== size) throw new Error(`export ended after ${done} of ${size} bytes; see the server log`);
+          },
+          (core) => exportImage(core, name, sink, (p) => bar.update(p)),
+        );
+        await sink.finish();
+      } catch (err) {
+        await sink.abort();
+        throw err;
+      } finally {
+        bar.done();
+      }
+      return 0;
+    }
+    case 'image list':
+      need(0, '');
+      print(await op(config, logger, 'image.list', {}, 'list'), 'images');
+      return 0;
+    case 'image show':
+      need(1, 'NAME');
+      print(await op(config, logger, 'image.show', { name: pos[0] }, 'show'), 'image');
+      return 0;
+    case 'image verify': {
+      need(1, 'NAME');
+      const result = (await op(config, logger, 'image.verify', { name: pos[0] }, `verify ${pos[0]}`)) as { ok: boolean };
+      print(result, 'verify');
+      return result.ok ? 0 : 1;
+    }
+    case 'image rm':
+      need(1, 'NAME');
+      await op(config, logger, 'image.rm', { name: pos[0] }, 'rm');
+      process.stdout.write(`image ${pos[0]} removed; "netclone image gc" frees its chunks\n`);
+      return 0;
+    case 'image gc':
+      need(0, '');
+      print(await op(config, logger, 'image.gc', {}, 'gc'), 'gc');
+      return 0;
+    case 'image url': {
+      need(1, 'NAME [--write --size BYTES] [--ttl DURATION]');
+      const result = (await op(config, logger, 'image.url', { name: pos[0], write: flags.write === true, size: flags.size, ttl: flags.ttl }, 'url')) as { uri: string };
+      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : `${result.uri}\n`);
+      return 0;
+    }
+    case 'host add':
+      need(1, 'MAC [--name NAME]');
+      print(await op(config, logger, 'host.add', { mac: pos[0], name: flags.name }, 'host'), 'host');
+      return 0;
+    case 'host list':
+      need(0, '');
+      print(await op(config, logger, 'host.list', {}, 'hosts'), 'hosts');
+      return 0;
+    case 'host rm':
+      need(1, 'MAC');
+      await op(config, logger, 'host.rm', { mac: pos[0] }, 'host');
+      return 0;
+    case 'task capture':
+    case 'task deploy':
+      need(1, 'MAC --image NAME');
+      if (typeof flags.image !== 'string') throw new UsageError(`usage: netclone ${key} MAC --image NAME`);
+      print(
+        await op(config, logger, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after }, 'task'),
+        'task',
+      );
+      return 0;
+    case 'task list':
+      need(0, '');
+      print(await op(config, logger, 'task.list', { all: flags.all === true }, 'tasks'), 'tasks');
+      return 0;
+    case 'task show':
+      need(1, 'ID');
+      print(await op(config, logger, 'task.show', { id: pos[0] }, 'task'), 'task');
+      return 0;
+    case 'task cancel':
+      need(1, 'ID');
+      print(await op(config, logger, 'task.cancel', { id: pos[0] }, 'task'), 'task');
+      return 0;
+    case 'admin passwd': {
+      need(0, '');
+      const password = await readPasswordTwice();
+      await op(config, logger, 'admin.passwd', { password }, 'passwd');
+      process.stdout.write('admin password set\n');
+      return 0;
+    }
+    case 'admin token': {
+      if (pos[0] !== 'create' || pos.length !== 1) throw new UsageError('usage: netclone admin token create [--name NAME]');
+      const created = (await op(config, logger, 'admin.token.create', { name: flags.name }, 'token')) as { token: string };
+      process.stdout.write(`${created.token}\n`);
+      return 0;
+    }
+  }
+  throw new UsageError(`unknown command "netclone ${key.trim()}"`);
+}
+
+export async function run(argv: string[]): Promise<void> {
+  try {
+    process.exitCode = await main(argv);
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      process.stderr.write(`netclone: ${err.message}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof OperationError) {
+      process.stderr.write(`netclone: ${err.message}\n`);
+      process.exitCode = 1;
+    } else {
+      const e = err as Error & { status?: number };
+      process.stderr.write(`netclone: ${e.message}\n`);
+      if (process.env.NETCLONE_DEBUG) process.stderr.write(`${e.stack}\n`);
+      process.exitCode = 1;
+    }
+  }
+}
