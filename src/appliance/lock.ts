@@ -60,9 +60,9 @@ export async function acquireLock(dataDir: string, purpose: string): Promise<Dat
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const owner = await readLockOwner(dataDir);
-      if (owner !== null && owner !== process.pid) {
+      if (owner !== null) {
         throw new LockError(
-          `${dataDir} is in use by process ${owner} (${purpose} needs it alone); stop that process or use its control socket`,
+          `${dataDir} is in use by ${owner === process.pid ? 'this process' : `process ${owner}`} (${purpose} needs it alone); stop that process or use its control socket`,
           owner,
         );
       }
