@@ -43,7 +43,7 @@ export class DurableJsonFile<T> implements Adapter<T> {
     try {
       return JSON.parse(text) as T;
     } catch (err) {
-      throw new Error(`database ${this.file} is not valid JSON (${(err as Error).message}); restore it from a backup or move it aside to start empty`);
+      throw new Error(`database ${this.file} is not valid JSON (${(err as Error).message}); restore it from a backup or move it aside to start empty`, { cause: err });
     }
   }
 

@@ -83,7 +83,7 @@ async function withAppliance<T>(
   try {
     core = await openCore(config, logger, 'this command');
   } catch (err) {
-    if (err instanceof LockError) throw new Error(`${err.message}. If a server is starting, try again in a moment.`);
+    if (err instanceof LockError) throw new Error(`${err.message}. If a server is starting, try again in a moment.`, { cause: err });
     throw err;
   }
   try {
