@@ -78,7 +78,8 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
     const { ip: serverIp, why: ipWhy } = resolveServerIp(config);
     const nbd: NbdAccess = {
       async createUrl(req: NbdUrlRequest): Promise<NbdUrl> {
-        const host = req.host ?? serverIp ?? '127.0.0.1';
+        // A server bound to one address is only reachable there; otherwise use the address PCs see.
+        const host = req.host ?? (config.listen !== '0.0.0.0' && config.listen !== '::' ? config.listen : serverIp ?? '127.0.0.1');
         const ttlSeconds = req.ttlSeconds ?? config.urlTtlSeconds;
         let granted: { name: string; expiresAt: Date };
         if (req.write) {
@@ -108,7 +109,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
       {
         extraPlugins: [
           bootRoutes({ config, logger: logger.child({ component: 'boot' }), hosts: core.hosts, tasks: core.tasks, imageNames }),
-          clientRoutes({ config, logger: logger.child({ component: 'client-api' }), hosts: core.hosts, tasks: core.tasks, transfers, images: source }),
+          clientRoutes({ config, logger: logger.child({ component: 'client-api' }), hosts: core.hosts, tasks: core.tasks, transfers, images: source, nbdPort: nbdAddr.port }),
         ],
       },
     );

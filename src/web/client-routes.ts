@@ -21,6 +21,8 @@ export interface ClientRoutesContext {
   readonly tasks: TaskService;
   readonly transfers: TransferService;
   readonly images: Pick<ExportSource, 'latest'>;
+  /** The port the NBD server actually listens on (it may have been 0 = any). */
+  readonly nbdPort: number;
 }
 
 const Str = (max: number) => Type.String({ maxLength: max });
@@ -124,7 +126,7 @@ export function clientRoutes(ctx: ClientRoutesContext) {
       const ip = req.ip.replace(/^::ffff:/, '');
       const nbdHost = httpBaseFor(req, ctx.config).replace(/:\d+$/, '');
       try {
-        const uri = await ctx.transfers.start(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.config.nbdPort);
+        const uri = await ctx.transfers.start(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.nbdPort);
         ctx.logger.info({ mac: task.mac, task: task.id, disk: req.body.disk.name }, `client starts the ${task.kind}`);
         return { nbd: uri };
       } catch (err) {
