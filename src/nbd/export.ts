@@ -43,9 +43,15 @@ export interface PeerInfo {
   readonly port: number;
 }
 
-/** How a connection ended: `clean` means DISC was received and every write before it was flushed. */
+/**
+ * How a connection ended. `clean`: DISC was received and every write on this connection was
+ * flushed on this connection. `discReceived`: the client said goodbye; with multi-conn a client
+ * may flush on one connection only (nbdcopy does), so a multi-conn export whose flush is global
+ * judges durability itself and needs only this.
+ */
 export interface DetachInfo {
   readonly clean: boolean;
+  readonly discReceived: boolean;
   readonly reason: string;
 }
 

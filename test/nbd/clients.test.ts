@@ -129,7 +129,7 @@ describe('real NBD clients', () => {
     const r = await run('nbdcopy', ['--connections=1', path.join(dir, 'src.raw'), s.url('noflush')]);
     expect(r.code, r.stderr).toBe(0);
     const d = await fresh.waitForDetach(1);
-    expect(d.kind === 'detach' && d.info).toEqual({ clean: false, reason: 'client sent NBD_CMD_DISC' });
+    expect(d.kind === 'detach' && d.info).toEqual({ clean: false, discReceived: true, reason: 'client sent NBD_CMD_DISC' });
     expect(fresh.flushes).toBe(0);
   });
 

@@ -45,6 +45,17 @@ export interface ClientRequest {
   readonly isIpxe: boolean;
 }
 
+/**
+ * A PXE ROM often sends no option 61 while the iPXE it loads sends 61 = htype + MAC. Treating that
+ * form as the bare hardware address keeps one machine on one lease across boot stages.
+ */
+function clientKeyOf(packet: DhcpPacket, clientId: Buffer | undefined): string {
+  const hwKey = `hw:${packet.htype}:${formatMac(packet.chaddr)}`;
+  if (!clientId || clientId.length === 0) return hwKey;
+  if (clientId[0] === packet.htype && clientId.subarray(1).equals(packet.chaddr)) return hwKey;
+  return `id:${clientId.toString('hex')}`;
+}
+
 const vendorArch = /^(?:PXEClient|HTTPClient):Arch:(\d{5})/;
 
 export function describeRequest(packet: DhcpPacket): ClientRequest {
@@ -68,7 +79,7 @@ export function describeRequest(packet: DhcpPacket): ClientRequest {
     packet,
     messageType: decodeU8(o.get(Opt.MESSAGE_TYPE)),
     mac,
-    clientKey: clientId && clientId.length > 0 ? `id:${clientId.toString('hex')}` : `hw:${packet.htype}:${mac}`,
+    clientKey: clientKeyOf(packet, clientId),
     requestedIp: decodeIp(o.get(Opt.REQUESTED_IP)),
     serverId: decodeIp(o.get(Opt.SERVER_ID)),
     parameterList: decodeCodeList(o.get(Opt.PARAMETER_LIST)) ?? [],

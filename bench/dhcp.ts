@@ -1,0 +1,99 @@
+/**
+ * Proxy-DHCP throughput: a burst of PXE DISCOVERs on loopback, counting OFFERs back.
+ * Run: npx tsx bench/dhcp.ts
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { pathToFileURL } from 'node:url';
+import { nullLogger } from '../src/log.js';
+import { DhcpServer, encodeDhcpPacket, encodeEncapsulated, parseDhcpPacket } from '../src/pxe/dhcp/index.js';
+
+export interface DhcpBenchResult {
+  offersPerSecond: number;
+  sent: number;
+  offers: number;
+  seconds: number;
+}
+
+/** A realistic client DISCOVER: alternately iPXE BIOS and OVMF UEFI. */
+function discover(i: number): Buffer {
+  const mac = Buffer.from([0x02, 0x00, 0x00, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff]);
+  const ipxe = i % 2 === 0;
+  return encodeDhcpPacket({
+    op: 1,
+    xid: 0x10000000 + i,
+    flags: 0x8000,
+    chaddr: mac,
+    options: [
+      { code: 53, data: Buffer.from([1]) },
+      { code: 57, data: Buffer.from([0x05, 0xc0]) },
+      { code: 93, data: Buffer.from([0, ipxe ? 0 : 7]) },
+      { code: 94, data: Buffer.from([1, 3, 0]) },
+      { code: 60, data: Buffer.from(ipxe ? 'PXEClient:Arch:00000:UNDI:002001' : 'PXEClient:Arch:00007:UNDI:003000') },
+      ...(ipxe ? [{ code: 77, data: Buffer.from('iPXE') }, { code: 175, data: encodeEncapsulated([[0x13, Buffer.from([1])]], false) }] : []),
+      { code: 55, data: Buffer.from([1, 3, 6, 43, 60, 66, 67, 97, 175]) },
+      { code: 97, data: Buffer.concat([Buffer.from([0]), Buffer.alloc(16, i & 0xff)]) },
+    ],
+  });
+}
+
+function bindClient(): Promise<Socket> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.bind({ address: '127.0.0.1', port: 0 }, () => {
+      s.setRecvBufferSize(2 * 1024 * 1024);
+      resolve(s);
+    });
+  });
+}
+
+export async function benchDhcp(count = 500): Promise<DhcpBenchResult> {
+  const client = await bindClient();
+  const server = new DhcpServer({
+    mode: 'proxy',
+    serverIp: '127.0.0.1',
+    httpPort: 8080,
+    bindAddress: '127.0.0.1',
+    // Port 0: any free high port; broadcasts redirected to our client socket on loopback.
+    ports: { dhcp: 0, proxy: 0, client: client.address().port },
+    broadcastAddress: '127.0.0.1',
+    logger: nullLogger(),
+  });
+  await server.start();
+  const packets = Array.from({ length: count }, (_, i) => discover(i));
+  const answered = new Set<number>();
+  let lastReply = 0;
+  try {
+    const done = new Promise<void>((resolve) => {
+      let idle: NodeJS.Timeout | undefined;
+      const arm = (): void => {
+        if (idle) clearTimeout(idle);
+        // Lost packets (socket buffer overflow) must not hang the bench: stop after 1 s of silence.
+        idle = setTimeout(resolve, 1000);
+      };
+      arm();
+      client.on('message', (msg) => {
+        const p = parseDhcpPacket(msg);
+        if (p.ok && p.packet.options.get(53)?.[0] === 2) answered.add(p.packet.xid);
+        lastReply = performance.now();
+        if (answered.size === count) {
+          if (idle) clearTimeout(idle);
+          resolve();
+        } else arm();
+      });
+    });
+    const port = server.boundPorts.dhcp;
+    const start = performance.now();
+    for (const p of packets) client.send(p, port, '127.0.0.1');
+    await done;
+    const seconds = Math.max(1e-6, (lastReply - start) / 1000);
+    return { offersPerSecond: Math.round(answered.size / seconds), sent: count, offers: answered.size, seconds };
+  } finally {
+    client.close();
+    await server.stop();
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const r = await benchDhcp();
+  console.log(JSON.stringify(r));
+}

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Builds the netclone thin client: boot/dist/vmlinuz + boot/dist/initrd.img + boot/dist/manifest.txt.
+# Everything comes from Debian packages (apt-get download + dpkg -x); no kernel is installed on the host.
+# Downloads are cached in boot/.cache/debs so rebuilds are fast; the initrd tree is rebuilt from scratch
+# every time so the result only depends on the cached packages and boot/client/.
+set -euo pipefail
+
+START=$(date +%s)
+BOOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CLIENT_DIR="$BOOT_DIR/client"
+CACHE="$BOOT_DIR/.cache"
+DEBS="$CACHE/debs"
+DIST="$BOOT_DIR/dist"
+WORK="$CACHE/work"
+ROOTFS="$WORK/rootfs"
+
+# Drivers for the hardware an office has. Each module's dependency closure is added automatically.
+NIC_MODULES="e1000 e1000e igb igc r8169 realtek tg3 bnx2x atlantic virtio_net r8152 ax88179_178a usbnet"
+USB_MODULES="xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic usb_storage uas"
+DISK_MODULES="ahci ata_piix sd_mod nvme virtio_blk virtio_scsi virtio_pci"
+MODULES="$NIC_MODULES $USB_MODULES $DISK_MODULES"
+FIRMWARE_PACKAGES="firmware-realtek firmware-bnx2x firmware-misc-nonfree"
+# Only the firmware for the drivers above goes in; firmware-misc-nonfree alone is hundreds of MB.
+FIRMWARE_DIRS="rtl_nic bnx2x tigon intel/ice qed"
+
+log() { printf 'build: %s\n' "$*"; }
+warn() { printf 'build: WARNING: %s\n' "$*" >&2; }
+die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---- host tools -------------------------------------------------------------------------------
+ensure_host_tools() {
+  local missing=() cmd pkg
+  for pair in cpio:cpio depmod:kmod modprobe:kmod xz:xz-utils gzip:gzip nbdcopy:libnbd-bin nbdinfo:libnbd-bin \
+              dpkg-deb:dpkg apt-get:apt apt-cache:apt ldd:libc-bin; do
+    cmd=${pair%%:*}; pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/sbin:/usr/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    # shellcheck disable=SC2207
+    missing=($(printf '%s\n' "${missing[@]}" | sort -u))
+    [ "$(id -u)" = 0 ] || die "missing host packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
+    log "installing host packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
+      || die "apt-get install ${missing[*]} failed; run 'apt-get update' first"
+  fi
+  export PATH="$PATH:/sbin:/usr/sbin"
+}
+
+# ---- package download (cached) ----------------------------------------------------------------
+pkg_field() { # pkg field -> value of the candidate version
+  apt-cache show --no-all-versions "$1" 2>/dev/null | awk -v f="$2:" '$1 == f { print $2; exit }'
+}
+
+# Prints the path of the cached .deb of the candidate version of $1, downloading it if needed.
+fetch_deb() {
+  local pkg=$1 ver arch file
+  ver=$(pkg_field "$pkg" Version)
+  [ -n "$ver" ] || return 1
+  arch=$(pkg_field "$pkg" Architecture)
+  file="$DEBS/${pkg}_${ver//:/%3a}_${arch}.deb"
+  if [ ! -s "$file" ] || [ "$(dpkg-deb -f "$file" Version 2>/dev/null)" != "$ver" ]; then
+    rm -f "$file"
+    (cd "$DEBS" && apt-get download "$pkg=$ver" >&2) || die "apt-get download $pkg=$ver failed (network? apt-get update?)"
+    [ -s "$file" ] || die "apt-get download $pkg left no $file"
+  fi
+  echo "$file"
+}
+
+# ---- main -------------------------------------------------------------------------------------
+[ -f "$CLIENT_DIR/init" ] || die "$CLIENT_DIR/init not found (run from a netclone checkout)"
+ensure_host_tools
+mkdir -p "$DEBS" "$DIST"
+# _apt cannot write into a root-owned cache dir; apt then downloads as root and warns. Harmless: silence it.
+chmod 0755 "$DEBS" 2>/dev/null || true
+
+[ -n "$(apt-cache policy linux-image-amd64 2>/dev/null | awk '/Candidate:/ {print $2}')" ] \
+  || die "apt knows no linux-image-amd64; run 'apt-get update' first"
+
+KPKG=$(apt-cache depends linux-image-amd64 | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+[ -n "$KPKG" ] || die "cannot resolve the kernel package behind linux-image-amd64 (apt-cache depends)"
+KDEB=$(fetch_deb "$KPKG") || die "no candidate version for $KPKG"
+BBDEB=$(fetch_deb busybox-static) || die "no candidate version for busybox-static"
+log "kernel package: $KPKG $(dpkg-deb -f "$KDEB" Version)"
+
+rm -rf "$WORK"
+mkdir -p "$WORK/kernel" "$WORK/busybox" "$ROOTFS"
+dpkg -x "$KDEB" "$WORK/kernel"
+dpkg -x "$BBDEB" "$WORK/busybox"
+
+MODBASE=lib/modules
+[ -d "$WORK/kernel/$MODBASE" ] || MODBASE=usr/lib/modules
+KVER=$(ls "$WORK/kernel/$MODBASE" | head -n1)
+[ -n "$KVER" ] || die "$KPKG has no $MODBASE/<version> directory"
+VMLINUZ="$WORK/kernel/boot/vmlinuz-$KVER"
+[ -f "$VMLINUZ" ] || die "$KPKG has no boot/vmlinuz-$KVER"
+# depmod -b wants lib/modules under the base directory.
+if [ "$MODBASE" = usr/lib/modules ]; then mkdir -p "$WORK/kernel/lib"; ln -sfn ../usr/lib/modules "$WORK/kernel/lib/modules"; fi
+depmod -b "$WORK/kernel" "$KVER" || die "depmod on the extracted kernel failed"
+
+# ---- rootfs layout ----------------------------------------------------------------------------
+mkdir -p "$ROOTFS"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,var/run,lib/modules/"$KVER",lib/firmware,lib64,usr/share/netclone}
+install -m 0755 "$WORK/busybox/bin/busybox" "$ROOTFS/bin/busybox"
+for applet in $("$ROOTFS/bin/busybox" --list); do
+  [ "$applet" = busybox ] || ln -sf busybox "$ROOTFS/bin/$applet"
+done
+# The kernel runs /sbin/modprobe for on-demand module loads (e.g. PHY drivers).
+ln -sf ../bin/busybox "$ROOTFS/sbin/modprobe"
+install -m 0755 "$CLIENT_DIR/init" "$ROOTFS/init"
+install -m 0755 "$CLIENT_DIR/udhcpc.script" "$ROOTFS/usr/share/netclone/udhcpc.script"
+mkdir -p "$ROOTFS/usr/share/netclone/lib"
+install -m 0644 "$CLIENT_DIR"/lib/*.sh "$ROOTFS/usr/share/netclone/lib/"
+
+# ---- nbdcopy, nbdinfo and their libraries (from the host's libnbd-bin) ------------------------
+LIBS_FILE="$WORK/libs.txt"
+: >"$LIBS_FILE"
+for bin in /usr/bin/nbdcopy /usr/bin/nbdinfo; do
+  install -m 0755 "$bin" "$ROOTFS/usr/bin/"
+  ldd "$bin" | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }' >>"$LIBS_FILE"
+done
+sort -u "$LIBS_FILE" -o "$LIBS_FILE"
+while read -r lib; do
+  [ -n "$lib" ] || continue
+  real=$(readlink -f "$lib")
+  [ -f "$real" ] || die "library $lib (needed by nbdcopy) not found"
+  mkdir -p "$ROOTFS$(dirname "$lib")"
+  cp -L "$real" "$ROOTFS$lib"
+done <"$LIBS_FILE"
+grep -q 'ld-linux' "$LIBS_FILE" || die "ldd named no dynamic loader for nbdcopy"
+
+# ---- kernel modules ---------------------------------------------------------------------------
+KMODDIR="$WORK/kernel/lib/modules/$KVER"
+MOD_LIST="$WORK/modules.txt"
+BUILTIN_LIST="$WORK/builtin.txt"
+: >"$MOD_LIST"; : >"$BUILTIN_LIST"
+for m in $MODULES; do
+  out=$(modprobe -d "$WORK/kernel" -S "$KVER" --show-depends "$m" 2>&1) \
+    || die "module $m not found in $KPKG: $out"
+  printf '%s\n' "$out" | awk '$1 == "insmod" { print $2 }' >>"$MOD_LIST"
+  printf '%s\n' "$out" | awk '$1 == "builtin" { print $2 }' >>"$BUILTIN_LIST"
+done
+sort -u "$MOD_LIST" -o "$MOD_LIST"
+sort -u "$BUILTIN_LIST" -o "$BUILTIN_LIST"
+while read -r path; do
+  rel=${path#"$KMODDIR"/}
+  dest="$ROOTFS/lib/modules/$KVER/$rel"
+  mkdir -p "$(dirname "$dest")"
+  case "$rel" in
+    # busybox insmod reads plain .ko only reliably; decompress so any busybox build works.
+    *.ko.xz)  xz -dc "$path" >"${dest%.xz}" ;;
+    *.ko.zst) command -v zstd >/dev/null || die "module $rel is zstd-compressed; install zstd"; zstd -qdc "$path" >"${dest%.zst}" ;;
+    *.ko.gz)  gzip -dc "$path" >"${dest%.gz}" ;;
+    *)        cp "$path" "$dest" ;;
+  esac
+done <"$MOD_LIST"
+cp "$KMODDIR/modules.builtin" "$KMODDIR/modules.builtin.modinfo" "$KMODDIR/modules.order" "$ROOTFS/lib/modules/$KVER/" 2>/dev/null || true
+depmod -b "$ROOTFS" "$KVER" || die "depmod on the initrd tree failed"
+# The load order the client uses: the requested modules; busybox modprobe pulls each one's deps from modules.dep.
+printf '%s\n' $MODULES >"$ROOTFS/usr/share/netclone/modules.load"
+
+# ---- firmware (non-free-firmware component; optional) -----------------------------------------
+FIRMWARE_NOTE=""
+FW_VERSIONS=""
+for fw in $FIRMWARE_PACKAGES; do
+  if [ -z "$(pkg_field "$fw" Version)" ]; then
+    FIRMWARE_NOTE="firmware skipped: $fw not available (add the non-free-firmware component to the apt sources and run apt-get update)"
+    warn "$FIRMWARE_NOTE"
+    warn "NICs that need firmware (bnx2x always; some Realtek/Broadcom chips) may not work with this client"
+    FW_VERSIONS=""
+    break
+  fi
+  deb=$(fetch_deb "$fw")
+  mkdir -p "$WORK/fw/$fw"
+  dpkg -x "$deb" "$WORK/fw/$fw"
+  FW_VERSIONS="$FW_VERSIONS$fw $(dpkg-deb -f "$deb" Version)"$'\n'
+done
+if [ -z "$FIRMWARE_NOTE" ]; then
+  for fw in $FIRMWARE_PACKAGES; do
+    for d in $FIRMWARE_DIRS; do
+      for base in lib/firmware usr/lib/firmware; do
+        src="$WORK/fw/$fw/$base/$d"
+        if [ -d "$src" ]; then mkdir -p "$ROOTFS/lib/firmware/$d"; cp -a "$src/." "$ROOTFS/lib/firmware/$d/"; fi
+      done
+    done
+  done
+fi
+
+# ---- pack ------------------------------------------------------------------------------------
+# Fixed mtimes and sorted names keep the archive reproducible for identical inputs.
+find "$ROOTFS" -exec touch -h -d @0 {} +
+(cd "$ROOTFS" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
+  | gzip -9 -n >"$WORK/initrd.img" || die "packing the initrd failed"
+install -m 0644 "$VMLINUZ" "$DIST/vmlinuz.new"
+install -m 0644 "$WORK/initrd.img" "$DIST/initrd.img.new"
+
+# ---- manifest --------------------------------------------------------------------------------
+host_pkg_version() { dpkg-query -W -f '${Package}:${Architecture} ${Version}\n' "$1" 2>/dev/null | head -n1; }
+{
+  echo "# netclone thin client build manifest"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "kernel-version: $KVER"
+  echo
+  echo "[packages]"
+  echo "$KPKG $(dpkg-deb -f "$KDEB" Version)"
+  echo "busybox-static $(dpkg-deb -f "$BBDEB" Version)"
+  # nbdcopy and its libraries come from the host's installed packages.
+  owners=$( { echo /usr/bin/nbdcopy; cat "$LIBS_FILE"; } | while read -r f; do
+      dpkg -S "$(readlink -f "$f")" 2>/dev/null || dpkg -S "$f" 2>/dev/null || true
+    done | cut -d: -f1 | sort -u)
+  for p in $owners; do host_pkg_version "$p"; done
+  printf '%s' "$FW_VERSIONS"
+  echo
+  echo "[firmware]"
+  if [ -n "$FIRMWARE_NOTE" ]; then echo "WARNING: $FIRMWARE_NOTE"; else echo "included: $FIRMWARE_DIRS"; fi
+  echo
+  echo "[modules requested]"
+  printf '%s\n' $MODULES
+  echo
+  echo "[modules built into the kernel]"
+  cat "$BUILTIN_LIST"
+  echo
+  echo "[module files]"
+  (cd "$ROOTFS/lib/modules/$KVER" && find . -name '*.ko' | sed 's|^\./||' | LC_ALL=C sort)
+  echo
+  echo "[libraries]"
+  cat "$LIBS_FILE"
+  echo
+  echo "[outputs]"
+  echo "vmlinuz $(stat -c %s "$DIST/vmlinuz.new") sha256:$(sha256sum "$DIST/vmlinuz.new" | cut -d' ' -f1)"
+  echo "initrd.img $(stat -c %s "$DIST/initrd.img.new") sha256:$(sha256sum "$DIST/initrd.img.new" | cut -d' ' -f1)"
+} >"$DIST/manifest.txt.new"
+
+mv -f "$DIST/vmlinuz.new" "$DIST/vmlinuz"
+mv -f "$DIST/initrd.img.new" "$DIST/initrd.img"
+mv -f "$DIST/manifest.txt.new" "$DIST/manifest.txt"
+rm -rf "$WORK/kernel" "$WORK/fw"
+
+END=$(date +%s)
+log "kernel $KVER, $(wc -l <"$MOD_LIST") modules, initrd $(( $(stat -c %s "$DIST/initrd.img") / 1024 )) KiB"
+log "wrote $DIST/vmlinuz, $DIST/initrd.img, $DIST/manifest.txt in $((END - START)) s"

@@ -1,0 +1,35 @@
+# Hardware report: DMI identity, disks (disks.sh) and NICs, as the JSON body of POST /hardware.
+
+nic_list() { # physical NICs: type 1 (ether) with a device behind them
+  for _i in "$NC_SYS"/class/net/*; do
+    [ -e "$_i/device" ] || continue
+    [ "$(_rd "$_i/type")" = 1 ] || continue
+    echo "${_i##*/}"
+  done
+}
+
+nic_mac() { _rd "$NC_SYS/class/net/$1/address"; }
+nic_driver() { _dr=$(readlink "$NC_SYS/class/net/$1/device/driver" 2>/dev/null); printf '%s' "${_dr##*/}"; }
+nic_speed() { _sp=$(_rd "$NC_SYS/class/net/$1/speed"); case "$_sp" in ''|-*) echo null ;; *) json_num "$_sp" ;; esac; }
+
+nics_json() {
+  _first=1; printf '['
+  for _n in $(nic_list); do
+    [ $_first = 1 ] || printf ','
+    _first=0
+    printf '{"name":%s,"mac":%s,"driver":%s,"speed":%s}' "$(json_str "$_n")" "$(json_str "$(nic_mac "$_n")")" \
+      "$(json_str "$(nic_driver "$_n")")" "$(nic_speed "$_n")"
+  done
+  printf ']'
+}
+
+dmi_json() {
+  _dmi="$NC_SYS/class/dmi/id"
+  printf '{"vendor":%s,"model":%s,"serial":%s,"uuid":%s}' "$(json_str "$(_rd "$_dmi/sys_vendor")")" \
+    "$(json_str "$(_rd "$_dmi/product_name")")" "$(json_str "$(_rd "$_dmi/product_serial")")" \
+    "$(json_str "$(_rd "$_dmi/product_uuid")")"
+}
+
+hardware_json() {
+  printf '{"dmi":%s,"disks":%s,"nics":%s}' "$(dmi_json)" "$(disks_json)" "$(nics_json)"
+}

@@ -1,0 +1,156 @@
+/**
+ * A pool of codec workers (one per core by default). Each request is sent to the worker with the
+ * fewest outstanding requests; buffers are transferred, not copied.
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../log.js';
+import type { CodecRequest, CodecResponse } from './codec-protocol.js';
+
+export class ChunkCorruptError extends Error {
+  constructor(
+    readonly hash: string,
+    readonly detail: string,
+  ) {
+    super(`chunk ${hash} is damaged: ${detail}; run verify on the images using it and re-capture or restore them`);
+    this.name = 'ChunkCorruptError';
+  }
+}
+
+const MAX_RESPAWNS = 16;
+
+interface Pending {
+  resolve(r: CodecResponse): void;
+  reject(e: Error): void;
+}
+
+interface Slot {
+  worker: Worker;
+  outstanding: Map<number, Pending>;
+}
+
+/**
+ * From `npm run build` output the worker is the compiled .js sibling. Under vitest or tsx this module
+ * runs from its .ts source and the worker must be the .ts sibling compiled on the fly. On Node 20.20,
+ * `execArgv: ['--import', 'tsx']` does not reach a worker's module loader (the worker still fails with
+ * "Unknown file extension .ts"), so a tiny eval'd bootstrap registers tsx's ESM hooks inside the worker
+ * first. tsx's CommonJS build of its API resolves its own files wrongly, hence the .mjs entry.
+ */
+function spawnWorker(): Worker {
+  const url = import.meta.url;
+  if (!url.endsWith('.ts')) return new Worker(new URL('./codec-worker.js', url));
+  const target = new URL('./codec-worker.ts', url).href;
+  const from = fileURLToPath(url);
+  const code = [
+    "const { createRequire } = require('node:module');",
+    "const { pathToFileURL } = require('node:url');",
+    `const api = createRequire(${JSON.stringify(from)}).resolve('tsx/esm/api').replace(/\\.cjs$/, '.mjs');`,
+    `import(pathToFileURL(api).href).then((m) => { m.register(); return import(${JSON.stringify(target)}); });`,
+  ].join('\n');
+  return new Worker(code, { eval: true });
+}
+
+function toTransferable(b: Buffer): ArrayBuffer {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
+  const copy = new ArrayBuffer(b.byteLength);
+  new Uint8Array(copy).set(b);
+  return copy;
+}
+
+export class CodecPool {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  private closed = false;
+  private broken: string | null = null;
+  private respawns = 0;
+
+  constructor(
+    private readonly log: Logger,
+    size: number = availableParallelism(),
+  ) {
+    for (let i = 0; i < Math.max(1, size); i++) this.slots.push(this.spawn());
+  }
+
+  private spawn(): Slot {
+    const worker = spawnWorker();
+    const slot: Slot = { worker, outstanding: new Map() };
+    let online = false;
+    worker.unref();
+    worker.on('online', () => (online = true));
+    worker.on('message', (res: CodecResponse) => {
+      const p = slot.outstanding.get(res.id);
+      if (!p) return;
+      slot.outstanding.delete(res.id);
+      p.resolve(res);
+    });
+    let failed = false;
+    const fail = (err: Error): void => {
+      if (failed) return;
+      failed = true;
+      for (const p of slot.outstanding.values()) p.reject(err);
+      slot.outstanding.clear();
+      if (this.closed) return;
+      const i = this.slots.indexOf(slot);
+      // A worker that never came up (missing or broken build) would fail again at once: no respawn loop.
+      if (!online || this.respawns >= MAX_RESPAWNS) {
+        this.broken = `codec worker cannot run (${err.message}); check that the build output includes codec-worker.js`;
+        this.log.error({ err: err.message }, 'codec worker failed; image store cannot encode or decode chunks');
+        if (i >= 0) this.slots.splice(i, 1);
+        return;
+      }
+      this.respawns++;
+      this.log.error({ err: err.message }, 'codec worker died; starting a new one');
+      if (i >= 0) this.slots[i] = this.spawn();
+    };
+    worker.on('error', (err) => fail(err));
+    worker.on('exit', (code) => fail(new Error(`codec worker exited with code ${code}`)));
+    return slot;
+  }
+
+  private send(make: (id: number) => { req: CodecRequest; transfer: ArrayBuffer[] }): Promise<CodecResponse> {
+    if (this.closed) return Promise.reject(new Error('image store is closed'));
+    if (this.broken !== null || this.slots.length === 0) return Promise.reject(new Error(this.broken ?? 'no codec workers are running'));
+    let best = this.slots[0];
+    for (const s of this.slots) if (s.outstanding.size < best.outstanding.size) best = s;
+    const id = this.nextId++;
+    const { req, transfer } = make(id);
+    return new Promise<CodecResponse>((resolve, reject) => {
+      best.outstanding.set(id, { resolve, reject });
+      if (best.outstanding.size === 1) best.worker.ref();
+      best.worker.postMessage(req, transfer);
+    }).finally(() => {
+      if (best.outstanding.size === 0) best.worker.unref();
+    });
+  }
+
+  /** Hashes and compresses one chunk. `data` is detached (transferred) afterwards: callers must not reuse it. */
+  async encode(data: Buffer, level: number): Promise<{ hash: string; file: Buffer }> {
+    const res = await this.send((id) => {
+      const ab = toTransferable(data);
+      return { req: { id, op: 'encode', data: ab, level }, transfer: [ab] };
+    });
+    if (!res.ok) throw new Error(`chunk encoding failed: ${res.message}`);
+    if (res.op !== 'encode') throw new Error('codec worker answered the wrong operation');
+    return { hash: res.hash, file: Buffer.from(res.file) };
+  }
+
+  /** Decodes a chunk file and checks it against its name; throws ChunkCorruptError on any mismatch. */
+  async decode(file: Buffer, expectHash: string): Promise<Buffer> {
+    const res = await this.send((id) => {
+      const ab = toTransferable(file);
+      return { req: { id, op: 'decode', file: ab, expectHash }, transfer: [ab] };
+    });
+    if (!res.ok) {
+      if (res.kind === 'corrupt') throw new ChunkCorruptError(expectHash, res.message);
+      throw new Error(`chunk decoding failed: ${res.message}`);
+    }
+    if (res.op !== 'decode') throw new Error('codec worker answered the wrong operation');
+    return Buffer.from(res.data);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}

@@ -1,0 +1,695 @@
+/**
+ * The deduplicating image store.
+ *
+ *   <dir>/chunks/ab/<sha256>                 chunk files (see chunk-format.ts), shared by every image
+ *   <dir>/images/<name>/versions/<n>.manifest  one per committed version (see manifest.ts)
+ *   <dir>/tmp/                               temp files; emptied on open (leftovers of a crash)
+ *
+ * A version exists once its manifest is renamed into place, after every chunk it names is durable,
+ * so a capture killed at any moment leaves the previous version intact and only orphan chunks,
+ * which gc() removes. Commits, prunes, removals and gc run one at a time under one mutex; open
+ * readers and live captures pin their chunk tables so gc keeps what they still need.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { createReadStream, fstat, fsync, ftruncate, write } from 'node:fs';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
+import type { Logger } from '../log.js';
+import { CodecPool, ChunkCorruptError } from './codec-pool.js';
+import { ChunkStore } from './chunk-store.js';
+import { AsyncMutex } from './mutex.js';
+import { ByteLru } from './lru.js';
+import { fsyncDir, writeFileDurable } from './durable.js';
+import { assertValidImageName, isValidImageName } from './names.js';
+import { DEFAULT_CHUNK_SIZE } from './chunk-format.js';
+import {
+  MANIFEST_PREFIX_LENGTH,
+  MAX_DISK_SIZE,
+  ManifestError,
+  chunkHashesOf,
+  encodeManifestWithHeader,
+  expectedManifestLength,
+  hashAt,
+  imageDigest,
+  manifestHeaderLength,
+  parseManifest,
+  parseManifestHeader,
+  type Manifest,
+  type ManifestHeader,
+} from './manifest.js';
+import { VersionReader } from './version-reader.js';
+import { Capture, type CaptureOptions } from './capture.js';
+import { readPartitionTable, type PartitionTable } from './partitions.js';
+import type { ChunkUse, HashPin, ImageSummary, StoreContext, VersionInfo } from './types.js';
+
+export interface ImageStoreOptions {
+  readonly logger: Logger;
+  /** Committed versions kept per image; older ones are pruned on commit (default 3). */
+  readonly keepVersions?: number;
+  /** Codec worker threads (default: number of cores). */
+  readonly workers?: number;
+  /** zstd level (default 1: see DEFAULT_COMPRESSION_LEVEL). */
+  readonly compressionLevel?: number;
+  /** Decoded-chunk cache for reads, in bytes (default 64 MiB). */
+  readonly cacheBytes?: number;
+}
+
+/**
+ * zstd level 1: on real binaries level 1 compresses ≈ 450 MB/s/core to 0.38, level 3 ≈ 285 MB/s/core to
+ * 0.28–0.33. With two cores level 3 would cap capture of compressible data near the 1 GbE line rate of
+ * several clients at once; level 1 keeps the store well ahead of the network.
+ */
+export const DEFAULT_COMPRESSION_LEVEL = 1;
+
+export class ImageNotFoundError extends Error {
+  constructor(name: string, version?: number) {
+    super(version === undefined ? `image ${name} does not exist` : `image ${name} has no version ${version}`);
+    this.name = 'ImageNotFoundError';
+  }
+}
+
+export interface VersionDetails extends VersionInfo {
+  readonly manifestBytes: number;
+}
+
+export interface ImageDetails {
+  readonly name: string;
+  readonly versions: VersionDetails[];
+  readonly latestVersion: number;
+  readonly size: number;
+  readonly sectorSize: number;
+  /** Non-hole bytes of the latest version. */
+  readonly dataBytes: number;
+  /** Unique chunk bytes on disk referenced by any version of this image. */
+  readonly storedBytes: number;
+  /** dataBytes / stored bytes of the latest version (2 = half the space). */
+  readonly compressionRatio: number;
+  /** Stored bytes saved by dedup inside and across this image's versions. */
+  readonly dedupSavings: number;
+  readonly partitionTable: PartitionTable | null;
+  readonly partitionError: string | null;
+}
+
+export interface ProgressFn {
+  (done: number, total: number): void;
+}
+
+export interface VerifyResult {
+  readonly ok: boolean;
+  readonly version: number;
+  readonly checkedChunks: number;
+  readonly damaged: { hash: string; offset: number; reason: string }[];
+}
+
+const pwriteAsync = promisify(write);
+const ftruncateAsync = promisify(ftruncate);
+const fsyncAsync = promisify(fsync);
+const fstatAsync = promisify(fstat);
+
+const MANIFEST_RE = /^(\d{1,9})\.manifest$/;
+
+export class ImageStore implements StoreContext {
+  readonly log: Logger;
+  readonly pool: CodecPool;
+  readonly chunks: ChunkStore;
+  readonly tmpDir: string;
+  readonly compressionLevel: number;
+  readonly keepVersions: number;
+  private readonly imagesDir: string;
+  private readonly mutex = new AsyncMutex();
+  private readonly cache: ByteLru;
+  private readonly loading = new Map<string, Promise<Buffer>>();
+  private readonly pins = new Map<HashPin, number>();
+  private readonly captures = new Map<string, Capture>();
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    opts: ImageStoreOptions,
+  ) {
+    this.log = opts.logger.child({ component: 'image-store' });
+    this.tmpDir = join(dir, 'tmp');
+    this.imagesDir = join(dir, 'images');
+    this.chunks = new ChunkStore(join(dir, 'chunks'), this.tmpDir);
+    this.pool = new CodecPool(this.log, opts.workers ?? availableParallelism());
+    this.compressionLevel = opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
+    this.keepVersions = Math.max(1, opts.keepVersions ?? 3);
+    this.cache = new ByteLru(opts.cacheBytes ?? 64 * 1024 * 1024);
+  }
+
+  static async open(dir: string, opts: ImageStoreOptions): Promise<ImageStore> {
+    const s = new ImageStore(dir, opts);
+    try {
+      // Anything in tmp/ belongs to a process that died mid-write; nothing committed refers to it.
+      await rm(s.tmpDir, { recursive: true, force: true });
+      await mkdir(s.tmpDir, { recursive: true });
+      await mkdir(s.imagesDir, { recursive: true });
+      await s.chunks.init();
+    } catch (e) {
+      await s.pool.close();
+      throw e;
+    }
+    return s;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of [...this.captures.values()]) await c.abort('image store closing');
+    await this.mutex.run(async () => undefined);
+    await this.pool.close();
+    this.cache.clear();
+  }
+
+  // --- StoreContext -------------------------------------------------------------------------
+
+  addPin(pin: HashPin): void {
+    this.pins.set(pin, (this.pins.get(pin) ?? 0) + 1);
+  }
+
+  removePin(pin: HashPin): void {
+    const n = this.pins.get(pin) ?? 0;
+    if (n <= 1) this.pins.delete(pin);
+    else this.pins.set(pin, n - 1);
+  }
+
+  async loadChunk(hash: string, use: ChunkUse): Promise<Buffer> {
+    const hit = this.cache.get(hash);
+    if (hit) return hit;
+    let p = this.loading.get(hash);
+    if (!p) {
+      p = (async () => {
+        try {
+          const file = await this.chunks.read(hash);
+          const data = await this.pool.decode(file, hash);
+          this.cache.set(hash, data);
+          return data;
+        } finally {
+          this.loading.delete(hash);
+        }
+      })();
+      this.loading.set(hash, p);
+    }
+    try {
+      return await p;
+    } catch (e) {
+      if (e instanceof ChunkCorruptError) this.log.error({ chunk: hash, image: use.image, offset: use.offset, reason: e.detail }, 'damaged chunk: refusing to serve it');
+      throw e;
+    }
+  }
+
+  // --- paths and manifests ------------------------------------------------------------------
+
+  private imageDir(name: string): string {
+    assertValidImageName(name);
+    return join(this.imagesDir, name);
+  }
+
+  private versionsDir(name: string): string {
+    return join(this.imageDir(name), 'versions');
+  }
+
+  private manifestPath(name: string, version: number): string {
+    return join(this.versionsDir(name), `${version}.manifest`);
+  }
+
+  /** Committed version numbers, ascending; [] if the image does not exist. */
+  async versions(name: string): Promise<number[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.versionsDir(name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const out: number[] = [];
+    for (const n of names) {
+      const m = MANIFEST_RE.exec(n);
+      if (m) out.push(Number(m[1]));
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  private async readHeader(name: string, version: number): Promise<{ header: ManifestHeader; bytes: number }> {
+    const path = this.manifestPath(name, version);
+    const fh = await open(path, 'r');
+    try {
+      const st = await fh.stat();
+      const prefix = Buffer.alloc(MANIFEST_PREFIX_LENGTH);
+      await fh.read(prefix, 0, prefix.length, 0);
+      const hlen = manifestHeaderLength(prefix);
+      const buf = Buffer.alloc(MANIFEST_PREFIX_LENGTH + hlen);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      const header = parseManifestHeader(buf.subarray(0, bytesRead));
+      if (header.version !== version) throw new ManifestError(`file ${version}.manifest says it is version ${header.version}`);
+      const expect = expectedManifestLength(hlen, header);
+      if (st.size !== expect) throw new ManifestError(`file is ${st.size} bytes, expected ${expect} (truncated or padded chunk table)`);
+      return { header, bytes: st.size };
+    } catch (e) {
+      if (e instanceof ManifestError) throw new ManifestError(`${path}: ${e.message.replace(/^invalid manifest: /, '')}`);
+      throw e;
+    }
+    finally {
+      await fh.close();
+    }
+  }
+
+  private async readManifest(name: string, version: number): Promise<Manifest> {
+    await this.readHeader(name, version); // validates size before reading a possibly huge file
+    const path = this.manifestPath(name, version);
+    try {
+      const m = parseManifest(await readFile(path));
+      if (m.header.version !== version) throw new ManifestError(`file says it is version ${m.header.version}`);
+      return m;
+    } catch (e) {
+      if (e instanceof ManifestError) throw new ManifestError(`${path}: ${e.message.replace(/^invalid manifest: /, '')}`);
+      throw e;
+    }
+  }
+
+  private infoOf(name: string, h: ManifestHeader): VersionInfo {
+    return {
+      name,
+      version: h.version,
+      size: h.size,
+      sectorSize: h.sectorSize,
+      chunkSize: h.chunkSize,
+      digest: h.digest,
+      created: h.created,
+      source: h.source,
+      dataBytes: h.dataBytes,
+      storedBytes: h.storedBytes,
+    };
+  }
+
+  // --- queries ------------------------------------------------------------------------------
+
+  async list(): Promise<ImageSummary[]> {
+    const names = (await readdir(this.imagesDir)).filter(isValidImageName).sort();
+    const out: ImageSummary[] = [];
+    for (const name of names) {
+      const vs = await this.versions(name);
+      if (vs.length === 0) continue;
+      try {
+        const { header } = await this.readHeader(name, vs[vs.length - 1]);
+        out.push({ name, latestVersion: header.version, size: header.size, storedBytes: header.storedBytes, versions: vs.length, created: header.created });
+      } catch (e) {
+        this.log.error({ image: name, err: (e as Error).message }, 'skipping image with an unreadable manifest');
+      }
+    }
+    return out;
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return (await this.versions(name)).length > 0;
+  }
+
+  async show(name: string): Promise<ImageDetails> {
+    const vs = await this.versions(name);
+    if (vs.length === 0) throw new ImageNotFoundError(name);
+    const versions: VersionDetails[] = [];
+    const unique = new Map<string, number>();
+    let referenced = 0;
+    for (const v of vs) {
+      const m = await this.readManifest(name, v);
+      const { bytes } = await this.readHeader(name, v);
+      versions.push({ ...this.infoOf(name, m.header), manifestBytes: bytes });
+      for (let i = 0; i < m.header.chunkCount; i++) {
+        const h = hashAt(m.hashes, i);
+        if (h === null) continue;
+        referenced += m.sizes[i];
+        unique.set(h, m.sizes[i]);
+      }
+    }
+    let storedBytes = 0;
+    for (const s of unique.values()) storedBytes += s;
+    const latest = versions[versions.length - 1];
+    let partitionTable: PartitionTable | null = null;
+    let partitionError: string | null = null;
+    const reader = await this.openVersion(name, latest.version);
+    try {
+      partitionTable = await readPartitionTable(reader.sectorSize, reader.size, (o, l) => this.readBytes(reader, o, l));
+    } catch (e) {
+      partitionError = (e as Error).message;
+    } finally {
+      reader.close();
+    }
+    return {
+      name,
+      versions,
+      latestVersion: latest.version,
+      size: latest.size,
+      sectorSize: latest.sectorSize,
+      dataBytes: latest.dataBytes,
+      storedBytes,
+      compressionRatio: latest.storedBytes > 0 ? latest.dataBytes / latest.storedBytes : 1,
+      dedupSavings: referenced - storedBytes,
+      partitionTable,
+      partitionError,
+    };
+  }
+
+  /** Reads a byte range of a version into one buffer (small reads only: partition tables, superblocks). */
+  async readBytes(reader: VersionReader, offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    for (const p of await reader.read(offset, length)) if (p.kind === 'data') p.data.copy(out, p.offset - offset);
+    return out;
+  }
+
+  /** Opens a version (newest if not given) for reading; close() it when done so gc can reclaim its chunks. */
+  async openVersion(name: string, version?: number): Promise<VersionReader> {
+    const vs = await this.versions(name);
+    if (vs.length === 0) throw new ImageNotFoundError(name);
+    const v = version ?? vs[vs.length - 1];
+    if (!vs.includes(v)) throw new ImageNotFoundError(name, v);
+    const m = await this.readManifest(name, v);
+    return new VersionReader(this, name, m);
+  }
+
+  // --- capture and commit -------------------------------------------------------------------
+
+  beginCapture(name: string, opts: CaptureOptions): Capture {
+    if (this.closed) throw new Error('image store is closed');
+    assertValidImageName(name);
+    if (!Number.isSafeInteger(opts.size) || opts.size <= 0 || opts.size > MAX_DISK_SIZE) throw new RangeError(`capture size ${opts.size} is out of range (1 byte to ${MAX_DISK_SIZE})`);
+    const sectorSize = opts.sectorSize ?? 512;
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sector size ${sectorSize} is not 512 or 4096`);
+    if (this.captures.has(name)) throw new Error(`image ${name} is already being captured; wait for that capture to finish or abort it`);
+    const c = new Capture(this, name, DEFAULT_CHUNK_SIZE, { ...opts, sectorSize }, (cap) => this.commitCapture(cap), (cap) => {
+      if (this.captures.get(name) === cap) this.captures.delete(name);
+    });
+    this.captures.set(name, c);
+    this.log.info({ image: name, size: opts.size, source: opts.source }, 'capture started');
+    return c;
+  }
+
+  private async commitCapture(c: Capture): Promise<VersionInfo> {
+    return this.mutex.run(async () => {
+      if (this.closed) throw new Error('image store is closed');
+      const name = c.name;
+      const vs = await this.versions(name);
+      const version = (vs[vs.length - 1] ?? 0) + 1;
+      const digest = imageDigest(chunkHashesOf(c.hashes, c.size, c.chunkSize));
+      const unique = new Map<string, number>();
+      for (let i = 0; i < c.chunkCount; i++) {
+        const h = hashAt(c.hashes, i);
+        if (h !== null) unique.set(h, c.sizes[i]);
+      }
+      let storedBytes = 0;
+      for (const s of unique.values()) storedBytes += s;
+      const { bytes, header } = encodeManifestWithHeader(
+        { version, size: c.size, sectorSize: c.sectorSize, chunkSize: c.chunkSize, digest, created: new Date().toISOString(), source: c.source, storedBytes },
+        c.hashes,
+        c.sizes,
+      );
+      // Chunk files were fsynced when written; their directory entries must be durable before the manifest.
+      await this.chunks.syncDirs();
+      const vdir = this.versionsDir(name);
+      const isNew = vs.length === 0;
+      await mkdir(vdir, { recursive: true });
+      if (isNew) {
+        await fsyncDir(this.imageDir(name));
+        await fsyncDir(this.imagesDir);
+      }
+      await writeFileDurable(this.tmpDir, this.manifestPath(name, version), bytes);
+      await fsyncDir(vdir);
+      this.log.info({ image: name, version, size: c.size, dataBytes: header.dataBytes, storedBytes, digest }, 'capture committed');
+      try {
+        await this.pruneLocked(name);
+      } catch (e) {
+        // The new version is committed either way; a failed prune only keeps an extra old version.
+        this.log.error({ image: name, err: (e as Error).message }, 'pruning old versions failed; they will be retried at the next commit');
+      }
+      return this.infoOf(name, header);
+    });
+  }
+
+  private async pruneLocked(name: string): Promise<void> {
+    const vs = await this.versions(name);
+    const drop = vs.slice(0, Math.max(0, vs.length - this.keepVersions));
+    for (const v of drop) await unlink(this.manifestPath(name, v));
+    if (drop.length > 0) {
+      await fsyncDir(this.versionsDir(name));
+      this.log.info({ image: name, removed: drop }, 'pruned old versions');
+    }
+  }
+
+  // --- import / export ----------------------------------------------------------------------
+
+  /** Captures a raw disk image from a stream of exactly `size` bytes. */
+  async importStream(name: string, input: Readable, size: number, opts: { source: string; onProgress?: ProgressFn; sectorSize?: number }): Promise<VersionInfo> {
+    const cap = this.beginCapture(name, { size, source: opts.source, sectorSize: opts.sectorSize });
+    const cs = DEFAULT_CHUNK_SIZE;
+    try {
+      let offset = 0;
+      let cur = Buffer.allocUnsafe(cs);
+      let fill = 0;
+      const inflight = new Set<Promise<void>>();
+      const push = async (buf: Buffer, at: number): Promise<void> => {
+        const p = cap.write(at, buf);
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p)).catch(() => undefined);
+        if (inflight.size >= 8) await Promise.race(inflight);
+      };
+      for await (const piece of input as AsyncIterable<Buffer | string>) {
+        let data = typeof piece === 'string' ? Buffer.from(piece) : piece;
+        if (offset + fill + data.length > size) throw new RangeError(`input is longer than the declared size ${size}`);
+        while (data.length > 0) {
+          const n = Math.min(cs - fill, data.length);
+          data.copy(cur, fill, 0, n);
+          fill += n;
+          data = data.subarray(n);
+          if (fill === cs) {
+            await push(cur, offset);
+            offset += fill;
+            cur = Buffer.allocUnsafe(cs);
+            fill = 0;
+            opts.onProgress?.(offset, size);
+          }
+        }
+      }
+      if (fill > 0) {
+        await push(cur.subarray(0, fill), offset);
+        offset += fill;
+      }
+      await Promise.all(inflight);
+      if (offset !== size) throw new RangeError(`input ended after ${offset} bytes, expected ${size}`);
+      opts.onProgress?.(size, size);
+      return await cap.commit();
+    } catch (e) {
+      await cap.abort(`import failed: ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
+  /** Imports a raw image file, skipping nothing: holes are detected per chunk. */
+  async importFile(name: string, path: string, opts: { source?: string; onProgress?: ProgressFn } = {}): Promise<VersionInfo> {
+    const st = await stat(path);
+    return this.importStream(name, createReadStream(path, { highWaterMark: DEFAULT_CHUNK_SIZE }), st.size, { source: opts.source ?? `import ${path}`, onProgress: opts.onProgress });
+  }
+
+  /**
+   * Writes a version as a raw disk image. To a path or fd, holes are skipped and the file is truncated
+   * to size, so it stays sparse; to a stream, holes are written as zeroes.
+   */
+  async exportTo(name: string, target: string | number | Writable, opts: { version?: number; onProgress?: ProgressFn } = {}): Promise<VersionInfo> {
+    const reader = await this.openVersion(name, opts.version);
+    try {
+      const n = reader.chunkCount;
+      const ahead = 8;
+      const fetches: Promise<Buffer | null>[] = [];
+      const fetch = (i: number): Promise<Buffer | null> => {
+        const p = reader.readChunk(i);
+        p.catch(() => undefined); // awaited in order below; a failure must not count as unhandled meanwhile
+        return p;
+      };
+      for (let i = 0; i < Math.min(ahead, n); i++) fetches.push(fetch(i));
+      let sink: (i: number, data: Buffer | null) => Promise<void>;
+      let finish: () => Promise<void>;
+      if (typeof target === 'string' || typeof target === 'number') {
+        // A path to a block device must not be truncated ('w' would fail anyway): open it 'r+'.
+        const isDev = typeof target === 'string' && (await stat(target).then((st) => st.isBlockDevice(), () => false));
+        const fh = typeof target === 'string' ? await open(target, isDev ? 'r+' : 'w') : null;
+        const fd = fh ? fh.fd : (target as number);
+        const regular = (await fstatAsync(fd)).isFile();
+        const zero = Buffer.alloc(reader.chunkSize);
+        if (regular) await ftruncateAsync(fd, 0);
+        sink = async (i, got) => {
+          // Regular files stay sparse; a disk gets real zeroes, since its old contents are not zero.
+          if (!got && regular) return;
+          const data = got ?? zero.subarray(0, reader.chunkLength(i));
+          let off = 0;
+          while (off < data.length) off += (await pwriteAsync(fd, data, off, data.length - off, i * reader.chunkSize + off)).bytesWritten;
+        };
+        finish = async () => {
+          if (regular) await ftruncateAsync(fd, reader.size);
+          await fsyncAsync(fd);
+          if (fh) await fh.close();
+        };
+      } else {
+        const zero = Buffer.alloc(reader.chunkSize);
+        sink = async (i, data) => {
+          const chunk = data ?? zero.subarray(0, reader.chunkLength(i));
+          if (!target.write(chunk)) await new Promise<void>((r) => target.once('drain', r));
+        };
+        finish = async () => {
+          await new Promise<void>((resolve, reject) => {
+            target.once('error', reject);
+            target.end(resolve);
+          });
+        };
+      }
+      for (let i = 0; i < n; i++) {
+        const data = await fetches[i];
+        fetches[i] = Promise.resolve(null);
+        if (i + ahead < n) fetches[i + ahead] = fetch(i + ahead);
+        await sink(i, data);
+        opts.onProgress?.(Math.min((i + 1) * reader.chunkSize, reader.size), reader.size);
+      }
+      await finish();
+      const vs = await this.readHeader(name, reader.version);
+      return this.infoOf(name, vs.header);
+    } finally {
+      reader.close();
+    }
+  }
+
+  // --- maintenance --------------------------------------------------------------------------
+
+  /** Re-reads every data chunk of a version (newest by default) from disk and checks it against its name. */
+  async verify(name: string, opts: { version?: number; onProgress?: ProgressFn } = {}): Promise<VerifyResult> {
+    const reader = await this.openVersion(name, opts.version);
+    try {
+      const damaged: { hash: string; offset: number; reason: string }[] = [];
+      const seen = new Map<string, string | null>();
+      const n = reader.chunkCount;
+      let checked = 0;
+      const check = async (i: number): Promise<void> => {
+        const hash = reader.chunkHash(i);
+        if (hash === null) return;
+        let reason = seen.get(hash);
+        if (reason === undefined) {
+          try {
+            await this.pool.decode(await this.chunks.read(hash), hash);
+            reason = null;
+          } catch (e) {
+            reason = e instanceof ChunkCorruptError ? e.detail : (e as Error).message;
+            this.cache.delete(hash);
+            this.log.error({ image: name, version: reader.version, chunk: hash, offset: i * reader.chunkSize, reason }, 'verify found a damaged chunk');
+          }
+          seen.set(hash, reason);
+          checked++;
+        }
+        if (reason !== null) damaged.push({ hash, offset: i * reader.chunkSize, reason });
+      };
+      const width = 8;
+      for (let i = 0; i < n; i += width) {
+        const batch: Promise<void>[] = [];
+        for (let j = i; j < Math.min(n, i + width); j++) batch.push(check(j));
+        await Promise.all(batch);
+        opts.onProgress?.(Math.min((i + width) * reader.chunkSize, reader.size), reader.size);
+      }
+      damaged.sort((a, b) => a.offset - b.offset);
+      return { ok: damaged.length === 0, version: reader.version, checkedChunks: checked, damaged };
+    } finally {
+      reader.close();
+    }
+  }
+
+  /** Removes an image and all its versions; its chunks go at the next gc unless shared. */
+  async remove(name: string): Promise<void> {
+    await this.mutex.run(async () => {
+      if (this.captures.has(name)) throw new Error(`image ${name} is being captured; abort the capture first`);
+      const vs = await this.versions(name);
+      if (vs.length === 0) throw new ImageNotFoundError(name);
+      const trash = join(this.tmpDir, `removed-${name}-${Date.now()}`);
+      await rename(this.imageDir(name), trash);
+      await fsyncDir(this.imagesDir);
+      await rm(trash, { recursive: true, force: true });
+      this.log.info({ image: name }, 'image removed');
+    });
+  }
+
+  async renameImage(from: string, to: string): Promise<void> {
+    assertValidImageName(from);
+    assertValidImageName(to);
+    await this.mutex.run(async () => {
+      if (this.captures.has(from) || this.captures.has(to)) throw new Error(`image ${this.captures.has(from) ? from : to} is being captured; try again when it finishes`);
+      if ((await this.versions(from)).length === 0) throw new ImageNotFoundError(from);
+      try {
+        await stat(this.imageDir(to));
+        throw new Error(`image ${to} already exists; remove it or pick another name`);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      await rename(this.imageDir(from), this.imageDir(to));
+      await fsyncDir(this.imagesDir);
+      this.log.info({ from, to }, 'image renamed');
+    });
+  }
+
+  /** Removes one version; removing the last one removes the image. */
+  async removeVersion(name: string, version: number): Promise<void> {
+    await this.mutex.run(async () => {
+      const vs = await this.versions(name);
+      if (!vs.includes(version)) throw new ImageNotFoundError(name, version);
+      await unlink(this.manifestPath(name, version));
+      await fsyncDir(this.versionsDir(name));
+      if (vs.length === 1 && !this.captures.has(name)) await rm(this.imageDir(name), { recursive: true, force: true });
+      this.log.info({ image: name, version }, 'version removed');
+    });
+  }
+
+  /**
+   * Deletes chunk files no manifest, open reader or live capture names. Chunks put while gc runs are
+   * never deleted (ChunkStore tracks them), and a capture deduplicating against a chunk being deleted
+   * waits and writes it again.
+   */
+  async gc(): Promise<{ removedChunks: number; freedBytes: number; keptChunks: number }> {
+    return this.mutex.run(async () => {
+      this.chunks.beginGc();
+      try {
+        const candidates = new Set<string>();
+        for await (const c of this.chunks.list()) candidates.add(c.hash);
+        const mark = (hashes: Buffer): void => {
+          for (let o = 0; o < hashes.length; o += 32) {
+            if (hashes.readBigUInt64LE(o) === 0n && hashes.readBigUInt64LE(o + 8) === 0n && hashes.readBigUInt64LE(o + 16) === 0n && hashes.readBigUInt64LE(o + 24) === 0n) continue;
+            candidates.delete(hashes.toString('hex', o, o + 32));
+          }
+        };
+        for (const name of (await readdir(this.imagesDir)).filter(isValidImageName)) {
+          for (const v of await this.versions(name)) {
+            let m: Manifest;
+            try {
+              m = await this.readManifest(name, v);
+            } catch (e) {
+              // A manifest we cannot read might still name chunks: collecting now could destroy data.
+              throw new Error(`gc stopped: ${(e as Error).message}; repair or remove that version first`, { cause: e });
+            }
+            mark(m.hashes);
+          }
+        }
+        for (const pin of this.pins.keys()) mark(pin.hashes);
+        let removedChunks = 0;
+        let freedBytes = 0;
+        const total = candidates.size;
+        for (const hash of candidates) {
+          const freed = await this.chunks.collect(hash);
+          if (freed > 0) {
+            removedChunks++;
+            freedBytes += freed;
+            this.cache.delete(hash);
+          }
+        }
+        this.log.info({ removedChunks, freedBytes, candidates: total }, 'gc finished');
+        let keptChunks = 0;
+        for await (const _c of this.chunks.list()) keptChunks++;
+        return { removedChunks, freedBytes, keptChunks };
+      } finally {
+        this.chunks.endGc();
+      }
+    });
+  }
+}

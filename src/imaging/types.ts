@@ -1,0 +1,65 @@
+/** Types shared by the image store's modules and its callers. */
+import type { Logger } from '../log.js';
+import type { CodecPool } from './codec-pool.js';
+import type { ChunkStore } from './chunk-store.js';
+
+/** Same shape as the NBD layer's ReadPiece, so exports can pass pieces straight through. */
+export type ImagePiece =
+  | { readonly kind: 'data'; readonly offset: number; readonly data: Buffer }
+  | { readonly kind: 'hole'; readonly offset: number; readonly length: number };
+
+/** `base:allocation` style extent: flags 3 = hole reading as zeroes, 0 = data. */
+export interface ImageExtent {
+  readonly length: number;
+  readonly flags: number;
+}
+
+export const EXTENT_HOLE_ZERO = 3;
+export const EXTENT_DATA = 0;
+
+export interface VersionInfo {
+  readonly name: string;
+  readonly version: number;
+  readonly size: number;
+  readonly sectorSize: number;
+  readonly chunkSize: number;
+  readonly digest: string;
+  readonly created: string;
+  readonly source: string;
+  readonly dataBytes: number;
+  readonly storedBytes: number;
+}
+
+export interface ImageSummary {
+  readonly name: string;
+  readonly latestVersion: number;
+  readonly size: number;
+  /** Chunk bytes on disk the latest version references. */
+  readonly storedBytes: number;
+  readonly versions: number;
+  readonly created: string;
+}
+
+/** Where a chunk is used, for log lines and errors that name the damage. */
+export interface ChunkUse {
+  readonly image: string;
+  readonly offset: number;
+}
+
+/** A source of chunk hashes gc must keep: an open reader's or a live capture's table. */
+export interface HashPin {
+  readonly hashes: Buffer;
+}
+
+/** What captures and readers need from their store; implemented by ImageStore. */
+export interface StoreContext {
+  readonly log: Logger;
+  readonly pool: CodecPool;
+  readonly chunks: ChunkStore;
+  readonly tmpDir: string;
+  readonly compressionLevel: number;
+  /** Decoded, verified chunk bytes, possibly shared with a cache: callers must not modify them. */
+  loadChunk(hash: string, use: ChunkUse): Promise<Buffer>;
+  addPin(pin: HashPin): void;
+  removePin(pin: HashPin): void;
+}

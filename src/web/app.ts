@@ -1,0 +1,156 @@
+/**
+ * The web app: admin pages, the /api/v1 JSON API, login, and whatever extra plugins the
+ * appliance passes in (boot script and thin-client API). Built from a context, never from
+ * globals, so tests run it on a temp data directory.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import cookie from '@fastify/cookie';
+import formbody from '@fastify/formbody';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import csrf from '@fastify/csrf-protection';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { PACKAGE_ROOT } from '../appliance/config.js';
+import { ensureSessionSecret, issueSetupToken } from '../appliance/users.js';
+import { Actions } from './actions.js';
+import { registerApi } from './api.js';
+import { installAuthHooks } from './auth.js';
+import { VerifyTracker } from './catalog.js';
+import type { WebAppOptions, WebContext } from './context.js';
+import { classifyError, sendProblem } from './errors.js';
+import { html } from './html.js';
+import { registerPages, renderPage } from './pages.js';
+import { SessionStore } from './sessions.js';
+import { broadcastFor, wakeSender, WOL_PORT } from './wol.js';
+
+export type { WebContext, WebAppOptions } from './context.js';
+
+const DEFAULT_IDLE_SECONDS = 8 * 3600;
+
+interface StaticFile {
+  readonly body: Buffer;
+  readonly type: string;
+}
+
+/** The few files we serve, read once: no file-system path ever comes from a request. */
+function loadStaticFiles(): Map<string, StaticFile> {
+  const require = createRequire(import.meta.url);
+  const publicDir = path.join(PACKAGE_ROOT, 'src', 'web', 'public');
+  return new Map([
+    ['htmx.min.js', { body: readFileSync(require.resolve('htmx.org/dist/htmx.min.js')), type: 'text/javascript; charset=utf-8' }],
+    ['app.css', { body: readFileSync(path.join(publicDir, 'app.css')), type: 'text/css; charset=utf-8' }],
+    ['favicon.svg', { body: readFileSync(path.join(publicDir, 'favicon.svg')), type: 'image/svg+xml' }],
+  ]);
+}
+
+export async function buildWebApp(ctx: WebContext, options: WebAppOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: ctx.logger.child({ component: 'web' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: !options.logRequests }),
+    bodyLimit: 1024 * 1024,
+    trustProxy: false,
+    // An unknown field is a typo the caller wants to hear about, not something to drop silently.
+    ajv: { customOptions: { removeAdditional: false } },
+  });
+  const secure = ctx.config.secureCookies;
+  const idleSeconds = options.sessionIdleSeconds ?? DEFAULT_IDLE_SECONDS;
+  const sessions = new SessionStore(idleSeconds * 1000);
+  const verifier = new VerifyTracker(ctx.store, (name, state) => {
+    void ctx.events.record(state.state === 'ok' ? 'info' : 'error', `verify of image ${name}: ${state.message}`);
+  });
+  const wake = options.wake ?? wakeSender(() => ({ address: broadcastFor(ctx.config.interface), port: WOL_PORT }));
+  const actions = new Actions(ctx, verifier, wake);
+  const loginLimit = { max: options.loginRateLimit?.max ?? 10, timeWindow: options.loginRateLimit?.timeWindowMs ?? 60_000 };
+
+  await app.register(cookie, { secret: await ensureSessionSecret(ctx.db) });
+  await app.register(formbody, { bodyLimit: 64 * 1024 });
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      useDefaults: true,
+      directives: {
+        'default-src': ["'self'"],
+        'script-src': ["'self'"],
+        'style-src': ["'self'"],
+        'img-src': ["'self'", 'data:'],
+        'connect-src': ["'self'"],
+        'form-action': ["'self'"],
+        'frame-ancestors': ["'none'"],
+        // On plain HTTP (the usual LAN appliance) upgrading requests would break every page.
+        'upgrade-insecure-requests': secure ? [] : null,
+      },
+    },
+    strictTransportSecurity: secure ? undefined : false,
+  });
+  await app.register(rateLimit, { global: false });
+  await app.register(csrf, {
+    sessionPlugin: '@fastify/cookie',
+    cookieKey: '_csrf',
+    cookieOpts: { path: '/', sameSite: 'strict', httpOnly: true, secure, signed: true },
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'netclone API', version: '1', description: 'Hosts, images, tasks and events of a netclone appliance. Authenticate with "Authorization: Bearer <token>" (netclone token create NAME).' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer' },
+          session: { type: 'apiKey', in: 'cookie', name: 'nc_session' },
+        },
+      },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+
+  installAuthHooks(app, ctx.db, sessions);
+
+  const pageFor = (req: Parameters<typeof renderPage>[0], reply: Parameters<typeof renderPage>[1]) => (message: string, status: number): string =>
+    renderPage(req, reply, {
+      title: status === 404 ? 'Not found' : 'Problem',
+      section: 'none',
+      body: html`<section class="card narrow"><h1>${status === 404 ? 'Not found' : 'That did not work'}</h1><p class="error">${message}</p><p><a href="/">Back to the dashboard</a></p></section>`,
+    });
+
+  app.setErrorHandler((error, req, reply) => {
+    const problem = classifyError(error);
+    if (problem.status >= 500) req.log.error({ err: error, url: req.url }, 'request failed');
+    else req.log.debug({ status: problem.status, url: req.url, message: problem.message }, 'request refused');
+    return sendProblem(req, reply, problem, pageFor(req, reply));
+  });
+
+  app.setNotFoundHandler((req, reply) =>
+    sendProblem(req, reply, { status: 404, message: `nothing at ${req.url.split('?')[0].slice(0, 200)}` }, pageFor(req, reply)));
+
+  const files = loadStaticFiles();
+  app.get<{ Params: { file: string } }>('/static/:file', { schema: { hide: true } }, async (req, reply) => {
+    const f = files.get(req.params.file);
+    if (!f) return sendProblem(req, reply, { status: 404, message: 'no such file' }, pageFor(req, reply));
+    return reply.type(f.type).header('Cache-Control', 'public, max-age=3600').send(f.body);
+  });
+  app.get('/favicon.ico', { schema: { hide: true } }, async (_req, reply) => {
+    const f = files.get('favicon.svg');
+    return reply.type('image/svg+xml').header('Cache-Control', 'public, max-age=86400').send(f?.body);
+  });
+
+  registerApi(app, ctx, actions);
+  registerPages(app, { ctx, actions, sessions, cookie: { secure }, loginLimit });
+
+  for (const plugin of options.extraPlugins ?? []) await app.register(plugin);
+
+  if (options.announceSetup !== false) {
+    const token = await issueSetupToken(ctx.db);
+    if (token) {
+      const host = ctx.config.serverIp ?? 'SERVER';
+      ctx.logger.warn(
+        { setup: `/setup?token=${token}` },
+        `no admin password yet: open http://${host}:${ctx.config.httpPort}/setup?token=${token} to set it (or run "netclone admin password")`,
+      );
+    }
+  }
+  return app;
+}
+
+/** For callers that want the pieces (the lead's CLI and tests). */
+export { Actions } from './actions.js';

@@ -1,0 +1,303 @@
+/** The admin pages: full pages for navigation, small fragments for htmx polling, form actions that redirect back. */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import { isActive } from '../appliance/tasks.js';
+import { checkLogin, createApiToken, hasAdmin, listApiTokens, revokeApiToken, setAdminPassword, setupTokenValid, ADMIN_USERNAME, UserError } from '../appliance/users.js';
+import { hostState, type Actions } from './actions.js';
+import { diskUsage, requestHost } from './api.js';
+import { SESSION_COOKIE, safeNext } from './auth.js';
+import type { WebContext } from './context.js';
+import type { SafeHtml } from './html.js';
+import { html } from './html.js';
+import type { SessionStore } from './sessions.js';
+import { page, type PageFrame } from './pages/layout.js';
+import { dashboard } from './pages/dashboard.js';
+import { addHostForm, hostPage, hostsTable } from './pages/hosts.js';
+import { imagePage, imagesTable, urlBox, verifyBox } from './pages/images.js';
+import { activeTasks, taskDetail, taskHistory, taskProgress } from './pages/tasks.js';
+import { loginForm, settingsPage, setupForm, setupInvalid } from './pages/auth.js';
+import { IMAGE_PATTERN, MacParams, ImageParams, TaskParams, VersionParams } from './schemas.js';
+
+const csrfCache = new WeakMap<FastifyRequest, string>();
+
+/** One CSRF token per request (each generateCsrf call without a cookie would mint a new secret). */
+export function csrfFor(req: FastifyRequest, reply: FastifyReply): string {
+  let token = csrfCache.get(req);
+  if (!token) {
+    token = reply.generateCsrf();
+    csrfCache.set(req, token);
+  }
+  return token;
+}
+
+export interface PageDeps {
+  readonly ctx: WebContext;
+  readonly actions: Actions;
+  readonly sessions: SessionStore;
+  readonly cookie: { readonly secure: boolean };
+  readonly loginLimit: { readonly max: number; readonly timeWindow: number };
+}
+
+const flashes = new WeakMap<object, string>();
+
+function setFlash(req: FastifyRequest, message: string): void {
+  if (req.auth?.session) flashes.set(req.auth.session, message);
+}
+
+function takeFlash(req: FastifyRequest): string | null {
+  const s = req.auth?.session;
+  if (!s) return null;
+  const m = flashes.get(s) ?? null;
+  flashes.delete(s);
+  return m;
+}
+
+export function renderPage(req: FastifyRequest, reply: FastifyReply, frame: Omit<PageFrame, 'csrf' | 'username' | 'notice'>): string {
+  const username = req.auth?.kind === 'session' ? req.auth.username : null;
+  return page({ ...frame, csrf: csrfFor(req, reply), username, notice: takeFlash(req) }).value;
+}
+
+function sendHtml(reply: FastifyReply, body: string | SafeHtml, status = 200): FastifyReply {
+  return reply.code(status).type('text/html; charset=utf-8').header('Cache-Control', 'no-store').send(typeof body === 'string' ? body : body.value);
+}
+
+const FormMac = Type.Object({ mac: Type.String({ maxLength: 64 }), name: Type.Optional(Type.String({ maxLength: 64 })), _csrf: Type.Optional(Type.String()) });
+const FormHost = Type.Object({ name: Type.Optional(Type.String({ maxLength: 64 })), assignedImage: Type.Optional(Type.String({ maxLength: 64 })), _csrf: Type.Optional(Type.String()) });
+const FormTask = Type.Object({ image: Type.Optional(Type.String({ maxLength: 64 })), wake: Type.Optional(Type.String({ maxLength: 8 })), _csrf: Type.Optional(Type.String()) });
+const FormRename = Type.Object({ to: Type.String({ pattern: IMAGE_PATTERN }), _csrf: Type.Optional(Type.String()) });
+const FormLogin = Type.Object({ username: Type.String({ maxLength: 128 }), password: Type.String({ maxLength: 1024 }), next: Type.Optional(Type.String({ maxLength: 500 })), _csrf: Type.Optional(Type.String()) });
+const FormSetup = Type.Object({ token: Type.String({ maxLength: 200 }), password: Type.String({ maxLength: 1024 }), confirm: Type.String({ maxLength: 1024 }), _csrf: Type.Optional(Type.String()) });
+const FormToken = Type.Object({ name: Type.String({ maxLength: 64 }), _csrf: Type.Optional(Type.String()) });
+const FormPassword = Type.Object({ current: Type.String({ maxLength: 1024 }), password: Type.String({ maxLength: 1024 }), _csrf: Type.Optional(Type.String()) });
+const TokenIdParams = Type.Object({ id: Type.String({ maxLength: 64, pattern: '^[A-Za-z0-9-]+$' }) });
+
+export function registerPages(app: FastifyInstance, deps: PageDeps): void {
+  const { ctx, actions, sessions } = deps;
+  const hide = { hide: true };
+
+  const names = (): Map<string, string> => new Map(ctx.hosts.list().map((h) => [h.mac, h.name]));
+
+  const startSession = (reply: FastifyReply, username: string): void => {
+    const session = sessions.create(username);
+    reply.setCookie(SESSION_COOKIE, session.id, {
+      // No max-age: the server ends idle sessions; the browser drops the cookie when it closes.
+      path: '/', httpOnly: true, sameSite: 'strict', secure: deps.cookie.secure, signed: true,
+    });
+  };
+
+  // Login, setup, logout
+  app.get<{ Querystring: { next?: string } }>('/login', { schema: hide }, async (req, reply) => {
+    if (req.auth) return reply.redirect(safeNext(req.query.next), 303);
+    return sendHtml(reply, renderPage(req, reply, { title: 'Log in', section: 'none', body: loginForm(csrfFor(req, reply), null, safeNext(req.query.next), !hasAdmin(ctx.db)) }));
+  });
+
+  app.post<{ Body: Static<typeof FormLogin> }>('/login', {
+    schema: { ...hide, body: FormLogin },
+    config: { rateLimit: deps.loginLimit },
+  }, async (req, reply) => {
+    const user = await checkLogin(ctx.db, req.body.username, req.body.password);
+    if (!user) {
+      req.log.warn({ username: req.body.username.slice(0, 64), ip: req.ip }, 'failed admin login');
+      return sendHtml(reply, renderPage(req, reply, { title: 'Log in', section: 'none', body: loginForm(csrfFor(req, reply), 'Wrong username or password.', safeNext(req.body.next), !hasAdmin(ctx.db)) }), 401);
+    }
+    startSession(reply, user.username);
+    return reply.redirect(safeNext(req.body.next), 303);
+  });
+
+  app.get<{ Querystring: { token?: string } }>('/setup', { schema: hide, config: { rateLimit: deps.loginLimit } }, async (req, reply) => {
+    const token = typeof req.query.token === 'string' ? req.query.token : '';
+    if (!setupTokenValid(ctx.db, token)) return sendHtml(reply, renderPage(req, reply, { title: 'Setup', section: 'none', body: setupInvalid() }), 403);
+    return sendHtml(reply, renderPage(req, reply, { title: 'Setup', section: 'none', body: setupForm(csrfFor(req, reply), token, null) }));
+  });
+
+  app.post<{ Body: Static<typeof FormSetup> }>('/setup', { schema: { ...hide, body: FormSetup }, config: { rateLimit: deps.loginLimit } }, async (req, reply) => {
+    if (!setupTokenValid(ctx.db, req.body.token)) return sendHtml(reply, renderPage(req, reply, { title: 'Setup', section: 'none', body: setupInvalid() }), 403);
+    const again = (message: string): FastifyReply =>
+      sendHtml(reply, renderPage(req, reply, { title: 'Setup', section: 'none', body: setupForm(csrfFor(req, reply), req.body.token, message) }), 400);
+    if (req.body.password !== req.body.confirm) return again('The two passwords differ.');
+    try {
+      await setAdminPassword(ctx.db, req.body.password);
+    } catch (e) {
+      if (e instanceof UserError) return again(`Not set: ${e.message}.`);
+      throw e;
+    }
+    await ctx.events.record('info', 'admin password set through the setup link');
+    startSession(reply, ADMIN_USERNAME);
+    return reply.redirect('/', 303);
+  });
+
+  app.post('/logout', { schema: hide }, async (req, reply) => {
+    if (req.auth?.session) sessions.destroy(req.auth.session.id);
+    reply.clearCookie(SESSION_COOKIE, { path: '/' });
+    return reply.redirect('/login', 303);
+  });
+
+  // Dashboard
+  app.get('/', { schema: hide }, async (req, reply) => {
+    const hosts = ctx.hosts.list();
+    const body = dashboard({
+      services: ctx.services(),
+      disk: await diskUsage(ctx.config.imagesDir),
+      imagesDir: ctx.config.imagesDir,
+      active: ctx.tasks.list({ active: true }),
+      events: ctx.events.recent(15),
+      counts: { hosts: hosts.length, images: (await ctx.store.list()).length, unregistered: hosts.filter((h) => !h.registered).length },
+      csrf: csrfFor(req, reply),
+      names: names(),
+    });
+    return sendHtml(reply, renderPage(req, reply, { title: 'Dashboard', section: 'dashboard', body }));
+  });
+
+  // Hosts
+  const hostStates = (): Map<string, ReturnType<typeof hostState>> => {
+    const tasks = ctx.tasks.list();
+    return new Map(ctx.hosts.list().map((h) => [h.mac, hostState(h, tasks)]));
+  };
+
+  app.get('/hosts', { schema: hide }, async (req, reply) => {
+    const body = html`<h1>Hosts</h1>${hostsTable(ctx.hosts.list(), hostStates())}${addHostForm(csrfFor(req, reply))}`;
+    return sendHtml(reply, renderPage(req, reply, { title: 'Hosts', section: 'hosts', body }));
+  });
+
+  app.get('/hosts/table', { schema: hide }, async (_req, reply) => sendHtml(reply, hostsTable(ctx.hosts.list(), hostStates())));
+
+  app.post<{ Body: Static<typeof FormMac> }>('/hosts', { schema: { ...hide, body: FormMac } }, async (req, reply) => {
+    const host = await actions.addHost(req.body.mac, req.body.name?.trim());
+    setFlash(req, `Host ${host.mac} added.`);
+    return reply.redirect(`/hosts/${host.mac}`, 303);
+  });
+
+  app.get<{ Params: Static<typeof MacParams> }>('/hosts/:mac', { schema: { ...hide, params: MacParams } }, async (req, reply) => {
+    const host = ctx.hosts.require(req.params.mac);
+    const tasks = ctx.tasks.list({ mac: host.mac });
+    const body = hostPage({
+      host, state: hostState(host, tasks), active: tasks.find(isActive), tasks, events: ctx.events.recent(20, host.mac),
+      images: await ctx.store.list(), csrf: csrfFor(req, reply),
+    });
+    return sendHtml(reply, renderPage(req, reply, { title: host.name || host.mac, section: 'hosts', body }));
+  });
+
+  app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormHost> }>('/hosts/:mac', { schema: { ...hide, params: MacParams, body: FormHost } }, async (req, reply) => {
+    const patch: { name?: string; assignedImage?: string | null } = {};
+    if (req.body.name !== undefined) patch.name = req.body.name.trim();
+    if (req.body.assignedImage !== undefined) patch.assignedImage = req.body.assignedImage === '' ? null : req.body.assignedImage;
+    const host = await actions.updateHost(req.params.mac, patch);
+    setFlash(req, `Saved ${host.name || host.mac}.`);
+    return reply.redirect(`/hosts/${host.mac}`, 303);
+  });
+
+  app.post<{ Params: Static<typeof MacParams> }>('/hosts/:mac/delete', { schema: { ...hide, params: MacParams } }, async (req, reply) => {
+    const host = ctx.hosts.require(req.params.mac);
+    await actions.removeHost(host.mac);
+    setFlash(req, `Host ${host.name || host.mac} removed.`);
+    return reply.redirect('/hosts', 303);
+  });
+
+  for (const kind of ['capture', 'deploy'] as const) {
+    app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormTask> }>(`/hosts/:mac/${kind}`, { schema: { ...hide, params: MacParams, body: FormTask } }, async (req, reply) => {
+      const image = req.body.image?.trim() || undefined;
+      const { task, wake } = await actions.startTask({ kind, mac: req.params.mac, image, wake: req.body.wake === 'on' });
+      setFlash(req, `${kind === 'capture' ? 'Capture' : 'Deploy'} of ${task.image} queued: network-boot the PC now${wake ? `; ${wake.detail}` : ''}.`);
+      return reply.redirect(`/hosts/${task.mac}`, 303);
+    });
+  }
+
+  // Images
+  app.get('/images', { schema: hide }, async (req, reply) => {
+    const body = html`<h1>Images</h1>${imagesTable(await ctx.store.list(), (n) => actions.verifier.get(n))}`;
+    return sendHtml(reply, renderPage(req, reply, { title: 'Images', section: 'images', body }));
+  });
+
+  app.get<{ Params: Static<typeof ImageParams> }>('/images/:name', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
+    const image = await actions.image(req.params.name);
+    const body = imagePage({ image, verify: actions.verifier.get(req.params.name), csrf: csrfFor(req, reply) });
+    return sendHtml(reply, renderPage(req, reply, { title: req.params.name, section: 'images', body }));
+  });
+
+  app.post<{ Params: Static<typeof ImageParams> }>('/images/:name/verify', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
+    await actions.requireImage(req.params.name);
+    const state = actions.verifier.start(req.params.name);
+    if (req.headers['hx-request'] === 'true') return sendHtml(reply, verifyBox(req.params.name, state, csrfFor(req, reply)));
+    return reply.redirect(`/images/${req.params.name}`, 303);
+  });
+
+  app.get<{ Params: Static<typeof ImageParams> }>('/images/:name/verify-status', { schema: { ...hide, params: ImageParams } }, async (req, reply) =>
+    sendHtml(reply, verifyBox(req.params.name, actions.verifier.get(req.params.name), csrfFor(req, reply))));
+
+  app.post<{ Params: Static<typeof ImageParams> }>('/images/:name/url', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
+    const url = await actions.nbdUrl(req.params.name, undefined, requestHost(req.headers.host));
+    if (req.headers['hx-request'] === 'true') return sendHtml(reply, urlBox(url, req.params.name, csrfFor(req, reply)));
+    setFlash(req, `nbd:// URL (read-only, until ${url.expiresAt}): ${url.uri}`);
+    return reply.redirect(`/images/${req.params.name}`, 303);
+  });
+
+  app.post<{ Params: Static<typeof ImageParams>; Body: Static<typeof FormRename> }>('/images/:name/rename', { schema: { ...hide, params: ImageParams, body: FormRename } }, async (req, reply) => {
+    await actions.renameImage(req.params.name, req.body.to);
+    setFlash(req, `Image ${req.params.name} is now called ${req.body.to}.`);
+    return reply.redirect(`/images/${req.body.to}`, 303);
+  });
+
+  app.post<{ Params: Static<typeof VersionParams> }>('/images/:name/versions/:n/delete', { schema: { ...hide, params: VersionParams } }, async (req, reply) => {
+    await actions.removeVersion(req.params.name, req.params.n);
+    setFlash(req, `Version ${req.params.n} of ${req.params.name} deleted.`);
+    const left = (await ctx.store.list()).some((i) => i.name === req.params.name);
+    return reply.redirect(left ? `/images/${req.params.name}` : '/images', 303);
+  });
+
+  // Tasks
+  app.get('/tasks', { schema: hide }, async (req, reply) => {
+    const n = names();
+    const body = html`<h1>Tasks</h1><section><h2>Running and queued</h2>${activeTasks(ctx.tasks.list({ active: true }), csrfFor(req, reply), n)}</section>
+<section class="card"><h2>History</h2>${taskHistory(ctx.tasks.list({ active: false }).slice(0, 200), n)}</section>`;
+    return sendHtml(reply, renderPage(req, reply, { title: 'Tasks', section: 'tasks', body }));
+  });
+
+  app.get('/tasks/active', { schema: hide }, async (req, reply) =>
+    sendHtml(reply, activeTasks(ctx.tasks.list({ active: true }), csrfFor(req, reply), names())));
+
+  app.get<{ Params: Static<typeof TaskParams> }>('/tasks/:id', { schema: { ...hide, params: TaskParams } }, async (req, reply) => {
+    const task = ctx.tasks.require(req.params.id);
+    const body = taskDetail(task, csrfFor(req, reply), ctx.hosts.get(task.mac)?.name ?? '');
+    return sendHtml(reply, renderPage(req, reply, { title: `${task.kind} ${task.image}`, section: 'tasks', body }));
+  });
+
+  app.get<{ Params: Static<typeof TaskParams> }>('/tasks/:id/progress', { schema: { ...hide, params: TaskParams } }, async (req, reply) =>
+    sendHtml(reply, taskProgress(ctx.tasks.require(req.params.id))));
+
+  app.post<{ Params: Static<typeof TaskParams> }>('/tasks/:id/cancel', { schema: { ...hide, params: TaskParams } }, async (req, reply) => {
+    const task = await actions.cancelTask(req.params.id);
+    setFlash(req, `${task.kind} of ${task.image} on ${task.mac} cancelled.`);
+    const back = req.headers.referer ? safeNext(new URL(req.headers.referer, 'http://x').pathname) : `/tasks/${task.id}`;
+    return reply.redirect(back, 303);
+  });
+
+  // Settings: API tokens and the admin password
+  const settings = async (req: FastifyRequest, reply: FastifyReply, created: { name: string; token: string } | null): Promise<FastifyReply> =>
+    sendHtml(reply, renderPage(req, reply, { title: 'Settings', section: 'settings', body: settingsPage(listApiTokens(ctx.db), csrfFor(req, reply), created) }));
+
+  app.get('/settings', { schema: hide }, async (req, reply) => settings(req, reply, null));
+
+  app.post<{ Body: Static<typeof FormToken> }>('/settings/tokens', { schema: { ...hide, body: FormToken } }, async (req, reply) => {
+    const created = await createApiToken(ctx.db, req.body.name.trim());
+    await ctx.events.record('info', `API token "${created.record.name}" created`);
+    // Shown once, in this response; a redirect would have to carry the secret somewhere.
+    return settings(req, reply, { name: created.record.name, token: created.token });
+  });
+
+  app.post<{ Params: Static<typeof TokenIdParams> }>('/settings/tokens/:id/revoke', { schema: { ...hide, params: TokenIdParams } }, async (req, reply) => {
+    const record = await revokeApiToken(ctx.db, req.params.id);
+    await ctx.events.record('info', `API token "${record.name}" revoked`);
+    setFlash(req, `Token ${record.name} revoked.`);
+    return reply.redirect('/settings', 303);
+  });
+
+  app.post<{ Body: Static<typeof FormPassword> }>('/settings/password', { schema: { ...hide, body: FormPassword }, config: { rateLimit: deps.loginLimit } }, async (req, reply) => {
+    const username = req.auth?.kind === 'session' ? req.auth.username : ADMIN_USERNAME;
+    if (!(await checkLogin(ctx.db, username, req.body.current))) throw new UserError(400, 'the current password is wrong');
+    await setAdminPassword(ctx.db, req.body.password);
+    sessions.destroyAllFor(username);
+    startSession(reply, username);
+    await ctx.events.record('info', 'admin password changed');
+    return reply.redirect('/settings', 303);
+  });
+}

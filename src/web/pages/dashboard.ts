@@ -1,0 +1,53 @@
+import type { ServiceStatus } from '../../appliance/context.js';
+import type { EventRecord, TaskRecord } from '../../appliance/database.js';
+import { formatAgo, formatBytes, formatTime } from '../format.js';
+import { html, type SafeHtml } from '../html.js';
+import { emptyState } from './layout.js';
+import { activeTasks } from './tasks.js';
+
+export interface DiskSpace {
+  readonly total: number;
+  readonly free: number;
+}
+
+export function eventList(events: readonly EventRecord[]): SafeHtml {
+  if (events.length === 0) return emptyState('Nothing has happened yet.');
+  return html`<ol class="events">${events.map((e) => html`<li class="ev-${e.level}"><time title="${formatTime(e.at)}">${formatAgo(e.at)}</time>
+<span>${e.level !== 'info' ? html`<strong>${e.level}:</strong> ` : ''}${e.message}</span>${e.mac ? html` <a class="mono" href="/hosts/${e.mac}">${e.mac}</a>` : ''}</li>`)}</ol>`;
+}
+
+function serviceList(services: readonly ServiceStatus[]): SafeHtml {
+  if (services.length === 0) return emptyState('No services reported.');
+  return html`<ul class="services">${services.map((s) => html`<li><span class="dot ${s.state}" aria-hidden="true"></span><strong>${s.name.toUpperCase()}</strong> ${s.state} <span class="muted">${s.detail}</span></li>`)}</ul>`;
+}
+
+function diskBlock(disk: DiskSpace | null, imagesDir: string): SafeHtml {
+  if (!disk) return html`<p class="error">Cannot read free space of ${imagesDir}; does the directory exist?</p>`;
+  const used = disk.total - disk.free;
+  const pct = disk.total ? Math.round((used / disk.total) * 100) : 0;
+  return html`<progress class="${pct > 90 ? 'full' : ''}" max="100" value="${pct}" aria-label="store disk used">${pct} %</progress>
+<p><strong>${formatBytes(disk.free)}</strong> free of ${formatBytes(disk.total)} (${pct} % used)</p><p class="muted mono">${imagesDir}</p>`;
+}
+
+export interface DashboardData {
+  readonly services: readonly ServiceStatus[];
+  readonly disk: DiskSpace | null;
+  readonly imagesDir: string;
+  readonly active: readonly TaskRecord[];
+  readonly events: readonly EventRecord[];
+  readonly counts: { hosts: number; images: number; unregistered: number };
+  readonly csrf: string;
+  readonly names: Map<string, string>;
+}
+
+export function dashboard(d: DashboardData): SafeHtml {
+  return html`<h1>Dashboard</h1>
+<div class="grid3">
+<section class="card"><h2>Services</h2>${serviceList(d.services)}</section>
+<section class="card"><h2>Image store</h2>${diskBlock(d.disk, d.imagesDir)}</section>
+<section class="card"><h2>Inventory</h2><p><a href="/hosts"><strong>${d.counts.hosts}</strong> PC${d.counts.hosts === 1 ? '' : 's'}</a>${d.counts.unregistered ? html` · <strong>${d.counts.unregistered}</strong> new, not registered` : ''}</p>
+<p><a href="/images"><strong>${d.counts.images}</strong> image${d.counts.images === 1 ? '' : 's'}</a></p></section>
+</div>
+<section><h2>Running tasks</h2>${activeTasks(d.active, d.csrf, d.names)}</section>
+<section class="card"><h2>Recent events</h2>${eventList(d.events)}</section>`;
+}

@@ -1,0 +1,87 @@
+import type { CatalogImageDetail, CatalogImageSummary, VerifyState } from '../catalog.js';
+import { formatAgo, formatBytes, formatPercent, formatTime } from '../format.js';
+import { html, type SafeHtml } from '../html.js';
+import { csrfField, emptyState } from './layout.js';
+
+export function verifyBadge(v: VerifyState | undefined): SafeHtml {
+  if (!v) return html`<span class="muted">not verified since start</span>`;
+  if (v.state === 'running') return html`<span class="badge state-running">verifying…</span>`;
+  return html`<span class="badge ${v.state === 'ok' ? 'state-done' : 'state-failed'}" title="${v.message}">${v.state === 'ok' ? 'verified' : 'damaged'}</span> <span class="muted">${formatAgo(v.finishedAt)}</span>`;
+}
+
+export function imagesTable(images: readonly CatalogImageSummary[], verify: (name: string) => VerifyState | undefined): SafeHtml {
+  if (images.length === 0) {
+    return emptyState(html`No images yet — capture a PC: open it under <a href="/hosts">Hosts</a>, type a name under “Capture this PC” and press Capture now. Or import a disk file with <code>netclone image import</code>.`);
+  }
+  return html`<div class="table-wrap"><table>
+<thead><tr><th>Name</th><th>Versions</th><th>Disk size</th><th>Stored</th><th>Latest</th><th>Verify</th></tr></thead>
+<tbody>${images.map((i) => html`<tr><td><a href="/images/${i.name}">${i.name}</a></td><td>${i.versions}</td><td>${formatBytes(i.size)}</td>
+<td>${formatBytes(i.storedBytes)}</td><td title="${formatTime(i.created)}">v${i.latestVersion}, ${formatAgo(i.created)}</td><td>${verifyBadge(verify(i.name))}</td></tr>`)}</tbody></table></div>`;
+}
+
+/** The verify status box: polls while a verify runs. */
+export function verifyBox(name: string, v: VerifyState | undefined, csrf: string): SafeHtml {
+  const poll = v?.state === 'running' ? html` hx-get="/images/${name}/verify-status" hx-trigger="every 1s" hx-swap="outerHTML"` : '';
+  return html`<div id="verify-box"${poll}>
+<p>${verifyBadge(v)}${v && v.state !== 'running' ? html` <span class="${v.state === 'ok' ? '' : 'error-text'}">${v.message}</span>` : ''}</p>
+${v?.state === 'running' ? '' : html`<form method="post" action="/images/${name}/verify" class="inline" hx-post="/images/${name}/verify" hx-target="#verify-box" hx-swap="outerHTML">${csrfField(csrf)}<button>Verify now</button></form>`}
+</div>`;
+}
+
+export function urlBox(url: { uri: string; expiresAt: string } | null, name: string, csrf: string): SafeHtml {
+  return html`<div id="url-box">
+${url ? html`<p><code class="url">${url.uri}</code></p><p class="muted">Read-only, valid until ${formatTime(url.expiresAt)}. Example: <code>nbdinfo '${url.uri}'</code> or <code>qemu-img convert -O qcow2 '${url.uri}' ${name}.qcow2</code></p>` : ''}
+<form method="post" action="/images/${name}/url" class="inline" hx-post="/images/${name}/url" hx-target="#url-box" hx-swap="outerHTML">${csrfField(csrf)}<button>${url ? 'Another URL' : 'Get nbd:// URL'}</button></form>
+</div>`;
+}
+
+export interface ImagePageData {
+  readonly image: CatalogImageDetail;
+  readonly verify: VerifyState | undefined;
+  readonly csrf: string;
+}
+
+function layout(d: CatalogImageDetail): SafeHtml {
+  if (d.partitionError) return html`<p class="muted">Partition table not readable: ${d.partitionError}</p>`;
+  const t = d.partitionTable;
+  if (!t || t.scheme === 'none') return html`<p class="muted">No partition table (a raw filesystem or an empty disk).</p>`;
+  return html`<p>${t.scheme.toUpperCase()} partition table, ${t.partitions.length} partition${t.partitions.length === 1 ? '' : 's'}</p>
+<div class="table-wrap"><table><thead><tr><th>#</th><th>Type</th><th>Name</th><th>Size</th><th>Filesystem</th></tr></thead><tbody>
+${t.partitions.map((p) => html`<tr><td>${p.index}</td><td>${p.typeName}</td><td>${p.name || '—'}</td><td>${formatBytes(p.sizeBytes)}</td><td>${p.filesystem ?? 'unknown'}</td></tr>`)}
+</tbody></table></div>`;
+}
+
+export function imagePage({ image: d, verify, csrf }: ImagePageData): SafeHtml {
+  const latest = d.versions[0];
+  const referenced = d.storedBytes + d.dedupSavings;
+  return html`<h1>${d.name}</h1>
+${latest ? html`<p class="muted">${d.versions.length} version${d.versions.length === 1 ? '' : 's'} · disk size ${formatBytes(d.size)} · newest v${latest.version} ${formatTime(latest.created)} from ${latest.source}</p>` : ''}
+<div class="grid3">
+<section class="card"><h2>Space</h2><dl class="facts">
+<dt>Disk size</dt><dd>${formatBytes(d.size)}</dd>
+<dt>Data (latest)</dt><dd>${formatBytes(d.dataBytes)}</dd>
+<dt>Stored (all versions)</dt><dd><strong>${formatBytes(d.storedBytes)}</strong></dd>
+<dt>Compression</dt><dd>${d.compressionRatio > 0 ? `${d.compressionRatio.toFixed(2)} : 1` : '—'}</dd>
+<dt>Dedup saves</dt><dd>${formatBytes(d.dedupSavings)}${referenced > 0 ? ` (${formatPercent(d.dedupSavings, referenced)})` : ''}</dd>
+</dl></section>
+<section class="card"><h2>Verify</h2>${verifyBox(d.name, verify, csrf)}</section>
+<section class="card"><h2>Read over the network</h2>${urlBox(null, d.name, csrf)}</section>
+</div>
+<section class="card"><h2>Layout (latest version)</h2>${layout(d)}</section>
+<section class="card"><h2>Versions</h2>
+${d.versions.length === 0 ? emptyState('This image has no versions.') : html`<div class="table-wrap"><table>
+<thead><tr><th>Version</th><th>Captured</th><th>From</th><th>Disk size</th><th>Data</th><th>Stored</th><th>Compression</th><th></th></tr></thead>
+<tbody>${d.versions.map((v) => html`<tr>
+<td>v${v.version}</td><td title="${formatTime(v.created)}">${formatTime(v.created)}</td><td>${v.source}</td><td>${formatBytes(v.size)}</td>
+<td>${formatBytes(v.dataBytes)}</td><td>${formatBytes(v.storedBytes)}</td>
+<td>${v.dataBytes ? `saves ${formatPercent(v.dataBytes - v.storedBytes, v.dataBytes)}` : '—'}</td>
+<td><form method="post" action="/images/${d.name}/versions/${v.version}/delete" class="inline" hx-confirm="Delete version ${v.version} of ${d.name}? This cannot be undone.">${csrfField(csrf)}<button class="danger small">Delete v${v.version}</button></form></td>
+</tr>`)}</tbody></table></div>`}
+</section>
+<form method="post" action="/images/${d.name}/rename" class="card row-form">
+${csrfField(csrf)}<h2>Rename</h2>
+<label>New name <input name="to" required value="${d.name}" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}" autocomplete="off" spellcheck="false"></label>
+<button>Rename</button>
+<p class="hint">Hosts assigned to this image follow the new name.</p>
+</form>`;
+}

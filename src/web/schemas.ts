@@ -1,0 +1,126 @@
+/** JSON schemas of the API; they validate requests and document the API at /docs. */
+import { Type, type Static } from '@sinclair/typebox';
+
+export const MAC_PATTERN = '^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$';
+export const IMAGE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
+export const HOST_NAME_PATTERN = '^[\\p{L}\\p{N} ._()-]{0,64}$';
+
+export const Mac = Type.String({ pattern: MAC_PATTERN, description: 'MAC address, aa:bb:cc:dd:ee:ff', examples: ['52:54:00:12:34:56'] });
+export const ImageName = Type.String({ pattern: IMAGE_PATTERN, description: "1-64 letters, digits, '.', '_' or '-'", examples: ['win11-office'] });
+export const HostName = Type.String({ maxLength: 64, description: 'Free text: letters, digits, spaces, ._()-' });
+
+export const MacParams = Type.Object({ mac: Mac });
+export const ImageParams = Type.Object({ name: ImageName });
+export const VersionParams = Type.Object({ name: ImageName, n: Type.Integer({ minimum: 1, maximum: 1_000_000 }) });
+export const TaskParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' }) });
+
+export const ErrorBody = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() });
+
+const Disk = Type.Object({
+  name: Type.String(), size: Type.Number(), model: Type.String(), serial: Type.String(), logicalSectorSize: Type.Number(),
+  physicalSectorSize: Type.Number(), rotational: Type.Boolean(), removable: Type.Boolean(), transport: Type.String(),
+});
+
+const Hardware = Type.Object({
+  dmi: Type.Object({ vendor: Type.String(), model: Type.String(), serial: Type.String(), uuid: Type.String() }),
+  disks: Type.Array(Disk),
+  nics: Type.Array(Type.Object({ name: Type.String(), mac: Type.String(), driver: Type.String(), speed: Type.String() })),
+  reportedAt: Type.String(),
+});
+
+export const Host = Type.Object({
+  mac: Type.String(), name: Type.String(), ip: Type.Union([Type.String(), Type.Null()]),
+  firmware: Type.String(), arch: Type.Union([Type.String(), Type.Null()]), vendorClass: Type.Union([Type.String(), Type.Null()]),
+  firstSeen: Type.String(), lastSeen: Type.String(), registered: Type.Boolean(),
+  hardware: Type.Union([Hardware, Type.Null()]), assignedImage: Type.Union([Type.String(), Type.Null()]),
+  localBoot: Type.Union([Type.Literal('exit'), Type.Literal('sanboot'), Type.Null()]),
+  efiLoader: Type.String(),
+  state: Type.Union([Type.Literal('idle'), Type.Literal('task pending'), Type.Literal('imaging'), Type.Literal('failed')]),
+});
+
+export const NewHost = Type.Object({ mac: Mac, name: Type.Optional(HostName) }, { additionalProperties: false });
+export const HostPatch = Type.Object({
+  name: Type.Optional(HostName),
+  assignedImage: Type.Optional(Type.Union([ImageName, Type.Null()])),
+  localBoot: Type.Optional(Type.Union([Type.Literal('exit'), Type.Literal('sanboot'), Type.Null()])),
+}, { additionalProperties: false });
+
+export const Progress = Type.Object({ bytes: Type.Number(), total: Type.Number(), percent: Type.Number(), mbps: Type.Number(), etaSeconds: Type.Union([Type.Number(), Type.Null()]) });
+
+export const Task = Type.Object({
+  id: Type.String(), kind: Type.String(), mac: Type.String(), image: Type.String(), state: Type.String(),
+  createdAt: Type.String(), updatedAt: Type.String(), startedAt: Type.Union([Type.String(), Type.Null()]), finishedAt: Type.Union([Type.String(), Type.Null()]),
+  reason: Type.Union([Type.String(), Type.Null()]), diskSerial: Type.Union([Type.String(), Type.Null()]), after: Type.String(),
+  clientIp: Type.Union([Type.String(), Type.Null()]),
+  disk: Type.Union([Type.Object({ name: Type.String(), size: Type.Number(), logicalSectorSize: Type.Number(), serial: Type.String() }), Type.Null()]),
+  progress: Progress,
+  result: Type.Union([Type.Object({ version: Type.Union([Type.Number(), Type.Null()]), digest: Type.Union([Type.String(), Type.Null()]), bytesOnWire: Type.Number() }), Type.Null()]),
+  log: Type.Array(Type.Object({ at: Type.String(), message: Type.String() })),
+});
+
+export const NewTask = Type.Object({
+  kind: Type.Union([Type.Literal('capture'), Type.Literal('deploy')]),
+  mac: Mac,
+  image: Type.Optional(ImageName),
+  wake: Type.Optional(Type.Boolean({ description: 'send a Wake-on-LAN magic packet' })),
+  after: Type.Optional(Type.Union([Type.Literal('reboot'), Type.Literal('poweroff')])),
+  diskSerial: Type.Optional(Type.String({ maxLength: 128 })),
+}, { additionalProperties: false });
+
+export const TaskQuery = Type.Object({
+  mac: Type.Optional(Mac),
+  active: Type.Optional(Type.Boolean()),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+});
+
+export const StartedTask = Type.Object({ task: Task, wake: Type.Union([Type.Object({ sent: Type.Boolean(), detail: Type.String() }), Type.Null()]) });
+
+export const VerifyStatus = Type.Object({
+  state: Type.Union([Type.Literal('running'), Type.Literal('ok'), Type.Literal('failed')]),
+  version: Type.Union([Type.Integer(), Type.Null()]), message: Type.String(), startedAt: Type.String(), finishedAt: Type.Union([Type.String(), Type.Null()]),
+});
+
+export const ImageSummary = Type.Object({
+  name: Type.String(), latestVersion: Type.Integer(), size: Type.Number(), storedBytes: Type.Number(), versions: Type.Integer(), created: Type.String(),
+  lastVerify: Type.Union([VerifyStatus, Type.Null()]),
+});
+
+export const ImageVersion = Type.Object({
+  version: Type.Integer(), size: Type.Number(), created: Type.String(), source: Type.String(), digest: Type.String(),
+  dataBytes: Type.Number({ description: 'bytes in chunks holding data (holes excluded)' }),
+  storedBytes: Type.Number({ description: 'compressed bytes of the distinct chunks this version names' }),
+});
+
+export const Partition = Type.Object({ index: Type.Integer(), typeName: Type.String(), name: Type.String(), sizeBytes: Type.Number(), filesystem: Type.Union([Type.String(), Type.Null()]) });
+
+export const ImageDetail = Type.Object({
+  name: Type.String(), latestVersion: Type.Integer(), size: Type.Number(), dataBytes: Type.Number(),
+  storedBytes: Type.Number({ description: 'unique chunk bytes on disk over all versions' }),
+  compressionRatio: Type.Number({ description: 'data bytes / stored bytes of the latest version' }),
+  dedupSavings: Type.Number({ description: 'bytes saved by sharing chunks within and across versions' }),
+  versions: Type.Array(ImageVersion),
+  partitionTable: Type.Union([Type.Object({ scheme: Type.String(), partitions: Type.Array(Partition) }), Type.Null()]),
+  partitionError: Type.Union([Type.String(), Type.Null()]),
+  lastVerify: Type.Union([VerifyStatus, Type.Null()]),
+});
+
+export const VerifyBody = Type.Object({ version: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
+export const RenameBody = Type.Object({ to: ImageName }, { additionalProperties: false });
+export const UrlBody = Type.Object({ ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 7 * 86400 })) }, { additionalProperties: false });
+export const NbdUrlBody = Type.Object({ uri: Type.String(), exportName: Type.String(), expiresAt: Type.String() });
+
+export const EventQuery = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 2000 })), mac: Type.Optional(Mac) });
+export const Event = Type.Object({ at: Type.String(), level: Type.String(), mac: Type.Union([Type.String(), Type.Null()]), message: Type.String() });
+
+export const Status = Type.Object({
+  services: Type.Array(Type.Object({ name: Type.String(), state: Type.String(), detail: Type.String() })),
+  store: Type.Object({ path: Type.String(), totalBytes: Type.Union([Type.Number(), Type.Null()]), freeBytes: Type.Union([Type.Number(), Type.Null()]) }),
+  hosts: Type.Integer(), images: Type.Integer(), activeTasks: Type.Integer(),
+});
+
+export const TokenBody = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+export const TokenRecord = Type.Object({ id: Type.String(), name: Type.String(), createdAt: Type.String(), lastUsed: Type.Union([Type.String(), Type.Null()]) });
+
+export type NewHostBody = Static<typeof NewHost>;
+export type HostPatchBody = Static<typeof HostPatch>;
+export type NewTaskBody = Static<typeof NewTask>;

@@ -1,0 +1,258 @@
+/**
+ * The netclone command as a technician uses it: on a data directory directly (under
+ * its lock) and through a running server's control socket; nbd:// URLs for qemu-img
+ * and nbdcopy; a server killed mid-capture loses only that capture.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile, readFile, readdir, open, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { run, rawGo, request, readSimpleReply } from '../nbd/helpers.js';
+import { CMD } from '../../src/nbd/protocol.js';
+
+const BIN = path.resolve('bin/netclone.js');
+const MiB = 1024 * 1024;
+let dir: string;
+let data: string;
+
+function cli(args: string[], input?: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [BIN, ...args, '--data', data], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NETCLONE_CONFIG: '' } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d));
+    p.stderr.on('data', (d: Buffer) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+    if (input) p.stdin.end(input);
+    else p.stdin.end();
+  });
+}
+
+/** Deterministic incompressible bytes (xorshift32), so the same seed gives the same disk. */
+function noise(seed: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  let x = seed || 1;
+  for (let i = 0; i + 4 <= length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out.writeInt32LE(x | 0, i);
+  }
+  return out;
+}
+
+function disk(seed: number, size = 32 * MiB): Buffer {
+  const d = Buffer.alloc(size);
+  noise(1000 + seed, 6 * MiB).copy(d, 0);
+  d.fill(`compressible ${seed} `, 10 * MiB, 16 * MiB);
+  d.writeUInt32LE(seed, 20 * MiB);
+  return d;
+}
+
+interface Server {
+  proc: ChildProcess;
+  nbdPort: number;
+  log: () => string;
+}
+
+async function startServer(nbdPort: number): Promise<Server> {
+  const proc = spawn(process.execPath, [BIN, 'serve', '--data', data, '--listen', '127.0.0.1', '--http-port', '0', '--nbd-port', String(nbdPort), '--tftp-port', '0', '--dhcp', 'off', '--boot-dir', path.join(dir, 'boot')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NETCLONE_CONFIG: '' },
+  });
+  let out = '';
+  proc.stdout?.on('data', (d: Buffer) => (out += d));
+  proc.stderr?.on('data', (d: Buffer) => (out += d));
+  for (let i = 0; i < 200 && !out.includes('netclone is up'); i++) {
+    if (proc.exitCode !== null) throw new Error(`server exited: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!out.includes('netclone is up')) throw new Error(`server did not start: ${out}`);
+  return { proc, nbdPort, log: () => out };
+}
+
+async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (s.proc.exitCode !== null) return;
+  const exited = new Promise((r) => s.proc.once('exit', r));
+  s.proc.kill(signal);
+  await exited;
+}
+
+const freePort = 20000 + Math.floor(Math.random() * 20000);
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'nc-cli-'));
+  data = path.join(dir, 'data');
+  if (!existsSync(BIN) || !existsSync(path.resolve('dist/cli/main.js'))) throw new Error('run npm run build first (npm test does)');
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('without a server (directly on the data directory)', () => {
+  it('imports a file and stdin, lists, shows, verifies and exports byte-exact and sparse', async () => {
+    const a = disk(1);
+    await writeFile(path.join(dir, 'a.raw'), a);
+    const imp = await cli(['image', 'import', 'office', path.join(dir, 'a.raw')]);
+    expect(imp.code, imp.stderr).toBe(0);
+    expect(imp.stdout).toMatch(/office version 1/);
+    const stdin = await cli(['image', 'import', 'office2', '-'], disk(2));
+    expect(stdin.code, stdin.stderr).toBe(0);
+
+    const list = JSON.parse((await cli(['image', 'list', '--json'])).stdout) as Array<{ name: string; size: number }>;
+    expect(list.map((i) => i.name)).toEqual(['office', 'office2']);
+    expect(list[0].size).toBe(a.length);
+
+    const show = JSON.parse((await cli(['image', 'show', 'office2', '--json'])).stdout) as { dataBytes: number; storedBytes: number };
+    expect(show.dataBytes).toBeLessThan(a.length);
+
+    const verify = await cli(['image', 'verify', 'office']);
+    expect(verify.code).toBe(0);
+    expect(verify.stdout).toMatch(/^ok/);
+
+    const out = path.join(dir, 'a-out.raw');
+    expect((await cli(['image', 'export', 'office', out])).code).toBe(0);
+    expect((await readFile(out)).equals(a)).toBe(true);
+    const st = await stat(out);
+    expect(st.blocks * 512).toBeLessThan(a.length);
+  });
+
+  it('shares chunks between nearly identical images', async () => {
+    const chunks = path.join(data, 'images', 'chunks');
+    const files = async (): Promise<number> => {
+      let n = 0;
+      for (const sub of await readdir(chunks)) n += (await readdir(path.join(chunks, sub))).length;
+      return n;
+    };
+    const before = await files();
+    const b = disk(1);
+    b.writeUInt32LE(0xdeadbeef, 2 * MiB + 5);
+    await writeFile(path.join(dir, 'b.raw'), b);
+    expect((await cli(['image', 'import', 'office-b', path.join(dir, 'b.raw')])).code).toBe(0);
+    expect(await files()).toBe(before + 1);
+  });
+
+  it('reports damage: verify names the chunk and exits 1', async () => {
+    const chunks = path.join(data, 'images', 'chunks');
+    let sub = '';
+    let name = '';
+    for (const d of (await readdir(chunks)).sort()) {
+      const files = await readdir(path.join(chunks, d));
+      if (files.length > 0) {
+        sub = d;
+        name = files[0];
+        break;
+      }
+    }
+    const fh = await open(path.join(chunks, sub, name), 'r+');
+    const st = await fh.stat();
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, st.size - 1);
+    b[0] ^= 0xff;
+    await fh.write(b, 0, 1, st.size - 1);
+    await fh.close();
+    const results = [];
+    for (const n of ['office', 'office2', 'office-b']) results.push(await cli(['image', 'verify', n]));
+    const damaged = results.filter((r) => r.code === 1);
+    expect(damaged.length).toBeGreaterThan(0);
+    for (const r of damaged) expect(r.stdout).toContain(name.replace(/\..*$/, '').slice(0, 16));
+    await rm(path.join(data, 'images', 'chunks', sub, name));
+    expect((await cli(['image', 'rm', 'office2'])).code).toBe(0);
+    expect((await cli(['image', 'rm', 'office'])).code).toBe(0);
+    expect((await cli(['image', 'rm', 'office-b'])).code).toBe(0);
+    const gc = await cli(['image', 'gc', '--json']);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect(JSON.parse(gc.stdout).removedChunks).toBeGreaterThan(0);
+  });
+
+  it('rejects unknown commands, flags and bad values with exit status 2', async () => {
+    expect((await cli(['image', 'frob'])).code).toBe(2);
+    const r = await cli(['image', 'list', '--colour']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown flag --colour/);
+    const s = spawn(process.execPath, [BIN, 'serve', '--data', data, '--nbd-port', 'lots'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    s.stderr.on('data', (d: Buffer) => (err += d));
+    const code = await new Promise((r) => s.on('close', r));
+    expect(code).toBe(2);
+    expect(err).toMatch(/nbd-port: "lots" is not a port/);
+    expect((await cli(['task', 'capture', 'zz:zz', '--image', 'x'])).stderr).toMatch(/not a MAC address/);
+  });
+});
+
+describe('with a running server (through its control socket)', () => {
+  let server: Server;
+  const golden = disk(7);
+
+  beforeAll(async () => {
+    await writeFile(path.join(dir, 'golden.raw'), golden);
+    server = await startServer(freePort);
+  });
+  afterAll(async () => {
+    if (server) await stopServer(server);
+  });
+
+  it('acts through the server: a second writer on the directory is refused while it runs', async () => {
+    const imp = await cli(['image', 'import', 'golden', path.join(dir, 'golden.raw')]);
+    expect(imp.code, imp.stderr).toBe(0);
+    expect(server.log()).toContain('image golden imported');
+    expect((await cli(['image', 'list'])).stdout).toContain('golden');
+  });
+
+  it('issues nbd:// URLs that nbdinfo, qemu-img and nbdcopy accept, with holes visible', async () => {
+    const url = (await cli(['image', 'url', 'golden'])).stdout.trim();
+    expect(url).toMatch(new RegExp(`^nbd://127\\.0\\.0\\.1:${server.nbdPort}/d-`));
+    const info = await run('nbdinfo', ['--json', url]);
+    expect(info.code, info.stderr).toBe(0);
+    const j = JSON.parse(info.stdout) as { exports: Array<{ 'export-size': number; is_read_only: boolean; contexts: string[] }> };
+    expect(j.exports[0]['export-size']).toBe(golden.length);
+    expect(j.exports[0].is_read_only).toBe(true);
+    expect(j.exports[0].contexts).toContain('base:allocation');
+    const map = await run('nbdinfo', ['--map', url]);
+    expect(map.stdout).toMatch(/hole,zero/);
+    const out = path.join(dir, 'golden-back.raw');
+    expect((await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', url, out])).code).toBe(0);
+    expect((await readFile(out)).equals(golden)).toBe(true);
+    const wrong = await run('nbdinfo', [url.replace(/d-[A-Za-z0-9_-]+$/, 'd-notarealtoken0000000000000000000')]);
+    expect(wrong.code).not.toBe(0);
+    expect(server.log()).toContain('unknown export name');
+  });
+
+  it('captures through a writable URL (nbdcopy, 4 connections) and commits a new version', async () => {
+    const url = (await cli(['image', 'url', 'golden', '--write', '--size', String(golden.length)])).stdout.trim();
+    const next = disk(8);
+    await writeFile(path.join(dir, 'next.raw'), next);
+    const r = await run('nbdcopy', ['--flush', '--connections=4', path.join(dir, 'next.raw'), url]);
+    expect(r.code, r.stderr).toBe(0);
+    let show: { latestVersion: number } = { latestVersion: 0 };
+    for (let i = 0; i < 100 && show.latestVersion !== 2; i++) {
+      show = JSON.parse((await cli(['image', 'show', 'golden', '--json'])).stdout) as typeof show;
+      if (show.latestVersion !== 2) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(show.latestVersion).toBe(2);
+    const out = path.join(dir, 'next-back.raw');
+    expect((await cli(['image', 'export', 'golden', out])).code).toBe(0);
+    expect((await readFile(out)).equals(next)).toBe(true);
+  });
+
+  it('loses only the capture in flight when the server is killed, and verify passes after restart', async () => {
+    const url = (await cli(['image', 'url', 'golden', '--write', '--size', String(golden.length)])).stdout.trim();
+    // A client mid-capture: it has written (and had acknowledged) data but not flushed or disconnected.
+    const { c } = await rawGo(server.nbdPort, url.split('/').pop() as string);
+    c.write(Buffer.concat([request(CMD.WRITE, 1n, 0n, 4 * MiB), disk(9).subarray(0, 4 * MiB)]));
+    expect((await readSimpleReply(c)).errno).toBe(0);
+    await stopServer(server, 'SIGKILL');
+    c.destroy();
+    server = await startServer(freePort);
+    const show = JSON.parse((await cli(['image', 'show', 'golden', '--json'])).stdout) as { latestVersion: number };
+    expect(show.latestVersion).toBe(2);
+    const verify = await cli(['image', 'verify', 'golden']);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+    const out = path.join(dir, 'after-kill.raw');
+    expect((await cli(['image', 'export', 'golden', out])).code).toBe(0);
+    expect((await readFile(out)).equals(disk(8))).toBe(true);
+  });
+});

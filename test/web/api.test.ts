@@ -1,0 +1,197 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSocket, type Socket } from 'node:dgram';
+import request from 'supertest';
+import { createApiToken } from '../../src/appliance/users.js';
+import { sendMagicPacket, wakeSender } from '../../src/web/wol.js';
+import { makeHarness, type Harness } from './helpers.js';
+
+let h: Harness;
+let auth: { Authorization: string };
+let udp: Socket;
+const received: Buffer[] = [];
+
+beforeAll(async () => {
+  udp = createSocket('udp4');
+  udp.on('message', (m) => received.push(m));
+  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+  const port = udp.address().port;
+  h = await makeHarness({ images: ['win11', 'ubuntu'], wake: wakeSender(() => ({ address: '127.0.0.1', port })) });
+  auth = { Authorization: `Bearer ${(await createApiToken(h.ctx.db, 'tests')).token}` };
+});
+afterAll(async () => {
+  await h.close();
+  udp.close();
+});
+
+const api = () => request(h.app.server);
+
+async function until<T>(fn: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('hosts API', () => {
+  it('creates, reads, patches and deletes hosts', async () => {
+    const created = await api().post('/api/v1/hosts').set(auth).send({ mac: '52:54:00:00:00:10', name: 'Desk 10' }).expect(201);
+    expect(created.body).toMatchObject({ mac: '52:54:00:00:00:10', name: 'Desk 10', registered: true, state: 'idle' });
+    await h.ctx.hosts.sighted({ mac: '52:54:00:00:00:11', ip: '10.0.0.11', firmware: 'uefi' });
+    const list = await api().get('/api/v1/hosts').set(auth).expect(200);
+    expect(list.body.map((x: { mac: string }) => x.mac).sort()).toEqual(['52:54:00:00:00:10', '52:54:00:00:00:11']);
+    expect(list.body.find((x: { mac: string }) => x.mac === '52:54:00:00:00:11')).toMatchObject({ registered: false, ip: '10.0.0.11', firmware: 'uefi' });
+    const patched = await api().patch('/api/v1/hosts/52:54:00:00:00:11').set(auth).send({ name: 'Desk 11', assignedImage: 'win11' }).expect(200);
+    expect(patched.body).toMatchObject({ name: 'Desk 11', assignedImage: 'win11', registered: true });
+    await api().get('/api/v1/hosts/52-54-00-00-00-11').set(auth).expect(200);
+    await api().delete('/api/v1/hosts/52:54:00:00:00:10').set(auth).expect(204);
+    await api().get('/api/v1/hosts/52:54:00:00:00:10').set(auth).expect(404);
+  });
+
+  it('answers bad input with 400 and a message, never 500', async () => {
+    const badMac = await api().post('/api/v1/hosts').set(auth).send({ mac: 'zz:zz' }).expect(400);
+    expect(badMac.body.message).toMatch(/mac is not a MAC address/);
+    expect((await api().get('/api/v1/hosts/not-a-mac').set(auth).expect(400)).body.message).toMatch(/MAC/);
+    expect((await api().post('/api/v1/hosts').set(auth).send({ mac: '52:54:00:00:00:12', name: '<script>' }).expect(400)).body.message).toMatch(/name/);
+    expect((await api().post('/api/v1/hosts').set(auth).send({ mac: '52:54:00:00:00:12', extra: 1 }).expect(400)).body.message).toMatch(/unknown field "extra"/);
+    expect((await api().post('/api/v1/hosts').set(auth).send({}).expect(400)).body.message).toMatch(/"mac" is missing/);
+    await api().post('/api/v1/hosts').set(auth).set('content-type', 'application/json').send('{"mac": ').expect(400);
+    const badAssign = await api().patch('/api/v1/hosts/52:54:00:00:00:11').set(auth).send({ assignedImage: '../etc' }).expect(400);
+    expect(badAssign.body.message).toMatch(/image name/);
+    expect((await api().patch('/api/v1/hosts/52:54:00:00:00:11').set(auth).send({ assignedImage: 'nonexistent' }).expect(400)).body.message).toMatch(/no image "nonexistent"/);
+    await api().get('/api/v1/images/..%2F..%2Fetc').set(auth).expect(400);
+    await api().get('/api/v1/images/nope').set(auth).expect(404);
+    expect((await api().post('/api/v1/images/win11/url').set(auth).send({ ttlSeconds: 1e9 }).expect(400)).body.message).toMatch(/ttlSeconds/);
+    await api().delete('/api/v1/images/win11/versions/0').set(auth).expect(400);
+    await api().delete('/api/v1/images/win11/versions/abc').set(auth).expect(400);
+    await api().get('/api/v1/tasks?limit=-5').set(auth).expect(400);
+    await api().get('/api/v1/events?limit=100000').set(auth).expect(400);
+    await api().post('/api/v1/tasks').set(auth).send({ kind: 'explode', mac: '52:54:00:00:00:11' }).expect(400);
+  });
+});
+
+describe('images API', () => {
+  it('lists images and shows details with partition table and space figures', async () => {
+    const list = await api().get('/api/v1/images').set(auth).expect(200);
+    expect(list.body.map((i: { name: string }) => i.name)).toEqual(['ubuntu', 'win11']);
+    const d = await api().get('/api/v1/images/win11').set(auth).expect(200);
+    expect(d.body).toMatchObject({ name: 'win11', latestVersion: 1, size: 3 * 1024 * 1024, partitionTable: { scheme: 'mbr' } });
+    expect(d.body.versions[0]).toMatchObject({ version: 1, source: 'test import' });
+    expect(d.body.storedBytes).toBeGreaterThan(0);
+    expect(d.body.storedBytes).toBeLessThan(d.body.dataBytes);
+  });
+
+  it('verifies an image and reports the result', async () => {
+    const started = await api().post('/api/v1/images/win11/verify').set(auth).send({}).expect(202);
+    expect(['running', 'ok']).toContain(started.body.state);
+    const v = await until(async () => {
+      const r = await api().get('/api/v1/images/win11').set(auth);
+      return r.body.lastVerify?.state !== 'running' ? r.body.lastVerify : undefined;
+    });
+    expect(v.state).toBe('ok');
+    expect(v.message).toMatch(/intact/);
+    await api().post('/api/v1/images/missing/verify').set(auth).send({}).expect(404);
+  });
+
+  it('issues a read-only nbd:// URL through the NBD layer', async () => {
+    const r = await api().post('/api/v1/images/win11/url').set(auth).set('Host', 'netclone.lan:8080').send({ ttlSeconds: 600 }).expect(200);
+    expect(r.body.uri).toMatch(/^nbd:\/\//);
+    expect(h.nbdRequests.at(-1)).toEqual({ image: 'win11', write: false, ttlSeconds: 600, host: 'netclone.lan' });
+  });
+
+  it('renames an image; assigned hosts follow; a taken name is a 409', async () => {
+    await api().post('/api/v1/images/win11/rename').set(auth).send({ to: 'ubuntu' }).expect(409);
+    const r = await api().post('/api/v1/images/win11/rename').set(auth).send({ to: 'win11-office' }).expect(200);
+    expect(r.body.name).toBe('win11-office');
+    expect(h.ctx.hosts.get('52:54:00:00:00:11')?.assignedImage).toBe('win11-office');
+    await api().post('/api/v1/images/win11-office/rename').set(auth).send({ to: '../x' }).expect(400);
+  });
+
+  it('deletes a version; the last version takes the image with it', async () => {
+    await api().delete('/api/v1/images/ubuntu/versions/7').set(auth).expect(404);
+    await api().delete('/api/v1/images/ubuntu/versions/1').set(auth).expect(204);
+    const list = await api().get('/api/v1/images').set(auth).expect(200);
+    expect(list.body.map((i: { name: string }) => i.name)).toEqual(['win11-office']);
+  });
+});
+
+describe('tasks API', () => {
+  it('queues a deploy of the assigned image with Wake-on-LAN, refuses a second one, cancels', async () => {
+    received.length = 0;
+    const r = await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:11', wake: true }).expect(201);
+    expect(r.body.task).toMatchObject({ kind: 'deploy', image: 'win11-office', state: 'queued', mac: '52:54:00:00:00:11' });
+    expect(r.body.task.tokenHash).toBeUndefined();
+    expect(r.body.wake.sent).toBe(true);
+    const packet = await until(() => received[0]);
+    expect(packet.length).toBe(102);
+    expect(packet.subarray(0, 6)).toEqual(Buffer.alloc(6, 0xff));
+    for (let i = 0; i < 16; i++) expect(packet.subarray(6 + i * 6, 12 + i * 6).toString('hex')).toBe('525400000011');
+    expect((await api().get('/api/v1/hosts/52:54:00:00:00:11').set(auth)).body.state).toBe('task pending');
+    const again = await api().post('/api/v1/tasks').set(auth).send({ kind: 'capture', mac: '52:54:00:00:00:11', image: 'new-one' }).expect(409);
+    expect(again.body.message).toMatch(/already has a deploy task/);
+    const id = r.body.task.id as string;
+    expect((await api().get(`/api/v1/tasks/${id}`).set(auth).expect(200)).body.id).toBe(id);
+    expect((await api().get('/api/v1/tasks?active=true').set(auth).expect(200)).body).toHaveLength(1);
+    const c = await api().post(`/api/v1/tasks/${id}/cancel`).set(auth).expect(200);
+    expect(c.body.state).toBe('cancelled');
+    await api().post(`/api/v1/tasks/${id}/cancel`).set(auth).expect(409);
+    await api().get('/api/v1/tasks/no-such-task').set(auth).expect(404);
+  });
+
+  it('needs an image name for a capture and an existing image for a deploy', async () => {
+    await h.ctx.hosts.add('52:54:00:00:00:20');
+    expect((await api().post('/api/v1/tasks').set(auth).send({ kind: 'capture', mac: '52:54:00:00:00:20' }).expect(400)).body.message).toMatch(/name/);
+    expect((await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:20' }).expect(400)).body.message).toMatch(/no assigned image/);
+    await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:20', image: 'ghost' }).expect(404);
+    await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:99', image: 'win11-office' }).expect(404);
+    const cap = await api().post('/api/v1/tasks').set(auth).send({ kind: 'capture', mac: '52:54:00:00:00:20', image: 'fresh', after: 'poweroff' }).expect(201);
+    expect(cap.body.task).toMatchObject({ state: 'queued', after: 'poweroff', image: 'fresh' });
+    expect(cap.body.wake).toBeNull();
+  });
+
+  it('lists events and status', async () => {
+    const ev = await api().get('/api/v1/events?limit=5').set(auth).expect(200);
+    expect(ev.body.length).toBeGreaterThan(0);
+    expect(ev.body.length).toBeLessThanOrEqual(5);
+    const mine = await api().get('/api/v1/events?mac=52:54:00:00:00:20').set(auth).expect(200);
+    expect(mine.body.every((e: { mac: string }) => e.mac === '52:54:00:00:00:20')).toBe(true);
+    const st = await api().get('/api/v1/status').set(auth).expect(200);
+    expect(st.body.services.map((s: { name: string }) => s.name)).toEqual(['http', 'nbd', 'tftp', 'dhcp']);
+    expect(st.body.store.freeBytes).toBeGreaterThan(0);
+    expect(st.body).toMatchObject({ images: 1, activeTasks: 1 });
+  });
+
+  it('manages API tokens', async () => {
+    const c = await api().post('/api/v1/tokens').set(auth).send({ name: 'ci' }).expect(201);
+    expect(c.body.token).toMatch(/^nct_/);
+    const list = await api().get('/api/v1/tokens').set(auth).expect(200);
+    expect(list.body.map((t: { name: string }) => t.name)).toEqual(['tests', 'ci']);
+    expect(JSON.stringify(list.body)).not.toContain('tokenHash');
+    await api().post('/api/v1/tokens').set(auth).send({ name: 'ci' }).expect(409);
+    await api().get('/api/v1/hosts').set({ Authorization: `Bearer ${c.body.token}` }).expect(200);
+    await api().delete(`/api/v1/tokens/${c.body.id}`).set(auth).expect(204);
+    await api().get('/api/v1/hosts').set({ Authorization: `Bearer ${c.body.token}` }).expect(401);
+  });
+
+  it('publishes the OpenAPI document behind login', async () => {
+    // /docs is behind login like the pages: a token opens the API, not the docs UI.
+    expect((await api().get('/docs/json').set(auth)).status).toBe(302);
+    const { login } = await import('./helpers.js');
+    const { agent } = await login(h.app);
+    const doc = await agent.get('/docs/json').expect(200);
+    expect(doc.body.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/api/v1/hosts', '/api/v1/hosts/{mac}', '/api/v1/images/{name}/versions/{n}', '/api/v1/tasks/{id}/cancel', '/api/v1/status']));
+    expect(Object.keys(doc.body.paths).some((p) => p.startsWith('/hosts'))).toBe(false);
+    await agent.get('/docs').redirects(2).expect(200);
+  });
+});
+
+describe('Wake-on-LAN', () => {
+  it('sends the 102-byte magic packet to the given address', async () => {
+    received.length = 0;
+    await sendMagicPacket('AA-BB-CC-DD-EE-FF', { address: '127.0.0.1', port: udp.address().port });
+    const p = await until(() => received[0]);
+    expect(p).toEqual(Buffer.concat([Buffer.alloc(6, 0xff), ...Array.from({ length: 16 }, () => Buffer.from('aabbccddeeff', 'hex'))]));
+    await expect(sendMagicPacket('nonsense', { address: '127.0.0.1', port: 9 })).rejects.toThrow(/MAC/);
+  });
+});

@@ -1,0 +1,99 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import request from 'supertest';
+import { resolveConfig } from '../../src/appliance/config.js';
+import type { NbdUrlRequest, ServiceStatus } from '../../src/appliance/context.js';
+import { forgetDatabase, openDatabase } from '../../src/appliance/database.js';
+import { EventLog } from '../../src/appliance/events.js';
+import { HostService } from '../../src/appliance/hosts.js';
+import { TaskService } from '../../src/appliance/tasks.js';
+import { setAdminPassword } from '../../src/appliance/users.js';
+import { ImageStore } from '../../src/imaging/image-store.js';
+import { nullLogger } from '../../src/log.js';
+import { buildWebApp, type WebAppOptions, type WebContext } from '../../src/web/app.js';
+
+export const PASSWORD = 'correct horse battery';
+
+export interface Harness {
+  readonly ctx: WebContext;
+  readonly app: FastifyInstance;
+  readonly store: ImageStore;
+  readonly dir: string;
+  readonly nbdRequests: NbdUrlRequest[];
+  close(): Promise<void>;
+}
+
+/** A small disk: an MBR with one Linux partition, some data, and a zero stretch. */
+export function tinyDisk(size = 3 * 1024 * 1024): Buffer {
+  const b = Buffer.alloc(size);
+  b.writeUInt8(0x83, 446 + 4);
+  b.writeUInt32LE(2048, 446 + 8);
+  b.writeUInt32LE(size / 512 - 2048, 446 + 12);
+  b[510] = 0x55;
+  b[511] = 0xaa;
+  for (let i = 1024 * 1024; i < 1024 * 1024 + 300_000; i++) b[i] = (i * 31) & 0xff;
+  return b;
+}
+
+export async function makeHarness(options: WebAppOptions & { admin?: boolean; images?: string[] } = {}): Promise<Harness> {
+  const dir = await mkdtemp(join(tmpdir(), 'netclone-web-'));
+  const config = resolveConfig({ data: dir });
+  const logger = nullLogger();
+  const db = await openDatabase(dir);
+  const events = new EventLog(db, logger);
+  const hosts = new HostService(db, events);
+  const tasks = new TaskService(db, events);
+  const store = await ImageStore.open(config.imagesDir, { logger, workers: 1 });
+  const nbdRequests: NbdUrlRequest[] = [];
+  const services: ServiceStatus[] = [
+    { name: 'http', state: 'running', detail: 'on 127.0.0.1' },
+    { name: 'nbd', state: 'running', detail: 'on 0.0.0.0:10809' },
+    { name: 'tftp', state: 'off', detail: 'not started in this test' },
+    { name: 'dhcp', state: 'failed', detail: 'port 67 in use' },
+  ];
+  const ctx: WebContext = {
+    config, logger, db, events, hosts, tasks, store,
+    nbd: {
+      async createUrl(req) {
+        nbdRequests.push(req);
+        return { uri: `nbd://${req.host ?? 'server'}:10809/ro-${req.image}-abc`, exportName: `ro-${req.image}-abc`, expiresAt: new Date(Date.now() + 3600_000).toISOString() };
+      },
+    },
+    services: () => services,
+  };
+  if (options.admin !== false) await setAdminPassword(db, PASSWORD);
+  for (const name of options.images ?? []) {
+    const file = join(dir, `${name}.raw`);
+    await writeFile(file, tinyDisk());
+    await store.importFile(name, file, { source: 'test import' });
+  }
+  const app = await buildWebApp(ctx, { announceSetup: false, ...options });
+  await app.ready();
+  return {
+    ctx, app, store, dir, nbdRequests,
+    async close() {
+      await app.close();
+      await store.close();
+      forgetDatabase(dir);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function csrfFrom(htmlText: string): string {
+  const m = /name="_csrf" value="([^"]+)"/.exec(htmlText);
+  if (!m) throw new Error('no CSRF field in page');
+  return m[1];
+}
+
+/** A logged-in supertest agent and the CSRF token of its session. */
+export async function login(app: FastifyInstance): Promise<{ agent: ReturnType<typeof request.agent>; csrf: string }> {
+  const agent = request.agent(app.server);
+  const page = await agent.get('/login').expect(200);
+  const res = await agent.post('/login').type('form').send({ username: 'admin', password: PASSWORD, _csrf: csrfFrom(page.text) });
+  if (res.status !== 303) throw new Error(`login failed: ${res.status} ${res.text.slice(0, 200)}`);
+  const dash = await agent.get('/').expect(200);
+  return { agent, csrf: csrfFrom(dash.text) };
+}
