@@ -1,0 +1,117 @@
+/** The bench's handle on the child process running our NBD server (server-child.ts). */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { CommittedVersion, ReadyMessage, ServerReply, ServerRequest } from './server-protocol.js';
+
+/** A request without its id (distributes over the union so each op keeps its own fields). */
+type RequestBody = ServerRequest extends infer R ? (R extends ServerRequest ? Omit<R, 'id'> : never) : never;
+
+export interface ServerChildOptions {
+  /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir=DIR'] to profile the server. */
+  readonly nodeArgs?: readonly string[];
+}
+
+export class ServerChild {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve(r: ServerReply): void; reject(e: Error): void }>();
+  private exited = false;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly port: number,
+  ) {
+    child.on('message', (m: ServerReply) => {
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      w.resolve(m);
+    });
+    child.on('exit', (code, signal) => {
+      this.exited = true;
+      for (const w of this.waiting.values()) w.reject(new Error(`NBD server process exited (${code ?? signal}) with a request pending`));
+      this.waiting.clear();
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  static async start(opts: ServerChildOptions = {}): Promise<ServerChild> {
+    const entry = fileURLToPath(new URL('./server-child.ts', import.meta.url));
+    const child = fork(entry, [], { execArgv: ['--import', 'tsx', ...(opts.nodeArgs ?? [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const port = await new Promise<number>((resolve, reject) => {
+      const onMsg = (m: ReadyMessage): void => {
+        if (m.ready) {
+          child.off('exit', onExit);
+          resolve(m.port);
+        }
+      };
+      const onExit = (code: number | null): void => reject(new Error(`NBD server process exited with ${code} before it was ready`));
+      child.once('message', onMsg);
+      child.once('exit', onExit);
+    });
+    return new ServerChild(child, port);
+  }
+
+  uri(exportName: string): string {
+    return `nbd://127.0.0.1:${this.port}/${exportName}`;
+  }
+
+  private async call(body: RequestBody): Promise<Extract<ServerReply, { ok: true }>> {
+    if (this.exited) throw new Error('NBD server process has exited');
+    const id = this.nextId++;
+    const reply = await new Promise<ServerReply>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.child.send({ ...body, id });
+    });
+    if (!reply.ok) throw new Error(`NBD server process: ${body.op} failed: ${reply.error}`);
+    return reply;
+  }
+
+  async openStore(dir: string): Promise<void> {
+    await this.call({ op: 'openStore', dir });
+  }
+
+  async closeStore(dir: string): Promise<void> {
+    await this.call({ op: 'closeStore', dir });
+  }
+
+  async importFile(dir: string, image: string, path: string): Promise<{ ms: number; digest: string }> {
+    const r = await this.call({ op: 'import', dir, image, path });
+    return { ms: r.ms as number, digest: r.digest as string };
+  }
+
+  async deploy(dir: string, image: string): Promise<string> {
+    return (await this.call({ op: 'deploy', dir, image })).exportName as string;
+  }
+
+  async capture(dir: string, image: string, size: number): Promise<string> {
+    return (await this.call({ op: 'capture', dir, image, size })).exportName as string;
+  }
+
+  async awaitCapture(exportName: string): Promise<CommittedVersion> {
+    return (await this.call({ op: 'awaitCapture', exportName })).committed as CommittedVersion;
+  }
+
+  async revoke(exportName: string): Promise<void> {
+    await this.call({ op: 'revoke', exportName });
+  }
+
+  /** Closes the server and stores cleanly, then waits for the process to exit (killed by PID after 10 s). */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    const timer = setTimeout(() => this.kill(), 10_000);
+    try {
+      await this.call({ op: 'shutdown' }).catch(() => this.kill());
+      await gone;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(): void {
+    if (!this.exited && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
+  }
+}
