@@ -1,18 +1,38 @@
 /**
- * The admin page in a real headless Chromium: log in, see a PC that network-booted, assign an
- * image, deploy, and watch the progress bar advance without a page reload.
+ * The admin page in a real headless Chromium, on the real running appliance: log in, see a PC
+ * that network-booted (through the boot endpoint), assign an image, deploy, and watch the
+ * progress bar advance without a page reload while an NBD client reads the deploy export.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { makeHarness, PASSWORD, type Harness } from './helpers.js';
+import { PASSWORD, tinyDisk } from './helpers.js';
+import { resolveConfig } from '../../src/appliance/config.js';
+import { startAppliance, type RunningAppliance } from '../../src/appliance/runtime.js';
+import { importImage } from '../../src/appliance/operations.js';
+import { setAdminPassword } from '../../src/appliance/users.js';
+import { imageDigest } from '../../src/imaging/manifest.js';
+import { nullLogger } from '../../src/log.js';
+import { rawGo, rawSimpleRead, type RawClient } from '../nbd/helpers.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'web');
 const MAC = '52:54:00:ab:cd:01';
 
-let h: Harness;
+const MiB = 1024 * 1024;
+/** 12 MiB: an MBR disk whose every chunk holds data, so each read advances the progress. */
+const IMAGE = ((): Buffer => {
+  const d = Buffer.alloc(12 * MiB);
+  tinyDisk().copy(d);
+  for (let off = 0; off < d.length; off += 4096) d.writeUInt32LE(off ^ 0x5a5a5a5a, off + 512);
+  return d;
+})();
+
+let app: RunningAppliance;
+let dir: string;
 let browser: BrowserContext;
 let page: Page;
 let base: string;
@@ -20,11 +40,13 @@ let profile: string;
 
 beforeAll(async () => {
   await mkdir(ARTIFACTS, { recursive: true });
-  h = await makeHarness({ images: ['win11-office'] });
-  await h.app.listen({ host: '127.0.0.1', port: 0 });
-  const addr = h.app.server.address();
-  if (!addr || typeof addr === 'string') throw new Error('no address');
-  base = `http://127.0.0.1:${addr.port}`;
+  dir = await mkdtemp(join(tmpdir(), 'netclone-browser-'));
+  const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': join(dir, 'boot') });
+  app = await startAppliance(config, nullLogger());
+  await setAdminPassword(app.core.db, PASSWORD);
+  await writeFile(join(dir, 'win11.raw'), IMAGE);
+  await importImage(app.core, 'win11-office', createReadStream(join(dir, 'win11.raw')), IMAGE.length, 'test import', () => undefined);
+  base = `http://127.0.0.1:${app.ports.http}`;
   profile = await mkdtemp(join(tmpdir(), 'netclone-web-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
@@ -38,8 +60,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await h?.close();
+  await app?.stop();
   if (profile) await rm(profile, { recursive: true, force: true });
+  if (dir) await rm(dir, { recursive: true, force: true });
 });
 
 async function shot(name: string, p: Page = page): Promise<void> {
@@ -69,7 +92,9 @@ describe('admin page in Chromium', () => {
 
   it('shows a PC that network-booted without a reload', async () => {
     await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
-    await h.ctx.hosts.sighted({ mac: MAC, ip: '192.168.50.23', firmware: 'uefi', arch: 'x86_64' });
+    // The PC network-boots: iPXE asks for its script, which registers the unknown MAC.
+    const script = await fetch(`${base}/boot/ipxe?mac=${MAC.replace(/:/g, '-')}&platform=efi&arch=x86_64`);
+    expect(await script.text()).toContain('menu netclone');
     await page.locator(`tr[data-mac="${MAC}"]`).waitFor({ timeout: 15_000 });
     expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
     await shot('02-hosts');
@@ -82,44 +107,64 @@ describe('admin page in Chromium', () => {
     await page.selectOption('select[name=assignedImage]', 'win11-office');
     await page.click('button:has-text("Register")');
     await expect.poll(() => page.textContent('#flash')).toContain('Saved Reception 2');
-    expect(h.ctx.hosts.get(MAC)).toMatchObject({ name: 'Reception 2', assignedImage: 'win11-office' });
+    expect(app.core.hosts.get(MAC)).toMatchObject({ name: 'Reception 2', assignedImage: 'win11-office' });
     await shot('03-host');
     await page.click('button:has-text("Deploy now")');
     await expect.poll(() => page.textContent('#flash')).toContain('Deploy of win11-office queued');
-    const task = h.ctx.tasks.activeFor(MAC);
+    const task = app.core.tasks.activeFor(MAC);
     expect(task?.state).toBe('queued');
     expect(await page.textContent('.progress')).toContain('queued');
     await shot('04-deploy-queued');
   });
 
-  it('shows progress advancing without a reload, then done', async () => {
-    const task = h.ctx.tasks.activeFor(MAC);
+  it('shows progress advancing without a reload while an NBD client reads the deploy export, then done', async () => {
+    const task = app.core.tasks.activeFor(MAC);
     if (!task) throw new Error('no task');
     await page.goto(`${base}/tasks`);
     await page.evaluate(() => ((window as unknown as { marker: number }).marker = 7));
-    await h.ctx.tasks.beginBoot(task);
-    const total = 8 * 1024 ** 3;
-    await h.ctx.tasks.markRunning(task, { name: 'nvme0n1', size: total, logicalSectorSize: 512, serial: 'S4EWNX0R' }, '192.168.50.23', total);
+
+    // The PC boots the imaging client, which starts the deploy through the client API.
+    const script = await (await fetch(`${base}/boot/ipxe?mac=${MAC}&platform=efi&arch=x86_64`)).text();
+    const token = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script)?.[1];
+    if (!token) throw new Error(`no token in:\n${script}`);
+    const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const info = (await (await fetch(`${base}/api/client/v1/task?mac=${MAC}`, { headers: auth })).json()) as { imageInfo: { digest: string } };
+    const start = await fetch(`${base}/api/client/v1/start`, { method: 'POST', headers: auth, body: JSON.stringify({ disk: { name: 'nvme0n1', size: 64 * MiB, logicalSectorSize: 512, serial: 'S4EWNX0R' } }) });
+    const uri = ((await start.json()) as { nbd: string }).nbd;
+    const { c } = await rawGo(app.ports.nbd, uri.split('/').pop() as string);
     const bar = page.locator(`#progress-${task.id} progress`);
     await bar.waitFor({ timeout: 15_000 });
+
+    // Read the export a third at a time; after each third the bar shows more.
+    const disk = Buffer.alloc(IMAGE.length);
+    const readRange = async (client: RawClient, from: number, to: number): Promise<void> => {
+      for (let off = from; off < to; off += MiB) (await rawSimpleRead(client, off, MiB, BigInt(off + 1))).copy(disk, off);
+    };
     const seen: number[] = [];
-    for (const fraction of [0.1, 0.35, 0.6]) {
-      const want = h.ctx.tasks.progress(task, Math.floor(total * fraction)).percent;
+    for (const third of [1, 2, 3]) {
+      await readRange(c, ((third - 1) * IMAGE.length) / 3, (third * IMAGE.length) / 3);
+      const want = task.progress.percent;
       await expect.poll(async () => Number(await bar.getAttribute('value')), { timeout: 15_000 }).toBe(want);
-      seen.push(Number(await bar.getAttribute('value')));
+      seen.push(want);
       await new Promise((r) => setTimeout(r, 1100)); // lets the service measure a transfer rate between samples
     }
     expect(seen[0]).toBeGreaterThan(0);
     expect(seen[1]).toBeGreaterThan(seen[0]);
     expect(seen[2]).toBeGreaterThan(seen[1]);
-    h.ctx.tasks.progress(task, Math.floor(total * 0.75));
-    await expect.poll(() => page.textContent(`#progress-${task.id}`), { timeout: 15_000 }).toMatch(/MB\/s/);
+    expect(disk.equals(IMAGE)).toBe(true);
     expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(7);
     await shot('05-tasks-running');
     await page.setViewportSize({ width: 390, height: 844 });
     await shot('06-tasks-phone');
     await page.setViewportSize({ width: 1280, height: 860 });
-    await h.ctx.tasks.succeed(task, { version: null, digest: null, bytesOnWire: total }, 'deploy verified');
+    c.destroy();
+
+    // The client verified the disk and reports the digest; the task ends done.
+    const hashes: string[] = [];
+    for (let off = 0; off < disk.length; off += MiB) hashes.push(createHash('sha256').update(disk.subarray(off, off + MiB)).digest('hex'));
+    expect(imageDigest(hashes)).toBe(info.imageInfo.digest);
+    const result = await fetch(`${base}/api/client/v1/result`, { method: 'POST', headers: auth, body: JSON.stringify({ ok: true, message: 'verified', digest: imageDigest(hashes) }) });
+    expect(await result.json()).toMatchObject({ state: 'done' });
     await expect.poll(() => page.locator('#active-tasks').textContent(), { timeout: 15_000 }).toContain('Nothing is running');
     await page.goto(`${base}/tasks/${task.id}`);
     expect(await page.textContent('.progress')).toContain('done');
