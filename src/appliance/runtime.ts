@@ -76,10 +76,11 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
     set({ name: 'nbd', state: 'running', detail: `${config.listen}:${nbdAddr.port}` });
 
     const { ip: serverIp, why: ipWhy } = resolveServerIp(config);
+    // A server bound to one address is only reachable there; otherwise use the address PCs see.
+    const publicHost = config.listen !== '0.0.0.0' && config.listen !== '::' ? config.listen : serverIp ?? '127.0.0.1';
     const nbd: NbdAccess = {
       async createUrl(req: NbdUrlRequest): Promise<NbdUrl> {
-        // A server bound to one address is only reachable there; otherwise use the address PCs see.
-        const host = req.host ?? (config.listen !== '0.0.0.0' && config.listen !== '::' ? config.listen : serverIp ?? '127.0.0.1');
+        const host = req.host ?? publicHost;
         const ttlSeconds = req.ttlSeconds ?? config.urlTtlSeconds;
         let granted: { name: string; expiresAt: Date };
         if (req.write) {
@@ -116,7 +117,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
     await web.listen({ port: config.httpPort, host: config.listen });
     const httpPort = (web.server.address() as { port: number }).port;
     stoppers.unshift(() => web.close());
-    set({ name: 'http', state: 'running', detail: `admin page on http://${serverIp ?? config.listen}:${httpPort}/` });
+    set({ name: 'http', state: 'running', detail: `admin page on http://${publicHost}:${httpPort}/` });
 
     let tftpPort: number | null = null;
     const tftpRoot = path.join(config.bootDir, 'loaders');
