@@ -145,7 +145,7 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions = {}):
       const host = ctx.config.serverIp ?? 'SERVER';
       ctx.logger.warn(
         { setup: `/setup?token=${token}` },
-        `no admin password yet: open http://${host}:${ctx.config.httpPort}/setup?token=${token} to set it (or run "netclone admin password")`,
+        `no admin password yet: open http://${host}:${ctx.config.httpPort}/setup?token=${token} to set it (or run "netclone admin passwd")`,
       );
     }
   }

@@ -7,7 +7,7 @@ export function loginForm(csrf: string, error: string | null, next: string, need
   return html`<form method="post" action="/login" class="card narrow" hx-boost="false">
 <h1>Log in</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
-${needsSetup ? html`<p class="notice">No admin password is set yet. Open the setup link from the server log (it contains <code>/setup?token=</code>), or run <code>netclone admin password</code> on the server.</p>` : ''}
+${needsSetup ? html`<p class="notice">No admin password is set yet. Open the setup link from the server log (it contains <code>/setup?token=</code>), or run <code>netclone admin passwd</code> on the server.</p>` : ''}
 ${csrfField(csrf)}
 <input type="hidden" name="next" value="${next}">
 <label>Username <input name="username" value="admin" autocomplete="username" required></label>
@@ -32,7 +32,7 @@ ${csrfField(csrf)}
 export function setupInvalid(): SafeHtml {
   return html`<section class="card narrow"><h1>Setup link not valid</h1>
 <p>This setup link is wrong or was used already. If an admin password exists, <a href="/login">log in</a>.
-Otherwise restart netclone to get a fresh link in its log, or run <code>netclone admin password</code> on the server.</p></section>`;
+Otherwise restart netclone to get a fresh link in its log, or run <code>netclone admin passwd</code> on the server.</p></section>`;
 }
 
 export function settingsPage(tokens: readonly ApiTokenRecord[], csrf: string, newToken: { name: string; token: string } | null): SafeHtml {
