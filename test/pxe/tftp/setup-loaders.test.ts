@@ -1,0 +1,32 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { run } from './helpers.js';
+
+const SCRIPT = path.resolve(import.meta.dirname, '../../../boot/setup-loaders.sh');
+
+describe('boot/setup-loaders.sh', () => {
+  let dest: string;
+  beforeAll(async () => {
+    dest = await mkdtemp(path.join(tmpdir(), 'nctftp-loaders-'));
+  });
+  afterAll(async () => {
+    await rm(dest, { recursive: true, force: true });
+  });
+
+  it('copies the three iPXE loaders byte-exact from the ipxe package', async () => {
+    const r = await run('bash', [SCRIPT, dest]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await readdir(dest)).sort()).toEqual(['ipxe.efi', 'snponly.efi', 'undionly.kpxe']);
+    for (const f of ['ipxe.efi', 'snponly.efi', 'undionly.kpxe']) {
+      expect((await readFile(path.join(dest, f))).equals(await readFile(path.join('/usr/lib/ipxe', f))), f).toBe(true);
+    }
+  });
+
+  it('tells the user to apt-get install the package when it is missing', async () => {
+    const r = await run('bash', [SCRIPT, path.join(dest, 'never')], { env: { ...process.env, NETCLONE_IPXE_PACKAGE: 'nctftp-no-such-package' } });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/apt-get install nctftp-no-such-package/);
+  });
+});
