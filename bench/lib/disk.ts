@@ -9,6 +9,7 @@
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
+import { prng } from '../../test/lib/prng.js';
 
 export interface DiskSpec {
   readonly size: number;
@@ -35,17 +36,6 @@ export const DEFAULT_DISK: DiskSpec = { size: 1024 * 1024 * 1024, zeroFraction: 
 const BLOCK = 4096;
 const CORPUS_SIZE = 16 * 1024 * 1024;
 
-/** mulberry32: tiny, fast, good enough to lay out extents reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function buildCorpus(rand: () => number): Buffer {
   const letters = 'etaoinshrdlcumwfgypbvkjxqz';

@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { spawn } from 'node:child_process';
+import { run } from '../lib/run.js';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -18,25 +19,6 @@ class Exports implements ExportResolver {
   resolve(name: string): NbdExport | ExportRefusal {
     return this.map.get(name) ?? { refused: 'unknown', reason: `no export ${name}` };
   }
-}
-
-interface Ran {
-  code: number | null;
-  stderr: string;
-  stdout: string;
-}
-
-function run(cmd: string, args: string[], onStart?: (pid: number) => void): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-    if (p.pid) onStart?.(p.pid);
-  });
 }
 
 describe('NBD exports over the image store, with nbdcopy, qemu-img and nbdinfo', () => {

@@ -1,5 +1,4 @@
 /** Shared helpers for NBD tests: a server over MemoryExports, child processes, a raw protocol client. */
-import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { nullLogger, type Logger } from '../../src/log.js';
 import type { ExportRefusal, ExportResolver, NbdExport } from '../../src/nbd/export.js';
@@ -44,25 +43,8 @@ export async function startServer(
   return { server, port, resolver, url: (name) => `nbd://127.0.0.1:${port}/${name}` };
 }
 
-export interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+export { run, type RunResult } from '../lib/run.js';
 
-export function run(cmd: string, args: string[], onSpawn?: (p: ChildProcess) => void): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-    onSpawn?.(p);
-  });
-}
 
 /** Promise-based reader over a raw socket, for speaking NBD by hand. */
 export class RawClient {

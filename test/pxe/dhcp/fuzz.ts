@@ -1,17 +1,9 @@
 /** Seeded packet mutator shared by the parser fuzz test and the live-socket fuzz tests. */
 import { httpBootDiscover, ipxeBiosDiscover, ovmfDiscover, paddedPxeDiscover, udhcpcDiscover } from './packets.js';
 
-/** mulberry32: tiny, seedable, good enough to spread mutations. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng as rng } from '../../lib/prng.js';
+
+export { rng };
 
 const seeds = (): Buffer[] => [
   ipxeBiosDiscover(1, '52:54:00:aa:bb:01'),

@@ -6,17 +6,9 @@ import dgram, { type Socket } from 'node:dgram';
 import { spawn } from 'node:child_process';
 import { decodePacket, encodeAck, encodeError, encodeRequest, type TftpOptions } from '../../../src/pxe/tftp/codec.js';
 
-/** Deterministic PRNG so failures reproduce (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../../lib/prng.js';
+
+export { prng };
 
 export interface FetchOptions {
   readonly port: number;
