@@ -3,8 +3,10 @@
  *
  * Each chunk is a small state machine, and every operation on one chunk runs on that chunk's own
  * promise chain, so pieces for different chunks proceed in parallel while pieces of one chunk never race.
- * A chunk's bytes live in a zero-filled buffer until every byte has been written (or zeroed); then it is
- * hashed and compressed in a worker and stored, in the background. At most `maxPartialChunks` buffers stay
+ * A chunk's bytes live in a reused, uninitialized buffer until every byte has been written (or zeroed);
+ * bytes never written are zeroed when the buffer is read, spilled or stored. A full chunk is handed to a
+ * codec worker, which hashes it, compresses it and writes its file unless the store already has it, in
+ * the background; the buffer comes back for the next chunk. At most `maxPartialChunks` buffers stay
  * in RAM: older partial ones are spilled to a sparse temp file and read back when written again; at most
  * `maxPendingChunks` chunks wait for encoding before write() waits (backpressure). Writing a chunk that was
  * already stored loads it back, merges and stores it again. Whole-chunk zeroes and trims become holes
@@ -43,6 +45,16 @@ interface PartialChunk {
 }
 
 type CaptureState = 'open' | 'committing' | 'committed' | 'aborted';
+
+/** Zeroes the bytes of `buf` outside the covered ranges. */
+function zeroGaps(buf: Buffer, covered: readonly number[]): void {
+  let pos = 0;
+  for (let i = 0; i < covered.length; i += 2) {
+    if (covered[i] > pos) buf.fill(0, pos, covered[i]);
+    pos = covered[i + 1];
+  }
+  if (pos < buf.length) buf.fill(0, pos);
+}
 
 /** Adds [s, e) to a sorted, merged flat range list. */
 function addRange(r: number[], s: number, e: number): number[] {
@@ -84,7 +96,6 @@ export class Capture {
   private readonly finalizing = new Set<Promise<void>>();
   private readonly spilling = new Set<Promise<void>>();
   private roomWaiters: Array<() => void> = [];
-  private readonly zero: Buffer;
   private readonly maxPartial: number;
   private readonly maxPending: number;
   private tick = 0;
@@ -112,7 +123,6 @@ export class Capture {
     this.hashes = Buffer.alloc(this.chunkCount * 32);
     this.sizes = new Uint32Array(this.chunkCount);
     this.done = new Uint8Array(Math.ceil(this.chunkCount / 8));
-    this.zero = Buffer.alloc(chunkSize);
     this.maxPartial = Math.max(2, opts.maxPartialChunks ?? 32);
     this.maxPending = Math.max(1, opts.maxPendingChunks ?? 16);
     ctx.addPin(this);
@@ -240,7 +250,7 @@ export class Capture {
 
   private async loadPartial(idx: number): Promise<PartialChunk> {
     const clen = chunkLength(this.size, this.chunkSize, idx);
-    const buf = Buffer.alloc(clen);
+    const buf = this.ctx.pool.acquire(clen);
     let covered: number[] = [];
     if (this.isDone(idx)) {
       const hash = hashAt(this.hashes, idx);
@@ -274,7 +284,8 @@ export class Capture {
     }
   }
 
-  private dropPartial(idx: number, p: PartialChunk): void {
+  private dropPartial(idx: number, p: PartialChunk, release = false): void {
+    if (release && p.buf !== null) this.ctx.pool.release(p.buf);
     this.partial.delete(idx);
     if (p.buf !== null && !p.spillQueued) this.inMemory--;
     p.spillQueued = false;
@@ -292,23 +303,35 @@ export class Capture {
     });
   }
 
+  /** `buf` must be fully initialized; it is transferred to a worker and released to the pool afterwards. */
   private async finalize(idx: number, buf: Buffer): Promise<void> {
-    if (buf.equals(buf.length === this.zero.length ? this.zero : this.zero.subarray(0, buf.length))) {
-      this.hashes.fill(0, idx * 32, idx * 32 + 32);
-      this.sizes[idx] = 0;
+    const { pool, chunks, compressionLevel, tmpDir } = this.ctx;
+    let out = await pool.store(buf, compressionLevel, chunks.dir, tmpDir);
+    try {
+      if (out.zero) {
+        this.hashes.fill(0, idx * 32, idx * 32 + 32);
+        this.sizes[idx] = 0;
+        this.setDone(idx);
+        return;
+      }
+      let stored = await chunks.adopt(out.hash, out.stored, out.existed);
+      if (stored === null) {
+        // gc removed the file the worker found; write it again (adopt has told gc to keep it now).
+        out = await pool.store(out.data, compressionLevel, chunks.dir, tmpDir, true);
+        stored = await chunks.adopt(out.hash, out.stored, out.existed);
+        if (stored === null) throw new Error(`chunk ${out.hash} vanished right after it was written; check the store's disk`);
+      }
+      this.hashes.write(out.hash, idx * 32, 32, 'hex');
+      this.sizes[idx] = stored;
       this.setDone(idx);
-      return;
+    } finally {
+      pool.release(out.data);
     }
-    const { hash, file } = await this.ctx.pool.encode(buf, this.ctx.compressionLevel);
-    const stored = await this.ctx.chunks.put(hash, file);
-    this.hashes.write(hash, idx * 32, 32, 'hex');
-    this.sizes[idx] = stored;
-    this.setDone(idx);
   }
 
   private async zeroWhole(idx: number): Promise<void> {
     const p = this.partial.get(idx);
-    if (p) this.dropPartial(idx, p);
+    if (p) this.dropPartial(idx, p, true);
     this.hashes.fill(0, idx * 32, idx * 32 + 32);
     this.sizes[idx] = 0;
     this.setDone(idx);
@@ -321,7 +344,9 @@ export class Capture {
         await this.unspill(idx, p);
         this.maybeSpill();
       }
-      return { kind: 'data', offset: at, data: Buffer.from((p.buf as Buffer).subarray(start, start + len)) };
+      const buf = p.buf as Buffer;
+      zeroGaps(buf, p.covered);
+      return { kind: 'data', offset: at, data: Buffer.from(buf.subarray(start, start + len)) };
     }
     const hash = this.isDone(idx) ? hashAt(this.hashes, idx) : null;
     if (hash === null) return { kind: 'hole', offset: at, length: len };
@@ -371,15 +396,20 @@ export class Capture {
       return;
     }
     const fh = await this.spillHandle();
-    await fh.write(p.buf, 0, p.buf.length, idx * this.chunkSize);
+    const buf = p.buf;
+    zeroGaps(buf, p.covered);
+    await fh.write(buf, 0, buf.length, idx * this.chunkSize);
     p.buf = null;
+    this.ctx.pool.release(buf);
   }
 
   private async unspill(idx: number, p: PartialChunk): Promise<void> {
     const clen = chunkLength(this.size, this.chunkSize, idx);
-    const buf = Buffer.alloc(clen);
+    const buf = this.ctx.pool.acquire(clen);
     const fh = await this.spillHandle();
-    await fh.read(buf, 0, clen, idx * this.chunkSize);
+    const { bytesRead } = await fh.read(buf, 0, clen, idx * this.chunkSize);
+    // Spilled buffers are written whole, so a short read can only be past the end of a sparse file.
+    if (bytesRead < clen) buf.fill(0, bytesRead);
     if (p.spillQueued) {
       p.spillQueued = false;
     } else {
@@ -403,7 +433,9 @@ export class Capture {
             if (!p) return;
             if (p.buf === null) await this.unspill(idx, p);
             this.dropPartial(idx, p);
-            await this.finalize(idx, p.buf as Buffer);
+            const buf = p.buf as Buffer;
+            zeroGaps(buf, p.covered);
+            await this.finalize(idx, buf);
           }),
         );
         await Promise.all(batch);

@@ -1,17 +1,27 @@
 /**
  * Content-addressed chunk files: chunks/<first two hex digits>/<sha256 hex>.
  *
- * A chunk file is written once (temp → fsync → rename) and never modified. Directory fsyncs are
- * batched: syncDirs() runs before any manifest naming new chunks is committed. While gc runs,
- * every hash that is put is remembered so gc never unlinks a chunk a capture just deduplicated
- * against; a put for a hash gc is unlinking waits for the unlink and writes the chunk again.
+ * A chunk file is written once (temp → fsync → rename, by a codec worker: CodecPool.store) and never
+ * modified; adopt() records it here. Directory fsyncs are batched: syncDirs() runs before any manifest
+ * naming new chunks is committed. While gc runs, every adopted hash is remembered so gc never unlinks a
+ * chunk a capture just deduplicated against; adopting a hash gc is unlinking waits for the unlink and
+ * tells the caller to write the chunk again.
  */
-import { readdir, readFile, stat, unlink, mkdir } from 'node:fs/promises';
+import { readdir, stat, unlink, mkdir } from 'node:fs/promises';
+import { close, fstat, open, read } from 'node:fs';
 import { join } from 'node:path';
-import { fsyncDir, writeFileDurable } from './durable.js';
+import { promisify } from 'node:util';
+import { fsyncDir } from './durable.js';
 import { ChunkCorruptError } from './codec-pool.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
+
+// Plain fds, not FileHandles: a chunk read is four syscalls and the FileHandle wrapper cost more
+// main-thread time than the reads themselves (measured in bench/nbd.ts).
+const openAsync = promisify(open);
+const fstatAsync = promisify(fstat);
+const readAsync = promisify(read);
+const closeAsync = promisify(close);
 
 export class ChunkStore {
   private readonly dirtyDirs = new Set<string>();
@@ -34,25 +44,30 @@ export class ChunkStore {
     return join(this.dir, hash.slice(0, 2), hash);
   }
 
-  /** Stores the chunk unless present; returns the chunk file's size on disk. */
-  async put(hash: string, file: Buffer): Promise<number> {
+  /**
+   * Records a chunk that a codec worker stored itself (or found present) via CodecPool.store.
+   * Returns its size on disk, or null when the file is gone because gc removed it after the worker
+   * looked: then the caller must store it again with `force`.
+   */
+  async adopt(hash: string, stored: number, existed: boolean): Promise<number | null> {
+    const gcRunning = this.touched !== null;
     this.touched?.add(hash);
     const del = this.deleting.get(hash);
     if (del) await del;
-    const p = this.pathOf(hash);
+    if (!gcRunning && del === undefined) {
+      if (!existed) this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
+      return stored;
+    }
     try {
-      const st = await stat(p);
+      const st = await stat(this.pathOf(hash));
       if (st.size > 0) {
-        this.touched?.add(hash);
+        if (!existed) this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
         return st.size;
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
-    await writeFileDurable(this.tmpDir, p, file);
-    this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
-    this.touched?.add(hash);
-    return file.length;
+    return null;
   }
 
   /** Makes every chunk renamed so far durable in its directory. */
@@ -62,12 +77,28 @@ export class ChunkStore {
     await Promise.all(dirs.map((d) => fsyncDir(d)));
   }
 
+  /** The whole chunk file, in a buffer of its exact size (so it can be transferred to a worker whole). */
   async read(hash: string): Promise<Buffer> {
+    let fd: number;
     try {
-      return await readFile(this.pathOf(hash));
+      fd = await openAsync(this.pathOf(hash), 'r');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ChunkCorruptError(hash, 'chunk file is missing');
       throw e;
+    }
+    try {
+      const { size } = await fstatAsync(fd);
+      const buf = Buffer.allocUnsafeSlow(size);
+      let got = 0;
+      while (got < size) {
+        const { bytesRead: n } = await readAsync(fd, buf, got, size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+      // Shorter than fstat said: the chunk check reports the truncation.
+      return got === size ? buf : buf.subarray(0, got);
+    } finally {
+      await closeAsync(fd);
     }
   }
 

@@ -19,6 +19,20 @@ export class ChunkCorruptError extends Error {
 }
 
 const MAX_RESPAWNS = 16;
+/** Spare chunk buffers kept for reuse per size (16 MiB with 1 MiB chunks). */
+const MAX_FREE_BUFFERS = 16;
+
+export interface StoreOutcome {
+  /** Every byte was zero: nothing was hashed or written. */
+  readonly zero: boolean;
+  readonly hash: string;
+  /** Size of the chunk file on disk. */
+  readonly stored: number;
+  /** A chunk file of that name already existed; nothing was written. */
+  readonly existed: boolean;
+  /** The caller's bytes, handed back: release() them, or store() them again. */
+  readonly data: Buffer;
+}
 
 interface Pending {
   resolve(r: CodecResponse): void;
@@ -64,6 +78,9 @@ export class CodecPool {
   private closed = false;
   private broken: string | null = null;
   private respawns = 0;
+  private readonly free = new Map<number, ArrayBuffer[]>();
+  /** ArrayBuffers acquire() made: whole-buffer transfer is safe even when a shorter view is passed. */
+  private readonly owned = new WeakSet<ArrayBuffer>();
 
   constructor(
     private readonly log: Logger,
@@ -124,29 +141,68 @@ export class CodecPool {
     });
   }
 
-  /** Hashes and compresses one chunk. `data` is detached (transferred) afterwards: callers must not reuse it. */
-  async encode(data: Buffer, level: number): Promise<{ hash: string; file: Buffer }> {
-    const res = await this.send((id) => {
-      const ab = toTransferable(data);
-      return { req: { id, op: 'encode', data: ab, level }, transfer: [ab] };
-    });
-    if (!res.ok) throw new Error(`chunk encoding failed: ${res.message}`);
-    if (res.op !== 'encode') throw new Error('codec worker answered the wrong operation');
-    return { hash: res.hash, file: Buffer.from(res.file) };
-  }
-
   /** Decodes a chunk file and checks it against its name; throws ChunkCorruptError on any mismatch. */
   async decode(file: Buffer, expectHash: string): Promise<Buffer> {
     const res = await this.send((id) => {
-      const ab = toTransferable(file);
-      return { req: { id, op: 'decode', file: ab, expectHash }, transfer: [ab] };
+      const ab = this.transferable(file);
+      return { req: { id, op: 'decode', file: ab, length: file.length, expectHash }, transfer: [ab] };
     });
     if (!res.ok) {
       if (res.kind === 'corrupt') throw new ChunkCorruptError(expectHash, res.message);
       throw new Error(`chunk decoding failed: ${res.message}`);
     }
     if (res.op !== 'decode') throw new Error('codec worker answered the wrong operation');
-    return Buffer.from(res.data);
+    return Buffer.from(res.data, res.offset, res.length);
+  }
+
+  /**
+   * A buffer of `size` bytes with undefined contents, reusing one a worker handed back when possible.
+   * It owns its whole ArrayBuffer, so store() can transfer it without a copy.
+   */
+  acquire(size: number): Buffer {
+    const ab = this.free.get(size)?.pop();
+    if (ab !== undefined) return Buffer.from(ab);
+    const b = Buffer.allocUnsafeSlow(size);
+    this.owned.add(b.buffer as ArrayBuffer);
+    return b;
+  }
+
+  /** `b`'s ArrayBuffer if b starts it and nothing else can share it; else a copy. */
+  private transferable(b: Buffer): ArrayBuffer {
+    const ab = b.buffer;
+    if (ab instanceof ArrayBuffer && b.byteOffset === 0 && (b.length === ab.byteLength || this.owned.has(ab))) return ab;
+    return toTransferable(b);
+  }
+
+  /** Gives a buffer from acquire() (or store()) back for reuse; the caller must not touch it afterwards. */
+  release(buf: Buffer): void {
+    const ab = buf.buffer;
+    if (!(ab instanceof ArrayBuffer) || buf.byteOffset !== 0 || buf.length !== ab.byteLength || ab.byteLength === 0) return;
+    let list = this.free.get(ab.byteLength);
+    if (!list) this.free.set(ab.byteLength, (list = []));
+    if (list.length < MAX_FREE_BUFFERS) {
+      list.push(ab);
+      this.owned.add(ab);
+    }
+  }
+
+  /**
+   * Hashes one chunk and, unless it is all zeroes or a chunk file of its name exists (and `force` is
+   * false), compresses it and writes the file durably into the chunk store's layout under `chunksDir`
+   * (`<2 hex>/<hash>`, temp file in `tmpDir`, fsynced before the rename; the directory is not fsynced).
+   * `data` is transferred and comes back as `data` in the outcome.
+   */
+  async store(data: Buffer, level: number, chunksDir: string, tmpDir: string, force = false): Promise<StoreOutcome> {
+    const res = await this.send((id) => {
+      const ab = this.transferable(data);
+      return { req: { id, op: 'store', data: ab, length: data.length, level, chunksDir, tmpDir, force }, transfer: [ab] };
+    });
+    if (!res.ok) {
+      if (res.data) this.release(Buffer.from(res.data));
+      throw new Error(`storing a chunk failed: ${res.message}`);
+    }
+    if (res.op !== 'store') throw new Error('codec worker answered the wrong operation');
+    return { zero: res.zero, hash: res.hash, stored: res.stored, existed: res.existed, data: Buffer.from(res.data, 0, data.length) };
   }
 
   async close(): Promise<void> {

@@ -1,35 +1,58 @@
 /** Messages between the codec pool (main thread) and codec workers. Buffers travel as transferred ArrayBuffers. */
 
-export interface EncodeRequest {
-  readonly id: number;
-  readonly op: 'encode';
-  readonly data: ArrayBuffer;
-  readonly level: number;
-}
-
 export interface DecodeRequest {
   readonly id: number;
   readonly op: 'decode';
   readonly file: ArrayBuffer;
+  /** Bytes of `file` that are the chunk file (the buffer may be larger). */
+  readonly length: number;
   /** Hex sha256 the decoded bytes must have; a mismatch is reported, never the bytes. */
   readonly expectHash: string;
 }
 
-export type CodecRequest = EncodeRequest | DecodeRequest;
-
-export interface EncodeResult {
+/**
+ * Hash a chunk, and unless a chunk file of that name exists (or `force`), compress it and write it
+ * durably (temp, fsync, rename) under `chunksDir`. The worker does the file I/O so the main thread
+ * never touches the chunk's bytes again; `data` comes back in the answer for reuse.
+ */
+export interface StoreRequest {
   readonly id: number;
-  readonly ok: true;
-  readonly op: 'encode';
-  readonly hash: string;
-  /** Header + payload, ready to be written as the chunk file. */
-  readonly file: ArrayBuffer;
+  readonly op: 'store';
+  readonly data: ArrayBuffer;
+  /** Bytes of `data` that are the chunk (the buffer may be larger). */
+  readonly length: number;
+  readonly level: number;
+  readonly chunksDir: string;
+  readonly tmpDir: string;
+  /** Write even if a file of that name exists (it vanished under gc since the worker looked). */
+  readonly force: boolean;
 }
+
+export type CodecRequest = DecodeRequest | StoreRequest;
 
 export interface DecodeResult {
   readonly id: number;
   readonly ok: true;
   readonly op: 'decode';
+  /** The verified bytes are data[offset, offset + length). */
+  readonly data: ArrayBuffer;
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface StoreResult {
+  readonly id: number;
+  readonly ok: true;
+  readonly op: 'store';
+  /** Every byte was zero: nothing was hashed or written (the chunk is a hole). */
+  readonly zero: boolean;
+  /** Hex sha256 of the chunk; '' when zero. */
+  readonly hash: string;
+  /** Size of the chunk file on disk (existing or new); 0 when zero. */
+  readonly stored: number;
+  /** The file already existed, so nothing was written. */
+  readonly existed: boolean;
+  /** The request's buffer, handed back for reuse. */
   readonly data: ArrayBuffer;
 }
 
@@ -39,6 +62,8 @@ export interface CodecFailure {
   /** 'corrupt' = the chunk's bytes do not decode or do not match their name. */
   readonly kind: 'corrupt' | 'internal';
   readonly message: string;
+  /** A store request's buffer, handed back for reuse, if the worker still has it. */
+  readonly data?: ArrayBuffer;
 }
 
-export type CodecResponse = EncodeResult | DecodeResult | CodecFailure;
+export type CodecResponse = DecodeResult | StoreResult | CodecFailure;

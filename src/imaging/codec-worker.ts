@@ -1,83 +1,190 @@
 /**
- * Worker thread: hashes and compresses chunks for capture, decompresses and verifies them
- * for reads. zstd-napi and sha256 are synchronous, so they run here, off the event loop.
+ * Worker thread: hashes, compresses and stores chunks for capture, decompresses and verifies them
+ * for reads. zstd and sha256 are synchronous, so they run here, off the event loop; so does the chunk
+ * file I/O of a store, so the main thread never touches a captured chunk's bytes after handing them over.
+ *
+ * zstd runs through the binding's context objects rather than the high-level classes so compressed
+ * bytes land in one reused scratch buffer and decompressed bytes in one buffer of the exact size:
+ * a 1 MiB allocation per chunk costs more in GC and page faults than the copy it saves.
  */
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
-import { Compressor, Decompressor } from 'zstd-napi';
+import { close, fsync, open, rename, statSync, unlink, writev } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import zstd from 'zstd-napi/binding.js';
 import { CHUNK_HEADER_SIZE, ChunkCodec, ChunkFormatError, decodeChunkHeader, encodeChunkHeader } from './chunk-format.js';
-import type { CodecRequest, CodecResponse } from './codec-protocol.js';
+import { tempName } from './durable.js';
+import type { CodecRequest, CodecResponse, DecodeRequest, StoreRequest } from './codec-protocol.js';
 
-const compressors = new Map<number, Compressor>();
-const decompressor = new Decompressor();
+// Async (libuv thread pool): creating a file while another's fsync commits the journal blocks for
+// about a millisecond, and this thread should be hashing and compressing the next chunk meanwhile.
+const fsyncAsync = promisify(fsync);
+const openAsync = promisify(open);
+const writevAsync = promisify(writev);
+const closeAsync = promisify(close);
+const renameAsync = promisify(rename);
+const unlinkAsync = promisify(unlink);
 
-function compressorFor(level: number): Compressor {
-  let c = compressors.get(level);
+const contexts = new Map<number, zstd.CCtx>();
+const dctx = new zstd.DCtx();
+/** Compression outputs, reused; more than one because a store keeps its own until its file is written. */
+const scratchFree: Buffer[] = [];
+let zeroes = Buffer.alloc(0);
+
+function cctxFor(level: number): zstd.CCtx {
+  let c = contexts.get(level);
   if (!c) {
-    c = new Compressor();
-    c.setParameters({ compressionLevel: level });
-    compressors.set(level, c);
+    c = new zstd.CCtx();
+    c.setParameter(zstd.CParameter.compressionLevel, level);
+    contexts.set(level, c);
   }
   return c;
 }
 
-function toArrayBuffer(b: Buffer): ArrayBuffer {
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
-  const copy = new ArrayBuffer(b.byteLength);
-  new Uint8Array(copy).set(b);
-  return copy;
+function takeScratch(size: number): Buffer {
+  const b = scratchFree.pop();
+  return b !== undefined && b.length >= size ? b : Buffer.allocUnsafeSlow(size);
 }
 
-function handle(req: CodecRequest): { res: CodecResponse; transfer: ArrayBuffer[] } {
-  if (req.op === 'encode') {
-    const data = Buffer.from(req.data);
-    const hash = createHash('sha256').update(data).digest('hex');
-    const compressed = compressorFor(req.level).compress(data);
-    let file: Buffer;
-    if (compressed.length + CHUNK_HEADER_SIZE < data.length) {
-      file = Buffer.allocUnsafeSlow(CHUNK_HEADER_SIZE + compressed.length);
-      encodeChunkHeader({ codec: ChunkCodec.Zstd, uncompressedLength: data.length, payloadLength: compressed.length }, file);
-      compressed.copy(file, CHUNK_HEADER_SIZE);
-    } else {
-      file = Buffer.allocUnsafeSlow(CHUNK_HEADER_SIZE + data.length);
-      encodeChunkHeader({ codec: ChunkCodec.Raw, uncompressedLength: data.length, payloadLength: data.length }, file);
-      data.copy(file, CHUNK_HEADER_SIZE);
-    }
-    const ab = toArrayBuffer(file);
-    return { res: { id: req.id, ok: true, op: 'encode', hash, file: ab }, transfer: [ab] };
+function giveScratch(b: Buffer): void {
+  if (scratchFree.length < 4) scratchFree.push(b);
+}
+
+function isZero(data: Buffer): boolean {
+  if (zeroes.length < data.length) zeroes = Buffer.alloc(data.length);
+  return data.equals(zeroes.subarray(0, data.length));
+}
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * Header and payload of the chunk file for `data`: zstd if that saves anything, else raw (the payload
+ * is then `data` itself). `scratch` (from takeScratch) receives the compressed bytes.
+ */
+function chunkFile(data: Buffer, level: number, scratch: Buffer): [Buffer, Buffer] {
+  const header = Buffer.allocUnsafe(CHUNK_HEADER_SIZE);
+  const n = cctxFor(level).compress2(scratch, data);
+  if (n + CHUNK_HEADER_SIZE < data.length) {
+    encodeChunkHeader({ codec: ChunkCodec.Zstd, uncompressedLength: data.length, payloadLength: n }, header);
+    return [header, scratch.subarray(0, n)];
   }
-  const file = Buffer.from(req.file);
+  encodeChunkHeader({ codec: ChunkCodec.Raw, uncompressedLength: data.length, payloadLength: data.length }, header);
+  return [header, data];
+}
+
+function decode(req: DecodeRequest): { res: CodecResponse; transfer: ArrayBuffer[] } {
+  const file = Buffer.from(req.file, 0, req.length);
   let data: Buffer;
   try {
     const h = decodeChunkHeader(file);
     const payload = file.subarray(CHUNK_HEADER_SIZE);
     if (h.codec === ChunkCodec.Raw) {
-      data = Buffer.allocUnsafeSlow(payload.length);
-      payload.copy(data);
+      // Served as a view of the file buffer: no copy.
+      data = payload;
     } else {
-      const d = decompressor.decompress(payload);
-      if (d.length !== h.uncompressedLength) throw new ChunkFormatError(`chunk decompressed to ${d.length} bytes, header says ${h.uncompressedLength}`);
-      data = d;
+      data = Buffer.allocUnsafeSlow(h.uncompressedLength);
+      let n: number;
+      try {
+        n = dctx.decompress(data, payload);
+      } catch (e) {
+        throw new ChunkFormatError(`zstd payload does not decode: ${(e as Error).message}`);
+      }
+      if (n !== h.uncompressedLength) throw new ChunkFormatError(`chunk decompressed to ${n} bytes, header says ${h.uncompressedLength}`);
     }
   } catch (e) {
     return { res: { id: req.id, ok: false, kind: 'corrupt', message: (e as Error).message }, transfer: [] };
   }
-  const actual = createHash('sha256').update(data).digest('hex');
+  const actual = sha256(data);
   if (actual !== req.expectHash) {
     return { res: { id: req.id, ok: false, kind: 'corrupt', message: `content hash ${actual} does not match chunk name` }, transfer: [] };
   }
-  const ab = toArrayBuffer(data);
-  return { res: { id: req.id, ok: true, op: 'decode', data: ab }, transfer: [ab] };
+  const ab = data.buffer as ArrayBuffer;
+  return { res: { id: req.id, ok: true, op: 'decode', data: ab, offset: data.byteOffset, length: data.length }, transfer: [ab] };
+}
+
+async function writeDurable(tmpDir: string, dest: string, parts: Buffer[]): Promise<void> {
+  const tmp = tempName(tmpDir, 'w');
+  const fd = await openAsync(tmp, 'wx');
+  try {
+    let left = parts.reduce((n, b) => n + b.length, 0);
+    let pos = 0;
+    while (left > 0) {
+      // writev may write less than asked: resume after the bytes that made it.
+      const views: Buffer[] = [];
+      let skip = pos;
+      for (const b of parts) {
+        if (skip >= b.length) skip -= b.length;
+        else {
+          views.push(skip > 0 ? b.subarray(skip) : b);
+          skip = 0;
+        }
+      }
+      const { bytesWritten: n } = await writevAsync(fd, views, pos);
+      pos += n;
+      left -= n;
+    }
+    await fsyncAsync(fd);
+  } catch (e) {
+    await closeAsync(fd);
+    // A leftover temp file is removed when the store next opens.
+    await unlinkAsync(tmp).catch(() => undefined);
+    throw e;
+  }
+  await closeAsync(fd);
+  await renameAsync(tmp, dest);
+}
+
+function existingSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+}
+
+async function store(req: StoreRequest): Promise<{ res: CodecResponse; transfer: ArrayBuffer[] }> {
+  const data = Buffer.from(req.data, 0, req.length);
+  const back = [req.data];
+  if (isZero(data)) return { res: { id: req.id, ok: true, op: 'store', zero: true, hash: '', stored: 0, existed: false, data: req.data }, transfer: back };
+  const hash = sha256(data);
+  const dest = join(req.chunksDir, hash.slice(0, 2), hash);
+  if (!req.force) {
+    // Dedup before compressing: a re-capture of an unchanged disk costs a hash and a stat per chunk.
+    const size = existingSize(dest);
+    if (size > 0) return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored: size, existed: true, data: req.data }, transfer: back };
+  }
+  // The next store may start while this one awaits its fsync, so each holds its own scratch buffer.
+  const scratch = takeScratch(zstd.compressBound(data.length));
+  const [header, payload] = chunkFile(data, req.level, scratch);
+  const stored = header.length + payload.length;
+  try {
+    await writeDurable(req.tmpDir, dest, [header, payload]);
+  } finally {
+    giveScratch(scratch);
+  }
+  return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored, existed: false, data: req.data }, transfer: back };
 }
 
 const port = parentPort;
 if (!port) throw new Error('codec-worker must run as a worker thread');
+const reply = (res: CodecResponse, transfer: ArrayBuffer[]): void => port.postMessage(res, transfer);
 port.on('message', (req: CodecRequest) => {
+  const fail = (e: unknown): void => {
+    const data = req.op === 'store' && req.data.byteLength > 0 ? req.data : undefined;
+    reply({ id: req.id, ok: false, kind: 'internal', message: (e as Error).message, data }, data ? [data] : []);
+  };
   try {
-    const { res, transfer } = handle(req);
-    port.postMessage(res, transfer);
+    if (req.op === 'store') {
+      store(req).then(({ res, transfer }) => reply(res, transfer), fail);
+      return;
+    }
+    const { res, transfer } = decode(req);
+    reply(res, transfer);
   } catch (e) {
-    const res: CodecResponse = { id: req.id, ok: false, kind: 'internal', message: (e as Error).message };
-    port.postMessage(res);
+    fail(e);
   }
 });

@@ -459,12 +459,14 @@ export class NbdConnection {
 
   private send(bufs: readonly Buffer[]): void {
     if (this.socketClosed || this.socket.destroyed || !this.socket.writable || bufs.length === 0) return;
-    // Replies completed in the same tick leave in one writev: with 16-byte WRITE replies, one
-    // syscall each cost a capture more than the replies themselves (measured in bench/nbd.ts).
+    // Replies completed in the same event-loop turn leave in one writev: with 16-byte WRITE replies,
+    // one syscall each cost a capture more than the replies themselves (measured in bench/nbd.ts).
+    // setImmediate, not nextTick: the replies to writes parsed from several socket reads in one
+    // poll phase then share the syscall too.
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
+      setImmediate(() => {
         this.corked = false;
         this.socket.uncork();
       });
