@@ -3,6 +3,8 @@
  * same run, on loopback. Runs alternate between servers so machine load hits both alike; the median
  * of several runs per configuration is reported.
  *   npx tsx bench/tftp.ts
+ * Knobs: NETCLONE_BENCH_TFTP_RUNS (runs per mode, default 5), NETCLONE_BENCH_TFTP_MODE (`plain` or
+ * `window`: run one mode only).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -15,7 +17,8 @@ import { nullLogger } from '../src/log.js';
 import { TftpServer } from '../src/pxe/tftp/server.js';
 
 const FILE_MB = 32;
-const RUNS = 5;
+const RUNS = Math.max(1, Number(process.env.NETCLONE_BENCH_TFTP_RUNS ?? 5) || 5);
+const ONLY = process.env.NETCLONE_BENCH_TFTP_MODE;
 
 export interface TftpBenchMode {
   readonly label: string;
@@ -81,10 +84,12 @@ export async function benchTftp(): Promise<TftpBenchResult> {
     ref = await startInTftpd(root);
     const dest = path.join(root, 'out.bin');
     const modes: TftpBenchMode[] = [];
-    for (const [label, extra] of [
-      ['blksize 1468', []],
-      ['blksize 1468 windowsize 8', ['--option', 'windowsize 8']],
-    ] as const) {
+    const all = [
+      ['plain', 'blksize 1468', []],
+      ['window', 'blksize 1468 windowsize 8', ['--option', 'windowsize 8']],
+    ] as const;
+    for (const [key, label, extra] of all) {
+      if (ONLY !== undefined && ONLY !== key) continue;
       const ours: number[] = [];
       const theirs: number[] = [];
       for (let i = 0; i < RUNS; i++) {

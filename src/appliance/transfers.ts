@@ -50,6 +50,8 @@ const COMMIT_WAIT_MS = 120_000;
 
 export class TransferService {
   private readonly captureOutcome = new Map<string, Promise<ImageVersionInfo>>();
+  /** Data bytes that crossed the wire per task (zero runs sent as WRITE_ZEROES or skipped as holes excluded). */
+  private readonly wireBytes = new Map<string, number>();
 
   constructor(
     private readonly source: ExportSource,
@@ -82,7 +84,7 @@ export class TransferService {
         ttlSeconds: TASK_EXPORT_TTL_SECONDS,
         allowedAddress: clientIp,
         taskId: task.id,
-        observer: { onRead: this.counter(task) },
+        observer: { onRead: this.counter(task, true) },
         open: () => this.source.openDeploy(task.image),
       }));
       await this.tasks.markRunning(task, disk, clientIp, info.dataBytes);
@@ -97,7 +99,7 @@ export class TransferService {
         ttlSeconds: TASK_EXPORT_TTL_SECONDS,
         allowedAddress: clientIp,
         taskId: task.id,
-        observer: { onWrite: this.counter(task) },
+        observer: { onWrite: this.counter(task, true), onZero: this.counter(task, false) },
         open: () =>
           this.source.openCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, {
             onCommitted: (v) => settle.resolve(v),
@@ -114,11 +116,11 @@ export class TransferService {
     throw new TransferError(409, reason);
   }
 
-  private counter(task: TaskRecord): (bytes: number) => void {
-    let total = 0;
+  /** Progress covers the disk (data and zeroed ranges); `onWire` bytes are also counted as traffic. */
+  private counter(task: TaskRecord, onWire: boolean): (bytes: number) => void {
     return (bytes) => {
-      total += bytes;
-      this.tasks.progress(task, total);
+      if (onWire) this.wireBytes.set(task.id, (this.wireBytes.get(task.id) ?? 0) + bytes);
+      this.tasks.progress(task, task.progress.bytes + bytes);
     };
   }
 
@@ -131,7 +133,8 @@ export class TransferService {
     if (task.state !== 'running' && task.state !== 'verifying') {
       throw new TransferError(409, `task is ${task.state}; nothing to finish`);
     }
-    const bytesOnWire = task.progress.bytes;
+    const bytesOnWire = this.wireBytes.get(task.id) ?? 0;
+    this.wireBytes.delete(task.id);
     if (task.kind === 'capture') {
       await this.tasks.markVerifying(task, 'committing the captured image');
       const outcome = this.captureOutcome.get(task.id);

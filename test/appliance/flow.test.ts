@@ -193,7 +193,10 @@ describe('capture through the client API', () => {
     const res = await api('/api/client/v1/result', tok, { ok: true, message: 'captured' });
     expect(res.json).toMatchObject({ state: 'done' });
     expect(t.result?.version).toBe(1);
+    // Progress covers the whole disk; only data crossed the wire (zero runs went as WRITE_ZEROES).
     expect(t.progress.bytes).toBe(disk.length);
+    expect(t.result?.bytesOnWire).toBeGreaterThan(0);
+    expect(t.result?.bytesOnWire).toBeLessThan(disk.length - 8 * CHUNK);
     const back = path.join(dir, 'pc-back.raw');
     const r2 = await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', (await app.core.nbd!.createUrl({ image: 'pc1', write: false })).uri, back]);
     expect(r2.code, r2.stderr).toBe(0);

@@ -7,8 +7,10 @@ import type { NbdExport, PeerInfo, DetachInfo, ReadPiece, Extent, WriteZeroesOpt
 export interface TransferObserver {
   /** Data bytes read (holes are not bytes on the wire). */
   onRead?(bytes: number): void;
-  /** Bytes written, including zeroed and trimmed ranges (they cover the disk just as well). */
+  /** Data bytes written: what crossed the wire. */
   onWrite?(bytes: number): void;
+  /** Ranges zeroed or trimmed: they cover the disk as well as data, but cost a 28-byte request. */
+  onZero?(bytes: number): void;
   onAttach?(peer: PeerInfo): void;
   onDetach?(peer: PeerInfo, info: DetachInfo): void;
 }
@@ -48,11 +50,11 @@ export function observeExport(inner: NbdExport, observer: TransferObserver): Nbd
     },
     async writeZeroes(offset: number, length: number, options: WriteZeroesOptions): Promise<void> {
       await inner.writeZeroes(offset, length, options);
-      observer.onWrite?.(length);
+      observer.onZero?.(length);
     },
     async trim(offset: number, length: number, fua: boolean): Promise<void> {
       await inner.trim(offset, length, fua);
-      observer.onWrite?.(length);
+      observer.onZero?.(length);
     },
     flush: () => inner.flush(),
     cache: (offset: number, length: number) => inner.cache(offset, length),

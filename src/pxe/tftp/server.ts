@@ -108,7 +108,38 @@ export class TftpServer {
     return this.opts.bindAddress ?? '0.0.0.0';
   }
 
-  private newSocket(): Socket {
+  /**
+   * The transfer's TID port, held by two sockets (see transfer.ts): one connected to the client, one
+   * unconnected for everybody else. Sharing a port needs SO_REUSEADDR on both; the unconnected one binds
+   * first so the kernel picks a free ephemeral port.
+   */
+  private async openTransferSockets(client: { address: string; port: number }): Promise<{ socket: Socket; strangers: Socket }> {
+    const strangers = this.newSocket(true);
+    const socket = this.newSocket(true);
+    try {
+      await bindSocket(strangers, 0, this.bindAddress());
+      await bindSocket(socket, strangers.address().port, this.bindAddress());
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.connect(client.port, client.address, () => {
+          socket.off('error', reject);
+          resolve();
+        });
+      });
+      return { socket, strangers };
+    } catch (err) {
+      for (const s of [socket, strangers]) {
+        try {
+          s.close();
+        } catch {
+          // never bound
+        }
+      }
+      throw new Error(`cannot open a transfer socket for ${client.address}:${client.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+
+  private newSocket(reuseAddr = false): Socket {
     const type = isIPv6(this.bindAddress()) ? 'udp6' : 'udp4';
     // We only ever send to addresses taken from rinfo, i.e. IP literals. Node's default lookup defers
     // every send by a tick even for literals; answering synchronously is a large part of the send path.
@@ -117,7 +148,7 @@ export class TftpServer {
       if (family !== 0) cb(null, host, family);
       else dnsLookup(host, { family: type === 'udp6' ? 6 : 4 }, (err, address, fam) => cb(err, address, fam));
     };
-    return dgram.createSocket({ type, lookup });
+    return dgram.createSocket({ type, lookup, reuseAddr });
   }
 
   private reply(rinfo: RemoteInfo, code: number, message: string): void {
@@ -192,26 +223,21 @@ export class TftpServer {
       maxWindowsize: this.maxWindowsize,
       defaultTimeoutMs: this.timeoutMs,
     });
-    const socket = this.newSocket();
+    let sockets: { socket: Socket; strangers: Socket };
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        socket.bind(0, this.bindAddress(), () => {
-          socket.off('error', reject);
-          resolve();
-        });
-      });
+      sockets = await this.openTransferSockets(client);
     } catch (err) {
       await source.close();
       throw err;
     }
     if (this.stopping) {
-      socket.close();
+      sockets.socket.close();
+      sockets.strangers.close();
       await source.close();
       return;
     }
     const transfer = new ReadTransfer({
-      socket,
+      ...sockets,
       peer: client,
       file,
       path: resolved.path,
@@ -260,4 +286,14 @@ export class TftpServer {
     else if (info.status === 'client-abort') this.log.warn(fields, 'tftp transfer end: client aborted');
     else this.log.warn(fields, `tftp transfer failed (${info.status})`);
   }
+}
+
+function bindSocket(socket: Socket, port: number, address: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(port, address, () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
 }

@@ -10,6 +10,11 @@
  * - Timeouts back off exponentially (RFC 1123) up to a bounded number of retries, then we give up.
  * Blocks are counted as absolute numbers internally; the wire carries them mod 65536, so files with more
  * than 65535 blocks wrap to 0, as tftp-hpa, atftp, curl, iPXE and edk2 expect.
+ *
+ * Two sockets share the TID port: `socket` is connected to the client, so the kernel caches the route
+ * and Node skips address validation on every send (lock-step speed is per-packet cost); `strangers` is
+ * unconnected and, because the kernel prefers the connected socket for the client's packets, receives
+ * only packets from other TIDs, which get error 5 (RFC 1350 §4) from the right port.
  */
 import type { Socket, RemoteInfo } from 'node:dgram';
 import type { Logger } from '../../log.js';
@@ -45,7 +50,10 @@ export interface TransferInfo {
 }
 
 export interface TransferParams {
+  /** Connected to the client; owned (closed) by the transfer. */
   readonly socket: Socket;
+  /** Unconnected, bound to the same port as `socket`; owned (closed) by the transfer. */
+  readonly strangers: Socket;
   readonly peer: { readonly address: string; readonly port: number };
   readonly file: string;
   readonly path: string;
@@ -74,6 +82,7 @@ const MAX_BACKOFF_SHIFT = 3;
 
 export class ReadTransfer {
   private readonly socket: Socket;
+  private readonly strangers: Socket;
   private readonly peer: { readonly address: string; readonly port: number };
   private readonly source: BlockSource;
   private readonly blksize: number;
@@ -97,6 +106,7 @@ export class ReadTransfer {
 
   constructor(private readonly p: TransferParams) {
     this.socket = p.socket;
+    this.strangers = p.strangers;
     this.peer = p.peer;
     this.source = p.source;
     this.blksize = p.negotiated.blksize;
@@ -105,11 +115,15 @@ export class ReadTransfer {
     // A file that is an exact multiple of blksize still ends with an empty DATA packet.
     this.totalBlocks = Math.floor(p.source.size / this.blksize) + 1;
     this.oackPending = p.negotiated.oack.size > 0;
-    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    this.socket.on('error', (err) => {
-      // Send errors (e.g. ENOBUFS under a burst) are transient: the retransmit timer recovers.
+    this.socket.on('message', (msg) => this.onMessage(msg));
+    this.strangers.on('message', (msg, rinfo) => this.answerStranger(msg, rinfo));
+    const onError = (err: Error): void => {
+      // Send errors (e.g. ENOBUFS under a burst, ECONNREFUSED once the client is gone) are transient
+      // or final; either way the retransmit timer recovers or gives up.
       p.logger.debug({ err: err.message, client: this.peer }, 'tftp transfer socket error');
-    });
+    };
+    this.socket.on('error', onError);
+    this.strangers.on('error', onError);
   }
 
   start(): void {
@@ -125,12 +139,9 @@ export class ReadTransfer {
     this.finish(status, detail);
   }
 
-  private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+  /** Only the client's packets arrive here: the socket is connected to it. */
+  private onMessage(msg: Buffer): void {
     if (this.done) return;
-    if (rinfo.address !== this.peer.address || rinfo.port !== this.peer.port) {
-      this.answerStranger(msg, rinfo);
-      return;
-    }
     // Fast path for the one packet that arrives thousands of times per second.
     if (msg.length === 4 && msg[0] === 0 && msg[1] === Opcode.ACK) {
       this.onAck(msg.readUInt16BE(2));
@@ -152,9 +163,10 @@ export class ReadTransfer {
 
   /** RFC 1350: a packet from a wrong TID gets error 5 and leaves the transfer alone. */
   private answerStranger(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.done) return;
     // Never answer an ERROR with an ERROR: two confused peers would ping-pong forever.
     if (msg.length >= 2 && msg.readUInt16BE(0) === 5) return;
-    this.socket.send(encodeError(ErrorCode.UnknownTransferId, 'Unknown transfer ID'), rinfo.port, rinfo.address);
+    this.strangers.send(encodeError(ErrorCode.UnknownTransferId, 'Unknown transfer ID'), rinfo.port, rinfo.address);
   }
 
   private onAck(wire: number): void {
@@ -217,7 +229,7 @@ export class ReadTransfer {
   }
 
   private sendOack(): void {
-    this.socket.send(encodeOack(this.p.negotiated.oack), this.peer.port, this.peer.address);
+    this.socket.send(encodeOack(this.p.negotiated.oack));
   }
 
   /** Sends what the window allows. Only data leaves here; it never reacts to duplicates. */
@@ -236,7 +248,7 @@ export class ReadTransfer {
       }
       const payload = this.source.view(start, end);
       const header = dataHeader(n & 0xffff);
-      this.socket.send(payload.length > 0 ? [header, payload] : header, this.peer.port, this.peer.address);
+      this.socket.send(payload.length > 0 ? [header, payload] : header);
       this.dataPackets++;
       if (n <= this.highestSent) this.retransmits++;
       else this.highestSent = n;
@@ -265,7 +277,7 @@ export class ReadTransfer {
 
   private sendError(code: number, message: string): void {
     try {
-      this.socket.send(encodeError(code, message), this.peer.port, this.peer.address);
+      this.socket.send(encodeError(code, message));
     } catch {
       // Socket already closed: nothing left to tell the client.
     }
@@ -296,10 +308,12 @@ export class ReadTransfer {
     };
     // Close after queued sends (the final ERROR) have been handed to the kernel.
     setImmediate(() => {
-      try {
-        this.socket.close();
-      } catch {
-        // already closed
+      for (const sock of [this.socket, this.strangers]) {
+        try {
+          sock.close();
+        } catch {
+          // already closed
+        }
       }
     });
     this.source.close().catch((err: unknown) => this.p.logger.warn({ err: String(err), path: this.p.path }, 'tftp: closing file failed'));

@@ -152,16 +152,22 @@ describe('TftpServer against real clients', () => {
 
   it('answers a wrong TID with error 5 and the real transfer still completes', async () => {
     const intruder = await bindSocket();
-    const intruderGot: Buffer[] = [];
-    intruder.on('message', (m) => intruderGot.push(m));
+    const intruderGot: { msg: Buffer; from: number }[] = [];
+    intruder.on('message', (msg, rinfo) => intruderGot.push({ msg, from: rinfo.port }));
+    let serverTid = 0;
     const r = await fetchFile({
       port,
       file: 'undionly.kpxe',
-      onTid: (tid) => intruder.send(encodeAck(1), tid, '127.0.0.1'),
+      onTid: (tid) => {
+        serverTid = tid;
+        intruder.send(encodeAck(1), tid, '127.0.0.1');
+      },
     });
     await waitFor(() => intruderGot.length > 0);
     intruder.close();
-    expect(decodePacket(intruderGot[0])).toMatchObject({ op: 'ERROR', code: ErrorCode.UnknownTransferId });
+    expect(decodePacket(intruderGot[0].msg)).toMatchObject({ op: 'ERROR', code: ErrorCode.UnknownTransferId });
+    // From the transfer's own port, as RFC 1350 §4 has it; not from the request port or a third one.
+    expect(intruderGot[0].from).toBe(serverTid);
     expect(r.error).toBeUndefined();
     expect(r.data.equals(loader)).toBe(true);
   });
