@@ -20,12 +20,20 @@ function localBootLines(method: LocalBoot): string[] {
 }
 
 export function scriptChainUndionly(ctx: ScriptContext): string {
+  // Our own address, not ${next-server}: with proxy DHCP, next-server is the office DHCP server's.
+  const tftpHost = ctx.httpBase.replace(/:\d+$/, '');
   return [
     '#!ipxe',
     `echo netclone: ${safe(ctx.mac)} chaining undionly.kpxe`,
-    'chain tftp://${next-server}/undionly.kpxe || goto failed',
+    // Fetch and run apart: when undionly.kpxe returns (its script chose the local disk, or it failed),
+    // this ROM must leave too. Falling through to the HTTP chain would use a network stack that
+    // undionly already unloaded, and SeaBIOS would never get the boot back.
+    `imgfetch --name undionly tftp://${tftpHost}/undionly.kpxe || goto failed`,
+    'imgexec undionly ||',
+    'echo netclone: undionly.kpxe returned; leaving for the next boot device',
+    'exit',
     ':failed',
-    'echo netclone: could not load undionly.kpxe from ${next-server}; continuing with this ROM',
+    `echo netclone: could not load undionly.kpxe from ${tftpHost}; continuing with this ROM`,
     `chain http://${ctx.httpBase}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}&chip=undionly`,
     '',
   ].join('\n');

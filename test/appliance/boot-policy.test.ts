@@ -51,7 +51,12 @@ describe('iPXE scripts', () => {
     expect(s).not.toContain('evil${x}');
   });
   it('chains undionly over TFTP and local boot exits', () => {
-    expect(scriptChainUndionly(ctx)).toContain('chain tftp://${next-server}/undionly.kpxe');
+    const hop = scriptChainUndionly(ctx);
+    // Our address, not ${next-server} (the office DHCP server's under proxy DHCP).
+    expect(hop).toContain('imgfetch --name undionly tftp://10.0.0.1/undionly.kpxe || goto failed');
+    expect(hop).not.toContain('${next-server}');
+    // When undionly returns (it chose the local disk), the ROM leaves too instead of chaining again.
+    expect(hop).toMatch(/^imgexec undionly \|\|\n(echo .*\n)?exit\n:failed\n/m);
     expect(scriptLocal('sanboot', 'x')).toContain('sanboot --no-describe --drive 0x80');
   });
 });

@@ -40,10 +40,11 @@ export const DEFAULT_ARM64_BOOT_FILE = 'ipxe-arm64.efi';
 
 /**
  * The URL of a host's iPXE script. The ${...} parts are iPXE settings that iPXE expands itself,
- * so the same reply works for every host and the HTTP side learns the MAC and platform.
+ * so the same reply works for every host and the HTTP side learns the MAC and platform. The chip
+ * tells the boot policy that undionly.kpxe already runs: without it a BIOS PC chains undionly forever.
  */
 export function ipxeScriptUrl(serverIp: string, httpPort: number): string {
-  return `http://${serverIp}:${httpPort}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}`;
+  return `http://${serverIp}:${httpPort}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}&chip=\${net0/chip}`;
 }
 
 export function chooseBootFile(request: BootFileRequest, config: BootFileConfig): BootChoice {

@@ -42,7 +42,7 @@ describe('chooseBootFile', () => {
   });
 
   it('a client already running iPXE gets its script URL whatever its architecture (no boot loop)', () => {
-    const url = 'http://10.1.2.3:8080/boot/ipxe?mac=${net0/mac}&platform=${platform}&arch=${buildarch}';
+    const url = 'http://10.1.2.3:8080/boot/ipxe?mac=${net0/mac}&platform=${platform}&arch=${buildarch}&chip=${net0/chip}';
     expect(ipxeScriptUrl('10.1.2.3', 8080)).toBe(url);
     for (const arch of [0, 7, 9, 11, 16, undefined]) {
       const c = chooseBootFile({ mac: MAC, arch, isIpxe: true }, cfg);

@@ -80,7 +80,7 @@ describe('proxy mode', () => {
 
   it('iPXE gets its script URL and option 175.176 = 1', async () => {
     const p = reply(await handler('proxy').handle(ipxeBiosDiscover(5, MAC), FROM68, 'dhcp'));
-    expect(p.options.get(67)?.toString()).toBe('http://10.9.0.1:8080/boot/ipxe?mac=${net0/mac}&platform=${platform}&arch=${buildarch}');
+    expect(p.options.get(67)?.toString()).toBe('http://10.9.0.1:8080/boot/ipxe?mac=${net0/mac}&platform=${platform}&arch=${buildarch}&chip=${net0/chip}');
     expect(decodeEncapsulated(p.options.get(175))?.get(176)).toEqual(Buffer.from([1]));
   });
 

@@ -205,7 +205,7 @@ exit 0
       }
       const ipxe = parsed((byXid.get(0x101) as { data: Buffer }).data);
       expect(ipxe.chaddr.toString('hex')).toBe('020000000011');
-      expect(ipxe.options.get(67)?.toString()).toBe('http://10.99.7.1:8080/boot/ipxe?mac=${net0/mac}&platform=${platform}&arch=${buildarch}');
+      expect(ipxe.options.get(67)?.toString()).toBe('http://10.99.7.1:8080/boot/ipxe?mac=${net0/mac}&platform=${platform}&arch=${buildarch}&chip=${net0/chip}');
       expect(decodeEncapsulated(ipxe.options.get(175))?.get(176)).toEqual(Buffer.from([1]));
 
       const uefi = parsed((byXid.get(0x102) as { data: Buffer }).data);
