@@ -25,7 +25,7 @@ export async function openCore(config: Config, logger: Logger, purpose: string, 
   try {
     const db = await openDatabase(config.dataDir);
     const events = new EventLog(db, logger.child({ component: 'events' }));
-    const store = await ImageStore.open(config.imagesDir, { logger: logger.child({ component: 'store' }), keepVersions: config.keepVersions });
+    const store = await ImageStore.open(config.imagesDir, { logger, keepVersions: config.keepVersions });
     let nbdAccess = nbd;
     return {
       config,

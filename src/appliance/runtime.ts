@@ -67,10 +67,10 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
 
     const grants = new NbdGrants(logger.child({ component: 'nbd-access' }));
     stoppers.push(() => grants.closeAll('server stopping'));
-    const source = new StoreExportSource(core.store, logger.child({ component: 'exports' }));
+    const source = new StoreExportSource(core.store, logger);
     const transfers = new TransferService(source, grants, core.tasks, core.hosts, logger.child({ component: 'transfers' }));
 
-    const nbdServer = new NbdServer({ resolver: grants, logger: logger.child({ component: 'nbd' }) });
+    const nbdServer = new NbdServer({ resolver: grants, logger });
     const nbdAddr = await nbdServer.listen(config.nbdPort, config.listen);
     stoppers.unshift(() => nbdServer.close());
     set({ name: 'nbd', state: 'running', detail: `${config.listen}:${nbdAddr.port}` });
@@ -121,7 +121,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
 
     let tftpPort: number | null = null;
     const tftpRoot = path.join(config.bootDir, 'loaders');
-    const tftp = new TftpServer({ root: tftpRoot, port: config.tftpPort, bindAddress: config.listen, logger: logger.child({ component: 'tftp' }) });
+    const tftp = new TftpServer({ root: tftpRoot, port: config.tftpPort, bindAddress: config.listen, logger });
     try {
       await tftp.start();
       tftpPort = tftp.address().port;
@@ -159,7 +159,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
           : undefined,
         leaseFile: path.join(config.dataDir, 'state', 'dhcp-leases.json'),
         arm64BootFile: config.arm64BootFile,
-        logger: logger.child({ component: 'dhcp' }),
+        logger,
         hooks: {
           onPxeRequest: (info) => {
             const firmware = info.arch === 0 ? 'bios' : info.arch === 16 ? 'uefi-http' : info.arch === 11 ? 'arm64' : info.arch !== undefined ? 'uefi' : 'unknown';

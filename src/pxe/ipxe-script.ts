@@ -10,7 +10,7 @@ export interface ScriptContext {
 
 /** iPXE expands ${...} and treats some characters specially: only allow a safe alphabet through. */
 function safe(text: string): string {
-  return text.replace(/[^A-Za-z0-9 ._:/()@+-]/g, '_');
+  return text.replace(/[^A-Za-z0-9 ,._:/()@+-]/g, '_');
 }
 
 function localBootLines(method: LocalBoot): string[] {

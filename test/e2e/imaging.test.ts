@@ -112,6 +112,9 @@ describe('capture then deploy with the real thin client', () => {
     digest = image.versions[0].digest;
     results.captureBytesOnWire = done.result?.bytesOnWire;
     dataBytes = image.dataBytes;
+    // nbdcopy sent zero runs as WRITE_ZEROES: the data crossed the wire, the empty disk did not.
+    expect(done.result?.bytesOnWire).toBeGreaterThanOrEqual(6 * MiB);
+    expect(done.result?.bytesOnWire).toBeLessThan(image.dataBytes + 8 * MiB);
 
     const exported = join(lab.tmp, 'golden-export.raw');
     const exp = await lab.cli(['image', 'export', 'golden', exported]);
