@@ -2,26 +2,16 @@
  * Content-addressed chunk files: chunks/<first two hex digits>/<sha256 hex>.
  *
  * A chunk file is written once (temp → fsync → rename, by a codec worker: CodecPool.store) and never
- * modified; adopt() records it here. Directory fsyncs are batched: syncDirs() runs before any manifest
+ * modified; adopt() records it here. Reads go through CodecPool.load with pathOf(hash). Directory fsyncs are batched: syncDirs() runs before any manifest
  * naming new chunks is committed. While gc runs, every adopted hash is remembered so gc never unlinks a
  * chunk a capture just deduplicated against; adopting a hash gc is unlinking waits for the unlink and
  * tells the caller to write the chunk again.
  */
 import { readdir, stat, unlink, mkdir } from 'node:fs/promises';
-import { close, fstat, open, read } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { fsyncDir } from './durable.js';
-import { ChunkCorruptError } from './codec-pool.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
-
-// Plain fds, not FileHandles: a chunk read is four syscalls and the FileHandle wrapper cost more
-// main-thread time than the reads themselves (measured in bench/nbd.ts).
-const openAsync = promisify(open);
-const fstatAsync = promisify(fstat);
-const readAsync = promisify(read);
-const closeAsync = promisify(close);
 
 export class ChunkStore {
   private readonly dirtyDirs = new Set<string>();
@@ -75,31 +65,6 @@ export class ChunkStore {
     const dirs = [...this.dirtyDirs];
     this.dirtyDirs.clear();
     await Promise.all(dirs.map((d) => fsyncDir(d)));
-  }
-
-  /** The whole chunk file, in a buffer of its exact size (so it can be transferred to a worker whole). */
-  async read(hash: string): Promise<Buffer> {
-    let fd: number;
-    try {
-      fd = await openAsync(this.pathOf(hash), 'r');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ChunkCorruptError(hash, 'chunk file is missing');
-      throw e;
-    }
-    try {
-      const { size } = await fstatAsync(fd);
-      const buf = Buffer.allocUnsafeSlow(size);
-      let got = 0;
-      while (got < size) {
-        const { bytesRead: n } = await readAsync(fd, buf, got, size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
-      // Shorter than fstat said: the chunk check reports the truncation.
-      return got === size ? buf : buf.subarray(0, got);
-    } finally {
-      await closeAsync(fd);
-    }
   }
 
   async *list(): AsyncGenerator<{ hash: string; path: string }> {

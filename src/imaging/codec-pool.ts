@@ -141,17 +141,17 @@ export class CodecPool {
     });
   }
 
-  /** Decodes a chunk file and checks it against its name; throws ChunkCorruptError on any mismatch. */
-  async decode(file: Buffer, expectHash: string): Promise<Buffer> {
-    const res = await this.send((id) => {
-      const ab = this.transferable(file);
-      return { req: { id, op: 'decode', file: ab, length: file.length, expectHash }, transfer: [ab] };
-    });
+  /**
+   * Reads the chunk file at `path` in a worker, decodes it and checks it against its name; throws
+   * ChunkCorruptError when the file is missing, damaged or does not match.
+   */
+  async load(path: string, expectHash: string): Promise<Buffer> {
+    const res = await this.send((id) => ({ req: { id, op: 'load', path, expectHash }, transfer: [] }));
     if (!res.ok) {
       if (res.kind === 'corrupt') throw new ChunkCorruptError(expectHash, res.message);
-      throw new Error(`chunk decoding failed: ${res.message}`);
+      throw new Error(`reading chunk ${expectHash} failed: ${res.message}`);
     }
-    if (res.op !== 'decode') throw new Error('codec worker answered the wrong operation');
+    if (res.op !== 'load') throw new Error('codec worker answered the wrong operation');
     return Buffer.from(res.data, res.offset, res.length);
   }
 

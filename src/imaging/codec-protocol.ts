@@ -1,11 +1,13 @@
 /** Messages between the codec pool (main thread) and codec workers. Buffers travel as transferred ArrayBuffers. */
 
-export interface DecodeRequest {
+/**
+ * Read the chunk file at `path`, decode it and check it against `expectHash`. The worker does the
+ * file I/O so the main thread makes no fs calls and never holds the compressed bytes.
+ */
+export interface LoadRequest {
   readonly id: number;
-  readonly op: 'decode';
-  readonly file: ArrayBuffer;
-  /** Bytes of `file` that are the chunk file (the buffer may be larger). */
-  readonly length: number;
+  readonly op: 'load';
+  readonly path: string;
   /** Hex sha256 the decoded bytes must have; a mismatch is reported, never the bytes. */
   readonly expectHash: string;
 }
@@ -28,12 +30,12 @@ export interface StoreRequest {
   readonly force: boolean;
 }
 
-export type CodecRequest = DecodeRequest | StoreRequest;
+export type CodecRequest = LoadRequest | StoreRequest;
 
-export interface DecodeResult {
+export interface LoadResult {
   readonly id: number;
   readonly ok: true;
-  readonly op: 'decode';
+  readonly op: 'load';
   /** The verified bytes are data[offset, offset + length). */
   readonly data: ArrayBuffer;
   readonly offset: number;
@@ -59,11 +61,11 @@ export interface StoreResult {
 export interface CodecFailure {
   readonly id: number;
   readonly ok: false;
-  /** 'corrupt' = the chunk's bytes do not decode or do not match their name. */
+  /** 'corrupt' = the chunk file is missing, or its bytes do not decode or do not match their name. */
   readonly kind: 'corrupt' | 'internal';
   readonly message: string;
   /** A store request's buffer, handed back for reuse, if the worker still has it. */
   readonly data?: ArrayBuffer;
 }
 
-export type CodecResponse = DecodeResult | StoreResult | CodecFailure;
+export type CodecResponse = LoadResult | StoreResult | CodecFailure;

@@ -182,8 +182,7 @@ export class ImageStore implements StoreContext {
     if (!p) {
       p = (async () => {
         try {
-          const file = await this.chunks.read(hash);
-          const data = await this.pool.decode(file, hash);
+          const data = await this.pool.load(this.chunks.pathOf(hash), hash);
           this.cache.set(hash, data);
           return data;
         } finally {
@@ -572,7 +571,7 @@ export class ImageStore implements StoreContext {
         let reason = seen.get(hash);
         if (reason === undefined) {
           try {
-            await this.pool.decode(await this.chunks.read(hash), hash);
+            await this.pool.load(this.chunks.pathOf(hash), hash);
             reason = null;
           } catch (e) {
             reason = e instanceof ChunkCorruptError ? e.detail : (e as Error).message;
