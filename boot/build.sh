@@ -47,8 +47,28 @@ ensure_host_tools() {
 }
 
 # ---- package download (cached) ----------------------------------------------------------------
+# Extra apt options: empty for the system's sources, or the private non-free-firmware configuration.
+APT_OPTS=()
+
 pkg_field() { # pkg field -> value of the candidate version
-  apt-cache show --no-all-versions "$1" 2>/dev/null | awk -v f="$2:" '$1 == f { print $2; exit }'
+  apt-cache "${APT_OPTS[@]}" show --no-all-versions "$1" 2>/dev/null | awk -v f="$2:" '$1 == f { print $2; exit }'
+}
+
+# Firmware lives in Debian's non-free-firmware component, which a default install's sources often lack.
+# A private apt configuration (same mirror and suite as the system's Debian sources) reads that component
+# without touching the system's sources. Prints nothing and returns 1 when it cannot be set up.
+setup_nonfree_apt() {
+  local dir="$CACHE/apt-nonfree" uri suite
+  uri=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  [ -n "$uri" ] && [ -n "$suite" ] || return 1
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+  printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$uri" "$suite" >"$dir/netclone-nonfree.sources"
+  APT_OPTS=(-o "Dir::Etc::SourceList=$dir/netclone-nonfree.sources" -o Dir::Etc::SourceParts=/dev/null
+            -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache")
+  apt-get "${APT_OPTS[@]}" update >&2 || { APT_OPTS=(); return 1; }
 }
 
 # Prints the path of the cached .deb of the candidate version of $1, downloading it if needed.
@@ -60,7 +80,7 @@ fetch_deb() {
   file="$DEBS/${pkg}_${ver//:/%3a}_${arch}.deb"
   if [ ! -s "$file" ] || [ "$(dpkg-deb -f "$file" Version 2>/dev/null)" != "$ver" ]; then
     rm -f "$file"
-    (cd "$DEBS" && apt-get download "$pkg=$ver" >&2) || die "apt-get download $pkg=$ver failed (network? apt-get update?)"
+    (cd "$DEBS" && apt-get "${APT_OPTS[@]}" download "$pkg=$ver" >&2) || die "apt-get download $pkg=$ver failed (network? apt-get update?)"
     [ -s "$file" ] || die "apt-get download $pkg left no $file"
   fi
   echo "$file"
@@ -160,6 +180,10 @@ printf '%s\n' $MODULES >"$ROOTFS/usr/share/netclone/modules.load"
 # ---- firmware (non-free-firmware component; optional) -----------------------------------------
 FIRMWARE_NOTE=""
 FW_VERSIONS=""
+if [ -z "$(pkg_field firmware-realtek Version)" ]; then
+  log "firmware: reading Debian's non-free-firmware component through a private apt configuration"
+  setup_nonfree_apt || warn "could not set up the non-free-firmware component (no Debian source in /etc/apt?)"
+fi
 for fw in $FIRMWARE_PACKAGES; do
   if [ -z "$(pkg_field "$fw" Version)" ]; then
     FIRMWARE_NOTE="firmware skipped: $fw not available (add the non-free-firmware component to the apt sources and run apt-get update)"
@@ -173,6 +197,7 @@ for fw in $FIRMWARE_PACKAGES; do
   dpkg -x "$deb" "$WORK/fw/$fw"
   FW_VERSIONS="$FW_VERSIONS$fw $(dpkg-deb -f "$deb" Version)"$'\n'
 done
+APT_OPTS=()
 if [ -z "$FIRMWARE_NOTE" ]; then
   for fw in $FIRMWARE_PACKAGES; do
     for d in $FIRMWARE_DIRS; do

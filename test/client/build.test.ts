@@ -60,7 +60,12 @@ describe('thin client build (boot/build.sh)', () => {
     expect(manifest).toMatch(/^libnbd-bin:amd64 \S+$/m);
     expect(manifest).toMatch(/^libnbd0:amd64 \S+$/m);
     expect(manifest).toMatch(/\[module files\][\s\S]*kernel\/drivers\/net\/ethernet\/intel\/e1000e\/e1000e\.ko/);
-    expect(manifest).toMatch(/\[firmware\]\n(included: |WARNING: firmware skipped)/);
+    // Firmware comes from Debian's non-free-firmware component (read through a private apt configuration).
+    expect(manifest).toMatch(/\[firmware\]\nincluded: /);
+    expect(manifest).toMatch(/^firmware-realtek \S+$/m);
+    for (const dir of ['lib/firmware/rtl_nic/', 'lib/firmware/bnx2x/', 'lib/firmware/tigon/']) {
+      expect([...entries].some((e) => e.startsWith(dir) && e.length > dir.length), dir).toBe(true);
+    }
     const initrdLine = /^initrd\.img (\d+) sha256:([0-9a-f]{64})$/m.exec(manifest);
     expect(Number(initrdLine?.[1])).toBe(statSync(join(distDir, 'initrd.img')).size);
   });
