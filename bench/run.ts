@@ -1,15 +1,15 @@
 /**
  * `npm run bench [-- NAME ...]`: runs every bench module that exists (bench/dhcp.ts, bench/tftp.ts,
- * bench/nbd.ts), each exporting `bench<Name>()`, one after the other (they share 2 cores), then prints
- * a summary. A missing module is reported and skipped; a bench that throws is reported and the rest
- * still run. Exit status is non-zero only if a bench crashed (or an unknown name was asked for):
+ * bench/nbd.ts, bench/e2e.ts — the last boots VMs under TCG for several minutes), each exporting
+ * `bench<Name>()`, one after the other (they share 2 cores), then prints a summary. A missing module
+ * is reported and skipped; a bench that throws is reported and the rest still run. Exit status is non-zero only if a bench crashed (or an unknown name was asked for):
  * a missed performance target is a result, not a crash.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { table } from './lib/format.js';
 
-const KNOWN = ['dhcp', 'tftp', 'nbd'] as const;
+const KNOWN = ['dhcp', 'tftp', 'nbd', 'e2e'] as const;
 
 interface Outcome {
   readonly name: string;
