@@ -193,7 +193,7 @@ describe('read-back digest (image_digest)', () => {
   });
 
   it('matches the definition for whole chunks and a shorter last chunk', () => {
-    for (const [size, chunk] of [[data.length, 65536], [3 * 65536, 65536], [100000, 4096], [data.length, 1 << 20]]) {
+    for (const [size, chunk] of [[data.length, 65536], [3 * 65536, 65536], [100000, 4096], [data.length, 4096], [data.length, 1 << 20]]) {
       const r = runLib(`image_digest "$F" ${size} ${chunk}`, { F: file });
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout.trim()).toBe(imageDigest(data, size, chunk));
