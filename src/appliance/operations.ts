@@ -7,25 +7,13 @@ import type { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from './config.js';
-import type { Database } from './database.js';
-import type { EventLog } from './events.js';
-import type { HostService } from './hosts.js';
-import type { TaskService } from './tasks.js';
-import type { NbdAccess } from './context.js';
+import type { AppContextBase, NbdAccess } from './context.js';
 import { OperationError, type ProgressUpdate } from './control-protocol.js';
 import { parseDuration } from './config.js';
 import { setAdminPassword, createApiToken } from './users.js';
 import type { ImageStore } from '../imaging/image-store.js';
-import type { Logger } from '../log.js';
 
-export interface Core {
-  readonly config: Config;
-  readonly logger: Logger;
-  readonly db: Database;
-  readonly events: EventLog;
-  readonly hosts: HostService;
-  readonly tasks: TaskService;
+export interface Core extends Omit<AppContextBase, 'nbd' | 'services'> {
   readonly store: ImageStore;
   /** Present only inside a running server: NBD URLs need a live NBD listener. */
   readonly nbd: NbdAccess | null;

@@ -3,6 +3,7 @@
  * the real store (or a thin adapter over it); tests may pass the real store too.
  */
 import { isValidImageName } from '../imaging/names.js';
+import type { ImageSummary } from '../imaging/types.js';
 
 export interface CatalogVersion {
   readonly version: number;
@@ -18,15 +19,8 @@ export interface CatalogVersion {
   readonly storedBytes: number;
 }
 
-export interface CatalogImageSummary {
-  readonly name: string;
-  readonly latestVersion: number;
-  readonly size: number;
-  readonly storedBytes: number;
-  /** Number of versions kept. */
-  readonly versions: number;
-  readonly created: string;
-}
+/** One line of the image list: the store's own summary. */
+export type CatalogImageSummary = ImageSummary;
 
 export interface CatalogPartition {
   readonly index: number;
