@@ -16,7 +16,7 @@ export interface NbdServerOptions {
   readonly maxConnections?: number;
   /** A client that has not finished the handshake by then is dropped. Default 30 s. */
   readonly handshakeTimeoutMs?: number;
-  /** Bytes one connection may hold in in-flight requests and unsent replies before it stops reading. Default 64 MiB. */
+  /** Bytes one connection may hold in in-flight requests and unsent replies before it stops reading. Default 16 MiB: with several connections per client and several clients, this is what bounds the memory of a capture. */
   readonly maxInflightBytes?: number;
   /** Requests one connection may have in flight. Default 64. */
   readonly maxInflightRequests?: number;
@@ -119,7 +119,7 @@ export class NbdServer {
       logger: this.log,
       isShuttingDown: () => this.closing,
       handshakeTimeoutMs: this.o.handshakeTimeoutMs ?? 30_000,
-      maxInflightBytes: this.o.maxInflightBytes ?? 64 * 1024 * 1024,
+      maxInflightBytes: this.o.maxInflightBytes ?? 16 * 1024 * 1024,
       maxInflightRequests: this.o.maxInflightRequests ?? 64,
       hooks: {
         attached: (_c, n) => {
