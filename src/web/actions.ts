@@ -12,6 +12,14 @@ import type { WakeSender } from './wol.js';
 
 export type HostState = 'idle' | 'task pending' | 'imaging' | 'failed';
 
+/** What a technician may change on a host: its name, image, and how it leaves iPXE. */
+export interface HostPatchInput {
+  name?: string;
+  assignedImage?: string | null;
+  localBoot?: 'exit' | 'sanboot' | null;
+  efiLoader?: 'snponly.efi' | 'ipxe.efi';
+}
+
 export function hostState(host: HostRecord, tasks: readonly TaskRecord[]): HostState {
   const mine = tasks.filter((t) => t.mac === host.mac);
   const active = mine.find(isActive);
@@ -63,7 +71,7 @@ export class Actions {
     return this.ctx.hosts.add(requireMac(mac), name === '' ? undefined : name);
   }
 
-  async updateHost(mac: string, patch: { name?: string; assignedImage?: string | null; localBoot?: 'exit' | 'sanboot' | null }): Promise<HostRecord> {
+  async updateHost(mac: string, patch: HostPatchInput): Promise<HostRecord> {
     this.ctx.hosts.require(requireMac(mac));
     if (patch.assignedImage !== undefined && patch.assignedImage !== null) {
       requireImageName(patch.assignedImage);

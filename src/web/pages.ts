@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { isActive } from '../appliance/tasks.js';
 import { checkLogin, createApiToken, hasAdmin, listApiTokens, revokeApiToken, setAdminPassword, setupTokenValid, ADMIN_USERNAME, UserError } from '../appliance/users.js';
-import { hostState, type Actions } from './actions.js';
+import { hostState, type Actions, type HostPatchInput } from './actions.js';
 import { diskUsage, requestHost } from './api.js';
 import { SESSION_COOKIE, safeNext } from './auth.js';
 import type { WebContext } from './context.js';
@@ -62,7 +62,13 @@ function sendHtml(reply: FastifyReply, body: string | SafeHtml, status = 200): F
 }
 
 const FormMac = Type.Object({ mac: Type.String({ maxLength: 64 }), name: Type.Optional(Type.String({ maxLength: 64 })), _csrf: Type.Optional(Type.String()) });
-const FormHost = Type.Object({ name: Type.Optional(Type.String({ maxLength: 64 })), assignedImage: Type.Optional(Type.String({ maxLength: 64 })), _csrf: Type.Optional(Type.String()) });
+const FormHost = Type.Object({
+  name: Type.Optional(Type.String({ maxLength: 64 })),
+  assignedImage: Type.Optional(Type.String({ maxLength: 64 })),
+  localBoot: Type.Optional(Type.Union([Type.Literal(''), Type.Literal('exit'), Type.Literal('sanboot')])),
+  efiLoader: Type.Optional(Type.Union([Type.Literal('snponly.efi'), Type.Literal('ipxe.efi')])),
+  _csrf: Type.Optional(Type.String()),
+});
 const FormTask = Type.Object({ image: Type.Optional(Type.String({ maxLength: 64 })), wake: Type.Optional(Type.String({ maxLength: 8 })), _csrf: Type.Optional(Type.String()) });
 const FormRename = Type.Object({ to: Type.String({ pattern: IMAGE_PATTERN }), _csrf: Type.Optional(Type.String()) });
 const FormLogin = Type.Object({ username: Type.String({ maxLength: 128 }), password: Type.String({ maxLength: 1024 }), next: Type.Optional(Type.String({ maxLength: 500 })), _csrf: Type.Optional(Type.String()) });
@@ -178,9 +184,11 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   });
 
   app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormHost> }>('/hosts/:mac', { schema: { ...hide, params: MacParams, body: FormHost } }, async (req, reply) => {
-    const patch: { name?: string; assignedImage?: string | null } = {};
+    const patch: HostPatchInput = {};
     if (req.body.name !== undefined) patch.name = req.body.name.trim();
     if (req.body.assignedImage !== undefined) patch.assignedImage = req.body.assignedImage === '' ? null : req.body.assignedImage;
+    if (req.body.localBoot !== undefined) patch.localBoot = req.body.localBoot === '' ? null : req.body.localBoot;
+    if (req.body.efiLoader !== undefined) patch.efiLoader = req.body.efiLoader;
     const host = await actions.updateHost(req.params.mac, patch);
     setFlash(req, `Saved ${host.name || host.mac}.`);
     return reply.redirect(`/hosts/${host.mac}`, 303);

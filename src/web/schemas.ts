@@ -43,6 +43,7 @@ export const HostPatch = Type.Object({
   name: Type.Optional(HostName),
   assignedImage: Type.Optional(Type.Union([ImageName, Type.Null()])),
   localBoot: Type.Optional(Type.Union([Type.Literal('exit'), Type.Literal('sanboot'), Type.Null()])),
+  efiLoader: Type.Optional(Type.Union([Type.Literal('snponly.efi'), Type.Literal('ipxe.efi')])),
 }, { additionalProperties: false });
 
 export const Progress = Type.Object({ bytes: Type.Number(), total: Type.Number(), percent: Type.Number(), mbps: Type.Number(), etaSeconds: Type.Union([Type.Number(), Type.Null()]) });

@@ -43,6 +43,10 @@ describe('hosts API', () => {
     expect(list.body.find((x: { mac: string }) => x.mac === '52:54:00:00:00:11')).toMatchObject({ registered: false, ip: '10.0.0.11', firmware: 'uefi' });
     const patched = await api().patch('/api/v1/hosts/52:54:00:00:00:11').set(auth).send({ name: 'Desk 11', assignedImage: 'win11' }).expect(200);
     expect(patched.body).toMatchObject({ name: 'Desk 11', assignedImage: 'win11', registered: true });
+    const boot = await api().patch('/api/v1/hosts/52:54:00:00:00:11').set(auth).send({ localBoot: 'sanboot', efiLoader: 'ipxe.efi' }).expect(200);
+    expect(boot.body).toMatchObject({ localBoot: 'sanboot', efiLoader: 'ipxe.efi' });
+    expect(h.ctx.hosts.get('52:54:00:00:00:11')).toMatchObject({ localBoot: 'sanboot', efiLoader: 'ipxe.efi' });
+    await api().patch('/api/v1/hosts/52:54:00:00:00:11').set(auth).send({ efiLoader: 'evil.efi' }).expect(400);
     await api().get('/api/v1/hosts/52-54-00-00-00-11').set(auth).expect(200);
     await api().delete('/api/v1/hosts/52:54:00:00:00:10').set(auth).expect(204);
     await api().get('/api/v1/hosts/52:54:00:00:00:10').set(auth).expect(404);

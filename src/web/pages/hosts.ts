@@ -88,6 +88,15 @@ ${csrfField(d.csrf)}
 <h2>Name and image</h2>
 <label>Name <input name="name" value="${h.name}" maxlength="64" placeholder="e.g. Reception 2"></label>
 <label>Assigned image <select name="assignedImage">${imageOptions(d.images, h.assignedImage, 'none')}</select></label>
+<label>Leaving for the local disk (BIOS) <select name="localBoot">
+<option value="" ${h.localBoot === null ? 'selected' : ''}>server default</option>
+<option value="exit" ${h.localBoot === 'exit' ? 'selected' : ''}>exit to the BIOS</option>
+<option value="sanboot" ${h.localBoot === 'sanboot' ? 'selected' : ''}>sanboot drive 0x80 (for BIOSes that hang after exit)</option>
+</select></label>
+<label>UEFI network loader <select name="efiLoader">
+<option value="snponly.efi" ${h.efiLoader === 'snponly.efi' ? 'selected' : ''}>snponly.efi (uses the firmware's network driver)</option>
+<option value="ipxe.efi" ${h.efiLoader === 'ipxe.efi' ? 'selected' : ''}>ipxe.efi (iPXE's own drivers; try when snponly fails)</option>
+</select></label>
 <button>${h.registered ? 'Save' : 'Register'}</button>
 </form>
 <section class="card"><h2>Hardware</h2>
