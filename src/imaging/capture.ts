@@ -79,6 +79,30 @@ function addRange(r: number[], s: number, e: number): number[] {
   return out;
 }
 
+/** Cuts `slices` (one payload in order) into consecutive parts of the pieces' lengths, as views. */
+function splitSlices(slices: readonly Buffer[], pieces: readonly { len: number }[]): Buffer[][] {
+  const out: Buffer[][] = [];
+  let si = 0;
+  let so = 0;
+  for (const p of pieces) {
+    const part: Buffer[] = [];
+    let left = p.len;
+    while (left > 0) {
+      const b = slices[si];
+      const n = Math.min(b.length - so, left);
+      part.push(so === 0 && n === b.length ? b : b.subarray(so, so + n));
+      left -= n;
+      so += n;
+      if (so === b.length) {
+        si++;
+        so = 0;
+      }
+    }
+    out.push(part);
+  }
+  return out;
+}
+
 export type CommitFn = (capture: Capture) => Promise<VersionInfo>;
 
 export class Capture {
@@ -191,11 +215,22 @@ export class Capture {
     return out;
   }
 
-  async write(offset: number, data: Buffer): Promise<void> {
+  /** `data` may be one buffer or its pieces in order (e.g. views of socket reads); none is kept after this resolves. */
+  async write(offset: number, data: Buffer | readonly Buffer[]): Promise<void> {
     this.checkOpen();
-    this.checkRange(offset, data.length);
-    this.written += data.length;
-    await Promise.all(this.pieces(offset, data.length).map((p) => this.enqueue(p.idx, () => this.apply(p.idx, p.start, p.len, data.subarray(p.at, p.at + p.len)))));
+    const slices: readonly Buffer[] = Buffer.isBuffer(data) ? [data] : data;
+    let length = 0;
+    for (const b of slices) length += b.length;
+    this.checkRange(offset, length);
+    this.written += length;
+    const pieces = this.pieces(offset, length);
+    if (pieces.length === 1) {
+      const p = pieces[0];
+      await this.enqueue(p.idx, () => this.apply(p.idx, p.start, p.len, slices));
+    } else {
+      const parts = splitSlices(slices, pieces);
+      await Promise.all(pieces.map((p, i) => this.enqueue(p.idx, () => this.apply(p.idx, p.start, p.len, parts[i]))));
+    }
     await this.backpressure();
   }
 
@@ -270,11 +305,16 @@ export class Capture {
     return p;
   }
 
-  private async apply(idx: number, start: number, len: number, src: Buffer | null): Promise<void> {
+  /** `src`: the piece's bytes in order (copied straight into the chunk buffer), or null for zeroes. */
+  private async apply(idx: number, start: number, len: number, src: readonly Buffer[] | null): Promise<void> {
     const p = await this.bufferOf(idx);
     const buf = p.buf as Buffer;
-    if (src) src.copy(buf, start);
-    else buf.fill(0, start, start + len);
+    if (src) {
+      let pos = start;
+      for (const b of src) pos += b.copy(buf, pos);
+    } else {
+      buf.fill(0, start, start + len);
+    }
     p.covered = addRange(p.covered, start, start + len);
     if (p.covered.length === 2 && p.covered[0] === 0 && p.covered[1] === buf.length) {
       this.dropPartial(idx, p);

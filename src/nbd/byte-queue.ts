@@ -43,6 +43,32 @@ export class ByteQueue {
     return out;
   }
 
+  /**
+   * Consumes n bytes and returns them as views of the received chunks, in order, without copying.
+   * Caller must have checked `length >= n`. The views share memory with socket chunks, which Node
+   * allocates fresh for every read, so they stay valid; callers still drop them once used.
+   */
+  takeSlices(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const first = this.chunks[0];
+      const avail = first.length - this.head;
+      if (avail > left) {
+        out.push(first.subarray(this.head, this.head + left));
+        this.head += left;
+        left = 0;
+      } else {
+        out.push(this.head === 0 ? first : first.subarray(this.head));
+        left -= avail;
+        this.chunks.shift();
+        this.head = 0;
+      }
+    }
+    this.total -= n;
+    return out;
+  }
+
   /** Drops up to n bytes; returns how many were dropped. */
   skip(n: number): number {
     const want = Math.min(n, this.total);

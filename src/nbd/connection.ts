@@ -267,7 +267,8 @@ export class NbdConnection {
       case 'writePayload': {
         const h = this.pendingWrite!;
         if (q.length < h.length) return false;
-        const payload = q.take(h.length);
+        // Views of the socket chunks, not one assembled copy: a vectored export copies them once.
+        const payload = q.takeSlices(h.length);
         this.pendingWrite = undefined;
         this.state = 'request';
         this.dispatch(h, payload);
@@ -308,7 +309,7 @@ export class NbdConnection {
   // ---------------------------------------------------------------------------------------
   // Requests
 
-  private dispatch(h: RequestHeader, payload: Buffer | undefined): void {
+  private dispatch(h: RequestHeader, payload: readonly Buffer[] | undefined): void {
     const tx = this.tx!;
     if (h.type === CMD.DISC) {
       this.discReceived = true;
@@ -340,7 +341,7 @@ export class NbdConnection {
         waitFor.push(r.settled);
       }
     }
-    const bytes = h.type === CMD.READ ? h.length : (payload?.length ?? 0);
+    const bytes = h.type === CMD.READ || payload !== undefined ? h.length : 0;
     const rec: InFlight = { type: h.type, start, end, bytes, settled: Promise.resolve() };
     this.inflight.add(rec);
     this.inflightBytes += bytes;
@@ -360,7 +361,7 @@ export class NbdConnection {
       });
   }
 
-  private async execute(h: RequestHeader, offset: number, payload: Buffer | undefined): Promise<void> {
+  private async execute(h: RequestHeader, offset: number, payload: readonly Buffer[] | undefined): Promise<void> {
     const { negotiated } = this.tx!;
     const exp = negotiated.export;
     const fua = (h.flags & CMD_FLAG.FUA) !== 0;
@@ -375,7 +376,11 @@ export class NbdConnection {
           return;
         }
         case CMD.WRITE: {
-          if (h.length > 0) await exp.write(offset, payload!, fua);
+          if (h.length > 0) {
+            const slices = payload!;
+            if (exp.writev) await exp.writev(offset, slices, fua);
+            else await exp.write(offset, slices.length === 1 ? slices[0] : Buffer.concat(slices, h.length), fua);
+          }
           this.wrote(fua);
           this.replyOk(h);
           this.transfer('write', offset, h.length);

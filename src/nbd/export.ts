@@ -88,6 +88,12 @@ export interface NbdExport {
 
   read(offset: number, length: number): Promise<ReadPiece[]>;
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  /**
+   * Optional vectored write: `slices` are the payload in order (total length > 0), views of socket
+   * buffers handed over without assembling them. The export must copy what it keeps and hold no
+   * slice after the returned promise settles. Without it the server concatenates and calls write().
+   */
+  writev?(offset: number, slices: readonly Buffer[], fua: boolean): Promise<void>;
   writeZeroes(offset: number, length: number, options: WriteZeroesOptions): Promise<void>;
   trim(offset: number, length: number, fua: boolean): Promise<void>;
   flush(): Promise<void>;

@@ -77,6 +77,33 @@ describe('captures', () => {
     expect(v.digest).toBe(imageDigest(perChunk));
   });
 
+  it('accepts a write as a list of slices that straddle chunk boundaries', async () => {
+    const size = 3 * MiB + 777;
+    const disk = mixedDisk(size, 5);
+    const cap = store.beginCapture('sliced', { size, source: 'test' });
+    // Uneven slices, like socket reads: 100 KiB, then 64 KiB pieces, then odd remainders.
+    const sliced = (o: number, n: number): Buffer[] => {
+      const out: Buffer[] = [];
+      let at = o;
+      let step = 100 * 1024;
+      while (at < o + n) {
+        const k = Math.min(step, o + n - at);
+        out.push(disk.subarray(at, at + k));
+        at += k;
+        step = 64 * 1024 + 3;
+      }
+      return out;
+    };
+    await cap.write(MiB - 5000, sliced(MiB - 5000, MiB + 10_000)); // spans chunks 0, 1 and 2
+    await cap.write(0, sliced(0, MiB - 5000));
+    await cap.write(2 * MiB + 5000, sliced(2 * MiB + 5000, size - 2 * MiB - 5000)); // into the short last chunk
+    await cap.write(2 * MiB + 5000, []); // an empty list writes nothing
+    await cap.flush();
+    await cap.commit();
+    expect(cap.bytesWritten).toBe(size);
+    expect((await readAll(store, 'sliced')).equals(disk)).toBe(true);
+  });
+
   it('bounds RAM by spilling partial chunks to a temp file', async () => {
     const size = 16 * MiB;
     const disk = randomBytes(size);

@@ -173,4 +173,19 @@ describe('ByteQueue', () => {
     expect(q.take(3).toString()).toBe('fgh');
     expect(q.length).toBe(0);
   });
+
+  it('hands out a payload as in-order views of the received chunks', () => {
+    const q = new ByteQueue();
+    const a = Buffer.from('abc');
+    q.push(a);
+    q.push(Buffer.from('defg'));
+    q.push(Buffer.from('hij'));
+    q.skip(1);
+    const s = q.takeSlices(7);
+    expect(s.map((b) => b.toString())).toEqual(['bc', 'defg', 'h']);
+    expect(s[0].buffer).toBe(a.buffer); // a view, not a copy
+    expect(q.length).toBe(2);
+    expect(q.take(2).toString()).toBe('ij');
+    expect(q.takeSlices(0)).toEqual([]);
+  });
 });

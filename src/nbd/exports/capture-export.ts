@@ -179,6 +179,12 @@ export class CaptureExport implements NbdExport {
     return this.tracked('write', offset, data.length, fua, () => this.capture.write(offset, data));
   }
 
+  writev(offset: number, slices: readonly Buffer[], fua: boolean): Promise<void> {
+    let n = 0;
+    for (const b of slices) n += b.length;
+    return this.tracked('write', offset, n, fua, () => this.capture.write(offset, slices));
+  }
+
   writeZeroes(offset: number, length: number, options: WriteZeroesOptions): Promise<void> {
     return this.tracked('write zeroes', offset, length, options.fua, () => this.capture.writeZeroes(offset, length));
   }

@@ -48,6 +48,13 @@ export function observeExport(inner: NbdExport, observer: TransferObserver): Nbd
       await inner.write(offset, buf, fua);
       observer.onWrite?.(buf.length);
     },
+    async writev(offset: number, slices: readonly Buffer[], fua: boolean): Promise<void> {
+      let n = 0;
+      for (const b of slices) n += b.length;
+      if (inner.writev) await inner.writev(offset, slices, fua);
+      else await inner.write(offset, slices.length === 1 ? slices[0] : Buffer.concat(slices, n), fua);
+      observer.onWrite?.(n);
+    },
     async writeZeroes(offset: number, length: number, options: WriteZeroesOptions): Promise<void> {
       await inner.writeZeroes(offset, length, options);
       observer.onZero?.(length);
