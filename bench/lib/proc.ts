@@ -1,5 +1,6 @@
 /** Child processes for benches: running commands, free ports, nbdkit, and sampling a process's RSS and CPU. */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { run } from '../../test/lib/run.js';
 import { readFileSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -13,18 +14,10 @@ export interface CommandResult {
   readonly ms: number;
 }
 
-export function runCommand(cmd: string, args: readonly string[], onSpawn?: (p: ChildProcess) => void): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: performance.now() - t0 }));
-    onSpawn?.(p);
-  });
+export async function runCommand(cmd: string, args: readonly string[], onSpawn?: (p: ChildProcess) => void): Promise<CommandResult> {
+  const t0 = performance.now();
+  const r = await run(cmd, args, onSpawn);
+  return { ...r, ms: performance.now() - t0 };
 }
 
 /** Throws with the command's stderr when it did not exit 0. */

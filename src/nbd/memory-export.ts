@@ -80,12 +80,7 @@ export class MemoryExport implements NbdExport {
 
   async read(offset: number, length: number): Promise<ReadPiece[]> {
     const pieces: ReadPiece[] = [];
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      const idx = Math.floor(pos / this.chunkSize);
-      const within = pos - idx * this.chunkSize;
-      const n = Math.min(this.chunkSize - within, end - pos);
+    for (const { idx, within, n, pos } of this.spans(offset, length)) {
       const chunk = this.chunks.get(idx);
       const last = pieces[pieces.length - 1];
       if (chunk === undefined) {
@@ -97,7 +92,6 @@ export class MemoryExport implements NbdExport {
         if (last !== undefined && last.kind === 'data') pieces[pieces.length - 1] = { kind: 'data', offset: last.offset, data: Buffer.concat([last.data, data]) };
         else pieces.push({ kind: 'data', offset: pos, data });
       }
-      pos += n;
     }
     return pieces;
   }
@@ -152,36 +146,34 @@ export class MemoryExport implements NbdExport {
     return this.chunks.size;
   }
 
-  private writeSync(offset: number, data: Buffer): void {
-    let pos = 0;
-    while (pos < data.length) {
-      const abs = offset + pos;
-      const idx = Math.floor(abs / this.chunkSize);
-      const within = abs - idx * this.chunkSize;
-      const n = Math.min(this.chunkSize - within, data.length - pos);
-      const src = data.subarray(pos, pos + n);
-      let chunk = this.chunks.get(idx);
-      if (chunk === undefined) {
-        // Writing zeroes into a hole keeps it a hole, as a sparse file would after detection.
-        if (isZero(src)) {
-          pos += n;
-          continue;
-        }
-        chunk = Buffer.alloc(this.chunkSize);
-        this.chunks.set(idx, chunk);
-      }
-      src.copy(chunk, within);
+  /** The pieces of [offset, offset+length) that fall in each chunk, in order. */
+  private *spans(offset: number, length: number): Generator<{ idx: number; within: number; n: number; pos: number }> {
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const idx = Math.floor(pos / this.chunkSize);
+      const within = pos - idx * this.chunkSize;
+      const n = Math.min(this.chunkSize - within, end - pos);
+      yield { idx, within, n, pos };
       pos += n;
     }
   }
 
+  private writeSync(offset: number, data: Buffer): void {
+    for (const { idx, within, n, pos } of this.spans(offset, data.length)) {
+      const src = data.subarray(pos - offset, pos - offset + n);
+      let chunk = this.chunks.get(idx);
+      if (chunk === undefined) {
+        // Writing zeroes into a hole keeps it a hole, as a sparse file would after detection.
+        if (isZero(src)) continue;
+        chunk = Buffer.alloc(this.chunkSize);
+        this.chunks.set(idx, chunk);
+      }
+      src.copy(chunk, within);
+    }
+  }
+
   private zero(offset: number, length: number, mayPunch: boolean): void {
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      const idx = Math.floor(pos / this.chunkSize);
-      const within = pos - idx * this.chunkSize;
-      const n = Math.min(this.chunkSize - within, end - pos);
+    for (const { idx, within, n } of this.spans(offset, length)) {
       const chunk = this.chunks.get(idx);
       if (chunk !== undefined) {
         if (mayPunch && n === this.chunkSize) this.chunks.delete(idx);
@@ -190,7 +182,6 @@ export class MemoryExport implements NbdExport {
         // NO_HOLE: the range must end up allocated.
         this.chunks.set(idx, Buffer.alloc(this.chunkSize));
       }
-      pos += n;
     }
   }
 }
