@@ -168,6 +168,23 @@ describe('without a server (directly on the data directory)', () => {
     expect(JSON.parse(gc.stdout).removedChunks).toBeGreaterThan(0);
   });
 
+  it('sets the admin password from two lines of stdin and creates an API token', async () => {
+    const differ = await cli(['admin', 'passwd'], Buffer.from('first-password\nsecond-password\n'));
+    expect(differ.code).toBe(2);
+    expect(differ.stderr).toMatch(/differ/);
+    const ok = await cli(['admin', 'passwd'], Buffer.from('correct horse battery\ncorrect horse battery\n'));
+    expect(ok.code, ok.stderr).toBe(0);
+    const db = JSON.parse(await readFile(path.join(data, 'state', 'netclone.json'), 'utf8')) as { users: Array<{ username: string; passwordHash: string }>; apiTokens: unknown[] };
+    expect(db.users).toHaveLength(1);
+    expect(db.users[0].username).toBe('admin');
+    expect(db.users[0].passwordHash).not.toContain('correct horse');
+    const token = await cli(['admin', 'token', 'create', '--name', 'scripts']);
+    expect(token.code, token.stderr).toBe(0);
+    expect(token.stdout.trim()).toMatch(/^nct_[A-Za-z0-9_-]{20,}$/);
+    const after = JSON.parse(await readFile(path.join(data, 'state', 'netclone.json'), 'utf8')) as { apiTokens: Array<{ name: string }> };
+    expect(after.apiTokens.map((t) => t.name)).toContain('scripts');
+  });
+
   it('rejects unknown commands, flags and bad values with exit status 2', async () => {
     expect((await cli(['image', 'frob'])).code).toBe(2);
     const r = await cli(['image', 'list', '--colour']);
