@@ -8,8 +8,9 @@
  *    the path a real vendor PXE ROM takes (ROM → undionly.kpxe → script) is the path
  *    every BIOS PC takes. undionly reports chip "undionly", which ends the hop: no loop.
  * 2. A queued or booting task → the imaging client.
- * 3. A registered PC with nothing to do → its local disk at once.
- * 4. An unknown or unregistered PC → the menu, which times out to the local disk.
+ * 3. No task → the menu (capture, deploy, register, local disk), which times out to the
+ *    local disk: a technician at the PC can start work there, an unattended PC boots its
+ *    disk after the timeout. A registered PC's menu says so and drops "register".
  */
 import type { HostRecord, LocalBoot, TaskRecord } from '../appliance/database.js';
 
@@ -25,7 +26,7 @@ export type BootDecision =
   | { readonly kind: 'chain-undionly'; readonly reason: string }
   | { readonly kind: 'client'; readonly task: TaskRecord; readonly reason: string }
   | { readonly kind: 'local'; readonly method: LocalBoot; readonly reason: string }
-  | { readonly kind: 'menu'; readonly method: LocalBoot; readonly reason: string };
+  | { readonly kind: 'menu'; readonly method: LocalBoot; readonly registered: boolean; readonly reason: string };
 
 export interface PolicyOptions {
   readonly defaultLocalBoot: LocalBoot;
@@ -50,6 +51,6 @@ export function decideBoot(
     // means the PC restarted mid-transfer, which must not start the client again.
     return { kind: 'local', method, reason: `task ${task.id} is ${task.state}; not restarting the client` };
   }
-  if (host.registered) return { kind: 'local', method, reason: 'registered PC, no task' };
-  return { kind: 'menu', method, reason: 'PC not registered yet' };
+  if (host.registered) return { kind: 'menu', method, registered: true, reason: 'registered PC, no task: menu' };
+  return { kind: 'menu', method, registered: false, reason: 'PC not registered yet: menu' };
 }

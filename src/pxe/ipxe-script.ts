@@ -68,23 +68,30 @@ export function scriptLocal(method: LocalBoot, reason: string): string {
   return ['#!ipxe', `echo netclone: ${safe(reason)}`, ...localBootLines(method), ''].join('\n');
 }
 
-export function scriptMenu(ctx: ScriptContext, method: LocalBoot, images: readonly string[]): string {
+export interface MenuHost {
+  readonly registered: boolean;
+  /** The name an operator gave the PC, shown in the menu's title; '' for none. */
+  readonly name: string;
+}
+
+export function scriptMenu(ctx: ScriptContext, method: LocalBoot, images: readonly string[], host: MenuHost): string {
   const action = (what: string): string =>
     `chain http://${ctx.httpBase}/boot/ipxe/action?mac=\${net0/mac}&platform=\${platform}&do=${what} || goto local`;
   const lines = [
     '#!ipxe',
-    `menu netclone - PC ${safe(ctx.mac)}`,
-    'item --gap This PC is not registered with netclone.',
+    `menu netclone - PC ${safe(host.name ? `${host.name} (${ctx.mac})` : ctx.mac)}`,
+    host.registered
+      ? 'item --gap This PC is registered; it has no task.'
+      : 'item --gap This PC is not registered with netclone.',
     'item local     Boot the local disk',
     'item capture   Capture this PC into a new image',
     ...(images.length > 0 ? ['item deploy    Deploy an image onto this PC (erases its disk)'] : []),
-    'item register  Register this PC (then boot the local disk)',
+    ...(host.registered ? [] : ['item register  Register this PC (then boot the local disk)']),
     `choose --timeout ${ctx.menuTimeoutSeconds * 1000} --default local selected || goto local`,
     'goto ${selected}',
     ':capture',
     action('capture'),
-    ':register',
-    action('register'),
+    ...(host.registered ? [] : [':register', action('register')]),
   ];
   if (images.length > 0) {
     lines.push(':deploy', 'menu Deploy which image? This erases the disk of this PC.');

@@ -97,7 +97,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
         case 'local':
           return scriptReply(reply, scriptLocal(decision.method, decision.reason));
         case 'menu':
-          return scriptReply(reply, scriptMenu(sctx, decision.method, await ctx.imageNames()));
+          return scriptReply(reply, scriptMenu(sctx, decision.method, await ctx.imageNames(), { registered: decision.registered, name: host.name }));
       }
     });
 

@@ -28,11 +28,12 @@ describe('boot policy', () => {
     expect(decideBoot(host(), task('running'), { platform: 'efi', chip: null }, opts).kind).toBe('local');
   });
 
-  it('sends a registered PC without a task to its disk, with its own local boot method on BIOS', () => {
+  it('gives a registered PC without a task the menu, timing out with its own local boot method on BIOS', () => {
     const d = decideBoot(host({ registered: true, localBoot: 'sanboot' }), undefined, { platform: 'pcbios', chip: 'undionly' }, opts);
-    expect(d).toMatchObject({ kind: 'local', method: 'sanboot' });
+    expect(d).toMatchObject({ kind: 'menu', method: 'sanboot', registered: true });
     const e = decideBoot(host({ registered: true, localBoot: 'sanboot' }), undefined, { platform: 'efi', chip: null }, opts);
-    expect(e).toMatchObject({ kind: 'local', method: 'exit' });
+    expect(e).toMatchObject({ kind: 'menu', method: 'exit', registered: true });
+    expect(decideBoot(host(), undefined, { platform: 'efi', chip: null }, opts)).toMatchObject({ kind: 'menu', registered: false });
   });
 });
 
@@ -45,10 +46,23 @@ describe('iPXE scripts', () => {
     expect(s).toMatch(/^initrd --name initrd\.img http:\/\/10\.0\.0\.1:8080\/boot\/client\/initrd\.img/m);
   });
   it('menu times out to the local disk', () => {
-    const s = scriptMenu(ctx, 'exit', ['win11', 'evil${x}']);
+    const s = scriptMenu(ctx, 'exit', ['win11', 'evil${x}'], { registered: false, name: '' });
     expect(s).toContain('choose --timeout 7000 --default local selected');
     expect(s).toMatch(/:local\n.*\nexit/);
     expect(s).not.toContain('evil${x}');
+    expect(s).toContain('item register');
+    expect(s).toContain('do=register');
+  });
+  it('a registered PC\'s menu names it, offers capture, deploy and local disk, not register', () => {
+    const s = scriptMenu(ctx, 'sanboot', ['win11'], { registered: true, name: 'desk-${evil}' });
+    expect(s).toMatch(/^menu netclone - PC desk-__evil_ \(52:54:00:12:34:56\)$/m);
+    expect(s).toContain('This PC is registered');
+    expect(s).toMatch(/^item capture /m);
+    expect(s).toMatch(/^item deploy /m);
+    expect(s).not.toContain('register  ');
+    expect(s).not.toContain('do=register');
+    expect(s).toContain('choose --timeout 7000 --default local selected');
+    expect(s).toMatch(/:local\n.*\nsanboot --no-describe --drive 0x80/);
   });
   it('chains undionly over TFTP and local boot exits', () => {
     const hop = scriptChainUndionly(ctx);

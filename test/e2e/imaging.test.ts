@@ -161,19 +161,19 @@ describe('capture then deploy with the real thin client', () => {
     expect(host).toMatchObject({ firmware: 'uefi', registered: true, assignedImage: 'golden' });
   }, 300_000);
 
-  it('the deployed PC boots again: the script sends it to its local disk, no client is fetched', async () => {
+  it('the deployed PC boots again: no task, so the menu times out to its local disk, no client is fetched', async () => {
     const target = join(lab.tmp, 'target.raw');
     const before = readFileSync(target);
     const mark = server.entries().length;
     const vm = lab.startVm({ name: 'deploy-uefi-reboot', firmware: 'uefi', mac: TARGET_MAC, disk: { path: target, bus: 'nvme', serial: 'NCE2ETGT' } });
     try {
-      await vm.waitSerial(/netclone: registered PC.? no task/);
+      await vm.waitSerial(/This PC is registered; it has no task/);
       await vm.waitSerial(/netclone: booting the local disk[\s\S]*BdsDxe: starting Boot\d+/, 60_000);
     } finally {
       await vm.kill();
     }
     const log = server.since(mark);
-    expect(decisions(log, TARGET_MAC)).toEqual(['local']);
+    expect(decisions(log, TARGET_MAC)).toEqual(['menu']);
     expect(clientFetches(log)).toEqual([]);
     expect(vm.serial()).not.toContain('netclone: deploy of image');
     expect(readFileSync(target).equals(before)).toBe(true);
