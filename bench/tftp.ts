@@ -4,7 +4,7 @@
  * of several runs per configuration is reported.
  *   npx tsx bench/tftp.ts
  * Knobs: NETCLONE_BENCH_TFTP_RUNS (runs per mode, default 5), NETCLONE_BENCH_TFTP_MODE (`plain` or
- * `window`: run one mode only).
+ * `window`: run one mode only), NETCLONE_BENCH_TFTP_BUSY_POLL_MS (our server's busy-poll window; 0 = off).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -19,6 +19,8 @@ import { TftpServer } from '../src/pxe/tftp/server.js';
 const FILE_MB = 32;
 const RUNS = Math.max(1, Number(process.env.NETCLONE_BENCH_TFTP_RUNS ?? 5) || 5);
 const ONLY = process.env.NETCLONE_BENCH_TFTP_MODE;
+/** Our server's busy-poll window (TftpServerOptions.busyPollMs); unset = the server's default. */
+const BUSY_POLL_MS = process.env.NETCLONE_BENCH_TFTP_BUSY_POLL_MS === undefined ? undefined : Number(process.env.NETCLONE_BENCH_TFTP_BUSY_POLL_MS);
 
 export interface TftpBenchMode {
   readonly label: string;
@@ -77,7 +79,7 @@ export async function benchTftp(): Promise<TftpBenchResult> {
   const root = await mkdtemp(path.join(tmpdir(), 'nctftp-bench-'));
   const content = randomFillSync(Buffer.alloc(FILE_MB * 1024 * 1024));
   await writeFile(path.join(root, 'bench.bin'), content);
-  const server = new TftpServer({ root, port: 0, bindAddress: '127.0.0.1', logger: nullLogger() });
+  const server = new TftpServer({ root, port: 0, bindAddress: '127.0.0.1', logger: nullLogger(), busyPollMs: BUSY_POLL_MS });
   let ref: { child: ChildProcess; port: number } | undefined;
   try {
     await server.start();

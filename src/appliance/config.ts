@@ -42,6 +42,8 @@ export interface Config {
   /** Secure cookie flag for the admin session; off by default because the appliance serves plain HTTP on the LAN. */
   readonly secureCookies: boolean;
   readonly arm64BootFile: string;
+  /** TFTP keeps the event loop polling for ACKs during transfers (src/pxe/tftp/busy-poll.ts). */
+  readonly tftpBusyPoll: boolean;
 }
 
 /** The directory of the netclone checkout or installed package (holds `images/` and `boot/`). */
@@ -60,12 +62,13 @@ export class ConfigError extends Error {
 export type ConfigKey =
   | 'data' | 'images' | 'boot-dir' | 'listen' | 'nbd-port' | 'http-port' | 'tftp-port' | 'dhcp' | 'interface'
   | 'server-ip' | 'dhcp-range' | 'dhcp-netmask' | 'dhcp-router' | 'dhcp-dns' | 'dhcp-lease-time' | 'keep-versions'
-  | 'log-level' | 'local-boot' | 'menu-timeout' | 'url-ttl' | 'secure-cookies' | 'arm64-boot-file';
+  | 'log-level' | 'local-boot' | 'menu-timeout' | 'url-ttl' | 'secure-cookies' | 'arm64-boot-file'
+  | 'tftp-busy-poll';
 
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   'data', 'images', 'boot-dir', 'listen', 'nbd-port', 'http-port', 'tftp-port', 'dhcp', 'interface', 'server-ip',
   'dhcp-range', 'dhcp-netmask', 'dhcp-router', 'dhcp-dns', 'dhcp-lease-time', 'keep-versions', 'log-level',
-  'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file',
+  'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file', 'tftp-busy-poll',
 ];
 
 export type ConfigOverrides = Partial<Record<ConfigKey, string>>;
@@ -161,6 +164,8 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
   const no = ['no', 'false', 'off', '0'];
   const secure = o['secure-cookies'] ?? 'no';
   if (![...yes, ...no].includes(secure)) throw new ConfigError(`secure-cookies: "${secure}" must be yes or no`);
+  const busyPoll = o['tftp-busy-poll'] ?? 'yes';
+  if (![...yes, ...no].includes(busyPoll)) throw new ConfigError(`tftp-busy-poll: "${busyPoll}" must be yes or no`);
   return {
     dataDir,
     imagesDir: path.resolve(dataDir, o.images ?? 'images'),
@@ -184,5 +189,6 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
     urlTtlSeconds: parseDuration('url-ttl', o['url-ttl'] ?? '1h'),
     secureCookies: yes.includes(secure),
     arm64BootFile: o['arm64-boot-file'] ?? 'ipxe-arm64.efi',
+    tftpBusyPoll: yes.includes(busyPoll),
   };
 }

@@ -121,7 +121,13 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
 
     let tftpPort: number | null = null;
     const tftpRoot = path.join(config.bootDir, 'loaders');
-    const tftp = new TftpServer({ root: tftpRoot, port: config.tftpPort, bindAddress: config.listen, logger });
+    const tftp = new TftpServer({
+      root: tftpRoot,
+      port: config.tftpPort,
+      bindAddress: config.listen,
+      logger,
+      busyPollMs: config.tftpBusyPoll ? 1 : 0,
+    });
     try {
       await tftp.start();
       tftpPort = tftp.address().port;

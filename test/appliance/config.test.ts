@@ -35,6 +35,12 @@ describe('config', () => {
     expect(() => resolveConfig({ dhcp: 'full', 'dhcp-range': '10.0.0.9-10.0.0.1' })).toThrow(/after end/);
     expect(() => resolveConfig({ 'keep-versions': '0' })).toThrow(/keep-versions/);
     expect(() => resolveConfig({ interface: 'eth0; rm -rf /' })).toThrow(/interface/);
+    expect(() => resolveConfig({ 'tftp-busy-poll': 'sometimes' })).toThrow(/tftp-busy-poll.*yes or no/);
+  });
+
+  it('polls for TFTP ACKs by default; tftp-busy-poll = no turns it off', () => {
+    expect(resolveConfig({}).tftpBusyPoll).toBe(true);
+    expect(resolveConfig({ 'tftp-busy-poll': 'no' }).tftpBusyPoll).toBe(false);
   });
 
   it('accepts a full-mode pool', () => {

@@ -15,6 +15,7 @@ import { MAX_BLKSIZE, negotiateRead } from './negotiate.js';
 import { resolveInRoot } from './paths.js';
 import { FileCache, openSource } from './source.js';
 import { ReadTransfer, type TransferInfo } from './transfer.js';
+import { BusyPoll } from './busy-poll.js';
 
 export type { TransferInfo, TransferStatus } from './transfer.js';
 
@@ -36,6 +37,11 @@ export interface TftpServerOptions {
   readonly maxBlksize?: number;
   /** Largest windowsize granted. Default 64. */
   readonly maxWindowsize?: number;
+  /**
+   * After each DATA send, keep the event loop polling this long for the ACK instead of sleeping
+   * (see busy-poll.ts). Default 1 ms; 0 turns it off.
+   */
+  readonly busyPollMs?: number;
 }
 
 const CACHE = { maxFileBytes: 8 * 1024 * 1024, maxTotalBytes: 64 * 1024 * 1024 };
@@ -48,6 +54,7 @@ export class TftpServer {
   private readonly maxTransfers: number;
   private readonly maxBlksize: number;
   private readonly maxWindowsize: number;
+  private readonly busyPoll: BusyPoll;
   private readonly cache = new FileCache(CACHE);
   private readonly transfers = new Set<ReadTransfer>();
   private socket: Socket | undefined;
@@ -63,6 +70,7 @@ export class TftpServer {
     this.maxTransfers = opts.maxTransfers ?? 256;
     this.maxBlksize = Math.min(opts.maxBlksize ?? MAX_BLKSIZE, MAX_BLKSIZE);
     this.maxWindowsize = opts.maxWindowsize ?? 64;
+    this.busyPoll = new BusyPoll(opts.busyPollMs ?? 1);
   }
 
   async start(): Promise<void> {
@@ -244,6 +252,7 @@ export class TftpServer {
       source,
       negotiated,
       retries: this.retries,
+      busyPoll: this.busyPoll,
       logger: this.log,
       onDone: (info) => {
         this.transfers.delete(transfer);

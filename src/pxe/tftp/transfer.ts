@@ -21,6 +21,7 @@ import type { Logger } from '../../log.js';
 import { ErrorCode, Opcode, encodeError, encodeOack, tryDecodePacket, writeDataHeader } from './codec.js';
 import type { Negotiated } from './negotiate.js';
 import type { BlockSource } from './source.js';
+import type { BusyPoll } from './busy-poll.js';
 
 export type TransferStatus = 'complete' | 'client-abort' | 'timeout' | 'error' | 'stopped';
 
@@ -60,6 +61,8 @@ export interface TransferParams {
   readonly source: BlockSource;
   readonly negotiated: Negotiated;
   readonly retries: number;
+  /** Shared by the server's transfers: kicked after each send so the ACK is seen without a wake-up. */
+  readonly busyPoll?: BusyPoll;
   readonly logger: Logger;
   readonly onDone: (info: TransferInfo) => void;
 }
@@ -255,8 +258,11 @@ export class ReadTransfer {
       this.nextToSend = n + 1;
       sent = true;
     }
-    // Timeout counts from the last send, so a slow disk read does not eat the client's time.
-    if (sent && this.retriesUsed === 0) this.timer?.refresh();
+    if (sent) {
+      this.p.busyPoll?.kick();
+      // Timeout counts from the last send, so a slow disk read does not eat the client's time.
+      if (this.retriesUsed === 0) this.timer?.refresh();
+    }
   }
 
   private loadThenPump(start: number, end: number): void {
