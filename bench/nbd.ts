@@ -207,9 +207,11 @@ export async function benchNbd(opts: NbdBenchOptions = {}): Promise<NbdBenchResu
     const capture = async (): Promise<void> => {
       const ours: Run[] = [];
       const ref: Run[] = [];
+      const stores: string[] = [];
       for (let i = 0; i < reps; i++) {
         // A fresh store each time: every chunk is compressed, written and fsynced, as for a new PC.
         const store = join(dir, `capture-${i}`);
+        stores.push(store);
         await srv.openStore(store);
         const name = await srv.capture(store, 'disk', size);
         let digest = '';
@@ -220,18 +222,23 @@ export async function benchNbd(opts: NbdBenchOptions = {}): Promise<NbdBenchResu
         );
         if (digest !== imported.digest) throw new Error(`captured image digest ${digest} differs from the imported one ${imported.digest}`);
         await srv.closeStore(store);
-        await rm(store, { recursive: true, force: true });
+        // Not removed until every run is done: ext4 without a journal (this machine's root) scans past
+        // recently deleted inodes on every file it creates, so deleting one store's ~600 chunk files
+        // just before the next run would make that run pay for the benchmark's own cleanup, and the
+        // freed blocks would make nbdkit's next allocation cheaper than ours.
 
-        const target = join(dir, 'target.img');
+        // nbdkit's targets stay too, so both servers write into a filesystem in the same state.
+        const target = join(dir, `target-${i}.img`);
+        stores.push(target);
         await emptySparseFile(target, size);
         const k = await startNbdkit(target, kitPid);
         try {
           ref.push(await timedCopy('capture (nbdkit)', k.pid, ['--flush', diskPath, k.uri]));
         } finally {
           await k.stop();
-          await rm(target, { force: true });
         }
       }
+      for (const store of stores) await rm(store, { recursive: true, force: true });
       scenario('capture (nbdcopy --flush, new store)', ours, ref, { ratio: 0.5, mbps: 400 });
 
       const again: Run[] = [];
