@@ -1,5 +1,6 @@
 /** The bench's handle on the child process running our NBD server (server-child.ts). */
 import { fork, type ChildProcess } from 'node:child_process';
+import { SERVER_NODE_FLAGS } from '../../src/appliance/node-flags.js';
 import { fileURLToPath } from 'node:url';
 import type { CommittedVersion, ReadyMessage, ServerReply, ServerRequest } from './server-protocol.js';
 
@@ -39,7 +40,9 @@ export class ServerChild {
 
   static async start(opts: ServerChildOptions = {}): Promise<ServerChild> {
     const entry = fileURLToPath(new URL('./server-child.ts', import.meta.url));
-    const child = fork(entry, [], { execArgv: ['--import', 'tsx', ...(opts.nodeArgs ?? [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // The flags the shipped server runs with, so the bench measures what ships.
+    const execArgv = ['--import', 'tsx', ...SERVER_NODE_FLAGS, ...(opts.nodeArgs ?? [])];
+    const child = fork(entry, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const port = await new Promise<number>((resolve, reject) => {
       const onMsg = (m: ReadyMessage): void => {
         if (m.ready) {
