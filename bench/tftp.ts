@@ -113,6 +113,11 @@ export async function benchTftp(): Promise<TftpBenchResult> {
   }
 }
 
+/** One line per mode for the driver's summary table. */
+export function summarizeTftp(r: TftpBenchResult): string {
+  return r.modes.map((m) => `${m.label}: ${m.ours.toFixed(1)} vs in.tftpd ${m.reference.toFixed(1)} MB/s, ${m.ratio.toFixed(2)}×`).join('; ');
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const r = await benchTftp();
   for (const m of r.modes) {
