@@ -100,6 +100,21 @@ async function timedCopy(what: string, serverPid: number, args: readonly string[
   return { ms, sample: sampler.stop() };
 }
 
+/** Runs one nbdcopy per argument list at once (several PCs deploying together); throws if any fails. */
+async function timedCopies(what: string, serverPid: number, argLists: readonly (readonly string[])[]): Promise<Run> {
+  const sampler = sampleProcess(serverPid);
+  const t0 = performance.now();
+  try {
+    const results = await Promise.all(argLists.map((args) => runCommand('nbdcopy', args)));
+    results.forEach((r, i) => assertOk(`${what}: nbdcopy ${argLists[i].join(' ')}`, r));
+  } catch (e) {
+    sampler.stop();
+    throw e;
+  }
+  const ms = performance.now() - t0;
+  return { ms, sample: sampler.stop() };
+}
+
 /** sha256 of everything an NBD URI serves, through nbdcopy to a pipe (proves the deploy path serves the right bytes). */
 function hashExport(uri: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -121,6 +136,9 @@ async function emptySparseFile(path: string, size: number): Promise<void> {
     await fh.close();
   }
 }
+
+/** Clients in the several-PCs deploy scenario. */
+const CLIENTS = 4;
 
 export async function benchNbd(opts: NbdBenchOptions = {}): Promise<NbdBenchResult> {
   const started = performance.now();
@@ -158,9 +176,9 @@ export async function benchNbd(opts: NbdBenchOptions = {}): Promise<NbdBenchResu
 
     const kitPid = join(dir, 'nbdkit.pid');
     const scenarios: NbdScenario[] = [];
-    const scenario = (name: string, ours: Run[], ref: Run[] | null, target: { ratio?: number; mbps?: number } | null): void => {
-      const o = summarize(size, ours);
-      const r = ref ? summarize(size, ref) : null;
+    const scenario = (name: string, ours: Run[], ref: Run[] | null, target: { ratio?: number; mbps?: number } | null, bytes = size): void => {
+      const o = summarize(bytes, ours);
+      const r = ref ? summarize(bytes, ref) : null;
       const ratio = r ? o.median / r.median : null;
       let met: boolean | null = null;
       const parts: string[] = [];
@@ -199,6 +217,21 @@ export async function benchNbd(opts: NbdBenchOptions = {}): Promise<NbdBenchResu
           const label = variant.length ? 'deploy, --no-extents (every byte)' : 'deploy (nbdcopy → null:)';
           scenario(label, ours, ref, variant.length ? null : { ratio: 1.0 });
         }
+        // A lab deploying one image to several PCs at once: each has its own token, all read the same
+        // version, at their own pace. MB/s is the sum over the clients.
+        const ours: Run[] = [];
+        const ref: Run[] = [];
+        for (let i = -1; i < reps; i++) {
+          const names = await Promise.all(Array.from({ length: CLIENTS }, () => srv.deploy(deployStore, 'disk')));
+          const o = await timedCopies('deploy x4 (ours)', srv.pid, names.map((n) => [srv.uri(n), 'null:']));
+          for (const n of names) await srv.revoke(n);
+          const k = await timedCopies('deploy x4 (nbdkit)', kit.pid, names.map(() => [kit.uri, 'null:']));
+          if (i >= 0) {
+            ours.push(o);
+            ref.push(k);
+          }
+        }
+        scenario(`deploy, ${CLIENTS} clients at once (sum)`, ours, ref, null, CLIENTS * size);
       } finally {
         await kit.stop();
       }
