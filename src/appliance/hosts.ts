@@ -36,6 +36,13 @@ export class HostService {
     return mac ? this.db.data.hosts.find((h) => h.mac === mac) : undefined;
   }
 
+  /** The PC last seen at `ip` (DHCP and boot-script sightings record it), so logs can name it. */
+  byIp(ip: string): HostRecord | undefined {
+    let best: HostRecord | undefined;
+    for (const h of this.db.data.hosts) if (h.ip === ip && (best === undefined || h.lastSeen > best.lastSeen)) best = h;
+    return best;
+  }
+
   require(macInput: string): HostRecord {
     const mac = normalizeMac(macInput);
     if (!mac) throw new HostError(400, `"${macInput}" is not a MAC address (expected aa:bb:cc:dd:ee:ff)`);

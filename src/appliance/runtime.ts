@@ -127,6 +127,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
       bindAddress: config.listen,
       logger,
       busyPollMs: config.tftpBusyPoll ? 1 : 0,
+      macOf: (address) => core.hosts.byIp(address)?.mac,
     });
     try {
       await tftp.start();

@@ -61,6 +61,8 @@ describe('network boot of an unknown PC', () => {
       ]);
       const tftp = tftpEnds(log, 'undionly.kpxe');
       expect(tftp.map((e) => [e.status, e.bytesAcked])).toEqual([['complete', statSync(join(lab.bootDir, 'loaders', 'undionly.kpxe')).size]]);
+      // TFTP sees only an address; its log names the PC by the MAC DHCP saw at that address.
+      expect(tftp.map((e) => e.mac)).toEqual([mac]);
       // undionly.kpxe came between the two scripts.
       expect(log.indexOf(decisions[0])).toBeLessThan(log.indexOf(tftp[0]));
       expect(log.indexOf(tftp[0])).toBeLessThan(log.indexOf(decisions[1]));
@@ -99,6 +101,7 @@ describe('network boot of an unknown PC', () => {
         ['client-abort', 0],
         ['complete', statSync(join(lab.bootDir, 'loaders', 'snponly.efi')).size],
       ]);
+      expect(tftp.map((e) => e.mac)).toEqual([mac, mac]);
       expect(tftp[0].msg).toMatch(/option negotiation/);
       const hosts = await lab.cliJson<HostJson[]>(['host', 'list']);
       expect(hosts.find((h) => h.mac === mac)).toMatchObject({ mac, firmware: 'uefi', registered: false });
@@ -128,7 +131,7 @@ describe('proxy DHCP next to an office DHCP server', () => {
       expect(serial).not.toContain('could not load undionly.kpxe');
       const log = server.since(mark);
       expect(bootLines(log, mac).map((e) => [e.chip, e.decision])).toEqual([['82540em', 'chain-undionly'], ['undionly', 'menu']]);
-      expect(tftpEnds(log, 'undionly.kpxe').map((e) => e.status)).toEqual(['complete']);
+      expect(tftpEnds(log, 'undionly.kpxe').map((e) => [e.status, e.mac])).toEqual([['complete', mac]]);
       // netclone only answered with proxy offers (boot file, no address).
       const dhcp = log.filter((e) => e.component === 'dhcp' && e.mac === mac && typeof e.step === 'string');
       expect(dhcp.length).toBeGreaterThanOrEqual(2);

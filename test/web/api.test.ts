@@ -52,6 +52,16 @@ describe('hosts API', () => {
     await api().get('/api/v1/hosts/52:54:00:00:00:10').set(auth).expect(404);
   });
 
+  it('names the PC last seen at an address (what the TFTP log uses)', async () => {
+    await h.ctx.hosts.sighted({ mac: '52:54:00:00:00:21', ip: '10.0.0.21', firmware: 'bios' });
+    expect(h.ctx.hosts.byIp('10.0.0.21')?.mac).toBe('52:54:00:00:00:21');
+    expect(h.ctx.hosts.byIp('10.0.0.99')).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 5));
+    // The lease moved to another PC: the newer sighting wins.
+    await h.ctx.hosts.sighted({ mac: '52:54:00:00:00:22', ip: '10.0.0.21', firmware: 'uefi' });
+    expect(h.ctx.hosts.byIp('10.0.0.21')?.mac).toBe('52:54:00:00:00:22');
+  });
+
   it('answers bad input with 400 and a message, never 500', async () => {
     const badMac = await api().post('/api/v1/hosts').set(auth).send({ mac: 'zz:zz' }).expect(400);
     expect(badMac.body.message).toMatch(/mac is not a MAC address/);

@@ -201,7 +201,12 @@ export class DhcpHandler {
     let type: DhcpMessageType;
     if (req.messageType === DhcpMessageType.DISCOVER) type = DhcpMessageType.OFFER;
     else if (req.messageType === DhcpMessageType.REQUEST && req.serverId === this.opts.serverIp) type = DhcpMessageType.ACK;
-    else return undefined; // REQUESTs for another server's address offer are that server's business.
+    else {
+      // A REQUEST for the office server's offer is that server's business, but it names the address
+      // the PC is taking: noting it lets the TFTP and HTTP logs name the PC by its MAC.
+      if (req.messageType === DhcpMessageType.REQUEST && req.requestedIp !== undefined) this.notify(req, req.requestedIp);
+      return undefined;
+    }
     const boot = this.bootFor(req);
     if (!boot) return undefined;
     this.notify(req, undefined);

@@ -42,6 +42,11 @@ export interface TftpServerOptions {
    * (see busy-poll.ts). Default 1 ms; 0 turns it off.
    */
   readonly busyPollMs?: number;
+  /**
+   * The MAC of the PC at an address, if known (from DHCP and boot-script sightings): TFTP sees only
+   * addresses, and a technician follows one PC's boot by its MAC.
+   */
+  readonly macOf?: (address: string) => string | undefined;
 }
 
 const CACHE = { maxFileBytes: 8 * 1024 * 1024, maxTotalBytes: 64 * 1024 * 1024 };
@@ -266,15 +271,24 @@ export class TftpServer {
     });
     this.transfers.add(transfer);
     this.log.info(
-      { client, file, path: resolved.path, size: source.size, mode: req.mode, options: Object.fromEntries(req.options), granted: Object.fromEntries(negotiated.oack) },
+      { client, mac: this.macFor(client.address), file, path: resolved.path, size: source.size, mode: req.mode, options: Object.fromEntries(req.options), granted: Object.fromEntries(negotiated.oack) },
       'tftp transfer start',
     );
     transfer.start();
   }
 
+  private macFor(address: string): string | undefined {
+    try {
+      return this.opts.macOf?.(address);
+    } catch {
+      return undefined; // a lookup failure must not cost the transfer, only the log field
+    }
+  }
+
   private logEnd(info: TransferInfo): void {
     const fields = {
       client: info.client,
+      mac: this.macFor(info.client.address),
       file: info.file,
       status: info.status,
       size: info.size,

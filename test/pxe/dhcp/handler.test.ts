@@ -111,6 +111,22 @@ describe('proxy mode', () => {
     expect(await h.handle(pxeRequest([10, 9, 0, 2]), FROM68, 'dhcp')).toBeUndefined();
   });
 
+  it('notes the address a PXE client requests from the office server, without answering', async () => {
+    const seen: PxeRequestInfo[] = [];
+    const h = handler('proxy', { hooks: { onPxeRequest: (i) => seen.push(i) } });
+    const officeRequest = rawPacket({
+      xid: 10,
+      mac: MAC,
+      options: [...opt(53, [3]), ...opt(54, [10, 9, 0, 2]), ...opt(50, [10, 9, 0, 77]), ...opt(93, [0, 0]), ...opt(60, 'PXEClient:Arch:00000:UNDI:002001'), 255],
+    });
+    expect(await h.handle(officeRequest, FROM68, 'dhcp')).toBeUndefined();
+    expect(seen).toMatchObject([{ mac: MAC, arch: 0, ip: '10.9.0.77' }]);
+    // A non-PXE client's REQUEST stays invisible in proxy mode.
+    const plain = rawPacket({ xid: 11, mac: '52:54:00:00:00:09', options: [...opt(53, [3]), ...opt(54, [10, 9, 0, 2]), ...opt(50, [10, 9, 0, 78]), 255] });
+    expect(await h.handle(plain, FROM68, 'dhcp')).toBeUndefined();
+    expect(seen).toHaveLength(1);
+  });
+
   it('port 4011 REQUEST gets a unicast ACK to the source with the boot file', async () => {
     const from = { address: '10.9.0.77', port: 68 };
     const out = await handler('proxy').handle(ovmfDiscover(10, MAC, 3, '10.9.0.77'), from, 'proxy');

@@ -14,7 +14,10 @@ interface LogLine {
   level: number;
   msg: string;
   file?: string;
+  mac?: string;
 }
+
+const PC_MAC = '52:54:00:aa:bb:cc';
 
 describe('TftpServer against real clients', () => {
   let root: string;
@@ -50,6 +53,7 @@ describe('TftpServer against real clients', () => {
       timeoutMs: 100,
       retries: 4,
       onTransfer: (info) => transfers.push(info),
+      macOf: (address) => (address === '127.0.0.1' ? PC_MAC : undefined),
     });
     await server.start();
     port = server.address().port;
@@ -66,6 +70,12 @@ describe('TftpServer against real clients', () => {
     const r = await run('tftp', ['127.0.0.1', String(port), '-m', 'binary', '-c', 'get', 'undionly.kpxe', dest]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect((await readFile(dest)).equals(loader)).toBe(true);
+    // A technician follows one PC's boot by its MAC: both ends of the transfer name it.
+    const mine = logs.filter((l) => l.file === 'undionly.kpxe');
+    expect(mine.map((l) => [l.msg, l.mac])).toEqual([
+      ['tftp transfer start', PC_MAC],
+      ['tftp transfer end', PC_MAC],
+    ]);
   });
 
   it('serves byte-exact to atftp with blksize 1468 and windowsize 8', async () => {
