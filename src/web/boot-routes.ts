@@ -149,13 +149,15 @@ export function bootRoutes(ctx: BootRoutesContext) {
     app.get<{ Params: { file: string } }>('/boot/client/:file', async (req, reply) => {
       const rel = CLIENT_FILES[req.params.file];
       if (!rel) return reply.code(404).type('text/plain').send('no such client file\n');
-      ctx.logger.info({ ip: req.ip, file: req.params.file }, 'boot: serving the imaging client');
+      const ip = req.ip.replace(/^::ffff:/, '');
+      ctx.logger.info({ ip, mac: ctx.hosts.byIp(ip)?.mac, file: req.params.file }, 'boot: serving the imaging client');
       return sendFile(reply, path.join(ctx.config.bootDir, rel), 'the imaging client (run npm run build:client)');
     });
 
     app.get<{ Params: { file: string } }>('/boot/:file', async (req, reply) => {
       if (!LOADER_FILES.has(req.params.file)) return reply.code(404).type('text/plain').send('no such boot file\n');
-      ctx.logger.info({ ip: req.ip, file: req.params.file }, 'boot: serving an iPXE loader over HTTP');
+      const ip = req.ip.replace(/^::ffff:/, '');
+      ctx.logger.info({ ip, mac: ctx.hosts.byIp(ip)?.mac, file: req.params.file }, 'boot: serving an iPXE loader over HTTP');
       return sendFile(reply, path.join(ctx.config.bootDir, 'loaders', req.params.file), 'the iPXE loader (run npm run setup:boot)');
     });
   };

@@ -52,7 +52,8 @@ let source: SourceDisk;
 /** Measured sizes, kept as an artifact (test-artifacts/e2e/imaging.results.json) for people reading a run. */
 const results: Record<string, unknown> = {};
 
-const clientFetches = (log: LogEntry[]): unknown[] => log.filter((e) => e.component === 'boot' && e.msg === 'boot: serving the imaging client').map((e) => e.file);
+const clientFetchEntries = (log: LogEntry[]): LogEntry[] => log.filter((e) => e.component === 'boot' && e.msg === 'boot: serving the imaging client');
+const clientFetches = (log: LogEntry[]): unknown[] => clientFetchEntries(log).map((e) => e.file);
 const decisions = (log: LogEntry[], mac: string): unknown[] => log.filter((e) => e.component === 'boot' && e.mac === mac && typeof e.decision === 'string').map((e) => e.decision);
 
 async function createTask(kind: 'capture' | 'deploy', mac: string, image: string): Promise<TaskJson> {
@@ -95,6 +96,8 @@ describe('capture then deploy with the real thin client', () => {
     const log = server.since(mark);
     expect(decisions(log, SOURCE_MAC)).toEqual(['chain-undionly', 'client']);
     expect(clientFetches(log)).toEqual(['vmlinuz', 'initrd.img']);
+    // The kernel and initrd URLs carry no MAC; the log names the PC from its address.
+    expect(clientFetchEntries(log).map((e) => e.mac)).toEqual([SOURCE_MAC, SOURCE_MAC]);
 
     const done = await showTask(task.id);
     expect(done).toMatchObject({ state: 'done', disk: { name: 'sda', size: DISK_SIZE, logicalSectorSize: 512, serial: 'NCE2ESRC' }, result: { version: 1 } });
@@ -142,6 +145,7 @@ describe('capture then deploy with the real thin client', () => {
     const log = server.since(mark);
     expect(decisions(log, TARGET_MAC)).toEqual(['client']);
     expect(clientFetches(log)).toEqual(['vmlinuz', 'initrd.img']);
+    expect(clientFetchEntries(log).map((e) => e.mac)).toEqual([TARGET_MAC, TARGET_MAC]);
 
     const done = await showTask(task.id);
     expect(done).toMatchObject({ state: 'done', disk: { name: 'nvme0n1', size: DISK_SIZE, serial: 'NCE2ETGT' }, result: { version: 1, digest } });
