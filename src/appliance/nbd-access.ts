@@ -6,6 +6,7 @@
 import type { ExportRefusal, ExportResolver, NbdExport, PeerInfo } from '../nbd/export.js';
 import { observeExport, type TransferObserver } from '../nbd/filters/observe.js';
 import { newToken } from './tokens.js';
+import { plainAddress } from './addresses.js';
 import type { Logger } from '../log.js';
 
 export interface OpenedExport {
@@ -40,8 +41,7 @@ interface Grant {
 
 /** IPv4-mapped IPv6 ("::ffff:10.0.0.5") and plain IPv4 name the same PC. */
 function sameAddress(a: string, b: string): boolean {
-  const strip = (s: string): string => s.replace(/^::ffff:/, '');
-  return strip(a) === strip(b);
+  return plainAddress(a) === plainAddress(b);
 }
 
 export class NbdGrants implements ExportResolver {

@@ -14,6 +14,7 @@ import type { TaskService } from '../appliance/tasks.js';
 import { normalizeMac } from '../appliance/mac.js';
 import { decideBoot, type IpxePlatform } from '../pxe/boot-policy.js';
 import { scriptChainUndionly, scriptClient, scriptLocal, scriptMenu, type ScriptContext } from '../pxe/ipxe-script.js';
+import { plainAddress } from '../appliance/addresses.js';
 import type { Logger } from '../log.js';
 
 export interface BootRoutesContext {
@@ -28,7 +29,7 @@ export interface BootRoutesContext {
 /** The address:port the PC reached us on, unless the operator pinned one. */
 export function httpBaseFor(req: FastifyRequest, config: Config): string {
   if (config.serverIp) return `${config.serverIp}:${config.httpPort}`;
-  const local = (req.socket.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
+  const local = plainAddress(req.socket.localAddress ?? '127.0.0.1');
   const host = local.includes(':') ? `[${local}]` : local;
   return `${host}:${req.socket.localPort ?? config.httpPort}`;
 }
@@ -76,7 +77,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
       const platform = platformOf(req.query.platform);
       const { host, isNew } = await ctx.hosts.sighted({
         mac,
-        ip: req.ip.replace(/^::ffff:/, ''),
+        ip: plainAddress(req.ip),
         firmware: firmwareOf(platform, req.query.arch),
         arch: typeof req.query.arch === 'string' ? req.query.arch.slice(0, 32) : null,
       });
@@ -149,14 +150,14 @@ export function bootRoutes(ctx: BootRoutesContext) {
     app.get<{ Params: { file: string } }>('/boot/client/:file', async (req, reply) => {
       const rel = CLIENT_FILES[req.params.file];
       if (!rel) return reply.code(404).type('text/plain').send('no such client file\n');
-      const ip = req.ip.replace(/^::ffff:/, '');
+      const ip = plainAddress(req.ip);
       ctx.logger.info({ ip, mac: ctx.hosts.byIp(ip)?.mac, file: req.params.file }, 'boot: serving the imaging client');
       return sendFile(reply, path.join(ctx.config.bootDir, rel), 'the imaging client (run npm run build:client)');
     });
 
     app.get<{ Params: { file: string } }>('/boot/:file', async (req, reply) => {
       if (!LOADER_FILES.has(req.params.file)) return reply.code(404).type('text/plain').send('no such boot file\n');
-      const ip = req.ip.replace(/^::ffff:/, '');
+      const ip = plainAddress(req.ip);
       ctx.logger.info({ ip, mac: ctx.hosts.byIp(ip)?.mac, file: req.params.file }, 'boot: serving an iPXE loader over HTTP');
       return sendFile(reply, path.join(ctx.config.bootDir, 'loaders', req.params.file), 'the iPXE loader (run npm run setup:boot)');
     });

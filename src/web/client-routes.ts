@@ -11,6 +11,7 @@ import type { HostService } from '../appliance/hosts.js';
 import type { TaskService } from '../appliance/tasks.js';
 import { TransferError, type ExportSource, type TransferService } from '../appliance/transfers.js';
 import { normalizeMac } from '../appliance/mac.js';
+import { plainAddress } from '../appliance/addresses.js';
 import { httpBaseFor } from './boot-routes.js';
 import type { Logger } from '../log.js';
 
@@ -93,7 +94,7 @@ export function clientRoutes(ctx: ClientRoutesContext) {
         return reply.code(409).send({ error: `image ${task.image} has no committed version` });
       }
       ctx.logger.info({ mac, task: task.id }, 'client fetched its task');
-      await ctx.tasks.note(task, `client ${req.ip.replace(/^::ffff:/, '')} fetched the task`);
+      await ctx.tasks.note(task, `client ${plainAddress(req.ip)} fetched the task`);
       return {
         id: task.id,
         kind: task.kind,
@@ -123,7 +124,7 @@ export function clientRoutes(ctx: ClientRoutesContext) {
 
     app.post<{ Body: Static<typeof StartSchema> }>('/api/client/v1/start', { schema: { body: StartSchema } }, async (req, reply) => {
       const task = req.clientTask as TaskRecord;
-      const ip = req.ip.replace(/^::ffff:/, '');
+      const ip = plainAddress(req.ip);
       const nbdHost = httpBaseFor(req, ctx.config).replace(/:\d+$/, '');
       try {
         const uri = await ctx.transfers.start(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.nbdPort);
