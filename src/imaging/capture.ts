@@ -1,31 +1,35 @@
 /**
- * A capture: a new version being written, in any order and in pieces, as nbdcopy or qemu-img do.
+ * A capture: a new version being written, in any order and in pieces, as nbdcopy or qemu-img do, or
+ * rewritten over and over, as a filesystem on nbd-client does.
  *
  * Each chunk is a small state machine, and every operation on one chunk runs on that chunk's own
- * promise chain, so pieces for different chunks proceed in parallel while pieces of one chunk never race.
- * A chunk's bytes live in a reused, uninitialized buffer until every byte has been written (or zeroed);
- * bytes never written are zeroed when the buffer is read, spilled or stored. A full chunk is handed to a
- * codec worker, which hashes it, compresses it and writes its file unless the store already has it, in
- * the background; the buffer comes back for the next chunk. At most `maxPartialChunks` buffers stay
- * in RAM: older partial ones are spilled to a sparse temp file and read back when written again; at most
- * `maxPendingChunks` chunks wait for encoding before write() waits (backpressure). Writing a chunk that was
- * already stored loads it back, merges and stores it again. Whole-chunk zeroes and trims become holes
- * without buffering. commit() zero-fills what was never written.
+ * promise chain, so pieces for different chunks proceed in parallel while operations on one chunk run
+ * strictly in the order they were accepted. A chunk being written lives in a buffer (its bytes plus
+ * the ranges written so far); bytes never written read as zero. Buffers stay in RAM, full or not,
+ * until more than `maxPartialChunks` are held: then the least recently used one is evicted on its own
+ * chain (a full one is handed to a codec worker, which hashes, compresses and stores it; a partial one
+ * is spilled to a sparse temp file). Writing a chunk that was already stored loads it back first. So
+ * a chunk rewritten while it is hot costs no store at all, and one evicted and rewritten later
+ * supersedes its stored file, which the chunk store drops at once if only this capture used it.
+ * At most `maxPendingChunks` evictions run before writes wait (backpressure). Whole-chunk zeroes and
+ * trims become holes without buffering. commit() stores what is still buffered.
  *
  * Every connection shares this one object, so a read on any connection sees every completed write.
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { chunkCountFor, chunkLength, hashAt } from './manifest.js';
+import { chunkCountFor, chunkLength } from './manifest.js';
 import { tempName } from './durable.js';
-import type { ImagePiece, StoreContext, VersionInfo } from './types.js';
+import { ChunkTable } from './chunk-table.js';
+import type { ChunkBuffer } from './codec-pool.js';
+import type { HashPin, ImagePiece, StoreContext, VersionInfo } from './types.js';
 
 export interface CaptureOptions {
   readonly size: number;
   readonly sectorSize?: number;
   readonly source: string;
-  /** Partial chunk buffers kept in RAM before spilling (default 32, i.e. 32 MiB with 1 MiB chunks). */
+  /** Chunk buffers kept in RAM before evicting (default 32, i.e. 32 MiB with 1 MiB chunks). */
   readonly maxPartialChunks?: number;
-  /** Full chunks waiting for a worker before writes wait (default 16). */
+  /** Evictions (stores or spills) in flight before writes wait (default 16). */
   readonly maxPendingChunks?: number;
 }
 
@@ -37,11 +41,12 @@ export class CaptureClosedError extends Error {
 }
 
 interface PartialChunk {
-  buf: Buffer | null;
+  /** null while spilled. */
+  buf: ChunkBuffer | null;
   /** Covered byte ranges within the chunk, flat [start, end, start, end, …], sorted and merged. */
   covered: number[];
   lastUse: number;
-  spillQueued: boolean;
+  evictQueued: boolean;
 }
 
 type CaptureState = 'open' | 'committing' | 'committed' | 'aborted';
@@ -105,20 +110,18 @@ function splitSlices(slices: readonly Buffer[], pieces: readonly { len: number }
 
 export type CommitFn = (capture: Capture) => Promise<VersionInfo>;
 
-export class Capture {
+export class Capture implements HashPin {
   readonly size: number;
   readonly sectorSize: number;
   readonly chunkSize: number;
   readonly source: string;
   readonly chunkCount: number;
-  /** chunkCount × 32 bytes; zero entry = hole or never written. Also this capture's gc pin. */
-  hashes: Buffer;
-  sizes: Uint32Array;
-  private done: Uint8Array;
+  /** Settled chunks: stored (hash, file size) or holes. Also this capture's gc pin. */
+  readonly table: ChunkTable;
   private readonly partial = new Map<number, PartialChunk>();
   private readonly chains = new Map<number, Promise<void>>();
-  private readonly finalizing = new Set<Promise<void>>();
-  private readonly spilling = new Set<Promise<void>>();
+  private readonly evicting = new Set<Promise<void>>();
+  private readonly releasing = new Set<Promise<void>>();
   private roomWaiters: Array<() => void> = [];
   private readonly maxPartial: number;
   private readonly maxPending: number;
@@ -130,6 +133,7 @@ export class Capture {
   private failure: Error | null = null;
   private abortReason: string | undefined;
   private written = 0;
+  private committing: Promise<VersionInfo> | null = null;
 
   constructor(
     private readonly ctx: StoreContext,
@@ -144,12 +148,14 @@ export class Capture {
     this.chunkSize = chunkSize;
     this.source = opts.source;
     this.chunkCount = chunkCountFor(this.size, chunkSize);
-    this.hashes = Buffer.alloc(this.chunkCount * 32);
-    this.sizes = new Uint32Array(this.chunkCount);
-    this.done = new Uint8Array(Math.ceil(this.chunkCount / 8));
+    this.table = new ChunkTable(this.chunkCount);
     this.maxPartial = Math.max(2, opts.maxPartialChunks ?? 32);
     this.maxPending = Math.max(1, opts.maxPendingChunks ?? 16);
     ctx.addPin(this);
+  }
+
+  hashBlocks(): Iterable<Buffer> {
+    return this.table.hashBlocks();
   }
 
   /** Bytes accepted so far, zeroes and trims included. */
@@ -161,7 +167,7 @@ export class Capture {
     return this.state;
   }
 
-  /** Partial chunks currently buffered in RAM (for tests and metrics). */
+  /** Chunk buffers currently held in RAM (for tests and metrics). */
   get bufferedChunks(): number {
     return this.inMemory;
   }
@@ -189,14 +195,6 @@ export class Capture {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new RangeError(`range ${offset}+${length} is outside the ${this.size}-byte capture of ${this.name}`);
     }
-  }
-
-  private isDone(i: number): boolean {
-    return (this.done[i >> 3] & (1 << (i & 7))) !== 0;
-  }
-
-  private setDone(i: number): void {
-    this.done[i >> 3] |= 1 << (i & 7);
   }
 
   /** Splits [offset, offset+length) into per-chunk pieces. */
@@ -257,113 +255,124 @@ export class Capture {
     return Promise.all(this.pieces(offset, length).map((p) => this.enqueue(p.idx, () => this.readPiece(p.idx, p.start, p.len, offset + p.at))));
   }
 
-  /** Waits until every accepted write has been buffered or stored; reports a failed chunk store. */
+  /**
+   * Waits until every accepted write has been applied and every eviction has finished; reports a
+   * failed chunk store. Nothing of an uncommitted capture survives a restart, so there is nothing
+   * to make durable before commit() (which stores and fsyncs everything before the manifest).
+   */
   async flush(): Promise<void> {
     await this.drain();
     if (this.failure) throw this.failure;
   }
 
   private async drain(): Promise<void> {
-    while (this.chains.size > 0 || this.finalizing.size > 0 || this.spilling.size > 0) {
-      await Promise.all([...this.chains.values(), ...this.finalizing, ...this.spilling]);
+    while (this.chains.size > 0 || this.evicting.size > 0 || this.releasing.size > 0) {
+      await Promise.all([...this.chains.values(), ...this.evicting, ...this.releasing]);
     }
   }
 
   private async backpressure(): Promise<void> {
-    // A waiter list, not Promise.race(this.finalizing): with hundreds of writes waiting, every race
+    // A waiter list, not Promise.race(this.evicting): with hundreds of writes waiting, every race
     // added a reaction to every pending chunk and every completion woke them all (measured in bench/nbd.ts).
-    while (this.finalizing.size > this.maxPending) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+    while (this.evicting.size > this.maxPending) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
     if (this.failure) throw this.failure;
   }
 
   private wakeRoomWaiters(): void {
-    if (this.finalizing.size > this.maxPending || this.roomWaiters.length === 0) return;
+    if (this.evicting.size > this.maxPending || this.roomWaiters.length === 0) return;
     const waiters = this.roomWaiters;
     this.roomWaiters = [];
     for (const w of waiters) w();
   }
 
+  private noteFailure(e: unknown, idx: number, what: string): void {
+    this.failure ??= e instanceof Error ? e : new Error(String(e));
+    this.ctx.log.error({ image: this.name, chunk: idx, err: this.failure.message }, `${what} failed; the capture will not commit`);
+  }
+
+  /** A buffer holding chunk `idx` as it reads now: stored bytes, zeroes for a hole, or nothing written yet. */
   private async loadPartial(idx: number): Promise<PartialChunk> {
     const clen = chunkLength(this.size, this.chunkSize, idx);
     const buf = this.ctx.pool.acquire(clen);
     let covered: number[] = [];
-    if (this.isDone(idx)) {
-      const hash = hashAt(this.hashes, idx);
-      if (hash !== null) (await this.ctx.loadChunk(hash, { image: `${this.name} (capture)`, offset: idx * this.chunkSize })).copy(buf);
+    if (this.table.isSettled(idx)) {
+      const hash = this.table.hashOf(idx);
+      // Pooled buffers hold another chunk's old bytes: a hole must be zeroed before it counts as covered.
+      if (hash === null) buf.bytes.fill(0);
+      else (await this.ctx.loadChunk(hash, { image: `${this.name} (capture)`, offset: idx * this.chunkSize })).copy(buf.bytes);
       covered = [0, clen];
     }
-    const p: PartialChunk = { buf, covered, lastUse: ++this.tick, spillQueued: false };
+    const p: PartialChunk = { buf, covered, lastUse: ++this.tick, evictQueued: false };
     this.partial.set(idx, p);
     this.inMemory++;
     return p;
   }
 
-  private async bufferOf(idx: number): Promise<PartialChunk> {
+  private async bufferOf(idx: number): Promise<ChunkBuffer> {
     const p = this.partial.get(idx) ?? (await this.loadPartial(idx));
     if (p.buf === null) await this.unspill(idx, p);
     p.lastUse = ++this.tick;
-    return p;
+    return p.buf as ChunkBuffer;
   }
 
   /** `src`: the piece's bytes in order (copied straight into the chunk buffer), or null for zeroes. */
   private async apply(idx: number, start: number, len: number, src: readonly Buffer[] | null): Promise<void> {
-    const p = await this.bufferOf(idx);
-    const buf = p.buf as Buffer;
+    const buf = (await this.bufferOf(idx)).bytes;
     if (src) {
       let pos = start;
       for (const b of src) pos += b.copy(buf, pos);
     } else {
       buf.fill(0, start, start + len);
     }
+    const p = this.partial.get(idx) as PartialChunk;
     p.covered = addRange(p.covered, start, start + len);
-    if (p.covered.length === 2 && p.covered[0] === 0 && p.covered[1] === buf.length) {
-      this.dropPartial(idx, p);
-      this.startFinalize(idx, buf);
-    } else {
-      this.maybeSpill();
-    }
+    this.maybeEvict();
+  }
+
+  private isFull(idx: number, p: PartialChunk): boolean {
+    return p.covered.length === 2 && p.covered[0] === 0 && p.covered[1] === chunkLength(this.size, this.chunkSize, idx);
   }
 
   private dropPartial(idx: number, p: PartialChunk, release = false): void {
     if (release && p.buf !== null) this.ctx.pool.release(p.buf);
     this.partial.delete(idx);
-    if (p.buf !== null && !p.spillQueued) this.inMemory--;
-    p.spillQueued = false;
+    if (p.buf !== null && !p.evictQueued) this.inMemory--;
+    p.evictQueued = false;
   }
 
-  private startFinalize(idx: number, buf: Buffer): void {
-    const pr = this.enqueue(idx, () => this.finalize(idx, buf)).catch((e: unknown) => {
-      this.failure ??= e instanceof Error ? e : new Error(String(e));
-      this.ctx.log.error({ image: this.name, chunk: idx, err: this.failure.message }, 'storing a captured chunk failed; the capture will not commit');
-    });
-    this.finalizing.add(pr);
-    void pr.finally(() => {
-      this.finalizing.delete(pr);
-      this.wakeRoomWaiters();
-    });
+  /** Records chunk `idx` as stored (or a hole) and lets go of the file it replaces. */
+  private settle(idx: number, hash: string | null, stored: number): void {
+    const old = this.table.set(idx, hash, stored);
+    if (old !== null) this.releaseHash(old);
   }
 
-  /** `buf` must be fully initialized; it is transferred to a worker and released to the pool afterwards. */
-  private async finalize(idx: number, buf: Buffer): Promise<void> {
+  private releaseHash(hash: string): void {
+    const pr = this.ctx.chunks.release(hash).catch((e: unknown) => {
+      this.ctx.log.warn({ image: this.name, chunk: hash, err: (e as Error).message }, 'dropping a superseded chunk failed; gc will remove it');
+    });
+    this.releasing.add(pr);
+    void pr.finally(() => this.releasing.delete(pr));
+  }
+
+  /** Hands a fully initialized chunk to a codec worker; `chunk` is spent. */
+  private async store(idx: number, chunk: ChunkBuffer): Promise<void> {
     const { pool, chunks, compressionLevel, tmpDir } = this.ctx;
-    let out = await pool.store(buf, compressionLevel, chunks.dir, tmpDir);
+    let epoch = chunks.unlinkEpoch;
+    let out = await pool.store(chunk, compressionLevel, chunks.dir, tmpDir);
     try {
       if (out.zero) {
-        this.hashes.fill(0, idx * 32, idx * 32 + 32);
-        this.sizes[idx] = 0;
-        this.setDone(idx);
+        this.settle(idx, null, 0);
         return;
       }
-      let stored = await chunks.adopt(out.hash, out.stored, out.existed);
+      let stored = await chunks.adopt(out.hash, out.stored, out.existed, out.fresh, epoch);
       if (stored === null) {
-        // gc removed the file the worker found; write it again (adopt has told gc to keep it now).
+        // gc or a release unlinked the file the worker found; write it again (adopt waited for the unlink).
+        epoch = chunks.unlinkEpoch;
         out = await pool.store(out.data, compressionLevel, chunks.dir, tmpDir, true);
-        stored = await chunks.adopt(out.hash, out.stored, out.existed);
+        stored = await chunks.adopt(out.hash, out.stored, out.existed, out.fresh, epoch);
         if (stored === null) throw new Error(`chunk ${out.hash} vanished right after it was written; check the store's disk`);
       }
-      this.hashes.write(out.hash, idx * 32, 32, 'hex');
-      this.sizes[idx] = stored;
-      this.setDone(idx);
+      this.settle(idx, out.hash, stored);
     } finally {
       pool.release(out.data);
     }
@@ -372,9 +381,7 @@ export class Capture {
   private async zeroWhole(idx: number): Promise<void> {
     const p = this.partial.get(idx);
     if (p) this.dropPartial(idx, p, true);
-    this.hashes.fill(0, idx * 32, idx * 32 + 32);
-    this.sizes[idx] = 0;
-    this.setDone(idx);
+    this.settle(idx, null, 0);
   }
 
   private async readPiece(idx: number, start: number, len: number, at: number): Promise<ImagePiece> {
@@ -382,38 +389,62 @@ export class Capture {
     if (p) {
       if (p.buf === null) {
         await this.unspill(idx, p);
-        this.maybeSpill();
+        this.maybeEvict();
       }
-      const buf = p.buf as Buffer;
+      const buf = (p.buf as ChunkBuffer).bytes;
       zeroGaps(buf, p.covered);
       return { kind: 'data', offset: at, data: Buffer.from(buf.subarray(start, start + len)) };
     }
-    const hash = this.isDone(idx) ? hashAt(this.hashes, idx) : null;
+    const hash = this.table.hashOf(idx);
     if (hash === null) return { kind: 'hole', offset: at, length: len };
     const c = await this.ctx.loadChunk(hash, { image: `${this.name} (capture)`, offset: idx * this.chunkSize });
     return { kind: 'data', offset: at, data: c.subarray(start, start + len) };
   }
 
-  private maybeSpill(): void {
+  private maybeEvict(): void {
     while (this.inMemory > this.maxPartial) {
       let victim = -1;
       let oldest = Infinity;
       for (const [i, p] of this.partial) {
-        if (p.buf !== null && !p.spillQueued && p.lastUse < oldest) {
+        if (p.buf !== null && !p.evictQueued && p.lastUse < oldest) {
           oldest = p.lastUse;
           victim = i;
         }
       }
       if (victim < 0) return;
       const vp = this.partial.get(victim) as PartialChunk;
-      vp.spillQueued = true;
+      vp.evictQueued = true;
       this.inMemory--;
-      const pr = this.enqueue(victim, () => this.spill(victim, vp)).catch((e: unknown) => {
-        this.failure ??= e instanceof Error ? e : new Error(String(e));
+      const pr = this.enqueue(victim, () => this.evict(victim, vp)).catch((e: unknown) => this.noteFailure(e, victim, 'evicting a chunk buffer'));
+      this.evicting.add(pr);
+      void pr.finally(() => {
+        this.evicting.delete(pr);
+        this.wakeRoomWaiters();
       });
-      this.spilling.add(pr);
-      void pr.finally(() => this.spilling.delete(pr));
     }
+  }
+
+  /** Stores a full chunk, spills a partial one; keeps one that was used again since it was picked. */
+  private async evict(idx: number, p: PartialChunk): Promise<void> {
+    if (!p.evictQueued) return;
+    p.evictQueued = false;
+    if (this.partial.get(idx) !== p || p.buf === null) return;
+    if (p.lastUse > this.tick - this.maxPartial / 2) {
+      this.inMemory++;
+      return;
+    }
+    const buf = p.buf;
+    if (this.isFull(idx, p)) {
+      this.partial.delete(idx);
+      p.buf = null;
+      await this.store(idx, buf);
+      return;
+    }
+    const fh = await this.spillHandle();
+    zeroGaps(buf.bytes, p.covered);
+    await fh.write(buf.bytes, 0, buf.length, idx * this.chunkSize);
+    p.buf = null;
+    this.ctx.pool.release(buf);
   }
 
   private spillHandle(): Promise<FileHandle> {
@@ -426,42 +457,26 @@ export class Capture {
     return this.spillFile;
   }
 
-  private async spill(idx: number, p: PartialChunk): Promise<void> {
-    if (!p.spillQueued) return;
-    p.spillQueued = false;
-    if (this.partial.get(idx) !== p || p.buf === null) return;
-    if (p.lastUse > this.tick - this.maxPartial / 2) {
-      // Used again since it was picked: keep it in RAM and let the next write pick another victim.
-      this.inMemory++;
-      return;
-    }
-    const fh = await this.spillHandle();
-    const buf = p.buf;
-    zeroGaps(buf, p.covered);
-    await fh.write(buf, 0, buf.length, idx * this.chunkSize);
-    p.buf = null;
-    this.ctx.pool.release(buf);
-  }
-
   private async unspill(idx: number, p: PartialChunk): Promise<void> {
     const clen = chunkLength(this.size, this.chunkSize, idx);
     const buf = this.ctx.pool.acquire(clen);
     const fh = await this.spillHandle();
-    const { bytesRead } = await fh.read(buf, 0, clen, idx * this.chunkSize);
+    const { bytesRead } = await fh.read(buf.bytes, 0, clen, idx * this.chunkSize);
     // Spilled buffers are written whole, so a short read can only be past the end of a sparse file.
-    if (bytesRead < clen) buf.fill(0, bytesRead);
-    if (p.spillQueued) {
-      p.spillQueued = false;
-    } else {
-      this.inMemory++;
-    }
+    if (bytesRead < clen) buf.bytes.fill(0, bytesRead);
     p.buf = buf;
+    this.inMemory++;
   }
 
   /** Stores every remaining chunk (unwritten bytes are zero) and commits the new version. */
-  async commit(): Promise<VersionInfo> {
+  commit(): Promise<VersionInfo> {
     this.checkOpen();
     this.state = 'committing';
+    this.committing = this.runCommit();
+    return this.committing;
+  }
+
+  private async runCommit(): Promise<VersionInfo> {
     try {
       await this.drain();
       if (this.failure) throw this.failure;
@@ -472,29 +487,40 @@ export class Capture {
             const p = this.partial.get(idx);
             if (!p) return;
             if (p.buf === null) await this.unspill(idx, p);
+            const buf = p.buf as ChunkBuffer;
             this.dropPartial(idx, p);
-            const buf = p.buf as Buffer;
-            zeroGaps(buf, p.covered);
-            await this.finalize(idx, buf);
+            zeroGaps(buf.bytes, p.covered);
+            await this.store(idx, buf);
           }),
         );
         await Promise.all(batch);
       }
       await this.drain();
       if (this.failure) throw this.failure;
-      for (let i = 0; i < this.chunkCount; i++) this.setDone(i);
       const info = await this.commitFn(this);
       this.state = 'committed';
       await this.cleanup();
       return info;
     } catch (e) {
-      await this.abort(`commit failed: ${(e as Error).message}`);
+      if (this.state !== 'committed') await this.discard(`commit failed: ${(e as Error).message}`);
       throw e;
     }
   }
 
-  /** Drops the capture: nothing is committed and the previous version stays current. Idempotent. */
+  /**
+   * Drops the capture: nothing is committed and the previous version stays current. Idempotent. A
+   * commit already under way is not interrupted (its manifest may be on its way to disk, naming
+   * these chunks): abort waits for it and leaves its outcome as it is.
+   */
   async abort(reason: string): Promise<void> {
+    if (this.state === 'committing' && this.committing) {
+      await this.committing.catch(() => undefined);
+      return;
+    }
+    await this.discard(reason);
+  }
+
+  private async discard(reason: string): Promise<void> {
     if (this.state === 'aborted' || this.state === 'committed') return;
     this.state = 'aborted';
     this.abortReason = reason;
@@ -502,12 +528,16 @@ export class Capture {
     try {
       await this.drain();
     } catch {
-      // Chunks that failed to store are orphans for gc; nothing else to undo.
+      // Failed stores left nothing to undo: their chunks were never adopted.
     }
+    // The chunk files only this capture wrote go now, so an aborted capture does not keep the disk full.
+    for (const h of this.table.storedHashes()) this.releaseHash(h);
+    await this.drain().catch(() => undefined);
     await this.cleanup();
   }
 
   private async cleanup(): Promise<void> {
+    for (const p of this.partial.values()) if (p.buf !== null) this.ctx.pool.release(p.buf);
     this.partial.clear();
     this.inMemory = 0;
     if (this.spillFile) {
@@ -517,10 +547,7 @@ export class Capture {
     }
     if (this.spillPath) await rm(this.spillPath, { force: true });
     this.ctx.removePin(this);
-    // A 1 TiB capture's tables are 36 MiB: let them go even if a caller keeps the Capture object.
-    this.hashes = Buffer.alloc(0);
-    this.sizes = new Uint32Array(0);
-    this.done = new Uint8Array(0);
+    this.table.clear();
     this.onEnd(this);
   }
 }

@@ -6,17 +6,33 @@
  * naming new chunks is committed. While gc runs, every adopted hash is remembered so gc never unlinks a
  * chunk a capture just deduplicated against; adopting a hash gc is unlinking waits for the unlink and
  * tells the caller to write the chunk again.
+ *
+ * Provisional chunks: a file an open capture wrote that no committed manifest names yet. Each is
+ * counted per chunk slot of open captures that use it; when a capture overwrites or zeroes a chunk, or
+ * aborts, its count drops, and at zero the file is unlinked at once. So a client that rewrites the
+ * same blocks over and over (a filesystem on nbd-client) does not fill the disk with superseded
+ * chunks, and an aborted capture leaves no orphans behind. A commit makes its chunks permanent.
  */
 import { readdir, stat, unlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from './durable.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
+/** Unlinked hashes remembered so a codec answer that predates the unlink is not trusted. */
+const MAX_TOMBSTONES = 65536;
 
 export class ChunkStore {
   private readonly dirtyDirs = new Set<string>();
   private readonly deleting = new Map<string, Promise<void>>();
   private touched: Set<string> | null = null;
+  private readonly provisional = new Map<string, number>();
+  /** Counts unlinks; a store request notes it when sent so adopt() can tell an unlink happened since. */
+  private epoch = 0;
+  private readonly tombstones = new Map<string, number>();
+  private tombstoneFloor = 0;
+  /** Hashes a commit made permanent, by epoch: a store answer older than that must not make them provisional. */
+  private readonly settledAt = new Map<string, number>();
+  private settledFloor = 0;
 
   constructor(
     readonly dir: string,
@@ -34,30 +50,73 @@ export class ChunkStore {
     return join(this.dir, hash.slice(0, 2), hash);
   }
 
+  /** Pass to adopt(): taken before a codec worker looks for a chunk file (counts unlinks and commits). */
+  get unlinkEpoch(): number {
+    return this.epoch;
+  }
+
   /**
-   * Records a chunk that a codec worker stored itself (or found present) via CodecPool.store.
-   * Returns its size on disk, or null when the file is gone because gc removed it after the worker
-   * looked: then the caller must store it again with `force`.
+   * Records a chunk that a codec worker stored itself (or found intact) via CodecPool.store, on
+   * behalf of one chunk slot of an open capture. Returns its size on disk, or null when the file is
+   * gone because gc or a provisional release unlinked it after the worker looked (`sentEpoch`): then
+   * the caller must store it again with `force`.
    */
-  async adopt(hash: string, stored: number, existed: boolean): Promise<number | null> {
+  async adopt(hash: string, stored: number, existed: boolean, fresh: boolean, sentEpoch: number): Promise<number | null> {
     const gcRunning = this.touched !== null;
     this.touched?.add(hash);
     const del = this.deleting.get(hash);
     if (del) await del;
-    if (!gcRunning && del === undefined) {
-      if (!existed) this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
-      return stored;
-    }
-    try {
-      const st = await stat(this.pathOf(hash));
-      if (st.size > 0) {
-        if (!existed) this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
-        return st.size;
+    const unlinkedSince = (this.tombstones.get(hash) ?? -1) > sentEpoch || sentEpoch < this.tombstoneFloor;
+    let size: number | null = stored;
+    if (gcRunning || del !== undefined || unlinkedSince) {
+      size = null;
+      try {
+        const st = await stat(this.pathOf(hash));
+        if (st.size > 0) size = st.size;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (size === null || this.deleting.has(hash)) return null;
     }
-    return null;
+    if (!existed) this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
+    // A file that did not exist before this store is named by no manifest, unless a commit settled it
+    // since the worker looked (two captures wrote the same new chunk); one found in place is
+    // provisional only while an open capture that wrote it still counts it.
+    const settledSince = (this.settledAt.get(hash) ?? -1) > sentEpoch || sentEpoch < this.settledFloor;
+    if ((fresh && !settledSince) || this.provisional.has(hash)) this.provisional.set(hash, (this.provisional.get(hash) ?? 0) + 1);
+    return size;
+  }
+
+  /** One chunk slot of an open capture stopped using `hash` (overwritten, zeroed, or aborted). */
+  async release(hash: string): Promise<void> {
+    const n = this.provisional.get(hash);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.provisional.set(hash, n - 1);
+      return;
+    }
+    this.provisional.delete(hash);
+    await this.unlink(hash);
+  }
+
+  /** A manifest naming these chunks was committed: they are no longer any capture's to drop. */
+  settle(hashes: Iterable<string>): void {
+    this.epoch++;
+    for (const h of hashes) {
+      this.provisional.delete(h);
+      this.settledAt.delete(h);
+      this.settledAt.set(h, this.epoch);
+    }
+    while (this.settledAt.size > MAX_TOMBSTONES) {
+      const [oldest, at] = this.settledAt.entries().next().value as [string, number];
+      this.settledAt.delete(oldest);
+      this.settledFloor = at;
+    }
+  }
+
+  /** Provisional chunk files (written by open captures, not yet committed). */
+  get provisionalCount(): number {
+    return this.provisional.size;
   }
 
   /** Makes every chunk renamed so far durable in its directory. */
@@ -88,10 +147,22 @@ export class ChunkStore {
     this.touched = null;
   }
 
-  /** Unlinks a chunk unless it was put since beginGc(); returns the bytes freed (0 if kept). */
+  /** Unlinks a chunk unless it was put since beginGc() or an open capture uses it; returns the bytes freed (0 if kept). */
   async collect(hash: string): Promise<number> {
-    if (this.touched?.has(hash)) return 0;
+    if (this.touched?.has(hash) || this.provisional.has(hash)) return 0;
+    return this.unlink(hash);
+  }
+
+  private async unlink(hash: string): Promise<number> {
     const p = this.pathOf(hash);
+    this.epoch++;
+    this.tombstones.delete(hash);
+    this.tombstones.set(hash, this.epoch);
+    if (this.tombstones.size > MAX_TOMBSTONES) {
+      const [oldest, at] = this.tombstones.entries().next().value as [string, number];
+      this.tombstones.delete(oldest);
+      this.tombstoneFloor = at;
+    }
     const work = (async () => {
       const st = await stat(p);
       await unlink(p);
@@ -107,7 +178,7 @@ export class ChunkStore {
     } catch {
       return 0;
     } finally {
-      this.deleting.delete(hash);
+      if (this.deleting.get(hash) === done) this.deleting.delete(hash);
     }
   }
 }

@@ -22,16 +22,58 @@ const MAX_RESPAWNS = 16;
 /** Spare chunk buffers kept for reuse per size (16 MiB with 1 MiB chunks). */
 const MAX_FREE_BUFFERS = 16;
 
+/**
+ * Sole owner of one chunk buffer. store() moves the bytes to a codec worker, which detaches the
+ * ArrayBuffer in this thread; the handle is spent at that moment, so any later use throws instead of
+ * silently reading an empty, detached buffer. The worker's answer comes back as a new handle.
+ */
+export class ChunkBuffer {
+  #buf: Buffer | null;
+
+  constructor(buf: Buffer) {
+    this.#buf = buf;
+  }
+
+  /** The bytes; valid only until this handle is given to store() or release(). */
+  get bytes(): Buffer {
+    if (this.#buf === null) throw new Error('chunk buffer used after it was handed to a codec worker or released (internal error; please report it)');
+    return this.#buf;
+  }
+
+  get length(): number {
+    return this.bytes.length;
+  }
+
+  get spent(): boolean {
+    return this.#buf === null;
+  }
+
+  /** Ends this handle's ownership and returns the bytes to the one party taking them over. */
+  take(): Buffer {
+    const b = this.bytes;
+    this.#buf = null;
+    return b;
+  }
+}
+
 export interface StoreOutcome {
   /** Every byte was zero: nothing was hashed or written. */
   readonly zero: boolean;
   readonly hash: string;
   /** Size of the chunk file on disk. */
   readonly stored: number;
-  /** A chunk file of that name already existed; nothing was written. */
+  /**
+   * A chunk file of that name already existed and decoded to exactly these bytes, so nothing was
+   * written. False when the file was written now (new, or replacing a damaged one).
+   */
   readonly existed: boolean;
+  /**
+   * No file of that name existed before: no committed manifest can name it, so it is the writing
+   * capture's to drop. False when a damaged file was replaced: a manifest may name that one.
+   */
+  readonly fresh: boolean;
   /** The caller's bytes, handed back: release() them, or store() them again. */
-  readonly data: Buffer;
+  readonly data: ChunkBuffer;
 }
 
 interface Pending {
@@ -159,12 +201,12 @@ export class CodecPool {
    * A buffer of `size` bytes with undefined contents, reusing one a worker handed back when possible.
    * It owns its whole ArrayBuffer, so store() can transfer it without a copy.
    */
-  acquire(size: number): Buffer {
+  acquire(size: number): ChunkBuffer {
     const ab = this.free.get(size)?.pop();
-    if (ab !== undefined) return Buffer.from(ab);
+    if (ab !== undefined) return new ChunkBuffer(Buffer.from(ab));
     const b = Buffer.allocUnsafeSlow(size);
     this.owned.add(b.buffer as ArrayBuffer);
-    return b;
+    return new ChunkBuffer(b);
   }
 
   /** `b`'s ArrayBuffer if b starts it and nothing else can share it; else a copy. */
@@ -174,8 +216,13 @@ export class CodecPool {
     return toTransferable(b);
   }
 
-  /** Gives a buffer from acquire() (or store()) back for reuse; the caller must not touch it afterwards. */
-  release(buf: Buffer): void {
+  /** Gives a buffer from acquire() (or store()) back for reuse; the handle is spent afterwards. */
+  release(handle: ChunkBuffer): void {
+    if (handle.spent) return;
+    this.recycle(handle.take());
+  }
+
+  private recycle(buf: Buffer): void {
     const ab = buf.buffer;
     if (!(ab instanceof ArrayBuffer) || buf.byteOffset !== 0 || buf.length !== ab.byteLength || ab.byteLength === 0) return;
     let list = this.free.get(ab.byteLength);
@@ -187,22 +234,25 @@ export class CodecPool {
   }
 
   /**
-   * Hashes one chunk and, unless it is all zeroes or a chunk file of its name exists (and `force` is
-   * false), compresses it and writes the file durably into the chunk store's layout under `chunksDir`
-   * (`<2 hex>/<hash>`, temp file in `tmpDir`, fsynced before the rename; the directory is not fsynced).
-   * `data` is transferred and comes back as `data` in the outcome.
+   * Hashes one chunk and, unless it is all zeroes or an intact chunk file of its name exists (and
+   * `force` is false), compresses it and writes the file durably into the chunk store's layout under
+   * `chunksDir` (`<2 hex>/<hash>`, temp file in `tmpDir`, fsynced before the rename; the directory is not
+   * fsynced). An existing file counts only if it decodes to exactly these bytes; a damaged one is
+   * replaced. `chunk` is spent by this call: the bytes come back as `data` in the outcome.
    */
-  async store(data: Buffer, level: number, chunksDir: string, tmpDir: string, force = false): Promise<StoreOutcome> {
+  async store(chunk: ChunkBuffer, level: number, chunksDir: string, tmpDir: string, force = false): Promise<StoreOutcome> {
+    const length = chunk.length;
     const res = await this.send((id) => {
+      const data = chunk.take();
       const ab = this.transferable(data);
-      return { req: { id, op: 'store', data: ab, length: data.length, level, chunksDir, tmpDir, force }, transfer: [ab] };
+      return { req: { id, op: 'store', data: ab, length, level, chunksDir, tmpDir, force }, transfer: [ab] };
     });
     if (!res.ok) {
-      if (res.data) this.release(Buffer.from(res.data));
+      if (res.data) this.recycle(Buffer.from(res.data));
       throw new Error(`storing a chunk failed: ${res.message}`);
     }
     if (res.op !== 'store') throw new Error('codec worker answered the wrong operation');
-    return { zero: res.zero, hash: res.hash, stored: res.stored, existed: res.existed, data: Buffer.from(res.data, 0, data.length) };
+    return { zero: res.zero, hash: res.hash, stored: res.stored, existed: res.existed, fresh: res.fresh, data: new ChunkBuffer(Buffer.from(res.data, 0, length)) };
   }
 
   async close(): Promise<void> {

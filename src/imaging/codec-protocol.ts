@@ -52,8 +52,10 @@ export interface StoreResult {
   readonly hash: string;
   /** Size of the chunk file on disk (existing or new); 0 when zero. */
   readonly stored: number;
-  /** The file already existed, so nothing was written. */
+  /** An intact file already held these bytes, so nothing was written. */
   readonly existed: boolean;
+  /** No file of that name existed before this store wrote one (false when a damaged file was replaced). */
+  readonly fresh: boolean;
   /** The request's buffer, handed back for reuse. */
   readonly data: ArrayBuffer;
 }

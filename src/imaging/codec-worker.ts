@@ -9,7 +9,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
-import { close, closeSync, fstatSync, fsync, open, openSync, readSync, rename, statSync, unlink, writev } from 'node:fs';
+import { close, closeSync, existsSync, fstatSync, fsync, open, openSync, readSync, rename, unlink, writev } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zstd from 'zstd-napi/binding.js';
@@ -213,26 +213,59 @@ async function writeDurable(tmpDir: string, dest: string, parts: Buffer[]): Prom
   await renameAsync(tmp, dest);
 }
 
-function existingSize(path: string): number {
+/** Decompressed bytes of an existing chunk file, compared with the incoming chunk; reused. */
+let compareScratch = Buffer.alloc(0);
+
+/**
+ * Size of the chunk file at `path` if it is intact and holds exactly `data`; -1 if there is none; 0 if
+ * it is damaged (short, bit-flipped, not decodable): the caller writes it again. Dedup must never trust a name alone: a
+ * damaged file that an import "deduplicated" against would make the new version unreadable too.
+ * Comparing with the incoming bytes proves the file without a second sha256.
+ */
+function intactSize(path: string, data: Buffer): number {
+  const buf = takeReadBuffer();
   try {
-    return statSync(path).size;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw e;
+    let file: Buffer;
+    try {
+      file = readChunkFile(path, buf);
+    } catch (e) {
+      if (e instanceof ChunkMissingError) return -1;
+      if (e instanceof ChunkFormatError) return 0;
+      throw e;
+    }
+    let h;
+    try {
+      h = decodeChunkHeader(file);
+    } catch {
+      return 0;
+    }
+    if (h.uncompressedLength !== data.length) return 0;
+    const payload = file.subarray(CHUNK_HEADER_SIZE);
+    if (h.codec === ChunkCodec.Raw) return payload.equals(data) ? file.length : 0;
+    if (compareScratch.length < data.length) compareScratch = Buffer.allocUnsafeSlow(data.length);
+    let n: number;
+    try {
+      n = dctx.decompress(compareScratch.subarray(0, data.length), payload);
+    } catch {
+      return 0;
+    }
+    return n === data.length && compareScratch.subarray(0, n).equals(data) ? file.length : 0;
+  } finally {
+    giveReadBuffer(buf);
   }
 }
 
 async function store(req: StoreRequest): Promise<{ res: CodecResponse; transfer: ArrayBuffer[] }> {
   const data = Buffer.from(req.data, 0, req.length);
   const back = [req.data];
-  if (isZero(data)) return { res: { id: req.id, ok: true, op: 'store', zero: true, hash: '', stored: 0, existed: false, data: req.data }, transfer: back };
+  if (isZero(data)) return { res: { id: req.id, ok: true, op: 'store', zero: true, hash: '', stored: 0, existed: false, fresh: false, data: req.data }, transfer: back };
   const hash = sha256(data);
   const dest = join(req.chunksDir, hash.slice(0, 2), hash);
-  if (!req.force) {
-    // Dedup before compressing: a re-capture of an unchanged disk costs a hash and a stat per chunk.
-    const size = existingSize(dest);
-    if (size > 0) return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored: size, existed: true, data: req.data }, transfer: back };
-  }
+  // Dedup before compressing: a re-capture of an unchanged disk costs a hash, a read and a decode per chunk.
+  // With `force` the file vanished under gc: write it without looking, but still tell whether one is there.
+  const size = req.force ? (existsSync(dest) ? 0 : -1) : intactSize(dest, data);
+  if (size > 0) return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored: size, existed: true, fresh: false, data: req.data }, transfer: back };
+  const fresh = size < 0;
   // The next store may start while this one awaits its fsync, so each holds its own scratch buffer.
   const scratch = takeScratch(zstd.compressBound(data.length));
   const [header, payload] = chunkFile(data, req.level, scratch);
@@ -242,7 +275,7 @@ async function store(req: StoreRequest): Promise<{ res: CodecResponse; transfer:
   } finally {
     giveScratch(scratch);
   }
-  return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored, existed: false, data: req.data }, transfer: back };
+  return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored, existed: false, fresh, data: req.data }, transfer: back };
 }
 
 const port = parentPort;

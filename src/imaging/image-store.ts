@@ -23,7 +23,7 @@ import { AsyncMutex } from './mutex.js';
 import { ByteLru } from './lru.js';
 import { fsyncDir, writeFileDurable } from './durable.js';
 import { assertValidImageName, isValidImageName } from './names.js';
-import { DEFAULT_CHUNK_SIZE } from './chunk-format.js';
+import { DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunk-format.js';
 import {
   MANIFEST_PREFIX_LENGTH,
   MAX_DISK_SIZE,
@@ -54,6 +54,11 @@ export interface ImageStoreOptions {
   readonly compressionLevel?: number;
   /** Decoded-chunk cache for reads, in bytes (default 64 MiB). */
   readonly cacheBytes?: number;
+  /**
+   * Chunk size of new captures (default 1 MiB, which the imaging client's digest assumes). Smaller
+   * sizes exist for tests that need many chunk edges in a small disk.
+   */
+  readonly chunkSize?: number;
 }
 
 /**
@@ -110,6 +115,27 @@ const fstatAsync = promisify(fstat);
 
 const MANIFEST_RE = /^(\d{1,9})\.manifest$/;
 
+/**
+ * Removes from `candidates` every hash whose 32 binary bytes occur anywhere in `bytes`, at any
+ * alignment: what a damaged manifest might still name. Indexed by each hash's first four bytes so
+ * the scan is one map lookup per byte of the file.
+ */
+function keepNamedIn(bytes: Buffer, candidates: Set<string>): void {
+  const byPrefix = new Map<number, Buffer[]>();
+  for (const h of candidates) {
+    const bin = Buffer.from(h, 'hex');
+    const k = bin.readUInt32LE(0);
+    const list = byPrefix.get(k);
+    if (list) list.push(bin);
+    else byPrefix.set(k, [bin]);
+  }
+  for (let o = 0; o + 32 <= bytes.length; o++) {
+    const list = byPrefix.get(bytes.readUInt32LE(o));
+    if (!list) continue;
+    for (const bin of list) if (bytes.compare(bin, 0, 32, o, o + 32) === 0) candidates.delete(bin.toString('hex'));
+  }
+}
+
 export class ImageStore implements StoreContext {
   readonly log: Logger;
   readonly pool: CodecPool;
@@ -117,6 +143,7 @@ export class ImageStore implements StoreContext {
   readonly tmpDir: string;
   readonly compressionLevel: number;
   readonly keepVersions: number;
+  readonly chunkSize: number;
   private readonly imagesDir: string;
   private readonly mutex = new AsyncMutex();
   private readonly cache: ByteLru;
@@ -137,6 +164,9 @@ export class ImageStore implements StoreContext {
     this.compressionLevel = opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
     this.keepVersions = Math.max(1, opts.keepVersions ?? 3);
     this.cache = new ByteLru(opts.cacheBytes ?? 64 * 1024 * 1024);
+    const cs = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    if (!Number.isInteger(cs) || cs < MIN_CHUNK_SIZE || cs > DEFAULT_CHUNK_SIZE || cs % 4096 !== 0) throw new RangeError(`chunk size ${cs} must be a multiple of 4096 from ${MIN_CHUNK_SIZE} to ${DEFAULT_CHUNK_SIZE}`);
+    this.chunkSize = cs;
   }
 
   static async open(dir: string, opts: ImageStoreOptions): Promise<ImageStore> {
@@ -357,14 +387,20 @@ export class ImageStore implements StoreContext {
     return out;
   }
 
-  /** Opens a version (newest if not given) for reading; close() it when done so gc can reclaim its chunks. */
+  /**
+   * Opens a version (newest if not given) for reading; close() it when done so gc can reclaim its
+   * chunks. The manifest is read and pinned under the store's lock: a gc between reading it and
+   * pinning it could otherwise delete chunks of a version that a prune just dropped.
+   */
   async openVersion(name: string, version?: number): Promise<VersionReader> {
-    const vs = await this.versions(name);
-    if (vs.length === 0) throw new ImageNotFoundError(name);
-    const v = version ?? vs[vs.length - 1];
-    if (!vs.includes(v)) throw new ImageNotFoundError(name, v);
-    const m = await this.readManifest(name, v);
-    return new VersionReader(this, name, m);
+    return this.mutex.run(async () => {
+      const vs = await this.versions(name);
+      if (vs.length === 0) throw new ImageNotFoundError(name);
+      const v = version ?? vs[vs.length - 1];
+      if (!vs.includes(v)) throw new ImageNotFoundError(name, v);
+      const m = await this.readManifest(name, v);
+      return new VersionReader(this, name, m);
+    });
   }
 
   // --- capture and commit -------------------------------------------------------------------
@@ -376,7 +412,7 @@ export class ImageStore implements StoreContext {
     const sectorSize = opts.sectorSize ?? 512;
     if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sector size ${sectorSize} is not 512 or 4096`);
     if (this.captures.has(name)) throw new Error(`image ${name} is already being captured; wait for that capture to finish or abort it`);
-    const c = new Capture(this, name, DEFAULT_CHUNK_SIZE, { ...opts, sectorSize }, (cap) => this.commitCapture(cap), (cap) => {
+    const c = new Capture(this, name, this.chunkSize, { ...opts, sectorSize }, (cap) => this.commitCapture(cap), (cap) => {
       if (this.captures.get(name) === cap) this.captures.delete(name);
     });
     this.captures.set(name, c);
@@ -390,18 +426,19 @@ export class ImageStore implements StoreContext {
       const name = c.name;
       const vs = await this.versions(name);
       const version = (vs[vs.length - 1] ?? 0) + 1;
-      const digest = imageDigest(chunkHashesOf(c.hashes, c.size, c.chunkSize));
+      const table = c.table.dense();
+      const digest = imageDigest(chunkHashesOf(table.hashes, c.size, c.chunkSize));
       const unique = new Map<string, number>();
       for (let i = 0; i < c.chunkCount; i++) {
-        const h = hashAt(c.hashes, i);
-        if (h !== null) unique.set(h, c.sizes[i]);
+        const h = hashAt(table.hashes, i);
+        if (h !== null) unique.set(h, table.sizes[i]);
       }
       let storedBytes = 0;
       for (const s of unique.values()) storedBytes += s;
       const { bytes, header } = encodeManifestWithHeader(
         { version, size: c.size, sectorSize: c.sectorSize, chunkSize: c.chunkSize, digest, created: new Date().toISOString(), source: c.source, storedBytes },
-        c.hashes,
-        c.sizes,
+        table.hashes,
+        table.sizes,
       );
       // Chunk files were fsynced when written; their directory entries must be durable before the manifest.
       await this.chunks.syncDirs();
@@ -413,8 +450,14 @@ export class ImageStore implements StoreContext {
         await fsyncDir(this.imagesDir);
       }
       await writeFileDurable(this.tmpDir, this.manifestPath(name, version), bytes);
-      await fsyncDir(vdir);
+      // The rename is the commit: from here on the version exists, whatever fails after it.
+      this.chunks.settle(unique.keys());
       this.log.info({ image: name, version, size: c.size, dataBytes: header.dataBytes, storedBytes, digest }, 'capture committed');
+      try {
+        await fsyncDir(vdir);
+      } catch (e) {
+        this.log.error({ image: name, version, err: (e as Error).message }, 'version committed, but syncing its directory failed: a power cut now could lose it; check the disk');
+      }
       try {
         await this.pruneLocked(name);
       } catch (e) {
@@ -646,7 +689,7 @@ export class ImageStore implements StoreContext {
    * never deleted (ChunkStore tracks them), and a capture deduplicating against a chunk being deleted
    * waits and writes it again.
    */
-  async gc(): Promise<{ removedChunks: number; freedBytes: number; keptChunks: number }> {
+  async gc(): Promise<{ removedChunks: number; freedBytes: number; keptChunks: number; damagedManifests: string[] }> {
     return this.mutex.run(async () => {
       this.chunks.beginGc();
       try {
@@ -658,19 +701,25 @@ export class ImageStore implements StoreContext {
             candidates.delete(hashes.toString('hex', o, o + 32));
           }
         };
+        const damaged: string[] = [];
         for (const name of (await readdir(this.imagesDir)).filter(isValidImageName)) {
           for (const v of await this.versions(name)) {
             let m: Manifest;
             try {
               m = await this.readManifest(name, v);
             } catch (e) {
-              // A manifest we cannot read might still name chunks: collecting now could destroy data.
-              throw new Error(`gc stopped: ${(e as Error).message}; repair or remove that version first`, { cause: e });
+              // Its table cannot be trusted, but every chunk it might name must survive: keep any chunk
+              // whose hash appears anywhere in its bytes, and go on with the rest of the store.
+              const path = this.manifestPath(name, v);
+              this.log.error({ image: name, version: v, err: (e as Error).message }, 'gc skipped a damaged manifest and keeps every chunk it may name; verify that image and remove or re-capture the version');
+              damaged.push(`${name} version ${v}`);
+              keepNamedIn(await readFile(path), candidates);
+              continue;
             }
             mark(m.hashes);
           }
         }
-        for (const pin of this.pins.keys()) mark(pin.hashes);
+        for (const pin of this.pins.keys()) for (const block of pin.hashBlocks()) mark(block);
         let removedChunks = 0;
         let freedBytes = 0;
         const total = candidates.size;
@@ -682,10 +731,10 @@ export class ImageStore implements StoreContext {
             this.cache.delete(hash);
           }
         }
-        this.log.info({ removedChunks, freedBytes, candidates: total }, 'gc finished');
+        this.log.info({ removedChunks, freedBytes, candidates: total, damagedManifests: damaged.length }, 'gc finished');
         let keptChunks = 0;
         for await (const _c of this.chunks.list()) keptChunks++;
-        return { removedChunks, freedBytes, keptChunks };
+        return { removedChunks, freedBytes, keptChunks, damagedManifests: damaged };
       } finally {
         this.chunks.endGc();
       }

@@ -18,8 +18,8 @@ import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunk-format.js';
 
 export const MANIFEST_MAGIC = 'NCMANIF1';
 export const MANIFEST_FORMAT = 1;
-/** 16 TiB: beyond this, a manifest is rejected as hostile rather than allocating its table. */
-export const MAX_DISK_SIZE = 2 ** 44;
+/** 64 TiB: beyond this, a capture or a manifest is refused as hostile rather than trusted with memory. */
+export const MAX_DISK_SIZE = 2 ** 46;
 const MAX_HEADER_LENGTH = 64 * 1024;
 const PREFIX = 12;
 const HASH_LEN = 32;

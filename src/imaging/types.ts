@@ -48,7 +48,8 @@ export interface ChunkUse {
 
 /** A source of chunk hashes gc must keep: an open reader's or a live capture's table. */
 export interface HashPin {
-  readonly hashes: Buffer;
+  /** Blocks of 32-byte binary hashes; all-zero entries are holes. */
+  hashBlocks(): Iterable<Buffer>;
 }
 
 /** What captures and readers need from their store; implemented by ImageStore. */

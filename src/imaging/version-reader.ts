@@ -3,7 +3,7 @@
  * and pins it, so gc keeps every chunk it names until close(), even if the version is pruned.
  */
 import { chunkLength, hashAt, isHoleEntry, type Manifest } from './manifest.js';
-import { EXTENT_DATA, EXTENT_HOLE_ZERO, type ImageExtent, type ImagePiece, type StoreContext } from './types.js';
+import { EXTENT_DATA, EXTENT_HOLE_ZERO, type HashPin, type ImageExtent, type ImagePiece, type StoreContext } from './types.js';
 
 export class VersionReader {
   readonly size: number;
@@ -15,6 +15,7 @@ export class VersionReader {
   readonly created: string;
   readonly source: string;
   private closed = false;
+  private readonly pin: HashPin;
 
   constructor(
     private readonly ctx: StoreContext,
@@ -30,7 +31,8 @@ export class VersionReader {
     this.dataBytes = h.dataBytes;
     this.created = h.created;
     this.source = h.source;
-    ctx.addPin(manifest);
+    this.pin = { hashBlocks: () => [manifest.hashes] };
+    ctx.addPin(this.pin);
   }
 
   get chunkCount(): number {
@@ -121,6 +123,6 @@ export class VersionReader {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.ctx.removePin(this.manifest);
+    this.ctx.removePin(this.pin);
   }
 }

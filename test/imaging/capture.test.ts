@@ -10,6 +10,12 @@ import { tempDir, mixedDisk, sha256 } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
+async function chunkFiles(storeDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const sub of await readdir(join(storeDir, 'chunks'))) for (const f of await readdir(join(storeDir, 'chunks', sub))) out.push(f);
+  return out.sort();
+}
+
 async function readAll(store: ImageStore, name: string, version?: number): Promise<Buffer> {
   const r = await store.openVersion(name, version);
   try {
@@ -149,19 +155,25 @@ describe('captures', () => {
     r.close();
   });
 
-  it('abort leaves the previous version current and intact', async () => {
+  it('abort leaves the previous version current and intact, and removes the chunk files it wrote', async () => {
     const v1 = randomBytes(3 * MiB);
     await store.importStream('img', Readable.from([v1]), v1.length, { source: 'v1' });
-    const cap = store.beginCapture('img', { size: 3 * MiB, source: 'v2' });
-    await cap.write(0, randomBytes(2 * MiB));
+    const before = await chunkFiles(join(dir, 'store'));
+    // Two RAM slots: writing five chunks stores at least three of them before the abort.
+    const cap = store.beginCapture('img', { size: 5 * MiB, source: 'v2', maxPartialChunks: 2 });
+    await cap.write(0, randomBytes(5 * MiB));
+    await cap.flush();
+    expect((await chunkFiles(join(dir, 'store'))).length).toBeGreaterThanOrEqual(before.length + 3);
     await cap.abort('client vanished');
+    expect(await chunkFiles(join(dir, 'store'))).toEqual(before);
     await expect(cap.write(0, Buffer.alloc(10))).rejects.toThrow(/aborted/);
     expect(await store.versions('img')).toEqual([1]);
     expect((await readAll(store, 'img')).equals(v1)).toBe(true);
     expect((await store.verify('img')).ok).toBe(true);
-    // The aborted capture's chunks are orphans: gc takes them, keeps v1's.
+    // Nothing left for gc: the abort already removed what only it had written.
     const g = await store.gc();
-    expect(g.removedChunks).toBe(2);
+    expect(g.removedChunks).toBe(0);
+    expect(g.keptChunks).toBe(before.length);
     expect((await readAll(store, 'img')).equals(v1)).toBe(true);
   });
 
