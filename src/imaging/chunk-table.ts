@@ -62,7 +62,7 @@ export class ChunkTable {
 
   /** Every stored chunk's hash, once per chunk that uses it. */
   *storedHashes(): Generator<string> {
-    for (const [n, p] of this.pages) {
+    for (const n of this.pages.keys()) {
       for (let k = 0; k < PAGE_CHUNKS; k++) {
         const i = n * PAGE_CHUNKS + k;
         if (i >= this.chunkCount) break;
