@@ -6,7 +6,7 @@
  * issued; after commit, the version must equal the model byte for byte, verify clean, and the store
  * must hold exactly the chunk files that committed versions name (superseded and aborted chunks gone).
  *
- * MODEL_SEED=n replays one seed; MODEL_SEEDS and MODEL_OPS change the amount of work. A failure
+ * MODEL_SEED=n replays one seed; MODEL_SEEDS, MODEL_SEED_BASE and MODEL_OPS choose other or more work. A failure
  * prints its seed, the shortest failing prefix of the stream found, and that prefix's last operations.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
@@ -183,7 +183,8 @@ describe('captures against a model (seeded random operation streams)', () => {
   });
 
   it(`${ONLY === null ? `${SEEDS} seeds` : `seed ${ONLY}`} × 2 captures × ${OPS} operations equal the model after commit, with no chunk file left over`, async () => {
-    const seeds = ONLY === null ? Array.from({ length: SEEDS }, (_, i) => 1000 + i * 7919) : [ONLY];
+    const base = Number(process.env.MODEL_SEED_BASE ?? 1000);
+    const seeds = ONLY === null ? Array.from({ length: SEEDS }, (_, i) => base + i * 7919) : [ONLY];
     let total = 0;
     for (const seed of seeds) {
       const { problems } = await runSeed(store, storeDir(), seed, OPS, 'r');
