@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { table } from './lib/format.js';
 
-const KNOWN = ['dhcp', 'tftp', 'nbd', 'e2e'] as const;
+const KNOWN = ['dhcp', 'tftp', 'nbd', 'capture', 'e2e'] as const;
 
 interface Outcome {
   readonly name: string;
