@@ -4,6 +4,8 @@
  * memory grows with the chunks a client actually touched, not with the size it declared: a client
  * claiming a 64 TiB disk and writing 1 MiB costs one page.
  */
+import type { TableEntry } from './manifest.js';
+
 const HASH_LEN = 32;
 const PAGE_CHUNKS = 4096;
 
@@ -62,27 +64,26 @@ export class ChunkTable {
 
   /** Every stored chunk's hash, once per chunk that uses it. */
   *storedHashes(): Generator<string> {
-    for (const n of this.pages.keys()) {
+    for (const e of this.entries()) yield e.hash.toString('hex');
+  }
+
+  /** Stored chunks in ascending order (unsettled chunks are holes), as a manifest is encoded from. */
+  *entries(): Generator<TableEntry> {
+    for (const n of [...this.pages.keys()].sort((a, b) => a - b)) {
+      const p = this.pages.get(n) as Page;
       for (let k = 0; k < PAGE_CHUNKS; k++) {
         const i = n * PAGE_CHUNKS + k;
         if (i >= this.chunkCount) break;
-        const h = this.hashOf(i);
-        if (h !== null) yield h;
+        const o = k * HASH_LEN;
+        if (p.hashes.readBigUInt64LE(o) === 0n && p.hashes.readBigUInt64LE(o + 8) === 0n && p.hashes.readBigUInt64LE(o + 16) === 0n && p.hashes.readBigUInt64LE(o + 24) === 0n) continue;
+        yield { index: i, hash: p.hashes.subarray(o, o + HASH_LEN), size: p.sizes[k] };
       }
     }
   }
 
-  /** The dense table a manifest is encoded from (unsettled chunks are holes). */
-  dense(): { hashes: Buffer; sizes: Uint32Array } {
-    const hashes = Buffer.alloc(this.chunkCount * HASH_LEN);
-    const sizes = new Uint32Array(this.chunkCount);
-    for (const [n, p] of this.pages) {
-      const first = n * PAGE_CHUNKS;
-      const count = Math.min(PAGE_CHUNKS, this.chunkCount - first);
-      p.hashes.copy(hashes, first * HASH_LEN, 0, count * HASH_LEN);
-      sizes.set(p.sizes.subarray(0, count), first);
-    }
-    return { hashes, sizes };
+  /** Pages allocated so far (memory follows the chunks touched). */
+  get pageCount(): number {
+    return this.pages.size;
   }
 
   clear(): void {

@@ -28,11 +28,10 @@ import {
   MANIFEST_PREFIX_LENGTH,
   MAX_DISK_SIZE,
   ManifestError,
-  chunkHashesOf,
-  encodeManifestWithHeader,
+  encodeManifestFromEntries,
   expectedManifestLength,
-  hashAt,
-  imageDigest,
+  manifestEntries,
+  imageDigestFromEntries,
   manifestHeaderLength,
   parseManifest,
   parseManifestHeader,
@@ -345,11 +344,10 @@ export class ImageStore implements StoreContext {
       const m = await this.readManifest(name, v);
       const { bytes } = await this.readHeader(name, v);
       versions.push({ ...this.infoOf(name, m.header), manifestBytes: bytes });
-      for (let i = 0; i < m.header.chunkCount; i++) {
-        const h = hashAt(m.hashes, i);
-        if (h === null) continue;
-        referenced += m.sizes[i];
-        unique.set(h, m.sizes[i]);
+      for (const e of manifestEntries(m)) {
+        const h = e.hash.toString('hex');
+        referenced += e.size;
+        unique.set(h, e.size);
       }
     }
     let storedBytes = 0;
@@ -426,19 +424,15 @@ export class ImageStore implements StoreContext {
       const name = c.name;
       const vs = await this.versions(name);
       const version = (vs[vs.length - 1] ?? 0) + 1;
-      const table = c.table.dense();
-      const digest = imageDigest(chunkHashesOf(table.hashes, c.size, c.chunkSize));
+      // Built from the touched chunks alone: a huge, mostly empty disk never gets a dense table in RAM.
+      const digest = imageDigestFromEntries(c.size, c.chunkSize, c.table.entries());
       const unique = new Map<string, number>();
-      for (let i = 0; i < c.chunkCount; i++) {
-        const h = hashAt(table.hashes, i);
-        if (h !== null) unique.set(h, table.sizes[i]);
-      }
+      for (const e of c.table.entries()) unique.set(e.hash.toString('hex'), e.size);
       let storedBytes = 0;
       for (const s of unique.values()) storedBytes += s;
-      const { bytes, header } = encodeManifestWithHeader(
+      const { bytes, header } = encodeManifestFromEntries(
         { version, size: c.size, sectorSize: c.sectorSize, chunkSize: c.chunkSize, digest, created: new Date().toISOString(), source: c.source, storedBytes },
-        table.hashes,
-        table.sizes,
+        () => c.table.entries(),
       );
       // Chunk files were fsynced when written; their directory entries must be durable before the manifest.
       await this.chunks.syncDirs();

@@ -42,12 +42,72 @@ export interface ManifestHeader {
   readonly storedBytes: number;
 }
 
+/**
+ * A parsed manifest, as sparse as the file: memory follows the data chunks, not the disk size (a
+ * 64 TiB disk with 1 GiB of data is an 8 MiB bitmap plus 1,024 entries). Look chunks up with
+ * manifestHashAt(), dataIndexOf() and manifestEntries().
+ */
 export interface Manifest {
   readonly header: ManifestHeader;
-  /** chunkCount × 32 bytes; an all-zero entry is a hole. */
+  /** dataChunks × 32 bytes: the data chunks' hashes in disk order; holes have no entry. */
   readonly hashes: Buffer;
-  /** Chunk file size per chunk, 0 for holes. */
+  /** Chunk file size per data chunk, in the same order. */
   readonly sizes: Uint32Array;
+  /** Bit i (most significant first in each byte) is set when chunk i holds data. */
+  readonly bitmap: Buffer;
+  /** rank[j]: data chunks before chunk j × RANK_STEP. */
+  readonly rank: Uint32Array;
+}
+
+const RANK_STEP = 256;
+const POPCOUNT = Uint8Array.from({ length: 256 }, (_, b) => {
+  let n = 0;
+  for (let x = b; x; x >>= 1) n += x & 1;
+  return n;
+});
+
+function rankOf(bitmap: Buffer, chunkCount: number): Uint32Array {
+  const rank = new Uint32Array(Math.ceil(chunkCount / RANK_STEP) + 1);
+  let acc = 0;
+  for (let j = 0; j < rank.length; j++) {
+    rank[j] = acc;
+    const from = (j * RANK_STEP) / 8;
+    const to = Math.min(bitmap.length, from + RANK_STEP / 8);
+    for (let b = from; b < to; b++) acc += POPCOUNT[bitmap[b]];
+  }
+  return rank;
+}
+
+/** Position of chunk `index` among the data chunks, or -1 for a hole. */
+export function dataIndexOf(m: Manifest, index: number): number {
+  const byte = index >> 3;
+  if ((m.bitmap[byte] & (0x80 >> (index & 7))) === 0) return -1;
+  const block = Math.floor(index / RANK_STEP);
+  let k = m.rank[block];
+  for (let b = (block * RANK_STEP) / 8; b < byte; b++) k += POPCOUNT[m.bitmap[b]];
+  // Bits of this byte before `index`.
+  k += POPCOUNT[m.bitmap[byte] & (0xff00 >> (index & 7)) & 0xff];
+  return k;
+}
+
+/** Hex hash of chunk `index`, or null for a hole. */
+export function manifestHashAt(m: Manifest, index: number): string | null {
+  const k = dataIndexOf(m, index);
+  return k < 0 ? null : m.hashes.toString('hex', k * HASH_LEN, (k + 1) * HASH_LEN);
+}
+
+/** The data chunks in disk order. */
+export function* manifestEntries(m: Manifest): Generator<TableEntry> {
+  let k = 0;
+  for (let byte = 0; byte < m.bitmap.length; byte++) {
+    const bits = m.bitmap[byte];
+    if (bits === 0) continue;
+    for (let j = 0; j < 8; j++) {
+      if ((bits & (0x80 >> j)) === 0) continue;
+      yield { index: byte * 8 + j, hash: m.hashes.subarray(k * HASH_LEN, (k + 1) * HASH_LEN), size: m.sizes[k] };
+      k++;
+    }
+  }
 }
 
 export class ManifestError extends Error {
@@ -181,25 +241,20 @@ export function parseManifest(buf: Buffer): Manifest {
   let o = PREFIX + headerLength;
   const bitmap = buf.subarray(o, o + Math.ceil(n / 8));
   o += bitmap.length;
-  const hashStart = o;
-  const sizeStart = hashStart + header.dataChunks * HASH_LEN;
-  const hashes = Buffer.alloc(n * HASH_LEN);
-  const sizes = new Uint32Array(n);
-  let k = 0;
-  let dataBytes = 0;
-  for (let i = 0; i < n; i++) {
-    if ((bitmap[i >> 3] & (0x80 >> (i & 7))) === 0) continue;
-    if (k >= header.dataChunks) throw new ManifestError('bitmap marks more data chunks than the header declares');
-    buf.copy(hashes, i * HASH_LEN, hashStart + k * HASH_LEN, hashStart + (k + 1) * HASH_LEN);
-    if (isHoleEntry(hashes, i)) throw new ManifestError(`chunk ${i} is marked as data but has an all-zero hash`);
-    sizes[i] = buf.readUInt32BE(sizeStart + k * 4);
-    dataBytes += chunkLength(header.size, header.chunkSize, i);
-    k++;
-  }
-  if (k !== header.dataChunks) throw new ManifestError(`bitmap marks ${k} data chunks, header declares ${header.dataChunks}`);
   if (n % 8 !== 0 && (bitmap[bitmap.length - 1] & (0xff >> (n % 8))) !== 0) throw new ManifestError('bitmap has bits set past the last chunk');
+  let k = 0;
+  for (let b = 0; b < bitmap.length; b++) k += POPCOUNT[bitmap[b]];
+  if (k !== header.dataChunks) throw new ManifestError(`bitmap marks ${k} data chunks, header declares ${header.dataChunks}`);
+  const lastIsData = (bitmap[(n - 1) >> 3] & (0x80 >> ((n - 1) & 7))) !== 0;
+  const dataBytes = k * header.chunkSize - (lastIsData ? header.chunkSize - chunkLength(header.size, header.chunkSize, n - 1) : 0);
   if (dataBytes !== header.dataBytes) throw new ManifestError(`data bytes ${header.dataBytes} do not match the table (${dataBytes})`);
-  return { header, hashes, sizes };
+  const hashes = Buffer.from(buf.subarray(o, o + k * HASH_LEN));
+  for (let i = 0; i < k; i++) if (isHoleEntry(hashes, i)) throw new ManifestError(`data chunk ${i} of the table has an all-zero hash`);
+  const sizes = new Uint32Array(k);
+  const sizeStart = o + k * HASH_LEN;
+  for (let i = 0; i < k; i++) sizes[i] = buf.readUInt32BE(sizeStart + i * 4);
+  const ownBitmap = Buffer.from(bitmap);
+  return { header, hashes, sizes, bitmap: ownBitmap, rank: rankOf(ownBitmap, n) };
 }
 
 export type ManifestHeaderInput = Omit<ManifestHeader, 'format' | 'chunkCount' | 'dataChunks' | 'dataBytes'>;
@@ -213,14 +268,35 @@ export function encodeManifest(input: ManifestHeaderInput, hashes: Buffer, sizes
 export function encodeManifestWithHeader(input: ManifestHeaderInput, hashes: Buffer, sizes: Uint32Array): { bytes: Buffer; header: ManifestHeader } {
   const n = chunkCountFor(input.size, input.chunkSize);
   if (hashes.length !== n * HASH_LEN || sizes.length !== n) throw new Error('chunk table length does not match the disk size');
+  function* entries(): Generator<TableEntry> {
+    for (let i = 0; i < n; i++) if (!isHoleEntry(hashes, i)) yield { index: i, hash: hashes.subarray(i * HASH_LEN, (i + 1) * HASH_LEN), size: sizes[i] };
+  }
+  return encodeManifestFromEntries(input, entries);
+}
+
+/** One data chunk of a table: its index, 32-byte binary hash and file size. */
+export interface TableEntry {
+  readonly index: number;
+  readonly hash: Buffer;
+  readonly size: number;
+}
+
+/**
+ * Builds the file bytes from the data chunks alone, in ascending index order (called twice: once to
+ * count, once to fill). Memory is the bitmap plus the data entries, whatever the disk size.
+ */
+export function encodeManifestFromEntries(input: ManifestHeaderInput, entries: () => Iterable<TableEntry>): { bytes: Buffer; header: ManifestHeader } {
+  const n = chunkCountFor(input.size, input.chunkSize);
   const bitmap = Buffer.alloc(Math.ceil(n / 8));
   let dataChunks = 0;
   let dataBytes = 0;
-  for (let i = 0; i < n; i++) {
-    if (isHoleEntry(hashes, i)) continue;
-    bitmap[i >> 3] |= 0x80 >> (i & 7);
+  let last = -1;
+  for (const e of entries()) {
+    if (e.index <= last || e.index >= n) throw new Error(`chunk table entry ${e.index} is out of order or past the end`);
+    last = e.index;
+    bitmap[e.index >> 3] |= 0x80 >> (e.index & 7);
     dataChunks++;
-    dataBytes += chunkLength(input.size, input.chunkSize, i);
+    dataBytes += chunkLength(input.size, input.chunkSize, e.index);
   }
   const header: ManifestHeader = { ...input, format: MANIFEST_FORMAT, chunkCount: n, dataChunks, dataBytes };
   validateHeader(header);
@@ -230,12 +306,44 @@ export function encodeManifestWithHeader(input: ManifestHeaderInput, hashes: Buf
   prefix.writeUInt32BE(json.length, 8);
   const table = Buffer.alloc(dataChunks * (HASH_LEN + 4));
   let k = 0;
-  for (let i = 0; i < n; i++) {
-    if ((bitmap[i >> 3] & (0x80 >> (i & 7))) === 0) continue;
-    hashes.copy(table, k * HASH_LEN, i * HASH_LEN, (i + 1) * HASH_LEN);
-    table.writeUInt32BE(sizes[i], dataChunks * HASH_LEN + k * 4);
+  for (const e of entries()) {
+    if (k >= dataChunks) throw new Error('chunk table changed while it was being encoded');
+    e.hash.copy(table, k * HASH_LEN, 0, HASH_LEN);
+    table.writeUInt32BE(e.size, dataChunks * HASH_LEN + k * 4);
     k++;
   }
   const body = Buffer.concat([prefix, json, bitmap, table]);
   return { bytes: Buffer.concat([body, createHash('sha256').update(body).digest()]), header };
+}
+
+/**
+ * imageDigest() over a sparse table: data chunks from `entries` (ascending), holes in between.
+ * Runs of full-size holes are hashed as blocks of repeated lines rather than one call per chunk, so a
+ * huge mostly-empty disk costs sha256 time only.
+ */
+export function imageDigestFromEntries(size: number, chunkSize: number, entries: Iterable<TableEntry>): string {
+  const n = chunkCountFor(size, chunkSize);
+  const h = createHash('sha256');
+  const line = Buffer.from(zeroChunkHash(chunkSize) + '\n', 'latin1');
+  const BLOCK = 4096;
+  let block: Buffer | null = null;
+  const holes = (from: number, to: number): void => {
+    let i = from;
+    // The short last chunk's hole hashes differently: leave it to the loop below.
+    const fullEnd = Math.min(to, size % chunkSize === 0 ? n : n - 1);
+    while (fullEnd - i >= BLOCK) {
+      block ??= Buffer.concat(Array.from({ length: BLOCK }, () => line));
+      h.update(block);
+      i += BLOCK;
+    }
+    for (; i < to; i++) h.update(zeroChunkHash(chunkLength(size, chunkSize, i)) + '\n');
+  };
+  let next = 0;
+  for (const e of entries) {
+    holes(next, e.index);
+    h.update(e.hash.toString('hex') + '\n');
+    next = e.index + 1;
+  }
+  holes(next, n);
+  return h.digest('hex');
 }

@@ -1,8 +1,8 @@
 /**
- * Read access to one committed version. Holds the manifest's table in memory (32 bytes per chunk)
+ * Read access to one committed version. Holds the manifest's table in memory (36 bytes per data chunk)
  * and pins it, so gc keeps every chunk it names until close(), even if the version is pruned.
  */
-import { chunkLength, hashAt, isHoleEntry, type Manifest } from './manifest.js';
+import { chunkLength, dataIndexOf, manifestHashAt, type Manifest } from './manifest.js';
 import { EXTENT_DATA, EXTENT_HOLE_ZERO, type HashPin, type ImageExtent, type ImagePiece, type StoreContext } from './types.js';
 
 export class VersionReader {
@@ -40,12 +40,12 @@ export class VersionReader {
   }
 
   isHole(index: number): boolean {
-    return isHoleEntry(this.manifest.hashes, index);
+    return dataIndexOf(this.manifest, index) < 0;
   }
 
   /** Hex hash of chunk `index`, or null for a hole. */
   chunkHash(index: number): string | null {
-    return hashAt(this.manifest.hashes, index);
+    return manifestHashAt(this.manifest, index);
   }
 
   chunkLength(index: number): number {

@@ -94,6 +94,60 @@ describe('store health', () => {
   });
 });
 
+describe('sizes and locking', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let store: ImageStore;
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempDir('sizes'));
+    store = await ImageStore.open(join(dir, 'store'), { logger: nullLogger(), keepVersions: 1 });
+  });
+  afterEach(async () => {
+    await store.close();
+    await cleanup();
+  });
+
+  it('a 64 TiB capture costs memory for the chunks touched only, commits, and reads back; more than 64 TiB is refused', async () => {
+    const TiB = 1024 ** 4;
+    expect(() => store.beginCapture('too-big', { size: 64 * TiB + 512, source: 't' })).toThrow(/out of range/);
+    const cap = store.beginCapture('huge', { size: 64 * TiB, source: 't', maxPartialChunks: 2 });
+    // Two RAM slots: the first three regions are evicted into the table by the last two writes.
+    const at = [0, 17 * TiB + 3 * MiB, 64 * TiB - MiB, MiB, 17 * TiB + 4 * MiB];
+    const data = at.map(() => randomBytes(MiB));
+    for (let i = 0; i < at.length; i++) await cap.write(at[i], data[i]);
+    await cap.flush();
+    // One 4096-chunk page of table per region touched, not 64 Mi chunks' worth.
+    expect(cap.table.pageCount).toBe(3);
+    const v = await cap.commit();
+    expect(v.dataBytes).toBe(5 * MiB);
+    const r = await store.openVersion('huge');
+    try {
+      for (let i = 0; i < at.length; i++) expect((await store.readBytes(r, at[i], MiB)).equals(data[i])).toBe(true);
+      expect(r.isHole(2)).toBe(true);
+    } finally {
+      r.close();
+    }
+  });
+
+  it('a reader opened before a version is removed and gc runs keeps every chunk of it readable', async () => {
+    const v1 = randomBytes(4 * MiB);
+    await store.importStream('x', Readable.from([v1]), v1.length, { source: 'v1' });
+    // Issued in this order, without waiting: the open must pin v1 before the removal and gc take it away.
+    const opening = store.openVersion('x', 1);
+    const removing = store.removeVersion('x', 1);
+    const collecting = store.gc();
+    const r = await opening;
+    await removing;
+    expect((await collecting).removedChunks).toBe(0);
+    try {
+      expect((await store.readBytes(r, 0, r.size)).equals(v1)).toBe(true);
+    } finally {
+      r.close();
+    }
+    expect((await store.gc()).removedChunks).toBe(4);
+  });
+});
+
 describe('codec pool buffer ownership', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
