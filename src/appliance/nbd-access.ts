@@ -121,7 +121,10 @@ export class NbdGrants implements ExportResolver {
   private async sweep(): Promise<void> {
     const now = Date.now();
     for (const g of [...this.grants.values()]) {
-      if (now > g.expiresAt && g.connections === 0) await this.revoke(g.name, 'expired');
+      if (g.connections > 0) continue;
+      if (now > g.expiresAt) await this.revoke(g.name, 'expired');
+      // A capture that committed after its last connection left (CaptureExport waits a moment first) is done with its grant.
+      else if (g.opened.finished()) await this.revoke(g.name, 'finished');
     }
   }
 

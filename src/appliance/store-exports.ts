@@ -2,6 +2,7 @@
 import type { ImageStore } from '../imaging/image-store.js';
 import { ImageNotFoundError } from '../imaging/image-store.js';
 import { isValidImageName } from '../imaging/names.js';
+import { MAX_DISK_SIZE } from '../imaging/manifest.js';
 import { DeployExport } from '../nbd/exports/deploy-export.js';
 import { CaptureExport } from '../nbd/exports/capture-export.js';
 import type { OpenedExport } from './nbd-access.js';
@@ -10,7 +11,12 @@ import { OperationError } from './control-protocol.js';
 import type { Logger } from '../log.js';
 
 export class StoreExportSource implements ExportSource {
-  constructor(private readonly store: ImageStore, private readonly logger: Logger) {}
+  constructor(
+    private readonly store: ImageStore,
+    private readonly logger: Logger,
+    /** Passed to every CaptureExport; undefined keeps its default. */
+    private readonly commitDelayMs?: number,
+  ) {}
 
   async latest(image: string): Promise<ImageVersionInfo | null> {
     if (!isValidImageName(image)) return null;
@@ -47,19 +53,26 @@ export class StoreExportSource implements ExportSource {
     };
   }
 
+  /**
+   * A capture export whose store capture begins at the first write (see CaptureExport): until then
+   * the URL holds no lock on the image. The arguments are checked here, so a bad size or sector
+   * size is refused when the URL or task starts, not at the client's first write.
+   */
   async openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport> {
     if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
-    let capture;
-    try {
-      capture = this.store.beginCapture(image, { size, sectorSize, source });
-    } catch (err) {
-      throw new OperationError(409, (err as Error).message);
+    if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK_SIZE) {
+      throw new OperationError(400, `disk size ${size} is out of range: a capture takes 1 byte to ${MAX_DISK_SIZE} bytes (64 TiB)`);
     }
-    const exp = new CaptureExport(capture, {
-      logger: this.logger,
-      onCommitted: (v) => hooks.onCommitted({ version: v.version, size: v.size, sectorSize: v.sectorSize, chunkSize: v.chunkSize, digest: v.digest, dataBytes: v.dataBytes }),
-      onFailed: (reason) => hooks.onFailed(reason),
-    });
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new OperationError(400, `sector size ${sectorSize} is not supported: use 512 or 4096`);
+    const exp = new CaptureExport(
+      { name: image, size, begin: () => this.store.beginCapture(image, { size, sectorSize, source }) },
+      {
+        logger: this.logger,
+        ...(this.commitDelayMs === undefined ? {} : { commitDelayMs: this.commitDelayMs }),
+        onCommitted: (v) => hooks.onCommitted({ version: v.version, size: v.size, sectorSize: v.sectorSize, chunkSize: v.chunkSize, digest: v.digest, dataBytes: v.dataBytes }),
+        onFailed: (reason) => hooks.onFailed(reason),
+      },
+    );
     return {
       export: exp,
       finished: () => exp.status === 'committed' || exp.status === 'failed',

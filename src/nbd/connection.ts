@@ -104,6 +104,7 @@ export class NbdConnection {
   private paused = false;
   private reason: string | undefined;
   private discReceived = false;
+  private wroteAny = false;
   private writeGen = 0;
   private flushedGen = 0;
   private socketClosed = false;
@@ -332,6 +333,7 @@ export class NbdConnection {
     const start = check.offset;
     const end = h.type === CMD.FLUSH ? start : start + h.length;
     const writes = isWriteCommand(h.type);
+    if (writes) this.wroteAny = true;
     const waitFor: Promise<void>[] = [];
     for (const r of this.inflight) {
       const rWrites = isWriteCommand(r.type);
@@ -565,9 +567,9 @@ export class NbdConnection {
       const reason = this.reason ?? 'peer closed the connection';
       if (this.tx !== undefined) {
         const clean = this.discReceived && this.writeGen === this.flushedGen;
-        this.log.info({ clean, reason, unflushedWrites: this.writeGen - this.flushedGen }, 'nbd: export detached');
+        this.log.info({ clean, wrote: this.wroteAny, reason, unflushedWrites: this.writeGen - this.flushedGen }, 'nbd: export detached');
         try {
-          this.tx.negotiated.export.detach(this.peer, { clean, discReceived: this.discReceived, reason });
+          this.tx.negotiated.export.detach(this.peer, { clean, discReceived: this.discReceived, wrote: this.wroteAny, reason });
         } catch (err) {
           this.log.error({ err }, 'nbd: export detach threw');
         }

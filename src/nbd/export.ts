@@ -46,12 +46,15 @@ export interface PeerInfo {
 /**
  * How a connection ended. `clean`: DISC was received and every write on this connection was
  * flushed on this connection. `discReceived`: the client said goodbye; with multi-conn a client
- * may flush on one connection only (nbdcopy does), so a multi-conn export whose flush is global
- * judges durability itself and needs only this.
+ * may flush on one connection only (nbdcopy does), and an export that makes data durable itself
+ * (a capture does at commit) needs only this. `wrote`: the connection issued at least one
+ * write-class command (WRITE, WRITE_ZEROES or TRIM) that passed validation and reached the export,
+ * so a probe that only looked (nbdinfo, a size check) can be told apart from a writer.
  */
 export interface DetachInfo {
   readonly clean: boolean;
   readonly discReceived: boolean;
+  readonly wrote: boolean;
   readonly reason: string;
 }
 

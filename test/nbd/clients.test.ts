@@ -123,13 +123,13 @@ describe('real NBD clients', () => {
     expect(detaches.every((e) => e.kind === 'detach' && e.info.clean)).toBe(true);
   });
 
-  it('nbdcopy without --flush leaves the writing connections unclean', async () => {
+  it('nbdcopy without --flush ends with DISC but unflushed writes: detach says wrote, DISC received, not clean', async () => {
     const fresh = new MemoryExport({ size: SIZE });
     s.resolver.exports.set('noflush', fresh);
     const r = await run('nbdcopy', ['--connections=1', path.join(dir, 'src.raw'), s.url('noflush')]);
     expect(r.code, r.stderr).toBe(0);
     const d = await fresh.waitForDetach(1);
-    expect(d.kind === 'detach' && d.info).toEqual({ clean: false, discReceived: true, reason: 'client sent NBD_CMD_DISC' });
+    expect(d.kind === 'detach' && d.info).toEqual({ clean: false, discReceived: true, wrote: true, reason: 'client sent NBD_CMD_DISC' });
     expect(fresh.flushes).toBe(0);
   });
 
@@ -137,7 +137,7 @@ describe('real NBD clients', () => {
     const r = await run('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', path.join(dir, 'src.raw'), s.url('rw2')]);
     expect(r.code, r.stderr).toBe(0);
     expect(rw2.contents().equals(src)).toBe(true);
-    // qemu-img flushes before disconnecting, so the capture would be committable.
+    // qemu-img flushes before disconnecting.
     const d = await rw2.waitForDetach(1);
     expect(d.kind === 'detach' && d.info.clean).toBe(true);
   });

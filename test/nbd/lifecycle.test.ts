@@ -63,7 +63,7 @@ describe('lifecycle', () => {
       c.write(request(CMD.DISC, 3n, 0n, 0));
       await c.waitClosed();
       const d = await e.waitForDetach(++n);
-      expect(d.kind === 'detach' && d.info).toEqual({ clean, discReceived: true, reason: 'client sent NBD_CMD_DISC' });
+      expect(d.kind === 'detach' && d.info).toEqual({ clean, discReceived: true, wrote: true, reason: 'client sent NBD_CMD_DISC' });
     }
     expect(e.events.filter((x) => x.kind === 'attach')).toHaveLength(3);
   });
@@ -191,7 +191,7 @@ describe('lifecycle', () => {
     await srv.close();
     await c.waitClosed();
     const d = await e.waitForDetach(1);
-    expect(d.kind === 'detach' && d.info).toEqual({ clean: false, discReceived: false, reason: 'server shutting down' });
+    expect(d.kind === 'detach' && d.info).toEqual({ clean: false, discReceived: false, wrote: false, reason: 'server shutting down' });
     expect(srv.stats().connections).toBe(0);
   });
 });
