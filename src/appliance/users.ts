@@ -145,7 +145,7 @@ export function listApiTokens(db: Database): ApiTokenRecord[] {
 /** Revoke by id or by name. */
 export async function revokeApiToken(db: Database, idOrName: string): Promise<ApiTokenRecord> {
   const record = db.data.apiTokens.find((t) => t.id === idOrName || t.name === idOrName);
-  if (!record) throw new UserError(404, `no API token "${idOrName}"; "netclone token list" shows them`);
+  if (!record) throw new UserError(404, `no API token "${idOrName}"; the Settings page and GET /api/v1/tokens list them`);
   db.data.apiTokens = db.data.apiTokens.filter((t) => t !== record);
   await db.write();
   return record;

@@ -30,6 +30,36 @@ const SERVE_FLAGS: FlagSpecs = {
   ...Object.fromEntries(CONFIG_KEYS.filter((k) => k !== 'data').map((k) => [k, { value: true, description: `config option ${k}` }])),
 };
 
+/**
+ * Every command but `serve` and `help`, with its flags. Dispatch and the test that checks every
+ * command named in a message (test/cli/commands-named.test.ts) both read this table.
+ */
+export const COMMANDS: Readonly<Record<string, FlagSpecs>> = {
+  'image import': { ...COMMON, size: { value: true, description: 'bytes to read from stdin' } },
+  'image export': COMMON,
+  'image list': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image show': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image verify': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image rm': COMMON,
+  'image gc': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image url': { ...COMMON, write: { value: false, description: 'writable capture export' }, size: { value: true, description: 'disk size' }, ttl: { value: true, description: 'lifetime' }, json: { value: false, description: 'JSON output' } },
+  'host add': { ...COMMON, name: { value: true, description: 'host name' }, json: { value: false, description: 'JSON output' } },
+  'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'host rm': COMMON,
+  'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
+  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
+  'task list': { ...COMMON, all: { value: false, description: 'include ended tasks' }, json: { value: false, description: 'JSON output' } },
+  'task show': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'task cancel': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'admin passwd': COMMON,
+  'admin token create': { ...COMMON, name: { value: true, description: 'token name' } },
+};
+
+/** Every command's words, `serve` and `help` included. */
+export function commandNames(): string[] {
+  return ['serve', 'help', ...Object.keys(COMMANDS)];
+}
+
 const USAGE = `netclone — network disk imaging
 
   netclone serve [--config FILE] [--data DIR] [--listen ADDR] [--http-port N] [--nbd-port N]
@@ -160,30 +190,13 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const specsFor: Record<string, FlagSpecs> = {
-    'image import': { ...COMMON, size: { value: true, description: 'bytes to read from stdin' } },
-    'image export': COMMON,
-    'image list': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'image show': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'image verify': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'image rm': COMMON,
-    'image gc': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'image url': { ...COMMON, write: { value: false, description: 'writable capture export' }, size: { value: true, description: 'disk size' }, ttl: { value: true, description: 'lifetime' }, json: { value: false, description: 'JSON output' } },
-    'host add': { ...COMMON, name: { value: true, description: 'host name' }, json: { value: false, description: 'JSON output' } },
-    'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'host rm': COMMON,
-    'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
-    'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
-    'task list': { ...COMMON, all: { value: false, description: 'include ended tasks' }, json: { value: false, description: 'JSON output' } },
-    'task show': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'task cancel': { ...COMMON, json: { value: false, description: 'JSON output' } },
-    'admin passwd': COMMON,
-    'admin token': { ...COMMON, name: { value: true, description: 'token name' } },
-  };
-  const key = `${cmd} ${sub ?? ''}`;
-  const specs = specsFor[key];
+  // Commands are two words, or three (`admin token create`): the longest that names a command wins.
+  const three = `${cmd} ${sub ?? ''} ${rest[0] ?? ''}`;
+  const key = Object.hasOwn(COMMANDS, three) ? three : `${cmd} ${sub ?? ''}`;
+  const specs = Object.hasOwn(COMMANDS, key) ? COMMANDS[key] : undefined;
   if (!specs) throw new UsageError(`unknown command "netclone ${key.trim()}"; see "netclone help"`);
-  const { positionals: pos, flags } = parseArgs(rest, specs);
+  const args = key === three ? rest.slice(1) : rest;
+  const { positionals: pos, flags } = parseArgs(args, specs);
   const config = loadConfig(flags);
   const json = flags.json === true;
   const need = (n: number, what: string): void => {
@@ -312,8 +325,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write('admin password set\n');
       return 0;
     }
-    case 'admin token': {
-      if (pos[0] !== 'create' || pos.length !== 1) throw new UsageError('usage: netclone admin token create [--name NAME]');
+    case 'admin token create': {
+      need(0, '[--name NAME]');
       const created = (await op(config, logger, 'admin.token.create', { name: flags.name }, 'token')) as { token: string };
       process.stdout.write(`${created.token}\n`);
       return 0;

@@ -93,7 +93,7 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions = {}):
   });
   await app.register(swagger, {
     openapi: {
-      info: { title: 'netclone API', version: '1', description: 'Hosts, images, tasks and events of a netclone appliance. Authenticate with "Authorization: Bearer <token>" (netclone token create NAME).' },
+      info: { title: 'netclone API', version: '1', description: 'Hosts, images, tasks and events of a netclone appliance. Authenticate with "Authorization: Bearer <token>" (netclone admin token create --name NAME).' },
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer' },

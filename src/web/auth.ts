@@ -62,7 +62,7 @@ export function unauthorized(req: FastifyRequest, reply: FastifyReply, cls: Rout
     return reply
       .code(401)
       .header('WWW-Authenticate', 'Bearer realm="netclone"')
-      .send({ statusCode: 401, error: 'Unauthorized', message: 'log in first, or send "Authorization: Bearer <token>" (create tokens with "netclone token create NAME")' });
+      .send({ statusCode: 401, error: 'Unauthorized', message: 'log in first, or send "Authorization: Bearer <token>" (create tokens with "netclone admin token create --name NAME")' });
   }
   const next = req.method === 'GET' ? req.url : '/';
   const location = `/login${next !== '/' ? `?next=${encodeURIComponent(next)}` : ''}`;
@@ -86,7 +86,7 @@ export function installAuthHooks(app: FastifyInstance, db: Database, sessions: S
         return reply
           .code(401)
           .header('WWW-Authenticate', 'Bearer realm="netclone", error="invalid_token"')
-          .send({ statusCode: 401, error: 'Unauthorized', message: 'the API token is unknown or revoked; create a new one with "netclone token create NAME"' });
+          .send({ statusCode: 401, error: 'Unauthorized', message: 'the API token is unknown or revoked; create a new one with "netclone admin token create --name NAME"' });
       }
       req.auth = { kind: 'token', username: `token:${record.name}`, session: null };
       return;
