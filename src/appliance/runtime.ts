@@ -9,6 +9,7 @@ import path from 'node:path';
 import type http from 'node:http';
 import type { Config } from './config.js';
 import { openCore, type OpenCore } from './core.js';
+import { SERVER_PURPOSE } from './lock.js';
 import type { NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from './context.js';
 import { NbdGrants } from './nbd-access.js';
 import { TransferService } from './transfers.js';
@@ -55,7 +56,7 @@ function explainListenError(err: unknown, what: string, port: number): string {
 }
 
 export async function startAppliance(config: Config, logger: Logger): Promise<RunningAppliance> {
-  const core = await openCore(config, logger, 'the server');
+  const core = await openCore(config, logger, SERVER_PURPOSE);
   const statuses = new Map<ServiceStatus['name'], ServiceStatus>();
   const set = (s: ServiceStatus): void => {
     statuses.set(s.name, s);

@@ -13,7 +13,7 @@ import { ControlClient } from './control-client.js';
 import { controlSocketPath, OperationError, type ProgressUpdate } from '../appliance/control-protocol.js';
 import { exportImage, importImage, runOperation, type Args } from '../appliance/operations.js';
 import { openCore } from '../appliance/core.js';
-import { LockError } from '../appliance/lock.js';
+import { LockError, SERVER_PURPOSE } from '../appliance/lock.js';
 import { ProgressBar } from './progress.js';
 import { render } from './render.js';
 import { readPasswordTwice } from './password.js';
@@ -100,21 +100,42 @@ function loadConfig(flags: ParsedArgs['flags'], extra: ConfigOverrides = {}): Co
   return resolveConfig(...layers, fromFlags);
 }
 
-/** Run an operation through the server if one runs, otherwise on the directory under its lock. */
+/** How long a command waits for a starting server's control socket before it gives up. */
+const SERVER_START_WAIT_MS = 10_000;
+const SERVER_START_POLL_MS = 100;
+
+/**
+ * Run an operation through the server if one runs, otherwise on the directory under its lock.
+ * A server that holds the lock but has no control socket yet is starting: wait for it rather
+ * than fail, since it opens the socket once its services listen.
+ */
 async function withAppliance<T>(
   config: Config,
   logger: Logger,
+  purpose: string,
   remote: (client: ControlClient) => Promise<T>,
   local: (core: Awaited<ReturnType<typeof openCore>>) => Promise<T>,
 ): Promise<T> {
   const client = new ControlClient(controlSocketPath(config.dataDir));
-  if (await client.reachable()) return remote(client);
+  const deadline = Date.now() + SERVER_START_WAIT_MS;
   let core;
-  try {
-    core = await openCore(config, logger, 'this command');
-  } catch (err) {
-    if (err instanceof LockError) throw new Error(`${err.message}. If a server is starting, try again in a moment.`, { cause: err });
-    throw err;
+  for (;;) {
+    if (await client.reachable()) return remote(client);
+    try {
+      core = await openCore(config, logger, purpose);
+      break;
+    } catch (err) {
+      if (!(err instanceof LockError)) throw err;
+      const server = err.owner?.purpose === SERVER_PURPOSE;
+      if (!server) throw err;
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `a netclone server (process ${err.owner?.pid}) holds ${config.dataDir} but has not opened its control socket ${client.socketPath} within ${SERVER_START_WAIT_MS / 1000} s; see its log (journalctl -u netclone) for what it is waiting on`,
+          { cause: err },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, SERVER_START_POLL_MS));
+    }
   }
   try {
     return await local(core);
@@ -123,13 +144,14 @@ async function withAppliance<T>(
   }
 }
 
-async function op(config: Config, logger: Logger, name: string, args: Args, label: string): Promise<unknown> {
+async function op(config: Config, logger: Logger, purpose: string, name: string, args: Args, label: string): Promise<unknown> {
   const bar = new ProgressBar(label);
   const progress = (p: ProgressUpdate): void => bar.update(p);
   try {
     return await withAppliance(
       config,
       logger,
+      purpose,
       (client) => client.op(name, args, progress),
       (core) => runOperation(core, name, args, progress),
     );
@@ -196,6 +218,7 @@ async function main(argv: string[]): Promise<number> {
   const specs = Object.hasOwn(COMMANDS, key) ? COMMANDS[key] : undefined;
   if (!specs) throw new UsageError(`unknown command "netclone ${key.trim()}"; see "netclone help"`);
   const args = key === three ? rest.slice(1) : rest;
+  const purpose = `netclone ${key.trim()}`;
   const { positionals: pos, flags } = parseArgs(args, specs);
   const config = loadConfig(flags);
   const json = flags.json === true;
@@ -218,6 +241,7 @@ async function main(argv: string[]): Promise<number> {
       const result = await withAppliance(
         config,
         logger,
+        purpose,
         (client) => client.import(name, size, source, stream, (p) => bar.update(p)),
         (core) => importImage(core, name, stream, size, source, (p) => bar.update(p)),
       );
@@ -234,6 +258,7 @@ async function main(argv: string[]): Promise<number> {
         await withAppliance(
           config,
           logger,
+          purpose,
           async (client) => {
             const { size, body } = await client.export(name);
             sink.begin(size);
@@ -258,76 +283,76 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'image list':
       need(0, '');
-      print(await op(config, logger, 'image.list', {}, 'list'), 'images');
+      print(await op(config, logger, purpose, 'image.list', {}, 'list'), 'images');
       return 0;
     case 'image show':
       need(1, 'NAME');
-      print(await op(config, logger, 'image.show', { name: pos[0] }, 'show'), 'image');
+      print(await op(config, logger, purpose, 'image.show', { name: pos[0] }, 'show'), 'image');
       return 0;
     case 'image verify': {
       need(1, 'NAME');
-      const result = (await op(config, logger, 'image.verify', { name: pos[0] }, `verify ${pos[0]}`)) as { ok: boolean };
+      const result = (await op(config, logger, purpose, 'image.verify', { name: pos[0] }, `verify ${pos[0]}`)) as { ok: boolean };
       print(result, 'verify');
       return result.ok ? 0 : 1;
     }
     case 'image rm':
       need(1, 'NAME');
-      await op(config, logger, 'image.rm', { name: pos[0] }, 'rm');
+      await op(config, logger, purpose, 'image.rm', { name: pos[0] }, 'rm');
       process.stdout.write(`image ${pos[0]} removed; "netclone image gc" frees its chunks\n`);
       return 0;
     case 'image gc':
       need(0, '');
-      print(await op(config, logger, 'image.gc', {}, 'gc'), 'gc');
+      print(await op(config, logger, purpose, 'image.gc', {}, 'gc'), 'gc');
       return 0;
     case 'image url': {
       need(1, 'NAME [--write --size BYTES] [--ttl DURATION]');
-      const result = (await op(config, logger, 'image.url', { name: pos[0], write: flags.write === true, size: flags.size, ttl: flags.ttl }, 'url')) as { uri: string };
+      const result = (await op(config, logger, purpose, 'image.url', { name: pos[0], write: flags.write === true, size: flags.size, ttl: flags.ttl }, 'url')) as { uri: string };
       process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : `${result.uri}\n`);
       return 0;
     }
     case 'host add':
       need(1, 'MAC [--name NAME]');
-      print(await op(config, logger, 'host.add', { mac: pos[0], name: flags.name }, 'host'), 'host');
+      print(await op(config, logger, purpose, 'host.add', { mac: pos[0], name: flags.name }, 'host'), 'host');
       return 0;
     case 'host list':
       need(0, '');
-      print(await op(config, logger, 'host.list', {}, 'hosts'), 'hosts');
+      print(await op(config, logger, purpose, 'host.list', {}, 'hosts'), 'hosts');
       return 0;
     case 'host rm':
       need(1, 'MAC');
-      await op(config, logger, 'host.rm', { mac: pos[0] }, 'host');
+      await op(config, logger, purpose, 'host.rm', { mac: pos[0] }, 'host');
       return 0;
     case 'task capture':
     case 'task deploy':
       need(1, 'MAC --image NAME');
       if (typeof flags.image !== 'string') throw new UsageError(`usage: netclone ${key} MAC --image NAME`);
       print(
-        await op(config, logger, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after }, 'task'),
+        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after }, 'task'),
         'task',
       );
       return 0;
     case 'task list':
       need(0, '');
-      print(await op(config, logger, 'task.list', { all: flags.all === true }, 'tasks'), 'tasks');
+      print(await op(config, logger, purpose, 'task.list', { all: flags.all === true }, 'tasks'), 'tasks');
       return 0;
     case 'task show':
       need(1, 'ID');
-      print(await op(config, logger, 'task.show', { id: pos[0] }, 'task'), 'task');
+      print(await op(config, logger, purpose, 'task.show', { id: pos[0] }, 'task'), 'task');
       return 0;
     case 'task cancel':
       need(1, 'ID');
-      print(await op(config, logger, 'task.cancel', { id: pos[0] }, 'task'), 'task');
+      print(await op(config, logger, purpose, 'task.cancel', { id: pos[0] }, 'task'), 'task');
       return 0;
     case 'admin passwd': {
       need(0, '');
       const password = await readPasswordTwice();
-      await op(config, logger, 'admin.passwd', { password }, 'passwd');
+      await op(config, logger, purpose, 'admin.passwd', { password }, 'passwd');
       process.stdout.write('admin password set\n');
       return 0;
     }
     case 'admin token create': {
       need(0, '[--name NAME]');
-      const created = (await op(config, logger, 'admin.token.create', { name: flags.name }, 'token')) as { token: string };
+      const created = (await op(config, logger, purpose, 'admin.token.create', { name: flags.name }, 'token')) as { token: string };
       process.stdout.write(`${created.token}\n`);
       return 0;
     }
