@@ -118,6 +118,7 @@ async function withAppliance<T>(
 ): Promise<T> {
   const client = new ControlClient(controlSocketPath(config.dataDir));
   const deadline = Date.now() + SERVER_START_WAIT_MS;
+  let told = false;
   let core;
   for (;;) {
     if (await client.reachable()) return remote(client);
@@ -130,9 +131,13 @@ async function withAppliance<T>(
       if (!server) throw err;
       if (Date.now() >= deadline) {
         throw new Error(
-          `a netclone server (process ${err.owner?.pid}) holds ${config.dataDir} but has not opened its control socket ${client.socketPath} within ${SERVER_START_WAIT_MS / 1000} s; see its log (journalctl -u netclone) for what it is waiting on`,
+          `a netclone server (process ${err.owner?.pid}) holds ${config.dataDir}, but its control socket ${client.socketPath} did not answer within ${SERVER_START_WAIT_MS / 1000} s; see the server's log (journalctl -u netclone) for what it is stuck on`,
           { cause: err },
         );
+      }
+      if (!told) {
+        process.stderr.write(`netclone: the server (process ${err.owner?.pid}) is starting; waiting for its control socket…\n`);
+        told = true;
       }
       await new Promise((resolve) => setTimeout(resolve, SERVER_START_POLL_MS));
     }
