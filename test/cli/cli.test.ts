@@ -213,6 +213,19 @@ describe('with a running server (through its control socket)', () => {
   });
 
   it('acts through the server: a second writer on the directory is refused while it runs', async () => {
+    const second = spawn(process.execPath, [BIN, 'serve', '--data', data, '--listen', '127.0.0.1', '--http-port', '0', '--nbd-port', '0', '--tftp-port', '0', '--dhcp', 'off'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NETCLONE_CONFIG: '' },
+    });
+    let secondErr = '';
+    second.stderr.on('data', (d: Buffer) => (secondErr += d));
+    second.stdout.on('data', (d: Buffer) => (secondErr += d));
+    const secondCode = await new Promise<number | null>((r) => second.on('close', r));
+    expect(secondCode, secondErr).toBe(1);
+    expect(secondErr).toContain(`${data} is in use by process ${server.proc.pid} (the server); the server cannot open it until that process ends`);
+    expect(secondErr).not.toContain('netclone is up');
+    // The refused server left the running one whole: its lock and control socket still work.
+    expect(JSON.parse(await readFile(path.join(data, 'state', 'netclone.lock'), 'utf8')).pid).toBe(server.proc.pid);
     const imp = await cli(['image', 'import', 'golden', path.join(dir, 'golden.raw')]);
     expect(imp.code, imp.stderr).toBe(0);
     await expect.poll(() => server.log(), { timeout: 5000 }).toContain('image golden imported');
