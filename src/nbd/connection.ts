@@ -8,12 +8,18 @@
  * non-overlapping requests run in parallel.
  *
  * Backpressure: parsing stops (and the socket is paused) while the bytes held by in-flight
- * requests plus unsent reply bytes exceed a limit, and resumes on completion or 'drain'.
+ * requests plus unsent reply bytes exceed a limit, and resumes on completion or 'drain'. Beyond
+ * that per-connection limit, a WRITE's payload is only received, and a READ only run, once the
+ * server-wide MemoryBudget grants its bytes; until then the connection reads nothing more.
+ *
+ * Deadlines: the whole handshake must finish within `handshakeTimeoutMs`; after it, a connection
+ * with no request in flight that sends nothing for `idleTimeoutMs` is dropped (hard close).
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { ExportError, type ExportResolver, type PeerInfo, type ReadPiece } from './export.js';
 import { ByteQueue } from './byte-queue.js';
+import type { MemoryBudget } from './memory-budget.js';
 import { Handshake, MAX_OPTION_LENGTH, MAX_PAYLOAD_CAP, optionName, type Negotiated } from './handshake.js';
 import {
   CMD,
@@ -50,6 +56,8 @@ export interface TransferEvent {
 }
 
 export interface ConnectionHooks {
+  /** Called just before an export is attached; a string refuses the client with that message. */
+  admit(conn: NbdConnection): string | undefined;
   attached(conn: NbdConnection, negotiated: Negotiated): void;
   transfer(conn: NbdConnection, negotiated: Negotiated, event: TransferEvent): void;
   closed(conn: NbdConnection): void;
@@ -63,8 +71,11 @@ export interface ConnectionOptions {
   readonly hooks: ConnectionHooks;
   readonly isShuttingDown: () => boolean;
   readonly handshakeTimeoutMs: number;
+  /** After the handshake, a connection with nothing in flight that sends nothing this long is dropped. */
+  readonly idleTimeoutMs: number;
   readonly maxInflightBytes: number;
   readonly maxInflightRequests: number;
+  readonly budget: MemoryBudget;
 }
 
 /** Handshake is a burst of small messages; a client haggling this long is misbehaving. */
@@ -75,7 +86,7 @@ const ZEROES = Buffer.alloc(1024 * 1024);
 /** After we end the socket, a peer that never closes its side is cut off after this long. */
 const END_GRACE_MS = 5000;
 
-type State = 'flags' | 'optionHeader' | 'optionData' | 'request' | 'writePayload' | 'done';
+type State = 'flags' | 'optionHeader' | 'optionData' | 'request' | 'awaitBudget' | 'writePayload' | 'done';
 
 interface InFlight {
   readonly type: number;
@@ -83,6 +94,11 @@ interface InFlight {
   readonly end: number;
   readonly bytes: number;
   settled: Promise<void>;
+}
+
+/** Bytes of the server-wide budget one request holds; given back exactly once. */
+interface BudgetHold {
+  bytes: number;
 }
 
 export class NbdConnection {
@@ -97,6 +113,13 @@ export class NbdConnection {
   private pendingOption = { option: 0, length: 0 };
   private pendingWrite: RequestHeader | undefined;
   private handshakeTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** Budget holds not yet given back: released on completion, or all at once when the connection ends. */
+  private readonly holds = new Set<BudgetHold>();
+  /** The hold for the request whose header was parsed and whose payload or run is pending. */
+  private pendingHold: BudgetHold | undefined;
+  private pendingHeader: RequestHeader | undefined;
+  private cancelBudgetWait: (() => void) | undefined;
   private tx: { negotiated: Negotiated; ctx: TransmissionContext } | undefined;
   private readonly inflight = new Set<InFlight>();
   private inflightBytes = 0;
@@ -120,6 +143,7 @@ export class NbdConnection {
     this.socket.setNoDelay(true);
     this.socket.on('data', (chunk: Buffer) => {
       if (this.state === 'done') return;
+      this.idleTimer?.refresh();
       this.queue.push(chunk);
       this.pump();
     });
@@ -135,6 +159,26 @@ export class NbdConnection {
 
   get exportSelected(): Negotiated | undefined {
     return this.tx?.negotiated;
+  }
+
+  /** Received bytes not yet consumed by a request (a payload being assembled, or requests not yet parsed). */
+  get queuedBytes(): number {
+    return this.queue.length;
+  }
+
+  /** True while a request waits for the server-wide memory budget. */
+  get awaitingBudget(): boolean {
+    return this.state === 'awaitBudget';
+  }
+
+  /** True while the client has sent nothing at all since the greeting. */
+  get silent(): boolean {
+    return this.state === 'flags' && this.queue.length === 0;
+  }
+
+  /** Drops a connection still in the handshake to make room for another client (see NbdServer). */
+  evict(reason: string): void {
+    this.abort(reason);
   }
 
   /** Server shutdown: refuse new work with ESHUTDOWN, end once in-flight requests settle. */
@@ -175,7 +219,8 @@ export class NbdConnection {
 
   private updateFlow(): void {
     if (this.socketClosed) return;
-    const shouldPause = this.state !== 'done' && (this.queue.length >= QUEUE_LIMIT || (this.blocked() && this.queue.length > 0));
+    const shouldPause =
+      this.state !== 'done' && (this.state === 'awaitBudget' || this.queue.length >= QUEUE_LIMIT || (this.blocked() && this.queue.length > 0));
     if (shouldPause && !this.paused) {
       this.paused = true;
       this.socket.pause();
@@ -202,6 +247,7 @@ export class NbdConnection {
           logger: this.log,
           noZeroes: this.noZeroes,
           isShuttingDown: () => this.o.isShuttingDown() || this.shutdownRequested,
+          admit: () => this.o.hooks.admit(this),
         });
         this.state = 'optionHeader';
         return true;
@@ -252,27 +298,45 @@ export class NbdConnection {
           this.abort('bad request magic; closing this connection');
           return false;
         }
-        if (h.type === CMD.WRITE) {
-          if (h.length > MAX_PAYLOAD_CAP) {
-            // The payload cannot be skipped without reading it all; the stream is unrecoverable.
-            this.abort(`NBD_CMD_WRITE payload of ${h.length} bytes exceeds the hard limit ${MAX_PAYLOAD_CAP}`);
-            return false;
-          }
-          this.pendingWrite = h;
-          this.state = 'writePayload';
-          return true;
+        if (h.type === CMD.WRITE && h.length > MAX_PAYLOAD_CAP) {
+          // The payload cannot be skipped without reading it all; the stream is unrecoverable.
+          this.abort(`NBD_CMD_WRITE payload of ${h.length} bytes exceeds the hard limit ${MAX_PAYLOAD_CAP}`);
+          return false;
         }
-        this.dispatch(h, undefined);
-        return true;
+        // A READ is budgeted only when it will run: an invalid one is answered without reading anything.
+        const budgeted = h.type === CMD.WRITE ? h.length : h.type === CMD.READ && this.tx !== undefined && checkRequest(h, this.tx.ctx).ok ? h.length : 0;
+        if (budgeted === 0) return this.afterBudget(h, undefined);
+        if (this.o.budget.tryAcquire(budgeted)) return this.afterBudget(h, this.hold(budgeted));
+        this.pendingHeader = h;
+        this.state = 'awaitBudget';
+        this.cancelBudgetWait = this.o.budget.wait(budgeted, () => {
+          this.cancelBudgetWait = undefined;
+          const hold = this.hold(budgeted);
+          if (this.state !== 'awaitBudget') {
+            this.release(hold);
+            return;
+          }
+          const pending = this.pendingHeader!;
+          this.pendingHeader = undefined;
+          this.state = 'request';
+          this.afterBudget(pending, hold);
+          // Granted from inside another request's release: resume parsing on a fresh stack.
+          queueMicrotask(() => this.pump());
+        });
+        return false;
       }
+      case 'awaitBudget':
+        return false;
       case 'writePayload': {
         const h = this.pendingWrite!;
         if (q.length < h.length) return false;
         // Views of the socket chunks, not one assembled copy: a vectored export copies them once.
         const payload = q.takeSlices(h.length);
+        const hold = this.pendingHold;
         this.pendingWrite = undefined;
+        this.pendingHold = undefined;
         this.state = 'request';
-        this.dispatch(h, payload);
+        this.dispatch(h, payload, hold);
         return true;
       }
       case 'done':
@@ -281,9 +345,62 @@ export class NbdConnection {
     }
   }
 
+  /** A request header whose budget (if any) is held: receive its payload, or run it. */
+  private afterBudget(h: RequestHeader, hold: BudgetHold | undefined): boolean {
+    if (h.type === CMD.WRITE) {
+      this.pendingWrite = h;
+      this.pendingHold = hold;
+      this.state = 'writePayload';
+      return true;
+    }
+    this.dispatch(h, undefined, hold);
+    return true;
+  }
+
+  private hold(bytes: number): BudgetHold {
+    const hold = { bytes };
+    this.holds.add(hold);
+    return hold;
+  }
+
+  private release(hold: BudgetHold | undefined): void {
+    if (hold === undefined || hold.bytes === 0) return;
+    const bytes = hold.bytes;
+    hold.bytes = 0;
+    this.holds.delete(hold);
+    this.o.budget.release(bytes);
+  }
+
+  /** The connection will parse nothing more: withdraw a queued budget request, give back a payload's bytes not yet received. */
+  private stopWaitingForBudget(): void {
+    this.cancelBudgetWait?.();
+    this.cancelBudgetWait = undefined;
+    this.pendingHeader = undefined;
+    this.release(this.pendingHold);
+    this.pendingHold = undefined;
+  }
+
+  /** Every request has settled: give back what replies never handed to the kernel (the socket died first). */
+  private releaseAll(): void {
+    this.stopWaitingForBudget();
+    for (const h of [...this.holds]) this.release(h);
+  }
+
+  private onIdle(): void {
+    if (this.state === 'done') return;
+    // Waiting on the server (a slow export, the memory budget) is not the client being idle.
+    if (this.inflight.size > 0 || this.state === 'awaitBudget') {
+      this.idleTimer?.refresh();
+      return;
+    }
+    this.abort(`no request for ${Math.round(this.o.idleTimeoutMs / 1000)} s after the handshake (idle timeout)`);
+  }
+
   private enterTransmission(n: Negotiated): void {
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
+    this.idleTimer = setTimeout(() => this.onIdle(), this.o.idleTimeoutMs);
+    this.idleTimer.unref();
     this.handshake = undefined;
     const c = n.export.capabilities;
     const ctx: TransmissionContext = {
@@ -310,9 +427,10 @@ export class NbdConnection {
   // ---------------------------------------------------------------------------------------
   // Requests
 
-  private dispatch(h: RequestHeader, payload: readonly Buffer[] | undefined): void {
+  private dispatch(h: RequestHeader, payload: readonly Buffer[] | undefined, hold: BudgetHold | undefined): void {
     const tx = this.tx!;
     if (h.type === CMD.DISC) {
+      this.release(hold);
       this.discReceived = true;
       this.reason ??= 'client sent NBD_CMD_DISC';
       this.state = 'done';
@@ -321,11 +439,13 @@ export class NbdConnection {
       return;
     }
     if (this.shutdownRequested || this.o.isShuttingDown()) {
+      this.release(hold);
       this.replyError(h, ERRNO.ESHUTDOWN, 'server is shutting down', undefined);
       return;
     }
     const check = checkRequest(h, tx.ctx);
     if (!check.ok) {
+      this.release(hold);
       this.log.debug({ cmd: commandName(h.type), errno: errnoName(check.errno), msg: check.message }, 'nbd: request rejected');
       this.replyError(h, check.errno, check.message, undefined);
       return;
@@ -347,15 +467,19 @@ export class NbdConnection {
     const rec: InFlight = { type: h.type, start, end, bytes, settled: Promise.resolve() };
     this.inflight.add(rec);
     this.inflightBytes += bytes;
+    // A READ's reply takes over its hold until the socket has handed the bytes to the kernel.
+    let replyOwnsHold = false;
     const run = async (): Promise<void> => {
       if (waitFor.length > 0) await Promise.all(waitFor);
-      await this.execute(h, start, payload);
+      replyOwnsHold = await this.execute(h, start, payload, hold);
     };
     rec.settled = run()
       .catch((err: unknown) => {
         this.log.error({ err }, 'nbd: internal error handling request');
       })
       .finally(() => {
+        if (!replyOwnsHold) this.release(hold);
+        this.idleTimer?.refresh();
         this.inflight.delete(rec);
         this.inflightBytes -= bytes;
         if (this.shutdownRequested && this.inflight.size === 0) this.endGracefully();
@@ -363,7 +487,8 @@ export class NbdConnection {
       });
   }
 
-  private async execute(h: RequestHeader, offset: number, payload: readonly Buffer[] | undefined): Promise<void> {
+  /** Runs one request and queues its reply; true when the reply took over `hold` (a READ's data). */
+  private async execute(h: RequestHeader, offset: number, payload: readonly Buffer[] | undefined, hold: BudgetHold | undefined): Promise<boolean> {
     const { negotiated } = this.tx!;
     const exp = negotiated.export;
     const fua = (h.flags & CMD_FLAG.FUA) !== 0;
@@ -373,9 +498,9 @@ export class NbdConnection {
           const pieces = h.length === 0 ? [] : await exp.read(offset, h.length);
           const checked = checkReadPieces(pieces, offset, h.length);
           if (typeof checked === 'string') throw new Error(`export returned a malformed read: ${checked}`);
-          this.sendRead(h, offset, checked);
+          this.sendRead(h, offset, checked, () => this.release(hold));
           this.transfer('read', offset, h.length);
-          return;
+          return true;
         }
         case CMD.WRITE: {
           if (h.length > 0) {
@@ -386,7 +511,7 @@ export class NbdConnection {
           this.wrote(fua);
           this.replyOk(h);
           this.transfer('write', offset, h.length);
-          return;
+          return false;
         }
         case CMD.WRITE_ZEROES: {
           if (h.length > 0) {
@@ -399,26 +524,26 @@ export class NbdConnection {
           this.wrote(fua);
           this.replyOk(h);
           this.transfer('zero', offset, h.length);
-          return;
+          return false;
         }
         case CMD.TRIM: {
           if (h.length > 0) await exp.trim(offset, h.length, fua);
           this.wrote(fua);
           this.replyOk(h);
           this.transfer('trim', offset, h.length);
-          return;
+          return false;
         }
         case CMD.FLUSH: {
           const gen = this.writeGen;
           await exp.flush();
           this.flushedGen = Math.max(this.flushedGen, gen);
           this.replyOk(h);
-          return;
+          return false;
         }
         case CMD.CACHE: {
           if (h.length > 0) await exp.cache(offset, h.length);
           this.replyOk(h);
-          return;
+          return false;
         }
         case CMD.BLOCK_STATUS: {
           const extents = await exp.blockStatus(offset, h.length);
@@ -426,7 +551,7 @@ export class NbdConnection {
           const wire = clampExtents(extents, offset, h.length, exp.size, reqOne);
           if (typeof wire === 'string') throw new Error(`export returned malformed extents: ${wire}`);
           this.send([encodeBlockStatusChunk(h.cookie, negotiated.allocationContextId!, wire, true)]);
-          return;
+          return false;
         }
         default:
           // checkRequest rejects unknown types; reaching here is a server bug.
@@ -445,6 +570,7 @@ export class NbdConnection {
         this.log.error({ err, cmd: commandName(h.type), offset, length: h.length }, 'nbd: export failed; answering EIO');
       }
       this.replyError(h, errno, message, h.type === CMD.READ && h.length > 0 ? offset : undefined);
+      return false;
     }
   }
 
@@ -464,8 +590,12 @@ export class NbdConnection {
   // ---------------------------------------------------------------------------------------
   // Output
 
-  private send(bufs: readonly Buffer[]): void {
-    if (this.socketClosed || this.socket.destroyed || !this.socket.writable || bufs.length === 0) return;
+  /** `written` runs once the last buffer has been handed to the kernel, or at once when it never will be. */
+  private send(bufs: readonly Buffer[], written?: () => void): void {
+    if (this.socketClosed || this.socket.destroyed || !this.socket.writable || bufs.length === 0) {
+      written?.();
+      return;
+    }
     // Replies completed in the same event-loop turn leave in one writev: with 16-byte WRITE replies,
     // one syscall each cost a capture more than the replies themselves (measured in bench/nbd.ts).
     // setImmediate, not nextTick: the replies to writes parsed from several socket reads in one
@@ -478,7 +608,10 @@ export class NbdConnection {
         this.socket.uncork();
       });
     }
-    for (const b of bufs) this.socket.write(b);
+    const last = bufs.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(bufs[i]);
+    if (written) this.socket.write(bufs[last], () => written());
+    else this.socket.write(bufs[last]);
   }
 
   private replyOk(h: RequestHeader): void {
@@ -493,7 +626,7 @@ export class NbdConnection {
     }
   }
 
-  private sendRead(h: RequestHeader, offset: number, pieces: readonly ReadPiece[]): void {
+  private sendRead(h: RequestHeader, offset: number, pieces: readonly ReadPiece[], written: () => void): void {
     const structured = this.tx!.negotiated.structured;
     const out: Buffer[] = [];
     if (!structured) {
@@ -519,7 +652,7 @@ export class NbdConnection {
         }
       });
     }
-    this.send(out);
+    this.send(out, written);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -533,6 +666,7 @@ export class NbdConnection {
     }
     this.state = 'done';
     this.queue.clear();
+    this.stopWaitingForBudget();
     this.socket.destroy();
   }
 
@@ -540,6 +674,7 @@ export class NbdConnection {
   private endGracefully(): void {
     this.state = 'done';
     this.queue.clear();
+    this.stopWaitingForBudget();
     if (this.socketClosed || this.ending) return;
     this.ending = true;
     if (this.paused) {
@@ -561,7 +696,10 @@ export class NbdConnection {
     this.state = 'done';
     this.queue.clear();
     clearTimeout(this.handshakeTimer);
+    clearTimeout(this.idleTimer);
+    this.stopWaitingForBudget();
     void this.settleAll().then(() => {
+      this.releaseAll();
       if (this.detached) return;
       this.detached = true;
       const reason = this.reason ?? 'peer closed the connection';

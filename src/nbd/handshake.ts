@@ -99,6 +99,8 @@ export interface HandshakeOptions {
   readonly logger: Logger;
   readonly noZeroes: boolean;
   readonly isShuttingDown: () => boolean;
+  /** Asked before an export is attached; a string refuses the client (the server's connection limit). */
+  readonly admit?: () => string | undefined;
 }
 
 export function optionName(option: number): string {
@@ -166,6 +168,11 @@ export class Handshake {
 
   /** Calls export.attach; a thrown error becomes the refusal message. */
   private attach(option: number, exp: NbdExport): string | undefined {
+    const full = this.o.admit?.();
+    if (full !== undefined) {
+      this.o.logger.warn({ peer: this.o.peer, option: optionName(option), reason: full }, 'nbd: connection refused at attach');
+      return full;
+    }
     try {
       exp.attach(this.o.peer);
       return undefined;
