@@ -10,30 +10,51 @@
  * server, or a client that went quiet, costs nothing; boot loaders are a few hundred kilobytes,
  * so a PC's whole transfer spins a core for milliseconds.
  */
+export interface BusyPollOptions {
+  /**
+   * Milliseconds on a monotonic clock; default `performance.now`. A test passes a clock it moves by
+   * hand, so that when a window ends is decided by the test's steps, not by how fast the machine is.
+   */
+  readonly now?: () => number;
+}
+
 export class BusyPoll {
   private until = 0;
   private running = false;
+  private spins = 0;
+  private readonly now: () => number;
 
   /** `windowMs` 0 disables polling: kick() then does nothing. */
-  constructor(private readonly windowMs: number) {}
+  constructor(
+    private readonly windowMs: number,
+    options: BusyPollOptions = {},
+  ) {
+    this.now = options.now ?? (() => performance.now());
+  }
 
   /** Poll for the next `windowMs` (extends a window already running). */
   kick(): void {
     if (this.windowMs <= 0) return;
-    this.until = performance.now() + this.windowMs;
+    this.until = this.now() + this.windowMs;
     if (!this.running) {
       this.running = true;
       setImmediate(this.spin);
     }
   }
 
-  /** Whether polling is running now (for tests). */
+  /** Whether polling is running now: while true, the loop polls for I/O without sleeping. */
   get active(): boolean {
     return this.running;
   }
 
+  /** Event-loop iterations spent polling since this object was made (what a test or a profile counts). */
+  get iterations(): number {
+    return this.spins;
+  }
+
   private readonly spin = (): void => {
-    if (performance.now() < this.until) setImmediate(this.spin);
+    this.spins++;
+    if (this.now() < this.until) setImmediate(this.spin);
     else this.running = false;
   };
 }
