@@ -86,8 +86,10 @@ describe('target disk rule (choose_disk)', () => {
     const r = runLib('choose_disk "" "" ""', { NC_SYS: tree([sata, nvme, usb]) });
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/more than one internal disk \(sda nvme0n1\|nvme0n1 sda\)|more than one internal disk/);
-    expect(r.stderr).toContain('serial');
+    // The message names exactly the two internal disks (the USB stick is not a candidate), in any order.
+    const m = /^more than one internal disk \(([^)]*)\); set the disk serial in the task to choose one$/m.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    expect(m?.[1].split(' ').sort()).toEqual(['nvme0n1', 'sda']);
   });
 
   it('picks the disk with the task serial, even among several', () => {
