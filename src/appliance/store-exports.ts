@@ -70,7 +70,10 @@ export class StoreExportSource implements ExportSource {
         logger: this.logger,
         ...(this.commitDelayMs === undefined ? {} : { commitDelayMs: this.commitDelayMs }),
         onCommitted: (v) => hooks.onCommitted({ version: v.version, size: v.size, sectorSize: v.sectorSize, chunkSize: v.chunkSize, digest: v.digest, dataBytes: v.dataBytes }),
-        onFailed: (reason) => hooks.onFailed(reason),
+        // An export closed before its first write (an unused URL expiring, a revoked task) captured nothing that failed.
+        onFailed: (reason) => {
+          if (exp.begun) hooks.onFailed(reason);
+        },
       },
     );
     return {

@@ -61,7 +61,11 @@ export class TransferService {
     private readonly logger: Logger,
   ) {
     tasks.on('changed', (task: TaskRecord) => {
-      if (task.state === 'cancelled' || task.state === 'failed') void this.grants.revokeTask(task.id, `task ${task.state}`);
+      if (task.state === 'cancelled' || task.state === 'failed') {
+        this.captureOutcome.delete(task.id);
+        this.wireBytes.delete(task.id);
+        this.grants.revokeTask(task.id, `task ${task.state}`).catch((err: unknown) => this.logger.error({ err, task: task.id }, 'revoking the NBD exports of an ended task failed'));
+      }
     });
   }
 

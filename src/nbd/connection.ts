@@ -435,7 +435,9 @@ export class NbdConnection {
       this.reason ??= 'client sent NBD_CMD_DISC';
       this.state = 'done';
       this.queue.clear();
-      void this.settleAll().then(() => this.endGracefully());
+      this.settleAll()
+        .then(() => this.endGracefully())
+        .catch((err: unknown) => this.log.error({ err }, 'nbd: internal error ending the connection'));
       return;
     }
     if (this.shutdownRequested || this.o.isShuttingDown()) {
@@ -715,7 +717,7 @@ export class NbdConnection {
         this.log.debug({ reason }, 'nbd: connection closed during handshake');
       }
       this.o.hooks.closed(this);
-    });
+    }).catch((err: unknown) => this.log.error({ err }, 'nbd: internal error after the connection closed'));
   }
 }
 

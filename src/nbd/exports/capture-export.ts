@@ -155,16 +155,26 @@ export class CaptureExport implements NbdExport {
         this.state = 'committed';
         this.log.info({ version: v.version, digest: v.digest }, 'capture committed as a new version');
         this.settle.resolve(v);
-        this.opts.onCommitted?.(v);
+        this.notify('onCommitted', () => this.opts.onCommitted?.(v));
       },
       (e: unknown) => {
         this.state = 'failed';
-        this.failReason = `commit failed: ${(e as Error).message}`;
-        this.log.error({ reason: this.failReason }, 'capture failed');
-        this.settle.reject(new Error(this.failReason));
-        this.opts.onFailed?.(this.failReason);
+        const reason = `commit failed: ${(e as Error).message}`;
+        this.failReason = reason;
+        this.log.error({ reason }, 'capture failed');
+        this.settle.reject(new Error(reason));
+        this.notify('onFailed', () => this.opts.onFailed?.(reason));
       },
     );
+  }
+
+  /** An owner's callback that throws must not become an unhandled rejection. */
+  private notify(which: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err, callback: which }, 'capture export callback threw');
+    }
   }
 
   /** Cancels the capture (admin action, expired URL, unclean client); the previous version stays current. */
@@ -179,7 +189,7 @@ export class CaptureExport implements NbdExport {
     this.commitTimer = undefined;
     const finish = (): void => {
       this.settle.reject(new Error(reason));
-      this.opts.onFailed?.(reason);
+      this.notify('onFailed', () => this.opts.onFailed?.(reason));
     };
     if (this.capture === null) {
       this.log.info({ reason }, 'capture export closed before anything was written');
