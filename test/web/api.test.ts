@@ -1,9 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocket, type Socket } from 'node:dgram';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import request from 'supertest';
+import { resolveConfig } from '../../src/appliance/config.js';
+import { importImage } from '../../src/appliance/operations.js';
+import { startAppliance, type RunningAppliance } from '../../src/appliance/runtime.js';
 import { createApiToken } from '../../src/appliance/users.js';
+import { nullLogger } from '../../src/log.js';
+import { CMD, ERRNO, TFLAG } from '../../src/nbd/protocol.js';
 import { sendMagicPacket, wakeSender } from '../../src/web/wol.js';
-import { makeHarness, type Harness } from './helpers.js';
+import { makeHarness, tinyDisk, type Harness } from './helpers.js';
+import { rawGo, readSimpleReply, request as nbdRequest, run } from '../nbd/helpers.js';
 
 let h: Harness;
 let auth: { Authorization: string };
@@ -107,12 +117,6 @@ describe('images API', () => {
     await api().post('/api/v1/images/missing/verify').set(auth).send({}).expect(404);
   });
 
-  it('issues a read-only nbd:// URL through the NBD layer', async () => {
-    const r = await api().post('/api/v1/images/win11/url').set(auth).set('Host', 'netclone.lan:8080').send({ ttlSeconds: 600 }).expect(200);
-    expect(r.body.uri).toMatch(/^nbd:\/\//);
-    expect(h.nbdRequests.at(-1)).toEqual({ image: 'win11', write: false, ttlSeconds: 600, host: 'netclone.lan' });
-  });
-
   it('renames an image; assigned hosts follow; a taken name is a 409', async () => {
     await api().post('/api/v1/images/win11/rename').set(auth).send({ to: 'ubuntu' }).expect(409);
     const r = await api().post('/api/v1/images/win11/rename').set(auth).send({ to: 'win11-office' }).expect(200);
@@ -207,5 +211,83 @@ describe('Wake-on-LAN', () => {
     const p = await until(() => received[0]);
     expect(p).toEqual(Buffer.concat([Buffer.alloc(6, 0xff), ...Array.from({ length: 16 }, () => Buffer.from('aabbccddeeff', 'hex'))]));
     await expect(sendMagicPacket('nonsense', { address: '127.0.0.1', port: 9 })).rejects.toThrow(/MAC/);
+  });
+});
+
+/**
+ * The URL route on the real appliance: the HTTP API, the runtime's NBD access (grants over the image
+ * store's export source) and the NBD server, checked from outside with real NBD clients.
+ */
+describe('nbd:// URL on the running appliance', () => {
+  let app: RunningAppliance;
+  let dir: string;
+  let bearer: { Authorization: string };
+  const disk = tinyDisk();
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'netclone-api-nbd-'));
+    const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': join(dir, 'boot') });
+    app = await startAppliance(config, nullLogger());
+    await writeFile(join(dir, 'win11.raw'), disk);
+    await importImage(app.core, 'win11', createReadStream(join(dir, 'win11.raw')), disk.length, 'test import', () => undefined);
+    bearer = { Authorization: `Bearer ${(await createApiToken(app.core.db, 'tests')).token}` };
+  });
+  afterAll(async () => {
+    await app?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('issues a read-only nbd:// URL through the NBD layer', async () => {
+    const before = Date.now();
+    const r = await request(`http://127.0.0.1:${app.ports.http}`)
+      .post('/api/v1/images/win11/url')
+      .set(bearer)
+      .set('Host', `localhost:${app.ports.http}`)
+      .send({ ttlSeconds: 600 })
+      .expect(200);
+    const after = Date.now();
+    // The URL names the host the caller reached us by and the NBD server's port.
+    const m = new RegExp(`^nbd://localhost:${app.ports.nbd}/([A-Za-z0-9_-]+)$`).exec(r.body.uri as string);
+    expect(m, r.body.uri).not.toBeNull();
+    expect(r.body.exportName).toBe(m?.[1]);
+    const expires = Date.parse(r.body.expiresAt as string);
+    expect(expires).toBeGreaterThanOrEqual(before + 600_000 - 1);
+    expect(expires).toBeLessThanOrEqual(after + 600_000);
+    const uri = `nbd://127.0.0.1:${app.ports.nbd}/${r.body.exportName as string}`;
+
+    // A real client sees a read-only export of the image's size, and reads the image's bytes.
+    const info = await run('nbdinfo', ['--json', uri]);
+    expect(info.code, info.stderr).toBe(0);
+    const exp = (JSON.parse(info.stdout) as { exports: Array<{ 'export-size': number; is_read_only: boolean }> }).exports[0];
+    expect(exp).toMatchObject({ 'export-size': disk.length, is_read_only: true });
+    const copy = join(dir, 'copy.raw');
+    const read = await run('nbdcopy', [uri, copy]);
+    expect(read.code, read.stderr).toBe(0);
+    expect((await readFile(copy)).equals(disk)).toBe(true);
+
+    // Writing is refused: by real clients, and by the server itself when a client ignores the flag.
+    await writeFile(join(dir, 'junk.raw'), Buffer.alloc(disk.length, 0xaa));
+    const nbdcopyWrite = await run('nbdcopy', [join(dir, 'junk.raw'), uri]);
+    expect(nbdcopyWrite.code).not.toBe(0);
+    expect(nbdcopyWrite.stderr).toMatch(/read.?only/i);
+    const qemuWrite = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xaa 0 4k', uri]);
+    // qemu opens an NBD export read-write only when the server does not flag it read-only.
+    expect(qemuWrite.code).not.toBe(0);
+    expect(qemuWrite.stderr).toMatch(/can't open device.*Permission denied/);
+    expect(qemuWrite.stdout).not.toMatch(/wrote 4096/);
+    const { c, flags } = await rawGo(app.ports.nbd, r.body.exportName as string);
+    try {
+      expect(flags & TFLAG.READ_ONLY).toBe(TFLAG.READ_ONLY);
+      c.write(Buffer.concat([nbdRequest(CMD.WRITE, 9n, 0n, 4096), Buffer.alloc(4096, 0xaa)]));
+      expect(await readSimpleReply(c)).toEqual({ errno: ERRNO.EPERM, cookie: 9n });
+    } finally {
+      c.destroy();
+    }
+
+    // Nothing changed: the same bytes, and no new version.
+    const again = await run('nbdcopy', [uri, copy]);
+    expect(again.code, again.stderr).toBe(0);
+    expect((await readFile(copy)).equals(disk)).toBe(true);
+    expect(await app.core.store.versions('win11')).toEqual([1]);
   });
 });
