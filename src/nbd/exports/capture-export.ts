@@ -2,17 +2,18 @@
  * Writable NBD export over a Capture: a client writes a whole disk; it becomes a new image version.
  *
  * Commit rule: the capture commits when every connection that issued a write-class command (WRITE,
- * WRITE_ZEROES, TRIM) has ended with NBD_CMD_DISC, no connection is attached, and none attached
- * during the following `commitDelayMs`. FLUSH is optional: Capture.commit() stores every chunk,
- * fsyncs the chunk files and their directories, and only then renames the manifest. A connection
- * that wrote nothing (nbdinfo, a size probe) neither commits nor discards anything. A writing
- * connection that closes without DISC, or a write-class command that fails, discards the capture:
- * the previous version stays current and later connections are refused.
+ * WRITE_ZEROES, TRIM) has ended with NBD_CMD_DISC and no connection is attached. FLUSH is optional:
+ * Capture.commit() stores every chunk, fsyncs the chunk files and their directories, and only then
+ * renames the manifest. A connection that wrote nothing (nbdinfo, a size probe) neither commits nor
+ * discards anything. A writing connection that closes without DISC, or a write-class command that
+ * fails, discards the capture: the previous version stays current and later connections are refused.
  *
- * Why the delay: `qemu-img convert` without `-n` first "creates" the target on a connection of its
- * own (it zeroes the first sector, flushes and disconnects cleanly), then reconnects a few
- * milliseconds later to copy. Committing at that first disconnect made an all-zero version the
- * newest and refused the real copy. A connection attaching within the delay keeps the capture open.
+ * One wait: while nothing but zeroes and trims has been written, the commit waits `commitDelayMs`,
+ * and a connection attaching meanwhile keeps the capture open. `qemu-img convert` without `-n`
+ * first "creates" the target on a connection of its own (it zeroes the first sector, flushes and
+ * disconnects cleanly), then reconnects a few milliseconds later to copy; committing at that first
+ * disconnect made an all-zero version the newest and refused the real copy. A capture that received
+ * data commits as soon as its last writer has gone.
  *
  * The store's capture is begun lazily, on the first write-class command, and only then holds the
  * image's capture lock: an issued but unused URL, or one only probed, blocks no other capture.
@@ -37,7 +38,7 @@ export interface LazyCapture {
 export interface CaptureExportOptions {
   readonly logger: Logger;
   readonly description?: string;
-  /** How long the export waits, with no connection attached, after the last writer's DISC before committing. Default 2000 ms. */
+  /** How long a capture that received only zeroes and trims waits, with no connection attached, before committing. Default 2000 ms. */
   readonly commitDelayMs?: number;
   readonly onCommitted?: (version: VersionInfo) => void;
   readonly onFailed?: (reason: string) => void;
@@ -67,6 +68,8 @@ export class CaptureExport implements NbdExport {
   private readonly attached = new Set<number>();
   /** Writing connections that ended with DISC since the capture opened. */
   private cleanWriters = 0;
+  /** A WRITE with data succeeded: this is no create probe (see the header). */
+  private receivedData = false;
   private commitTimer: NodeJS.Timeout | undefined;
   private readonly commitDelayMs: number;
   private state: State = 'open';
@@ -140,6 +143,10 @@ export class CaptureExport implements NbdExport {
     if (this.attached.size > 0) return;
     // Nothing begun: every connection so far only looked, or its writes were refused before the capture began.
     if (this.capture === null || this.cleanWriters === 0) return;
+    if (this.receivedData) {
+      this.commit();
+      return;
+    }
     this.commitTimer = setTimeout(() => {
       this.commitTimer = undefined;
       this.commit();
@@ -250,14 +257,16 @@ export class CaptureExport implements NbdExport {
     }
   }
 
-  write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.tracked('write', offset, data.length, fua, (c) => c.write(offset, data));
+  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    await this.tracked('write', offset, data.length, fua, (c) => c.write(offset, data));
+    if (data.length > 0) this.receivedData = true;
   }
 
-  writev(offset: number, slices: readonly Buffer[], fua: boolean): Promise<void> {
+  async writev(offset: number, slices: readonly Buffer[], fua: boolean): Promise<void> {
     let n = 0;
     for (const b of slices) n += b.length;
-    return this.tracked('write', offset, n, fua, (c) => c.write(offset, slices));
+    await this.tracked('write', offset, n, fua, (c) => c.write(offset, slices));
+    if (n > 0) this.receivedData = true;
   }
 
   writeZeroes(offset: number, length: number, options: WriteZeroesOptions): Promise<void> {
