@@ -158,6 +158,7 @@ export function migrate(raw: unknown, file = 'database'): DbData {
 }
 
 const instances = new Map<string, Promise<Database>>();
+const adapters = new Map<string, DurableJsonFile<DbData>>();
 
 export function databasePath(dataDir: string): string {
   return path.join(dataDir, 'state', 'netclone.json');
@@ -169,19 +170,28 @@ export function openDatabase(dataDir: string): Promise<Database> {
   if (!db) {
     db = (async () => {
       await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-      const low = new Low<DbData>(new DurableJsonFile<DbData>(file), emptyData());
+      const adapter = new DurableJsonFile<DbData>(file);
+      adapters.set(file, adapter);
+      const low = new Low<DbData>(adapter, emptyData());
       await low.read();
       low.data = migrate(low.data ?? emptyData(), file);
       await low.write();
       return low;
     })();
     instances.set(file, db);
-    db.catch(() => instances.delete(file));
+    const opening = db;
+    opening.catch(() => {
+      if (instances.get(file) === opening) forgetDatabase(dataDir);
+    });
   }
   return db;
 }
 
 /** Forget the instance (after the owner stops) so a later open re-reads the file. */
 export function forgetDatabase(dataDir: string): void {
-  instances.delete(databasePath(dataDir));
+  const file = databasePath(dataDir);
+  instances.delete(file);
+  // A forgotten instance must not go on retrying a failed write behind the next owner's back.
+  adapters.get(file)?.stopRetrying();
+  adapters.delete(file);
 }

@@ -3,34 +3,84 @@
  * without fsync, so a crash right after a write can leave an empty or stale file.
  * Here: write temp → fsync → rename → fsync directory, one write at a time, with
  * later writes coalesced while one is in flight.
+ *
+ * A write that fails (disk full, I/O error) rejects for the callers whose changes it
+ * carried, with a message that says what to do, and leaves the file as it was. lowdb keeps
+ * the data in memory, so the next write carries those changes too; until then a retry runs
+ * every few seconds, so the file catches up once there is room again even if nothing else
+ * changes.
  */
-import { open, readFile, rename } from 'node:fs/promises';
+import { EventEmitter } from 'node:events';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Adapter } from 'lowdb';
 
+/** How long after a failed write the adapter tries again on its own. */
+export const RETRY_AFTER_FAILURE_MS = 5000;
+
 export async function writeFileDurably(file: string, data: string | Buffer): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+  let renamed = false;
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  const dir = await open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+    renamed = true;
+    const dir = await open(path.dirname(file), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch (err) {
+    // On a full disk the half-written temp file holds the very space the next attempt needs.
+    if (!renamed) await unlink(tmp).catch(() => undefined);
+    throw err;
   }
 }
 
-export class DurableJsonFile<T> implements Adapter<T> {
-  private writing: Promise<void> | null = null;
-  private pending: { data: T; waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> } | null = null;
+/** The error a failed database write rejects with: names the file, keeps the system error's code. */
+export class DatabaseWriteError extends Error {
+  readonly code: string | undefined;
+  constructor(file: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    const advice =
+      code === 'ENOSPC' || code === 'EDQUOT'
+        ? `free space on the file system that holds ${path.dirname(file)}`
+        : code === 'EROFS' || code === 'EACCES' || code === 'EPERM'
+          ? `make ${path.dirname(file)} writable for netclone`
+          : `check the disk that holds ${path.dirname(file)} (dmesg)`;
+    super(`could not save the database ${file}: ${(cause as Error).message}; ${advice}. The change is kept in memory and saved with the next write that succeeds`, { cause });
+    this.name = 'DatabaseWriteError';
+    this.code = code;
+  }
+}
 
-  constructor(readonly file: string) {}
+interface Waiter {
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
+/**
+ * Emits 'writeFailed' (err: DatabaseWriteError, failuresInARow: number) after each failed
+ * write and 'recovered' (failuresInARow: number) when a write succeeds after failures.
+ */
+export class DurableJsonFile<T> extends EventEmitter implements Adapter<T> {
+  private writing: Promise<void> | null = null;
+  private pending: { data: T; waiters: Waiter[] } | null = null;
+  /** Data a failed write did not save, while nothing newer is queued; the retry timer writes it. */
+  private unsaved: T | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private failures = 0;
+
+  constructor(readonly file: string) {
+    super();
+  }
 
   async read(): Promise<T | null> {
     let text: string;
@@ -49,14 +99,26 @@ export class DurableJsonFile<T> implements Adapter<T> {
 
   write(data: T): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.pending) {
-        this.pending.data = data;
-        this.pending.waiters.push({ resolve, reject });
-      } else {
-        this.pending = { data, waiters: [{ resolve, reject }] };
-      }
-      if (!this.writing) this.drain();
+      this.enqueue(data, { resolve, reject });
     });
+  }
+
+  /** Stops the retry timer (the owner is closing; its last write reports any failure itself). */
+  stopRetrying(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  private enqueue(data: T, waiter: Waiter | null): void {
+    this.unsaved = null;
+    this.stopRetrying();
+    if (this.pending) {
+      this.pending.data = data;
+      if (waiter) this.pending.waiters.push(waiter);
+    } else {
+      this.pending = { data, waiters: waiter ? [waiter] : [] };
+    }
+    if (!this.writing) this.drain();
   }
 
   private drain(): void {
@@ -68,9 +130,41 @@ export class DurableJsonFile<T> implements Adapter<T> {
     this.pending = null;
     this.writing = writeFileDurably(this.file, JSON.stringify(batch.data, null, 1))
       .then(
-        () => batch.waiters.forEach((w) => w.resolve()),
-        (err: unknown) => batch.waiters.forEach((w) => w.reject(err)),
+        () => {
+          const failures = this.failures;
+          this.failures = 0;
+          if (failures > 0) this.tell('recovered', failures);
+          for (const w of batch.waiters) w.resolve();
+        },
+        (cause: unknown) => {
+          const err = new DatabaseWriteError(this.file, cause);
+          this.failures++;
+          // Only the newest data matters; a queued write carries newer data already.
+          if (!this.pending) this.scheduleRetry(batch.data);
+          this.tell('writeFailed', err, this.failures);
+          for (const w of batch.waiters) w.reject(err);
+        },
       )
       .finally(() => this.drain());
+  }
+
+  /** A listener that throws must not turn into a rejection nobody handles, nor stop the queue. */
+  private tell(event: 'writeFailed' | 'recovered', ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args);
+    } catch {
+      // the listener's own failure is its business; the write outcome still reaches every caller
+    }
+  }
+
+  private scheduleRetry(data: T): void {
+    this.unsaved = data;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      const again = this.unsaved;
+      if (again !== null) this.enqueue(again, null);
+    }, RETRY_AFTER_FAILURE_MS);
+    // A pending retry must not keep a CLI command (or a stopping server) alive.
+    this.retryTimer.unref();
   }
 }

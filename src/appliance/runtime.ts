@@ -25,6 +25,7 @@ import { bootRoutes } from '../web/boot-routes.js';
 import { clientRoutes } from '../web/client-routes.js';
 import { ipToInt } from './config.js';
 import type { Logger } from '../log.js';
+import type { EventLog } from './events.js';
 
 export interface RunningAppliance {
   readonly core: OpenCore;
@@ -53,6 +54,41 @@ function explainListenError(err: unknown, what: string, port: number): string {
   if (code === 'EACCES') return `${what} needs port ${port}, which only root or CAP_NET_BIND_SERVICE may use (run as root, use the systemd unit, or pick a port above 1023)`;
   if (code === 'EADDRINUSE') return `${what} port ${port} is already in use by another program (another DHCP/TFTP server?)`;
   return `${what} did not start: ${(err as Error).message}`;
+}
+
+export interface RejectionSafetyNet {
+  /** Also record each unhandled rejection as an event, so the admin page shows it. */
+  attach(events: EventLog): void;
+  remove(): void;
+}
+
+/**
+ * The serve process's last line of defence. Every promise in netclone has its failure handled
+ * where it happens (a disk error fails that one operation); one that slips through is a bug.
+ * Without this handler Node ends the process on it, taking every PC's boot and every running
+ * capture down with one failed operation. With it the server logs the bug loudly, says what
+ * to do, and keeps serving everyone else.
+ */
+export function installRejectionSafetyNet(logger: Logger): RejectionSafetyNet {
+  let events: EventLog | null = null;
+  const onRejection = (reason: unknown): void => {
+    const err = reason instanceof Error ? reason : new Error(String(reason));
+    const message =
+      `internal error (a bug): an operation failed and nothing handled it: ${err.message}. ` +
+      'netclone keeps serving; the operation it belonged to did not finish. If a task or capture stops moving, cancel it and ' +
+      'start it again, and report this log line with the lines before it';
+    logger.fatal({ err, code: (err as NodeJS.ErrnoException).code }, message);
+    if (events) void events.record('error', message);
+  };
+  process.on('unhandledRejection', onRejection);
+  return {
+    attach: (e) => {
+      events = e;
+    },
+    remove: () => {
+      process.off('unhandledRejection', onRejection);
+    },
+  };
 }
 
 export async function startAppliance(config: Config, logger: Logger): Promise<RunningAppliance> {
@@ -110,7 +146,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
       { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, nbd, store: core.store, services: () => [...statuses.values()] },
       {
         extraPlugins: [
-          bootRoutes({ config, logger: logger.child({ component: 'boot' }), hosts: core.hosts, tasks: core.tasks, imageNames }),
+          bootRoutes({ config, logger: logger.child({ component: 'boot' }), db: core.db, hosts: core.hosts, tasks: core.tasks, bootAddresses: core.hosts.bootAddresses, imageNames }),
           clientRoutes({ config, logger: logger.child({ component: 'client-api' }), hosts: core.hosts, tasks: core.tasks, transfers, images: source, nbdPort: nbdAddr.port }),
         ],
       },
@@ -170,6 +206,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
         logger,
         hooks: {
           onPxeRequest: (info) => {
+            if (info.ip) core.hosts.bootAddresses.note(info.mac, info.ip);
             const firmware = info.arch === 0 ? 'bios' : info.arch === 16 ? 'uefi-http' : info.arch === 11 ? 'arm64' : info.arch !== undefined ? 'uefi' : 'unknown';
             core.hosts
               .sighted({ mac: info.mac, ip: info.ip ?? null, firmware, arch: info.arch === undefined ? null : String(info.arch), vendorClass: info.vendorClass ?? null })

@@ -204,8 +204,10 @@ async function main(argv: string[]): Promise<number> {
     for (const [k, v] of Object.entries(parsed.flags)) if (k !== 'config' && k !== 'data' && k !== 'help' && typeof v === 'string') (overrides as Record<string, string>)[k] = v;
     const config = loadConfig(parsed.flags, overrides);
     const serveLogger = createLogger(process.env.NETCLONE_LOG_LEVEL ?? config.logLevel);
-    const { startAppliance } = await import('../appliance/runtime.js');
+    const { startAppliance, installRejectionSafetyNet } = await import('../appliance/runtime.js');
+    const safetyNet = installRejectionSafetyNet(serveLogger);
     const running = await startAppliance(config, serveLogger);
+    safetyNet.attach(running.core.events);
     await new Promise<void>((resolve) => {
       const stop = (signal: string): void => {
         serveLogger.info({ signal }, 'stopping');
