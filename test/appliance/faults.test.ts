@@ -8,12 +8,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { cli, loggedPorts, spawnServer, type ServerProcess } from '../cli/processes.js';
 import { run } from '../lib/run.js';
+import { databasePath, forgetDatabase, openDatabase } from '../../src/appliance/database.js';
+import { DatabaseWriteError } from '../../src/appliance/durable-json-file.js';
+import { EventLog } from '../../src/appliance/events.js';
+import { HostService } from '../../src/appliance/hosts.js';
+import { nullLogger } from '../../src/log.js';
 
 const exec = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -135,5 +140,82 @@ describe('disk full during a capture', () => {
     const db = JSON.parse(await readFile(path.join(data, 'state', 'netclone.json'), 'utf8')) as { events: Array<{ message: string }>; hosts: Array<{ mac: string }> };
     expect(db.hosts.map((h) => h.mac)).toContain('52:54:00:fa:01:01');
     expect(db.events.map((e) => e.message).join('\n')).toMatch(/capture of office through an nbd:\/\/ URL failed/);
+  });
+});
+
+describe('the database on a full disk', () => {
+  it('fails the one write with a clear error, keeps the file and memory consistent, and saves once there is room', async () => {
+    const dbDir = path.join(dir, 'db');
+    await mountTmpfs(dbDir, '256k');
+    try {
+      const db = await openDatabase(dbDir);
+      const events = new EventLog(db, nullLogger());
+      const hosts = new HostService(db, events);
+      await hosts.add('52:54:00:db:00:01');
+      const filler = await fill(dbDir);
+
+      const failed = await hosts.add('52:54:00:db:00:02').then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(failed).toBeInstanceOf(DatabaseWriteError);
+      expect((failed as DatabaseWriteError).code).toBe('ENOSPC');
+      expect((failed as Error).message).toBe(
+        `could not save the database ${databasePath(dbDir)}: ENOSPC: no space left on device, write; free space on the file system that holds ${path.join(dbDir, 'state')}. The change is kept in memory and saved with the next write that succeeds`,
+      );
+      // The file still holds the last saved state, whole; no half-written temp file eats the space.
+      const onDisk = JSON.parse(await readFile(databasePath(dbDir), 'utf8')) as { hosts: Array<{ mac: string }> };
+      expect(onDisk.hosts.map((h) => h.mac)).toEqual(['52:54:00:db:00:01']);
+      expect((await readdir(path.join(dbDir, 'state'))).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+      // Memory keeps the change, as the message says.
+      expect(hosts.list().map((h) => h.mac)).toContain('52:54:00:db:00:02');
+      // An event reports what already happened: it does not fail its caller on a full disk.
+      await expect(events.record('warn', 'recorded while the disk is full')).resolves.toBeUndefined();
+
+      // Room again: the adapter's retry saves everything without another change.
+      await rm(filler);
+      await expect
+        .poll(async () => JSON.parse(await readFile(databasePath(dbDir), 'utf8')) as { hosts: Array<{ mac: string }>; events: Array<{ message: string }> }, { timeout: 20_000, interval: 200 })
+        .toMatchObject({ hosts: [{ mac: '52:54:00:db:00:01' }, { mac: '52:54:00:db:00:02' }], events: expect.arrayContaining([expect.objectContaining({ message: 'recorded while the disk is full' })]) });
+    } finally {
+      forgetDatabase(dbDir);
+    }
+  });
+});
+
+describe('the serve process safety net', () => {
+  /** A process that rejects a promise nobody handles, with or without the serve runtime's handler. */
+  function rejectUnhandled(withNet: boolean): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const runtime = path.resolve('dist/appliance/runtime.js');
+    const log = path.resolve('dist/log.js');
+    const script = [
+      `import { installRejectionSafetyNet } from ${JSON.stringify(runtime)};`,
+      `import { createLogger } from ${JSON.stringify(log)};`,
+      withNet ? `installRejectionSafetyNet(createLogger('info'));` : '',
+      `Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));`,
+      `setTimeout(() => console.log('still serving'), 100);`,
+    ].join('\n');
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, ['--input-type=module', '-e', script], (err, stdout, stderr) => {
+        if (err && typeof err.code !== 'number') reject(err);
+        else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+      });
+    });
+  }
+
+  it('without it Node ends the process on an unhandled rejection', async () => {
+    const r = await rejectUnhandled(false);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).not.toContain('still serving');
+  });
+
+  it('with it the process logs the bug loudly, says what to do, and keeps running', async () => {
+    const r = await rejectUnhandled(true);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('still serving');
+    const line = JSON.parse(r.stdout.split('\n').find((l) => l.includes('internal error')) ?? '{}') as { level?: number; msg?: string; code?: string };
+    expect(line.level).toBe(60);
+    expect(line.code).toBe('ENOSPC');
+    expect(line.msg).toMatch(/^internal error \(a bug\): an operation failed and nothing handled it: ENOSPC: no space left on device, write\. netclone keeps serving;.*cancel it and start it again/);
   });
 });
