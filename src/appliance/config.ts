@@ -44,6 +44,10 @@ export interface Config {
   readonly arm64BootFile: string;
   /** TFTP keeps the event loop polling for ACKs during transfers (src/pxe/tftp/busy-poll.ts). */
   readonly tftpBusyPoll: boolean;
+  /** A task whose imaging client says nothing for this long (seconds) fails: the PC died or lost the network. */
+  readonly clientTimeoutSeconds: number;
+  /** The same while the client examines the disks, before the transfer starts. */
+  readonly clientExamineTimeoutSeconds: number;
 }
 
 /** The directory of the netclone checkout or installed package (holds `images/` and `boot/`). */
@@ -63,12 +67,13 @@ export type ConfigKey =
   | 'data' | 'images' | 'boot-dir' | 'listen' | 'nbd-port' | 'http-port' | 'tftp-port' | 'dhcp' | 'interface'
   | 'server-ip' | 'dhcp-range' | 'dhcp-netmask' | 'dhcp-router' | 'dhcp-dns' | 'dhcp-lease-time' | 'keep-versions'
   | 'log-level' | 'local-boot' | 'menu-timeout' | 'url-ttl' | 'secure-cookies' | 'arm64-boot-file'
-  | 'tftp-busy-poll';
+  | 'tftp-busy-poll' | 'client-timeout' | 'client-examine-timeout';
 
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   'data', 'images', 'boot-dir', 'listen', 'nbd-port', 'http-port', 'tftp-port', 'dhcp', 'interface', 'server-ip',
   'dhcp-range', 'dhcp-netmask', 'dhcp-router', 'dhcp-dns', 'dhcp-lease-time', 'keep-versions', 'log-level',
-  'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file', 'tftp-busy-poll',
+  'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file', 'tftp-busy-poll', 'client-timeout',
+  'client-examine-timeout',
 ];
 
 export type ConfigOverrides = Partial<Record<ConfigKey, string>>;
@@ -166,6 +171,13 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
   if (![...yes, ...no].includes(secure)) throw new ConfigError(`secure-cookies: "${secure}" must be yes or no`);
   const busyPoll = o['tftp-busy-poll'] ?? 'yes';
   if (![...yes, ...no].includes(busyPoll)) throw new ConfigError(`tftp-busy-poll: "${busyPoll}" must be yes or no`);
+  // The client reports every few seconds; below half a minute one slow answer would fail a healthy task.
+  const clientTimeoutSeconds = parseDuration('client-timeout', o['client-timeout'] ?? '2m');
+  if (clientTimeoutSeconds < 30) throw new ConfigError(`client-timeout: "${o['client-timeout']}" is too short; use 30s or more`);
+  const clientExamineTimeoutSeconds = parseDuration('client-examine-timeout', o['client-examine-timeout'] ?? '10m');
+  if (clientExamineTimeoutSeconds < clientTimeoutSeconds) {
+    throw new ConfigError(`client-examine-timeout: "${o['client-examine-timeout']}" is shorter than client-timeout (${clientTimeoutSeconds} s); examining the disks takes longer, not shorter`);
+  }
   return {
     dataDir,
     imagesDir: path.resolve(dataDir, o.images ?? 'images'),
@@ -190,5 +202,7 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
     secureCookies: yes.includes(secure),
     arm64BootFile: o['arm64-boot-file'] ?? 'ipxe-arm64.efi',
     tftpBusyPoll: yes.includes(busyPoll),
+    clientTimeoutSeconds,
+    clientExamineTimeoutSeconds,
   };
 }

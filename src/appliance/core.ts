@@ -33,7 +33,10 @@ export async function openCore(config: Config, logger: Logger, purpose: string, 
       db,
       events,
       hosts: new HostService(db, events),
-      tasks: new TaskService(db, events),
+      tasks: new TaskService(db, events, {
+        logger: logger.child({ component: 'tasks' }),
+        liveness: { silenceSeconds: config.clientTimeoutSeconds, examineSeconds: config.clientExamineTimeoutSeconds },
+      }),
       store,
       get nbd() {
         return nbdAccess;

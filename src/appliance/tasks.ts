@@ -17,6 +17,7 @@ import type { Database, TaskKind, TaskProgress, TaskRecord, TaskState } from './
 import type { EventLog } from './events.js';
 import { normalizeMac } from './mac.js';
 import { hashToken, newToken, tokenMatches } from './tokens.js';
+import type { Logger } from '../log.js';
 
 export class TaskError extends Error {
   constructor(readonly status: 400 | 403 | 404 | 409, message: string) {
@@ -51,12 +52,54 @@ export interface NewTask {
 
 const PROGRESS_WRITE_INTERVAL_MS = 2000;
 
+/**
+ * A task's log and reason come partly from the PC (the client API is reachable by anyone holding
+ * a token): without a bound, a chatty or hostile client grows the database without end.
+ */
+export const MAX_TASK_LOG_ENTRIES = 200;
+export const MAX_TASK_MESSAGE_CHARS = 500;
+
+function clip(message: string): string {
+  return message.length > MAX_TASK_MESSAGE_CHARS ? `${message.slice(0, MAX_TASK_MESSAGE_CHARS - 1)}…` : message;
+}
+
+/** How long a task may go without a word from its imaging client before it is failed. */
+export interface LivenessLimits {
+  /** While the client transfers or reads the disk back (it reports at least every few seconds). */
+  readonly silenceSeconds: number;
+  /** From the client's first call until it starts the transfer: it examines the disks meanwhile. */
+  readonly examineSeconds: number;
+}
+
+export const DEFAULT_LIVENESS: LivenessLimits = { silenceSeconds: 120, examineSeconds: 600 };
+
+export interface TaskServiceOptions {
+  readonly logger?: Logger;
+  readonly liveness?: LivenessLimits;
+  /** Milliseconds since the epoch; tests move it by hand. */
+  readonly now?: () => number;
+  /** How often the liveness check runs while some client is being watched. */
+  readonly livenessCheckMs?: number;
+}
+
 export class TaskService extends EventEmitter {
   private readonly rate = new Map<string, { at: number; bytes: number; mbps: number }>();
-  private readonly lastWrite = new Map<string, number>();
 
-  constructor(private readonly db: Database, private readonly events: EventLog) {
+  /** When each watched task's client last spoke (any client API call, or NBD traffic). */
+  private readonly lastHeard = new Map<string, number>();
+  private watchdog: NodeJS.Timeout | null = null;
+  private saveTimer: NodeJS.Timeout | null = null;
+  private readonly logger: Logger | undefined;
+  private readonly liveness: LivenessLimits;
+  private readonly now: () => number;
+  private readonly livenessCheckMs: number;
+
+  constructor(private readonly db: Database, private readonly events: EventLog, options: TaskServiceOptions = {}) {
     super();
+    this.logger = options.logger;
+    this.liveness = options.liveness ?? DEFAULT_LIVENESS;
+    this.now = options.now ?? (() => Date.now());
+    this.livenessCheckMs = options.livenessCheckMs ?? 5000;
   }
 
   list(filter: { mac?: string; active?: boolean } = {}): TaskRecord[] {
@@ -124,13 +167,13 @@ export class TaskService extends EventEmitter {
     const now = new Date().toISOString();
     task.state = to;
     task.updatedAt = now;
-    task.log.push({ at: now, message });
+    this.pushLog(task, now, message);
     if (to === 'running' && !task.startedAt) task.startedAt = now;
     if (!ACTIVE_STATES.includes(to)) {
       task.finishedAt = now;
       task.tokenHash = '';
       this.rate.delete(task.id);
-      this.lastWrite.delete(task.id);
+      this.lastHeard.delete(task.id);
     }
     await this.db.write();
     const level = to === 'failed' ? 'error' : 'info';
@@ -157,6 +200,7 @@ export class TaskService extends EventEmitter {
     task.clientIp = clientIp;
     task.progress = { bytes: 0, total, percent: 0, mbps: 0, etaSeconds: null };
     await this.move(task, 'running', `${task.kind} of disk ${disk.name} (${disk.size} bytes) started`);
+    this.heard(task);
   }
 
   async markVerifying(task: TaskRecord, message: string): Promise<void> {
@@ -172,8 +216,8 @@ export class TaskService extends EventEmitter {
 
   async fail(task: TaskRecord, reason: string): Promise<void> {
     if (!isActive(task)) return;
-    task.reason = reason;
-    await this.move(task, 'failed', `failed: ${reason}`);
+    task.reason = clip(reason);
+    await this.move(task, 'failed', `failed: ${task.reason}`);
   }
 
   async cancel(id: string): Promise<TaskRecord> {
@@ -209,19 +253,83 @@ export class TaskService extends EventEmitter {
       etaSeconds: mbps > 0 ? Math.round(remaining / (mbps * 1e6)) : null,
     };
     task.updatedAt = new Date(now).toISOString();
+    this.heard(task);
     this.emit('progress', task);
-    const last = this.lastWrite.get(task.id) ?? 0;
-    if (now - last >= PROGRESS_WRITE_INTERVAL_MS) {
-      this.lastWrite.set(task.id, now);
-      void this.db.write();
-    }
+    this.saveSoon();
     return task.progress;
   }
 
+  /**
+   * A line in the task's log (client messages, Wake-on-LAN). Saved with the next coalesced write
+   * rather than at once: a client may report often, and each write rewrites the whole database.
+   */
   async note(task: TaskRecord, message: string): Promise<void> {
-    task.log.push({ at: new Date().toISOString(), message });
-    await this.db.write();
+    this.pushLog(task, new Date(this.now()).toISOString(), message);
+    this.saveSoon();
     this.emit('changed', task);
+  }
+
+  private pushLog(task: TaskRecord, at: string, message: string): void {
+    task.log.push({ at, message: clip(message) });
+    if (task.log.length > MAX_TASK_LOG_ENTRIES) task.log.splice(0, task.log.length - MAX_TASK_LOG_ENTRIES);
+  }
+
+  /** One database write within PROGRESS_WRITE_INTERVAL_MS for any number of in-memory changes. */
+  private saveSoon(): void {
+    if (this.saveTimer) return;
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = null;
+      this.db.write().catch((err: unknown) => {
+        // The data stays in memory; the next write (a state change, the next progress) carries it.
+        this.logger?.error({ err }, 'could not save task progress to the database');
+      });
+    }, PROGRESS_WRITE_INTERVAL_MS);
+    this.saveTimer.unref();
+  }
+
+  /**
+   * The task's client said something (an API call, NBD traffic). From the first word on, a
+   * client that goes silent for too long fails its task, so a dead PC never blocks its next one.
+   */
+  heard(task: TaskRecord): void {
+    if (!isActive(task)) return;
+    this.lastHeard.set(task.id, this.now());
+    if (!this.watchdog) {
+      this.watchdog = setInterval(() => void this.checkLiveness(), this.livenessCheckMs);
+      this.watchdog.unref();
+    }
+  }
+
+  /** Fail every watched task whose client has been silent too long. Runs on a timer; tests call it. */
+  async checkLiveness(): Promise<TaskRecord[]> {
+    const now = this.now();
+    const failed: TaskRecord[] = [];
+    for (const [id, at] of [...this.lastHeard]) {
+      const task = this.get(id);
+      if (!task || !isActive(task)) {
+        this.lastHeard.delete(id);
+        continue;
+      }
+      // A capture being committed is the server's work, bounded by its own commit wait, not the PC's.
+      if (task.kind === 'capture' && task.state === 'verifying') continue;
+      const examining = task.state === 'queued' || task.state === 'booting';
+      const limit = examining ? this.liveness.examineSeconds : this.liveness.silenceSeconds;
+      const silent = Math.floor((now - at) / 1000);
+      if (silent < limit) continue;
+      this.lastHeard.delete(id);
+      const doing = examining ? 'while it examined the disks' : task.state === 'verifying' ? 'while it read the disk back' : 'during the transfer';
+      try {
+        await this.fail(task, `the PC stopped responding: no word from its imaging client for ${silent} s ${doing}; check the PC's screen and network cable, then start the task again`);
+        failed.push(task);
+      } catch (err) {
+        this.logger?.error({ err, task: id }, 'could not fail a task whose PC stopped responding');
+      }
+    }
+    if (this.lastHeard.size === 0 && this.watchdog) {
+      clearInterval(this.watchdog);
+      this.watchdog = null;
+    }
+    return failed;
   }
 
   /** After a restart no client holds a live NBD connection: tasks in flight cannot finish. */

@@ -78,6 +78,8 @@ export function clientRoutes(ctx: ClientRoutesContext) {
         return deny(reply, 403, 'this task token is not valid (wrong, or its task has ended); reboot the PC to start over');
       }
       req.clientTask = task;
+      // Any call is a sign of life: a task whose client goes silent fails (TaskService.checkLiveness).
+      ctx.tasks.heard(task);
     });
 
     app.get<{ Querystring: { mac?: string } }>('/api/client/v1/task', async (req, reply) => {
