@@ -3,7 +3,7 @@
  * hands out a task token, a client (played by the test with real nbdcopy) uses the
  * client API and the task's NBD export, and the task ends done with the right bytes.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -215,5 +215,39 @@ describe('capture through the client API', () => {
     const info = await app.core.store.show('golden');
     expect(info.latestVersion).toBe(1);
     expect(info.size).toBe(source.length);
+  });
+});
+
+describe('a PC that stops responding mid-task', () => {
+  const mac = '52:54:00:00:d0:05';
+  let task: TaskRecord;
+  let token: string;
+  let uri: string;
+
+  it('fails the task after client-timeout of silence, revokes its NBD export and frees the PC', async () => {
+    task = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
+    token = tokenOf(await bootScript(mac));
+    expect((await api(`/api/client/v1/task?mac=${mac}`, token)).status).toBe(200);
+    const start = await api('/api/client/v1/start', token, { disk: { name: 'sda', size: 64 * CHUNK, logicalSectorSize: 512 } });
+    uri = String(start.json.nbd);
+    expect((await run('nbdinfo', ['--size', uri])).code).toBe(0);
+    expect(task.state).toBe('running');
+
+    // The PC loses power: nothing more arrives. Two minutes pass (the default client-timeout).
+    const now = Date.now();
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(now + 121_000);
+    try {
+      expect(await app.core.tasks.checkLiveness()).toEqual([task]);
+    } finally {
+      clock.mockRestore();
+    }
+    expect(task.state).toBe('failed');
+    expect(task.reason).toMatch(/^the PC stopped responding/);
+    const info = await run('nbdinfo', ['--size', uri]);
+    expect(info.code).not.toBe(0);
+    expect((await api(`/api/client/v1/task?mac=${mac}`, token)).status).toBe(403);
+    const next = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
+    expect(next.state).toBe('queued');
+    await app.core.tasks.cancel(next.id);
   });
 });
