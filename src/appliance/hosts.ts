@@ -2,6 +2,7 @@
 import type { Database, Firmware, HardwareReport, HostRecord, LocalBoot } from './database.js';
 import type { EventLog } from './events.js';
 import { normalizeMac } from './mac.js';
+import { BootAddresses } from './boot-addresses.js';
 
 export class HostError extends Error {
   constructor(readonly status: 400 | 404 | 409, message: string) {
@@ -25,6 +26,9 @@ export function validHostName(name: string): boolean {
 }
 
 export class HostService {
+  /** Addresses DHCP tied to each MAC lately: the boot script hands a task token only there. */
+  readonly bootAddresses = new BootAddresses();
+
   constructor(private readonly db: Database, private readonly events: EventLog) {}
 
   list(): HostRecord[] {

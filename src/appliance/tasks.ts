@@ -84,6 +84,8 @@ export interface TaskServiceOptions {
 
 export class TaskService extends EventEmitter {
   private readonly rate = new Map<string, { at: number; bytes: number; mbps: number }>();
+  /** Tasks whose current token already started a transfer (see claimStart). */
+  private readonly startClaimed = new Set<string>();
 
   /** When each watched task's client last spoke (any client API call, or NBD traffic). */
   private readonly lastHeard = new Map<string, number>();
@@ -173,6 +175,7 @@ export class TaskService extends EventEmitter {
       task.finishedAt = now;
       task.tokenHash = '';
       this.rate.delete(task.id);
+      this.startClaimed.delete(task.id);
       this.lastHeard.delete(task.id);
     }
     await this.db.write();
@@ -181,12 +184,27 @@ export class TaskService extends EventEmitter {
     this.emit('changed', task);
   }
 
-  /** The PC is network-booting: give it a fresh one-time token (an earlier one stops working). */
-  async beginBoot(task: TaskRecord): Promise<string> {
+  /**
+   * The PC is network-booting: give it a fresh one-time token (an earlier one stops working),
+   * bound to `address`, the PC's address: the client API accepts the token from there only.
+   */
+  async beginBoot(task: TaskRecord, address: string): Promise<string> {
     const token = newToken();
     task.tokenHash = hashToken(token);
-    await this.move(task, 'booting', 'PC is booting the imaging client');
+    task.clientIp = address;
+    this.startClaimed.delete(task.id);
+    await this.move(task, 'booting', `PC ${address} is booting the imaging client`);
     return token;
+  }
+
+  /**
+   * A token starts one transfer: the first caller gets true, every later one (even one racing
+   * it before the task leaves "booting") false, until the PC boots again for a fresh token.
+   */
+  claimStart(task: TaskRecord): boolean {
+    if (this.startClaimed.has(task.id)) return false;
+    this.startClaimed.add(task.id);
+    return true;
   }
 
   /** The task a client token belongs to, while that task can still use it. */

@@ -7,12 +7,15 @@
  * 1. A BIOS PC whose NIC ROM is already iPXE makes one hop through undionly.kpxe, so
  *    the path a real vendor PXE ROM takes (ROM → undionly.kpxe → script) is the path
  *    every BIOS PC takes. undionly reports chip "undionly", which ends the hop: no loop.
- * 2. A queued or booting task → the imaging client.
+ * 2. A queued or booting task → the imaging client, but only when the request comes from the
+ *    address DHCP tied to this MAC lately; anyone else gets no token ("unconfirmed": the PC's
+ *    screen offers a technician login to start the task there instead).
  * 3. No task → the menu (capture, deploy, register, local disk), which times out to the
  *    local disk: a technician at the PC can start work there, an unattended PC boots its
  *    disk after the timeout. A registered PC's menu says so and drops "register".
  */
 import type { HostRecord, LocalBoot, TaskRecord } from '../appliance/database.js';
+import type { AddressCheck } from '../appliance/boot-addresses.js';
 
 export type IpxePlatform = 'pcbios' | 'efi' | 'unknown';
 
@@ -20,11 +23,14 @@ export interface BootRequest {
   readonly platform: IpxePlatform;
   /** `${net0/chip}`: "undionly" once undionly.kpxe drives the NIC. */
   readonly chip: string | null;
+  /** Whether the request comes from the address DHCP tied to the MAC (BootAddresses.check). */
+  readonly address: AddressCheck;
 }
 
 export type BootDecision =
   | { readonly kind: 'chain-undionly'; readonly reason: string }
   | { readonly kind: 'client'; readonly task: TaskRecord; readonly reason: string }
+  | { readonly kind: 'unconfirmed'; readonly task: TaskRecord; readonly method: LocalBoot; readonly reason: string }
   | { readonly kind: 'local'; readonly method: LocalBoot; readonly reason: string }
   | { readonly kind: 'menu'; readonly method: LocalBoot; readonly registered: boolean; readonly reason: string };
 
@@ -42,8 +48,11 @@ export function decideBoot(
   if (options.biosUndionlyHop && request.platform === 'pcbios' && request.chip !== 'undionly') {
     return { kind: 'chain-undionly', reason: 'BIOS NIC ROM is iPXE; chaining undionly.kpxe once' };
   }
-  const method: LocalBoot = request.platform === 'pcbios' ? (host.localBoot ?? options.defaultLocalBoot) : 'exit';
+  const method = localBootMethod(host, request.platform, options.defaultLocalBoot);
   if (task && (task.state === 'queued' || task.state === 'booting')) {
+    if (!request.address.confirmed) {
+      return { kind: 'unconfirmed', task, method, reason: `${task.kind} task ${task.id} pending, but no token for this request: ${request.address.why}` };
+    }
     return { kind: 'client', task, reason: `${task.kind} task ${task.id} pending` };
   }
   if (task) {
@@ -53,4 +62,9 @@ export function decideBoot(
   }
   if (host.registered) return { kind: 'menu', method, registered: true, reason: 'registered PC, no task: menu' };
   return { kind: 'menu', method, registered: false, reason: 'PC not registered yet: menu' };
+}
+
+/** sanboot needs a BIOS drive number; UEFI firmware takes the boot back with exit. */
+export function localBootMethod(host: HostRecord | undefined, platform: IpxePlatform, defaultLocalBoot: LocalBoot): LocalBoot {
+  return platform === 'pcbios' ? (host?.localBoot ?? defaultLocalBoot) : 'exit';
 }

@@ -74,31 +74,120 @@ export interface MenuHost {
   readonly name: string;
 }
 
-export function scriptMenu(ctx: ScriptContext, method: LocalBoot, images: readonly string[], host: MenuHost): string {
-  const action = (what: string): string =>
-    `chain http://${ctx.httpBase}/boot/ipxe/action?mac=\${net0/mac}&platform=\${platform}&do=${what} || goto local`;
+/** Only names that cannot break a script line reach one (image names are this alphabet already). */
+const SCRIPT_WORD = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * Menu actions go to the server as a form POST (iPXE `params`/`param`, `##params` on the URI),
+ * never as a GET, with the credentials the technician typed into iPXE's `login`. iPXE builds
+ * without PARAM_CMD (Debian's, among others) have no `params` command: the menu probes for it
+ * and offers the actions only where they can be sent.
+ */
+const FORMS_PROBE = 'params && set netclone-forms 1 || set netclone-forms 0';
+const IF_FORMS = 'iseq ${netclone-forms} 1 &&';
+const UNLESS_FORMS = 'iseq ${netclone-forms} 1 ||';
+
+function menuTitle(ctx: ScriptContext, host: MenuHost): string {
+  return `menu netclone - PC ${safe(host.name ? `${host.name} (${ctx.mac})` : ctx.mac)}`;
+}
+
+function noFormsLines(): string[] {
+  return [
+    `${UNLESS_FORMS} item --gap Actions at this PC need an iPXE built with PARAM_CMD (form POSTs); ||`,
+    `${UNLESS_FORMS} item --gap queue captures and deploys on the netclone admin page instead. ||`,
+  ];
+}
+
+/** Ask for a login, then POST `fields` with it to the action route; any failure boots the local disk. */
+function loginAndPost(ctx: ScriptContext, label: string, fields: ReadonlyArray<readonly [string, string]>, askLogin: boolean): string[] {
+  for (const [key, value] of fields) {
+    if (!SCRIPT_WORD.test(key) || !SCRIPT_WORD.test(value)) throw new Error(`refusing to put ${JSON.stringify(key)}=${JSON.stringify(value)} into an iPXE script`);
+  }
+  return [
+    `:${label}`,
+    ...(askLogin ? ['login || goto local'] : []),
+    'params || goto local',
+    'param mac ${net0/mac}',
+    'param platform ${platform}',
+    ...fields.map(([key, value]) => `param ${key} ${value}`),
+    // uristring keeps spaces and other separators of a password intact through iPXE's argument split.
+    'param username ${username:uristring}',
+    'param password ${password:uristring}',
+    `chain http://${ctx.httpBase}/boot/ipxe/action##params || goto local`,
+  ];
+}
+
+/**
+ * The menu of a PC without a task. It names no image: the list comes only after a login
+ * (`scriptDeployChoice`). Every action asks for a login and is sent as a POST.
+ */
+export function scriptMenu(ctx: ScriptContext, method: LocalBoot, host: MenuHost): string {
   const lines = [
     '#!ipxe',
-    `menu netclone - PC ${safe(host.name ? `${host.name} (${ctx.mac})` : ctx.mac)}`,
+    FORMS_PROBE,
+    menuTitle(ctx, host),
     host.registered
       ? 'item --gap This PC is registered; it has no task.'
       : 'item --gap This PC is not registered with netclone.',
     'item local     Boot the local disk',
-    'item capture   Capture this PC into a new image',
-    ...(images.length > 0 ? ['item deploy    Deploy an image onto this PC (erases its disk)'] : []),
-    ...(host.registered ? [] : ['item register  Register this PC (then boot the local disk)']),
+    `${IF_FORMS} item capture   Capture this PC into a new image (log in first) ||`,
+    `${IF_FORMS} item deploy    Deploy an image onto this PC (log in first; erases its disk) ||`,
+    ...(host.registered ? [] : [`${IF_FORMS} item register  Register this PC (log in first; then boot the local disk) ||`]),
+    ...noFormsLines(),
     `choose --timeout ${ctx.menuTimeoutSeconds * 1000} --default local selected || goto local`,
     'goto ${selected}',
-    ':capture',
-    action('capture'),
-    ...(host.registered ? [] : [':register', action('register')]),
+    ...loginAndPost(ctx, 'capture', [['do', 'capture']], true),
+    ...loginAndPost(ctx, 'deploy', [['do', 'deploy-list']], true),
+    ...(host.registered ? [] : loginAndPost(ctx, 'register', [['do', 'register']], true)),
+    ':local',
+    ...localBootLines(method),
+    '',
   ];
-  if (images.length > 0) {
-    lines.push(':deploy', 'menu Deploy which image? This erases the disk of this PC.');
-    images.slice(0, 40).forEach((name, i) => lines.push(`item img${i} ${safe(name)}`));
-    lines.push('item local (cancel: boot the local disk)', 'choose selected || goto local', 'goto ${selected}');
-    images.slice(0, 40).forEach((name, i) => lines.push(`:img${i}`, action(`deploy&image=${encodeURIComponent(name)}`)));
-  }
+  return lines.join('\n');
+}
+
+/**
+ * A task waits for this PC, but the request did not come from the address DHCP tied to its MAC:
+ * no token. A technician at the PC may log in to start the task here; otherwise the local disk.
+ */
+export function scriptUnconfirmed(ctx: ScriptContext, method: LocalBoot, host: MenuHost, task: Pick<TaskRecord, 'kind'>): string {
+  return [
+    '#!ipxe',
+    FORMS_PROBE,
+    menuTitle(ctx, host),
+    `item --gap A ${safe(task.kind)} task waits for this PC, but the server could not confirm`,
+    'item --gap that this request comes from it (the server log says why).',
+    'item local     Boot the local disk',
+    `${IF_FORMS} item start     Log in and start the ${safe(task.kind)} on this PC ||`,
+    `${UNLESS_FORMS} item --gap To start it, reboot this PC so it network-boots through netclone. ||`,
+    `choose --timeout ${ctx.menuTimeoutSeconds * 1000} --default local selected || goto local`,
+    'goto ${selected}',
+    ...loginAndPost(ctx, 'start', [['do', 'start']], true),
+    ':local',
+    ...localBootLines(method),
+    '',
+  ].join('\n');
+}
+
+/** After a login: which image to deploy. The credentials iPXE holds from `login` go along again. */
+export function scriptDeployChoice(ctx: ScriptContext, method: LocalBoot, images: readonly string[]): string {
+  const names = images.filter((name) => SCRIPT_WORD.test(name)).slice(0, 40);
+  if (names.length === 0) return scriptNotice(ctx, 'no image has a committed version yet; capture a PC first');
+  const lines = ['#!ipxe', 'menu Deploy which image? This erases the disk of this PC.'];
+  names.forEach((name, i) => lines.push(`item img${i} ${name}`));
+  lines.push('item local (cancel: boot the local disk)', 'choose selected || goto local', 'goto ${selected}');
+  names.forEach((name, i) => lines.push(...loginAndPost(ctx, `img${i}`, [['do', 'deploy'], ['image', name]], false)));
   lines.push(':local', ...localBootLines(method), '');
   return lines.join('\n');
+}
+
+/** Say something on the PC's screen, then ask for the boot script again. */
+export function scriptNotice(ctx: ScriptContext, message: string): string {
+  return [
+    '#!ipxe',
+    `echo netclone: ${safe(message)}`,
+    'prompt --timeout 15000 Press a key to continue ||',
+    `chain http://${ctx.httpBase}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}&chip=\${net0/chip}`,
+    '',
+  ].join('\n');
 }

@@ -1,27 +1,43 @@
 /**
  * What a network-booting PC talks to over HTTP: its per-MAC iPXE script, the menu's
  * actions, the iPXE EFI binary (UEFI HTTP boot) and the imaging client's kernel and
- * initrd. No login: a PC has none. The policy decides; this file only carries it out.
+ * initrd. The policy decides; this file only carries it out.
+ *
+ * Who gets what:
+ * - The boot script is public (DHCP points PCs at it). It carries a task token only when it is
+ *   asked for from the address DHCP tied to that MAC lately (BootAddresses); the token is bound
+ *   to that address. Anyone else gets a script without a token, and the real PC's token stands.
+ * - Menu actions (register, capture, deploy, start a waiting task) change state, so they are
+ *   POST only and need a technician's login typed at the PC (iPXE `login`), checked against the
+ *   appliance's users. A GET there changes nothing. Image names are listed only after a login.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../appliance/config.js';
-import type { Firmware } from '../appliance/database.js';
+import type { Database, Firmware, LocalBoot, TaskRecord } from '../appliance/database.js';
+import type { BootAddresses } from '../appliance/boot-addresses.js';
 import type { HostService } from '../appliance/hosts.js';
 import type { TaskService } from '../appliance/tasks.js';
+import { checkLogin, MAX_PASSWORD_LENGTH } from '../appliance/users.js';
 import { normalizeMac } from '../appliance/mac.js';
-import { decideBoot, type IpxePlatform } from '../pxe/boot-policy.js';
-import { scriptChainUndionly, scriptClient, scriptLocal, scriptMenu, type ScriptContext } from '../pxe/ipxe-script.js';
+import { decideBoot, localBootMethod, type IpxePlatform } from '../pxe/boot-policy.js';
+import {
+  scriptChainUndionly, scriptClient, scriptDeployChoice, scriptLocal, scriptMenu, scriptNotice, scriptUnconfirmed, type ScriptContext,
+} from '../pxe/ipxe-script.js';
 import { plainAddress } from '../appliance/addresses.js';
 import type { Logger } from '../log.js';
 
 export interface BootRoutesContext {
   readonly config: Config;
   readonly logger: Logger;
+  /** For technician logins at the PC (the appliance's users). */
+  readonly db: Database;
   readonly hosts: HostService;
   readonly tasks: TaskService;
+  /** Where DHCP saw each MAC lately; the runtime's DHCP service feeds it. */
+  readonly bootAddresses: BootAddresses;
   /** Names of images with a committed version, for the menu. */
   imageNames(): Promise<string[]>;
 }
@@ -49,92 +65,194 @@ interface BootQuery {
   platform?: string;
   arch?: string;
   chip?: string;
-  do?: string;
-  image?: string;
 }
 
-const CLIENT_FILES: Record<string, string> = { vmlinuz: 'dist/vmlinuz', 'initrd.img': 'dist/initrd.img' };
-const LOADER_FILES = new Set(['ipxe.efi', 'snponly.efi', 'undionly.kpxe']);
+/** What the menu's form POSTs carry (see loginAndPost in ipxe-script.ts). */
+type ActionBody = Partial<Record<'mac' | 'platform' | 'do' | 'image' | 'username' | 'password', unknown>>;
+
+type Action = 'register' | 'capture' | 'deploy-list' | 'deploy' | 'start';
+const ACTIONS: ReadonlySet<string> = new Set<Action>(['register', 'capture', 'deploy-list', 'deploy', 'start']);
+
+// Own-property lookups only: a Map, so "__proto__" or "constructor" is just an unknown file.
+const CLIENT_FILES: ReadonlyMap<string, string> = new Map([['vmlinuz', 'dist/vmlinuz'], ['initrd.img', 'dist/initrd.img']]);
+const LOADER_FILES: ReadonlySet<string> = new Set(['ipxe.efi', 'snponly.efi', 'undionly.kpxe']);
+
+/** Failed logins at PCs, per address: a few tries a minute, so guessing a password over the LAN is slow. */
+export const LOGIN_FAILURES_PER_MINUTE = 5;
+const LOGIN_WINDOW_MS = 60_000;
+const LIMITER_MAX_ADDRESSES = 4096;
+
+class LoginFailures {
+  private readonly byIp = new Map<string, { start: number; count: number }>();
+
+  blocked(ip: string, now: number): boolean {
+    const e = this.byIp.get(ip);
+    return e !== undefined && now - e.start < LOGIN_WINDOW_MS && e.count >= LOGIN_FAILURES_PER_MINUTE;
+  }
+
+  fail(ip: string, now: number): void {
+    const e = this.byIp.get(ip);
+    if (e && now - e.start < LOGIN_WINDOW_MS) {
+      e.count += 1;
+      return;
+    }
+    this.byIp.delete(ip);
+    this.byIp.set(ip, { start: now, count: 1 });
+    if (this.byIp.size > LIMITER_MAX_ADDRESSES) {
+      const oldest = this.byIp.keys().next();
+      if (!oldest.done) this.byIp.delete(oldest.value);
+    }
+  }
+}
+
+/** iPXE sends `${username:uristring}`: percent-encoded once more inside the form encoding. */
+function credential(value: unknown): string | null {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 3 * MAX_PASSWORD_LENGTH) return null;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return null;
+  }
+}
 
 export function bootRoutes(ctx: BootRoutesContext) {
   return async function plugin(app: FastifyInstance): Promise<void> {
+    const failures = new LoginFailures();
     const scriptReply = (reply: FastifyReply, script: string): FastifyReply =>
       reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').send(script);
-
-    const macOf = (req: FastifyRequest<{ Querystring: BootQuery }>, reply: FastifyReply): string | null => {
-      const mac = normalizeMac(String(req.query.mac ?? ''));
-      if (!mac) {
-        ctx.logger.warn({ ip: req.ip, mac: req.query.mac }, 'boot script asked for with a malformed MAC');
-        void reply.code(400).type('text/plain').send('#!ipxe\necho netclone: bad or missing mac parameter (expected aa:bb:cc:dd:ee:ff)\nexit\n');
-        return null;
-      }
-      return mac;
+    const badMac = (reply: FastifyReply, ip: string, mac: unknown): FastifyReply => {
+      ctx.logger.warn({ ip, mac: typeof mac === 'string' ? mac.slice(0, 40) : undefined }, 'boot request with a malformed MAC');
+      return scriptReply(reply.code(400), '#!ipxe\necho netclone: bad or missing mac parameter (expected aa:bb:cc:dd:ee:ff)\nexit\n');
     };
+    const contextFor = (req: FastifyRequest, mac: string): ScriptContext =>
+      ({ httpBase: httpBaseFor(req, ctx.config), mac, menuTimeoutSeconds: ctx.config.menuTimeoutSeconds });
 
     app.get<{ Querystring: BootQuery }>('/boot/ipxe', async (req, reply) => {
-      const mac = macOf(req, reply);
-      if (!mac) return reply;
+      const ip = plainAddress(req.ip);
+      const mac = normalizeMac(String(req.query.mac ?? ''));
+      if (!mac) return badMac(reply, ip, req.query.mac);
       const platform = platformOf(req.query.platform);
       const { host, isNew } = await ctx.hosts.sighted({
         mac,
-        ip: plainAddress(req.ip),
+        ip,
         firmware: firmwareOf(platform, req.query.arch),
         arch: typeof req.query.arch === 'string' ? req.query.arch.slice(0, 32) : null,
       });
-      const sctx: ScriptContext = { httpBase: httpBaseFor(req, ctx.config), mac, menuTimeoutSeconds: ctx.config.menuTimeoutSeconds };
+      const sctx = contextFor(req, mac);
       const task = ctx.tasks.activeFor(mac);
-      const decision = decideBoot(host, task, { platform, chip: req.query.chip ?? null }, {
+      const chip = typeof req.query.chip === 'string' ? req.query.chip.slice(0, 32) : null;
+      const decision = decideBoot(host, task, { platform, chip, address: ctx.bootAddresses.check(mac, ip) }, {
         defaultLocalBoot: ctx.config.localBoot,
         biosUndionlyHop: true,
       });
-      ctx.logger.info({ mac, platform, chip: req.query.chip, decision: decision.kind, newHost: isNew }, `boot: ${decision.reason}`);
+      const level = decision.kind === 'unconfirmed' ? 'warn' : 'info';
+      ctx.logger[level]({ mac, ip, platform, chip, decision: decision.kind, newHost: isNew }, `boot: ${decision.reason}`);
+      const menuHost = { registered: host.registered, name: host.name };
       switch (decision.kind) {
         case 'chain-undionly':
           return scriptReply(reply, scriptChainUndionly(sctx));
         case 'client': {
-          const token = await ctx.tasks.beginBoot(decision.task);
+          const token = await ctx.tasks.beginBoot(decision.task, ip);
           return scriptReply(reply, scriptClient(sctx, decision.task, token));
         }
+        case 'unconfirmed':
+          return scriptReply(reply, scriptUnconfirmed(sctx, decision.method, menuHost, decision.task));
         case 'local':
           return scriptReply(reply, scriptLocal(decision.method, decision.reason));
         case 'menu':
-          return scriptReply(reply, scriptMenu(sctx, decision.method, await ctx.imageNames(), { registered: decision.registered, name: host.name }));
+          return scriptReply(reply, scriptMenu(sctx, decision.method, menuHost));
       }
     });
 
-    app.get<{ Querystring: BootQuery }>('/boot/ipxe/action', async (req, reply) => {
-      const mac = macOf(req, reply);
-      if (!mac) return reply;
-      const base = httpBaseFor(req, ctx.config);
-      const again = `#!ipxe\nchain http://${base}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}&chip=\${net0/chip}\n`;
-      const what = req.query.do;
+    app.get<{ Querystring: BootQuery & { do?: string } }>('/boot/ipxe/action', async (req, reply) => {
+      ctx.logger.warn(
+        { ip: plainAddress(req.ip), mac: typeof req.query.mac === 'string' ? req.query.mac.slice(0, 40) : undefined, do: typeof req.query.do === 'string' ? req.query.do.slice(0, 20) : undefined },
+        'boot menu action sent as GET: refused, nothing changed (actions are POSTs with a technician login; a GET may come from any web page)',
+      );
+      return scriptReply(
+        reply.code(405).header('allow', 'POST'),
+        '#!ipxe\necho netclone: menu actions are sent as POST with a login, nothing was changed\nexit\n',
+      );
+    });
+
+    /** A task for this PC: its token goes to the address the technician logged in from. */
+    const handClient = async (req: FastifyRequest, reply: FastifyReply, task: TaskRecord, ip: string, user: string): Promise<FastifyReply> => {
+      const token = await ctx.tasks.beginBoot(task, ip);
+      ctx.logger.info({ mac: task.mac, ip, task: task.id, user }, `boot menu: ${task.kind} of ${task.image} starts at the PC; its token is bound to ${ip}`);
+      return scriptReply(reply, scriptClient(contextFor(req, task.mac), task, token));
+    };
+
+    app.post<{ Body: ActionBody }>('/boot/ipxe/action', async (req, reply) => {
+      const ip = plainAddress(req.ip);
+      const body: ActionBody = req.body !== null && typeof req.body === 'object' ? req.body : {};
+      const mac = normalizeMac(typeof body.mac === 'string' ? body.mac : '');
+      if (!mac) return badMac(reply, ip, body.mac);
+      const sctx = contextFor(req, mac);
+      const what = typeof body.do === 'string' && ACTIONS.has(body.do) ? (body.do as Action) : null;
+      if (!what) {
+        ctx.logger.warn({ ip, mac, do: typeof body.do === 'string' ? body.do.slice(0, 20) : undefined }, 'boot menu: unknown action refused');
+        return scriptReply(reply.code(400), '#!ipxe\necho netclone: unknown menu action\nexit\n');
+      }
+      const now = Date.now();
+      if (failures.blocked(ip, now)) {
+        ctx.logger.warn({ ip, mac, do: what }, `boot menu: ${what} refused, too many failed logins from this address in the last minute`);
+        return scriptReply(reply, scriptNotice(sctx, 'too many failed logins from this PC, wait a minute and try again'));
+      }
+      const username = credential(body.username);
+      const password = credential(body.password);
+      if (username === null || password === null) {
+        ctx.logger.warn({ ip, mac, do: what }, `boot menu: ${what} refused, no login was sent; nothing changed`);
+        return scriptReply(reply, scriptNotice(sctx, 'this action needs a login, nothing was changed'));
+      }
+      const user = await checkLogin(ctx.db, username, password);
+      if (!user) {
+        failures.fail(ip, now);
+        ctx.logger.warn({ ip, mac, do: what, user: username.slice(0, 64) }, `boot menu: ${what} refused, wrong username or password; nothing changed`);
+        return scriptReply(reply, scriptNotice(sctx, 'wrong username or password, nothing was changed'));
+      }
+      const host = ctx.hosts.get(mac);
+      const method: LocalBoot = localBootMethod(host, platformOf(body.platform), ctx.config.localBoot);
       try {
-        if (what === 'register') {
-          await ctx.hosts.add(mac);
-          ctx.logger.info({ mac }, 'boot menu: PC registered');
-          return scriptReply(reply, scriptLocal(ctx.config.localBoot, 'registered; booting the local disk'));
-        }
-        if (what === 'capture') {
-          const host = ctx.hosts.get(mac);
-          const image = (host?.name ? host.name.replace(/[^A-Za-z0-9._-]/g, '-') : `pc-${mac.replace(/:/g, '')}`).slice(0, 64);
-          await ctx.hosts.add(mac);
-          await ctx.tasks.create({ kind: 'capture', mac, image });
-          ctx.logger.info({ mac, image }, 'boot menu: capture requested at the PC');
-          return scriptReply(reply, again);
-        }
-        if (what === 'deploy' && typeof req.query.image === 'string') {
-          const names = await ctx.imageNames();
-          if (!names.includes(req.query.image)) return scriptReply(reply.code(404), `#!ipxe\necho netclone: no image by that name\nprompt --timeout 5000 ||\n${again.slice(7)}`);
-          await ctx.hosts.add(mac);
-          await ctx.tasks.create({ kind: 'deploy', mac, image: req.query.image });
-          ctx.logger.info({ mac, image: req.query.image }, 'boot menu: deploy requested at the PC');
-          return scriptReply(reply, again);
+        switch (what) {
+          case 'register': {
+            await ctx.hosts.add(mac);
+            ctx.logger.info({ mac, ip, user: user.username }, 'boot menu: PC registered');
+            return scriptReply(reply, scriptLocal(method, 'registered, booting the local disk'));
+          }
+          case 'capture': {
+            const image = (host?.name ? host.name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') : '') || `pc-${mac.replace(/:/g, '')}`;
+            await ctx.hosts.add(mac);
+            const task = await ctx.tasks.create({ kind: 'capture', mac, image: image.slice(0, 64) });
+            return handClient(req, reply, task, ip, user.username);
+          }
+          case 'deploy-list': {
+            ctx.logger.info({ mac, ip, user: user.username }, 'boot menu: image list shown at the PC');
+            return scriptReply(reply, scriptDeployChoice(sctx, method, await ctx.imageNames()));
+          }
+          case 'deploy': {
+            const image = typeof body.image === 'string' ? body.image : '';
+            if (!(await ctx.imageNames()).includes(image)) {
+              ctx.logger.warn({ mac, ip, image: image.slice(0, 80) }, 'boot menu: deploy of an unknown image refused');
+              return scriptReply(reply, scriptNotice(sctx, 'no image by that name, nothing was changed'));
+            }
+            await ctx.hosts.add(mac);
+            const task = await ctx.tasks.create({ kind: 'deploy', mac, image });
+            return handClient(req, reply, task, ip, user.username);
+          }
+          case 'start': {
+            const task = ctx.tasks.activeFor(mac);
+            if (!task || (task.state !== 'queued' && task.state !== 'booting')) {
+              ctx.logger.warn({ mac, ip, state: task?.state }, 'boot menu: start refused, no task waits for this PC');
+              return scriptReply(reply, scriptNotice(sctx, 'no task waits for this PC'));
+            }
+            return handClient(req, reply, task, ip, user.username);
+          }
         }
       } catch (err) {
-        ctx.logger.warn({ mac, err: (err as Error).message }, 'boot menu action refused');
-        return scriptReply(reply.code(409), `#!ipxe\necho netclone: ${(err as Error).message.replace(/[^A-Za-z0-9 ._:()-]/g, '_')}\nprompt --timeout 10000 ||\nexit\n`);
+        const message = (err as Error).message;
+        ctx.logger.warn({ mac, ip, do: what, err: message }, 'boot menu action refused');
+        return scriptReply(reply, scriptNotice(sctx, message));
       }
-      return scriptReply(reply.code(400), '#!ipxe\necho netclone: unknown menu action\nexit\n');
     });
 
     const sendFile = async (reply: FastifyReply, file: string, what: string): Promise<FastifyReply> => {
@@ -148,7 +266,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
     };
 
     app.get<{ Params: { file: string } }>('/boot/client/:file', async (req, reply) => {
-      const rel = CLIENT_FILES[req.params.file];
+      const rel = CLIENT_FILES.get(req.params.file);
       if (!rel) return reply.code(404).type('text/plain').send('no such client file\n');
       const ip = plainAddress(req.ip);
       ctx.logger.info({ ip, mac: ctx.hosts.byIp(ip)?.mac, file: req.params.file }, 'boot: serving the imaging client');

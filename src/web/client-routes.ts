@@ -2,6 +2,9 @@
  * The imaging client's API (contract: boot/client/README.md). Authenticated by the
  * task's one-time token in `Authorization: Bearer`, and by nothing else: an admin
  * session cookie is not accepted here, and a token only ever reaches its own task.
+ * A token is bound to the address it was issued to (the PC's) and starts one transfer.
+ * The check runs on request, before the body is parsed or validated: a caller without
+ * a valid token learns nothing about the body schema.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
@@ -65,17 +68,26 @@ export function clientRoutes(ctx: ClientRoutesContext) {
     const deny = (reply: FastifyReply, code: 401 | 403, message: string): FastifyReply =>
       reply.code(code).send({ error: message });
 
-    app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
+    app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+      const ip = plainAddress(req.ip);
+      const url = req.url.slice(0, 200);
       const auth = req.headers.authorization ?? '';
       const m = /^Bearer ([A-Za-z0-9_-]{16,200})$/.exec(auth);
       if (!m) {
-        ctx.logger.warn({ ip: req.ip, url: req.url }, 'client API call without a task token');
+        ctx.logger.warn({ ip, url }, 'client API call without a task token');
         return deny(reply, 401, 'a task token is required (Authorization: Bearer TOKEN from the kernel command line)');
       }
       const task = ctx.tasks.byToken(m[1]);
       if (!task) {
-        ctx.logger.warn({ ip: req.ip, url: req.url }, 'client API call with a wrong or spent task token');
+        ctx.logger.warn({ ip, url }, 'client API call with a wrong or spent task token');
         return deny(reply, 403, 'this task token is not valid (wrong, or its task has ended); reboot the PC to start over');
+      }
+      if (task.clientIp !== ip) {
+        ctx.logger.warn(
+          { ip, url, mac: task.mac, task: task.id, boundTo: task.clientIp },
+          `client API call refused: the token of task ${task.id} was issued to ${task.clientIp ?? 'no address'}, not to ${ip}`,
+        );
+        return deny(reply, 403, 'this task token belongs to another address; reboot the PC to start over');
       }
       req.clientTask = task;
       // Any call is a sign of life: a task whose client goes silent fails (TaskService.checkLiveness).
@@ -128,6 +140,10 @@ export function clientRoutes(ctx: ClientRoutesContext) {
       const task = req.clientTask as TaskRecord;
       const ip = plainAddress(req.ip);
       const nbdHost = httpBaseFor(req, ctx.config).replace(/:\d+$/, '');
+      if (!ctx.tasks.claimStart(task)) {
+        ctx.logger.warn({ ip, mac: task.mac, task: task.id }, 'client start refused: this token already started a transfer');
+        return reply.code(409).send({ error: 'this task token already started a transfer; reboot the PC for a new one' });
+      }
       try {
         const uri = await ctx.transfers.start(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.nbdPort);
         ctx.logger.info({ mac: task.mac, task: task.id, disk: req.body.disk.name }, `client starts the ${task.kind}`);

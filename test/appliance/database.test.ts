@@ -68,8 +68,8 @@ describe('task lifecycle', () => {
     const t = await tasks.create({ kind: 'deploy', mac: '52-54-00-AA-BB-CC', image: 'win11' });
     expect(t.mac).toBe('52:54:00:aa:bb:cc');
     await expect(tasks.create({ kind: 'capture', mac: '52:54:00:aa:bb:cc', image: 'x' })).rejects.toBeInstanceOf(TaskError);
-    const token1 = await tasks.beginBoot(t);
-    const token2 = await tasks.beginBoot(t);
+    const token1 = await tasks.beginBoot(t, '10.0.0.5');
+    const token2 = await tasks.beginBoot(t, '10.0.0.5');
     expect(tasks.byToken(token1)).toBeUndefined();
     expect(tasks.byToken(token2)).toBe(t);
     await tasks.markRunning(t, { name: 'sda', size: 100, logicalSectorSize: 512, serial: 's' }, '10.0.0.5', 1000);
@@ -86,7 +86,7 @@ describe('task lifecycle', () => {
     const db = await openDatabase(dir);
     const tasks = new TaskService(db, new EventLog(db, nullLogger()));
     const t = await tasks.create({ kind: 'capture', mac: '52:54:00:aa:bb:cd', image: 'x' });
-    await tasks.beginBoot(t);
+    await tasks.beginBoot(t, '10.0.0.5');
     await tasks.markRunning(t, { name: 'sda', size: 100, logicalSectorSize: 512, serial: '' }, '10.0.0.5', 100);
     expect(await tasks.failInterrupted()).toBe(1);
     expect(t.state).toBe('failed');

@@ -42,6 +42,8 @@ function makeDisk(seed: number): Buffer {
 }
 
 async function bootScript(mac: string, platform = 'efi'): Promise<string> {
+  // The PC's DHCP exchange, which ties its MAC to the address the script is asked for from (DHCP is off here).
+  app.core.hosts.bootAddresses.note(mac, '127.0.0.1');
   const res = await fetch(`${base}/boot/ipxe?mac=${mac}&platform=${platform}&arch=x86_64&chip=undionly`);
   expect(res.status).toBe(200);
   return res.text();

@@ -69,7 +69,7 @@ describe('pages', () => {
     expect(task).toMatchObject({ kind: 'deploy', image: 'win11', state: 'queued' });
     expect((await agent.get(`/hosts/${MAC}`)).text).toContain('magic packet sent to 127.0.0.1:9');
     if (!task) throw new Error('no task');
-    await h.ctx.tasks.beginBoot(task);
+    await h.ctx.tasks.beginBoot(task, '10.1.2.3');
     await h.ctx.tasks.markRunning(task, { name: 'sda', size: 3 << 20, logicalSectorSize: 512, serial: 'S1' }, '10.1.2.3', 3 << 20);
     h.ctx.tasks.progress(task, 1 << 20);
     const frag = await agent.get(`/tasks/${task.id}/progress`).expect(200);
