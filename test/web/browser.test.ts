@@ -21,6 +21,7 @@ import { rawGo, rawSimpleRead, type RawClient } from '../nbd/helpers.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'web');
 const MAC = '52:54:00:ab:cd:01';
+const MAC2 = '52:54:00:ab:cd:02';
 
 const MiB = 1024 * 1024;
 /** 12 MiB: an MBR disk whose every chunk holds data, so each read advances the progress. */
@@ -123,7 +124,10 @@ describe('admin page in Chromium', () => {
     await page.goto(`${base}/tasks`);
     await page.evaluate(() => ((window as unknown as { marker: number }).marker = 7));
 
-    // The PC boots the imaging client, which starts the deploy through the client API.
+    // The PC boots the imaging client, which starts the deploy through the client API. Its DHCP
+    // exchange (what the DHCP service notes) ties the MAC to its address; only then does the boot
+    // script carry the task token.
+    app.core.hosts.bootAddresses.note(MAC, '127.0.0.1');
     const script = await (await fetch(`${base}/boot/ipxe?mac=${MAC}&platform=efi&arch=x86_64`)).text();
     const token = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script)?.[1];
     if (!token) throw new Error(`no token in:\n${script}`);
@@ -171,9 +175,49 @@ describe('admin page in Chromium', () => {
     await shot('07-task-done');
   });
 
-  it('renders the dashboard and the image page', async () => {
+  it('renders the dashboard: services, store space, inventory counts, running tasks and recent events', async () => {
+    // Beside the registered PC from the deploy above: a PC that only network-booted, and a task in the queue.
+    await app.core.hosts.sighted({ mac: MAC2, ip: '10.0.0.52', firmware: 'bios' });
+    const queued = await app.core.tasks.create({ kind: 'capture', mac: MAC, image: 'reception-2-backup' });
     await page.goto(`${base}/`);
+    expect(await page.textContent('h1')).toBe('Dashboard');
+
+    const services = (await page.locator('ul.services li').allTextContents()).map((t) => t.replace(/\s+/g, ' ').trim());
+    expect(services).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^HTTP running admin page on http:\/\/127\.0\.0\.1:/),
+      `NBD running 127.0.0.1:${app.ports.nbd}`,
+      expect.stringMatching(/^DHCP off /),
+    ]));
+
+    const store = page.locator('section.card', { has: page.locator('h2', { hasText: 'Image store' }) });
+    const used = Number(await store.locator('progress').getAttribute('value'));
+    expect(Number.isInteger(used) && used >= 0 && used <= 100).toBe(true);
+    expect(await store.textContent()).toContain(`free of`);
+    expect(await store.textContent()).toContain(`(${used} % used)`);
+    expect(await store.textContent()).toContain(app.core.config.imagesDir);
+
+    const inventory = page.locator('section.card', { has: page.locator('h2', { hasText: 'Inventory' }) });
+    const inventoryText = (await inventory.textContent())?.replace(/\s+/g, ' ');
+    expect(inventoryText).toContain('2 PCs · 1 new, not registered');
+    expect(inventoryText).toContain('1 image');
+    expect(await inventory.locator('a[href="/hosts"]').textContent()).toBe('2 PCs');
+    expect(await inventory.locator('a[href="/images"]').textContent()).toBe('1 image');
+
+    // The queued capture, with the PC's name, and nothing else (the deploy above is done).
+    const running = page.locator('#active-tasks');
+    expect(await running.textContent()).toContain('reception-2-backup');
+    expect(await running.textContent()).toContain('Reception 2');
+    expect(await running.textContent()).not.toContain('win11-office');
+
+    const events = (await page.locator('ol.events li').allTextContents()).map((t) => t.replace(/\s+/g, ' '));
+    expect(events[0]).toContain(`capture task for ${MAC} with image reception-2-backup queued`);
+    expect(events.some((e) => e.includes(`new PC ${MAC2} seen at network boot`))).toBe(true);
+    expect(events.some((e) => e.includes(`deploy win11-office on ${MAC}`))).toBe(true);
     await shot('08-dashboard');
+    await app.core.tasks.cancel(queued.id);
+  });
+
+  it('verifies an image and issues an nbd:// URL from its page; the host page fits a phone', async () => {
     await page.goto(`${base}/images/win11-office`);
     await page.click('button:has-text("Verify now")');
     await expect.poll(() => page.textContent('#verify-box'), { timeout: 15_000 }).toContain('verified');
@@ -182,6 +226,9 @@ describe('admin page in Chromium', () => {
     await shot('09-image');
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(`${base}/hosts/${MAC}`);
+    expect(await page.textContent('h1')).toContain('Reception 2');
+    // Nothing is wider than the phone's screen: no sideways scrolling.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await shot('10-host-phone');
   });
 });
