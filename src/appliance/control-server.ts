@@ -12,8 +12,12 @@ import type { Logger } from '../log.js';
 const MAX_OP_BODY = 1024 * 1024;
 
 function statusOf(err: unknown): number {
-  const s = (err as { status?: unknown }).status;
+  const s = err !== null && typeof err === 'object' ? (err as { status?: unknown }).status : undefined;
   return typeof s === 'number' && s >= 400 && s < 600 ? s : 500;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 export async function startControlServer(core: Core, socketPath: string, logger: Logger): Promise<http.Server> {
@@ -27,7 +31,7 @@ export async function startControlServer(core: Core, socketPath: string, logger:
     const fail = (send: (l: ControlLine) => void, err: unknown): void => {
       const status = statusOf(err);
       if (status === 500) logger.error({ err }, 'control request failed');
-      send({ error: { message: (err as Error).message, status } });
+      send({ error: { message: messageOf(err), status } });
     };
 
     if (req.method === 'POST' && url.pathname === '/op') {
@@ -74,17 +78,36 @@ export async function startControlServer(core: Core, socketPath: string, logger:
         begin: (size) => res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-netclone-size': String(size) }),
         write: (buf) =>
           new Promise<void>((resolve, reject) => {
-            if (res.destroyed) reject(new Error('the CLI went away'));
-            else if (res.write(buf)) resolve();
-            else res.once('drain', resolve);
+            if (res.destroyed) {
+              reject(new Error('the CLI went away'));
+              return;
+            }
+            if (res.write(buf)) {
+              resolve();
+              return;
+            }
+            // A CLI that goes away while the socket is full never drains it: stop the export instead of waiting for ever.
+            const onDrain = (): void => {
+              res.off('close', onClose);
+              resolve();
+            };
+            const onClose = (): void => {
+              res.off('drain', onDrain);
+              reject(new Error('the CLI went away'));
+            };
+            res.once('drain', onDrain);
+            res.once('close', onClose);
           }),
       })
         .then(() => res.end())
         .catch((err: unknown) => {
           if (!res.headersSent) {
             res.writeHead(statusOf(err), { 'content-type': 'text/plain' });
-            res.end((err as Error).message);
-          } else res.destroy(err as Error);
+            res.end(messageOf(err));
+          } else {
+            logger.warn({ image: name, err: messageOf(err) }, `export of ${name} stopped after it began: ${messageOf(err)}`);
+            res.destroy();
+          }
         });
       return;
     }

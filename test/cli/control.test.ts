@@ -1,0 +1,72 @@
+/**
+ * The control socket when its CLI goes away: an export whose CLI was killed mid-stream stops
+ * and lets go of the image version, instead of waiting for ever on a socket nobody drains.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { cli, spawnServer, type ServerProcess } from './processes.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+let data: string;
+let server: ServerProcess | null = null;
+
+/** Deterministic incompressible bytes (xorshift32), so the export is data, not holes. */
+function noise(seed: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  let x = seed || 1;
+  for (let i = 0; i + 4 <= length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out.writeInt32LE(x | 0, i);
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  if (!existsSync(path.resolve('dist/cli/main.js'))) throw new Error('run npm run build first (npm test does)');
+  dir = await mkdtemp(path.join(tmpdir(), 'nc-control-'));
+  data = path.join(dir, 'data');
+  await writeFile(path.join(dir, 'disk.raw'), noise(3, 24 * MiB));
+  const imp = await cli(data, ['image', 'import', 'office', path.join(dir, 'disk.raw')]);
+  expect(imp.code, imp.stderr).toBe(0);
+  server = spawnServer(data, path.join(dir, 'boot'));
+  await server.up();
+});
+afterAll(async () => {
+  await server?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('control socket', () => {
+  it('stops an export whose CLI went away mid-stream, and the image can be removed afterwards', async () => {
+    const socketPath = path.join(data, 'state', 'control.sock');
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request({ socketPath, path: '/export?name=office', method: 'GET' }, (res) => {
+        expect(res.statusCode).toBe(200);
+        // Read one piece, then vanish without draining the rest, like a killed `netclone image export`.
+        res.once('data', () => {
+          res.pause();
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', (err) => {
+        if (!req.destroyed) reject(err);
+      });
+      req.end();
+    });
+    await expect.poll(() => server?.log() ?? '', { timeout: 30_000 }).toContain('export of office stopped after it began: the CLI went away');
+    // The export let go of its version: removing the image and collecting its chunks works.
+    const removed = await cli(data, ['image', 'rm', 'office']);
+    expect(removed.code, removed.stderr).toBe(0);
+    const gc = await cli(data, ['image', 'gc', '--json']);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect((JSON.parse(gc.stdout) as { removedChunks: number }).removedChunks).toBe(24);
+  });
+});
