@@ -166,11 +166,6 @@ export class NbdConnection {
     return this.queue.length;
   }
 
-  /** True while a request waits for the server-wide memory budget. */
-  get awaitingBudget(): boolean {
-    return this.state === 'awaitBudget';
-  }
-
   /** True while the client has sent nothing at all since the greeting. */
   get silent(): boolean {
     return this.state === 'flags' && this.queue.length === 0;
