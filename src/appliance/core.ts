@@ -32,7 +32,7 @@ export async function openCore(config: Config, logger: Logger, purpose: string, 
       logger,
       db,
       events,
-      hosts: new HostService(db, events),
+      hosts: new HostService(db, events, { logger: logger.child({ component: 'hosts' }) }),
       tasks: new TaskService(db, events, {
         logger: logger.child({ component: 'tasks' }),
         liveness: { silenceSeconds: config.clientTimeoutSeconds, examineSeconds: config.clientExamineTimeoutSeconds },

@@ -76,7 +76,7 @@ export const OPERATIONS: Record<string, Op> = {
       host: optStr(args, 'host'),
     });
   },
-  'host.add': async (core, args) => core.hosts.add(str(args, 'mac', 'MAC address'), optStr(args, 'name')),
+  'host.add': async (core, args) => core.hosts.add(str(args, 'mac', 'MAC address'), optStr(args, 'name'), { rename: args.rename === true }),
   'host.list': async (core) => core.hosts.list(),
   'host.rm': async (core, args) => {
     await core.hosts.remove(str(args, 'mac', 'MAC address'));

@@ -43,7 +43,7 @@ export const COMMANDS: Readonly<Record<string, FlagSpecs>> = {
   'image rm': COMMON,
   'image gc': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'image url': { ...COMMON, write: { value: false, description: 'writable capture export' }, size: { value: true, description: 'disk size' }, ttl: { value: true, description: 'lifetime' }, json: { value: false, description: 'JSON output' } },
-  'host add': { ...COMMON, name: { value: true, description: 'host name' }, json: { value: false, description: 'JSON output' } },
+  'host add': { ...COMMON, name: { value: true, description: 'host name' }, rename: { value: false, description: 'rename a registered host' }, json: { value: false, description: 'JSON output' } },
   'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'host rm': COMMON,
   'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
@@ -73,7 +73,7 @@ const USAGE = `netclone — network disk imaging
   netclone image rm NAME
   netclone image gc                                    remove chunks no image uses
   netclone image url NAME [--write --size BYTES] [--ttl DURATION]   nbd:// URL for qemu-img/nbdcopy
-  netclone host add MAC [--name NAME] | host list [--json] | host rm MAC
+  netclone host add MAC [--name NAME [--rename]] | host list [--json] | host rm MAC
   netclone task capture MAC --image NAME [--disk-serial S] [--after reboot|poweroff]
   netclone task deploy MAC --image NAME [--disk-serial S] [--after reboot|poweroff]
   netclone task list [--all] [--json] | task show ID [--json] | task cancel ID
@@ -318,8 +318,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'host add':
-      need(1, 'MAC [--name NAME]');
-      print(await op(config, logger, purpose, 'host.add', { mac: pos[0], name: flags.name }, 'host'), 'host');
+      need(1, 'MAC [--name NAME [--rename]]');
+      print(await op(config, logger, purpose, 'host.add', { mac: pos[0], name: flags.name, rename: flags.rename === true }, 'host'), 'host');
       return 0;
     case 'host list':
       need(0, '');

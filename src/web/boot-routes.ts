@@ -215,13 +215,14 @@ export function bootRoutes(ctx: BootRoutesContext) {
       try {
         switch (what) {
           case 'register': {
-            await ctx.hosts.add(mac);
-            ctx.logger.info({ mac, ip, user: user.username }, 'boot menu: PC registered');
-            return scriptReply(reply, scriptLocal(method, 'registered, booting the local disk'));
+            const already = host?.registered === true;
+            await ctx.hosts.register(mac);
+            ctx.logger.info({ mac, ip, user: user.username }, already ? 'boot menu: PC was registered already' : 'boot menu: PC registered');
+            return scriptReply(reply, scriptLocal(method, already ? 'this PC was registered already, booting the local disk' : 'registered, booting the local disk'));
           }
           case 'capture': {
             const image = (host?.name ? host.name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') : '') || `pc-${mac.replace(/:/g, '')}`;
-            await ctx.hosts.add(mac);
+            await ctx.hosts.register(mac);
             const task = await ctx.tasks.create({ kind: 'capture', mac, image: image.slice(0, 64) });
             return handClient(req, reply, task, ip, user.username);
           }
@@ -235,7 +236,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
               ctx.logger.warn({ mac, ip, image: image.slice(0, 80) }, 'boot menu: deploy of an unknown image refused');
               return scriptReply(reply, scriptNotice(sctx, 'no image by that name, nothing was changed'));
             }
-            await ctx.hosts.add(mac);
+            await ctx.hosts.register(mac);
             const task = await ctx.tasks.create({ kind: 'deploy', mac, image });
             return handClient(req, reply, task, ip, user.username);
           }
