@@ -56,6 +56,12 @@ function explainListenError(err: unknown, what: string, port: number): string {
   return `${what} did not start: ${(err as Error).message}`;
 }
 
+/** What to do when a capture failed because the image store's disk is full; empty for any other reason. */
+export function diskFullAdvice(reason: string, imagesDir: string): string {
+  if (!/\bENOSPC\b|no space left on device/i.test(reason)) return '';
+  return `; the disk that holds ${imagesDir} is full: free space there ("netclone image gc" removes chunks no image uses, "netclone image rm" whole images) and capture again`;
+}
+
 export interface RejectionSafetyNet {
   /** Also record each unhandled rejection as an event, so the admin page shows it. */
   attach(events: EventLog): void;
@@ -75,7 +81,7 @@ export function installRejectionSafetyNet(logger: Logger): RejectionSafetyNet {
     const err = reason instanceof Error ? reason : new Error(String(reason));
     const message =
       `internal error (a bug): an operation failed and nothing handled it: ${err.message}. ` +
-      'netclone keeps serving; the operation it belonged to did not finish. If a task or capture stops moving, cancel it and ' +
+      'the server keeps serving; the operation it belonged to did not finish. If a task or capture stops moving, cancel it and ' +
       'start it again, and report this log line with the lines before it';
     logger.fatal({ err, code: (err as NodeJS.ErrnoException).code }, message);
     if (events) void events.record('error', message);
@@ -130,7 +136,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
             open: () =>
               source.openCapture(req.image, size, 512, 'nbd:// URL import', {
                 onCommitted: (v) => void core.events.record('info', `image ${req.image} version ${v.version} committed from an nbd:// URL`),
-                onFailed: (reason) => void core.events.record('warn', `capture of ${req.image} through an nbd:// URL failed: ${reason}`),
+                onFailed: (reason) => void core.events.record('warn', `capture of ${req.image} through an nbd:// URL failed: ${reason}${diskFullAdvice(reason, config.imagesDir)}`),
               }),
           });
         } else {

@@ -208,15 +208,20 @@ async function main(argv: string[]): Promise<number> {
     const safetyNet = installRejectionSafetyNet(serveLogger);
     const running = await startAppliance(config, serveLogger);
     safetyNet.attach(running.core.events);
-    await new Promise<void>((resolve) => {
+    return new Promise<number>((resolve) => {
       const stop = (signal: string): void => {
         serveLogger.info({ signal }, 'stopping');
-        running.stop().then(resolve, resolve);
+        running.stop().then(
+          () => resolve(0),
+          (err: unknown) => {
+            serveLogger.error({ err }, `the server did not stop cleanly: ${err instanceof Error ? err.message : String(err)}`);
+            resolve(1);
+          },
+        );
       };
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
-    return 0;
   }
 
   // Commands are two words, or three (`admin token create`): the longest that names a command wins.

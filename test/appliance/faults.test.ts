@@ -107,6 +107,7 @@ describe('disk full during a capture', () => {
     await run('nbdcopy', ['--flush', path.join(dir, 'v2.raw'), url.stdout.trim()]);
 
     await expect.poll(() => server?.log() ?? '', { timeout: 30_000 }).toMatch(/capture of office through an nbd:\/\/ URL failed: [^"]*(ENOSPC|no space left on device)/);
+    expect(server.log()).toContain(`the disk that holds ${path.join(data, 'images')} is full: free space there`);
     expect(server.proc.exitCode, server.log()).toBeNull();
     expect(server.proc.signalCode).toBeNull();
     // state/ was full too: the event could not be saved, and that did not take the server down.
@@ -216,6 +217,6 @@ describe('the serve process safety net', () => {
     const line = JSON.parse(r.stdout.split('\n').find((l) => l.includes('internal error')) ?? '{}') as { level?: number; msg?: string; code?: string };
     expect(line.level).toBe(60);
     expect(line.code).toBe('ENOSPC');
-    expect(line.msg).toMatch(/^internal error \(a bug\): an operation failed and nothing handled it: ENOSPC: no space left on device, write\. netclone keeps serving;.*cancel it and start it again/);
+    expect(line.msg).toMatch(/^internal error \(a bug\): an operation failed and nothing handled it: ENOSPC: no space left on device, write\. the server keeps serving;.*cancel it and start it again/);
   });
 });
