@@ -1,8 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import request from 'supertest';
-import type { FastifyPluginAsync } from 'fastify';
 import { createApiToken, issueSetupToken, revokeApiToken, hasAdmin } from '../../src/appliance/users.js';
+import { LOGIN_FAILURES_PER_MINUTE } from '../../src/web/boot-routes.js';
+import { lintIpxe } from '../lib/ipxe-lint.js';
 import { csrfFrom, login, makeHarness, PASSWORD, type Harness } from './helpers.js';
+import { makeBootHarness, PC_IP, STRANGER_IP, TECHNICIAN, tokenIn, type BootHarness } from './boot-harness.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -49,15 +51,131 @@ describe('access without login', () => {
     await s.get('/static/..%2Fapp.ts').expect(404);
   });
 
-  it('lets the boot and thin-client routes bypass login and CSRF', async () => {
-    const extra: FastifyPluginAsync = async (app) => {
-      app.get('/boot/menu.ipxe', async () => '#!ipxe\n');
-      app.post('/api/client/v1/progress', async () => ({ ok: true }));
-    };
-    h = await makeHarness({ extraPlugins: [extra] });
-    const s = request(h.app.server);
-    expect((await s.get('/boot/menu.ipxe').expect(200)).text).toBe('#!ipxe\n');
-    expect((await s.post('/api/client/v1/progress').send({ bytes: 1 }).expect(200)).body).toEqual({ ok: true });
+  it('lets the real boot and thin-client routes bypass the admin login and CSRF, which guard them by their own means', async () => {
+    const b = await makeBootHarness();
+    try {
+      const mac = '52:54:00:00:0a:01';
+      // No session, no CSRF token: the boot script and a menu form POST with a technician's login work.
+      const script = await b.bootScript(mac, PC_IP);
+      expect(script.statusCode).toBe(200);
+      expect(script.body).toMatch(/^#!ipxe\n/);
+      const registered = await b.action(PC_IP, { mac, do: 'register' }, TECHNICIAN);
+      expect(registered.statusCode).toBe(200);
+      expect(b.hosts.get(mac)?.registered).toBe(true);
+      // The client API takes its task token without a session or CSRF token; an admin cookie is no substitute.
+      await b.tasks.create({ kind: 'capture', mac, image: 'desk' });
+      b.addresses.note(mac, PC_IP);
+      const token = tokenIn((await b.bootScript(mac, PC_IP)).body);
+      expect(token).not.toBeNull();
+      const progress = await b.client(PC_IP, 'POST', '/api/client/v1/progress', token, { phase: 'transferring', message: 'hello' });
+      expect(progress.statusCode).toBe(200);
+      expect(progress.json()).toEqual({ ok: true });
+      const cookie = await b.app.inject({ method: 'GET', url: `/api/client/v1/task?mac=${mac}`, remoteAddress: PC_IP, headers: { cookie: 'nc_session=whatever' } });
+      expect(cookie.statusCode).toBe(401);
+      // The admin API beside them still wants a login.
+      expect((await b.app.inject({ method: 'GET', url: '/api/v1/hosts', remoteAddress: PC_IP })).statusCode).toBe(401);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
+describe('boot menu actions', () => {
+  const mac = '52:54:00:00:0b:01';
+  const WRONG = { username: 'admin', password: 'not-the-password' };
+  let b: BootHarness | undefined;
+  afterEach(async () => {
+    await b?.close();
+    b = undefined;
+  });
+
+  it('refuses every action sent as GET and changes nothing, whatever it carries', async () => {
+    b = await makeBootHarness({ images: ['golden'] });
+    for (const what of ['register', 'capture', 'deploy', 'deploy-list', 'start']) {
+      const r = await b.app.inject({
+        method: 'GET', remoteAddress: STRANGER_IP,
+        url: `/boot/ipxe/action?mac=${mac}&do=${what}&image=golden&username=admin&password=${encodeURIComponent(PASSWORD)}`,
+      });
+      expect(r.statusCode, what).toBe(405);
+      expect(r.headers.allow).toBe('POST');
+      expect(r.body).toContain('nothing was changed');
+    }
+    expect(b.tasks.list()).toEqual([]);
+    expect(b.hosts.get(mac)?.registered ?? false).toBe(false);
+  });
+
+  it('register: refused without a login and with a wrong one; with a valid login the PC is registered and boots its disk', async () => {
+    b = await makeBootHarness();
+    const none = await b.action(PC_IP, { mac, do: 'register' });
+    expect(none.body).toContain('this action needs a login');
+    const wrong = await b.action(PC_IP, { mac, do: 'register' }, WRONG);
+    expect(wrong.body).toContain('wrong username or password');
+    expect(b.hosts.get(mac)?.registered ?? false).toBe(false);
+    const ok = await b.action(PC_IP, { mac, do: 'register' }, TECHNICIAN);
+    expect(ok.statusCode).toBe(200);
+    expect(ok.body).toContain('registered, booting the local disk');
+    expect(lintIpxe(ok.body)).toEqual([]);
+    expect(b.hosts.get(mac)?.registered).toBe(true);
+  });
+
+  it('capture: refused without a valid login; with one it queues a capture and hands the PC the client, its token bound to the PC', async () => {
+    b = await makeBootHarness();
+    await b.hosts.add(mac, 'Reception 1');
+    expect((await b.action(PC_IP, { mac, do: 'capture' })).body).toContain('needs a login');
+    expect((await b.action(PC_IP, { mac, do: 'capture' }, WRONG)).body).toContain('wrong username or password');
+    expect(b.tasks.list()).toEqual([]);
+    const ok = await b.action(PC_IP, { mac, do: 'capture' }, TECHNICIAN);
+    const task = b.tasks.activeFor(mac);
+    expect(task).toMatchObject({ kind: 'capture', image: 'Reception-1', state: 'booting', clientIp: PC_IP });
+    const token = tokenIn(ok.body);
+    expect(token).not.toBeNull();
+    expect(ok.body).toContain('/boot/client/vmlinuz');
+    expect(lintIpxe(ok.body)).toEqual([]);
+    expect((await b.client(PC_IP, 'GET', `/api/client/v1/task?mac=${mac}`, token)).json()).toMatchObject({ kind: 'capture', image: 'Reception-1' });
+    expect((await b.client(STRANGER_IP, 'GET', `/api/client/v1/task?mac=${mac}`, token)).statusCode).toBe(403);
+  });
+
+  it('deploy: refused without a valid login or for an unknown image; with a login it queues the deploy of the chosen image', async () => {
+    b = await makeBootHarness({ images: ['golden'] });
+    expect((await b.action(PC_IP, { mac, do: 'deploy', image: 'golden' })).body).toContain('needs a login');
+    expect((await b.action(PC_IP, { mac, do: 'deploy', image: 'golden' }, WRONG)).body).toContain('wrong username or password');
+    const unknown = await b.action(PC_IP, { mac, do: 'deploy', image: 'nope' }, TECHNICIAN);
+    expect(unknown.body).toContain('no image by that name');
+    expect(b.tasks.list()).toEqual([]);
+    const ok = await b.action(PC_IP, { mac, do: 'deploy', image: 'golden' }, TECHNICIAN);
+    expect(b.tasks.activeFor(mac)).toMatchObject({ kind: 'deploy', image: 'golden', state: 'booting', clientIp: PC_IP });
+    expect(tokenIn(ok.body)).not.toBeNull();
+    expect(lintIpxe(ok.body)).toEqual([]);
+    // A second deploy while this one is pending is refused on the PC's screen, not queued.
+    const twice = await b.action(PC_IP, { mac, do: 'deploy', image: 'golden' }, TECHNICIAN);
+    expect(twice.body).toContain('already has a deploy task');
+    expect(b.tasks.list()).toHaveLength(1);
+  });
+
+  it('start: a task waiting for a PC whose address was not confirmed starts only after a valid login', async () => {
+    b = await makeBootHarness({ images: ['golden'] });
+    const task = await b.tasks.create({ kind: 'deploy', mac, image: 'golden' });
+    expect((await b.action(PC_IP, { mac, do: 'start' })).body).toContain('needs a login');
+    expect((await b.action(PC_IP, { mac, do: 'start' }, WRONG)).body).toContain('wrong username or password');
+    expect(task.state).toBe('queued');
+    const ok = await b.action(PC_IP, { mac, do: 'start' }, TECHNICIAN);
+    expect(task).toMatchObject({ state: 'booting', clientIp: PC_IP });
+    expect(tokenIn(ok.body)).not.toBeNull();
+    const other = await b.action(PC_IP, { mac: '52:54:00:00:0b:02', do: 'start' }, TECHNICIAN);
+    expect(other.body).toContain('no task waits for this PC');
+  });
+
+  it('stops checking passwords from an address after repeated failures, for a while', async () => {
+    b = await makeBootHarness();
+    for (let i = 0; i < LOGIN_FAILURES_PER_MINUTE; i++) {
+      expect((await b.action(STRANGER_IP, { mac, do: 'register' }, WRONG)).body).toContain('wrong username or password');
+    }
+    const blocked = await b.action(STRANGER_IP, { mac, do: 'register' }, TECHNICIAN);
+    expect(blocked.body).toContain('too many failed logins');
+    expect(b.hosts.get(mac)?.registered ?? false).toBe(false);
+    // Another address is not held back by the stranger's guesses.
+    await b.action(PC_IP, { mac, do: 'register' }, TECHNICIAN);
+    expect(b.hosts.get(mac)?.registered).toBe(true);
   });
 });
 
