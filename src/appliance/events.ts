@@ -45,7 +45,11 @@ export class EventLog extends EventEmitter {
       // The adapter has logged the write failure itself; this line ties it to the event.
       this.logger.warn({ err: (err as Error).message }, `event kept in memory only until the database can be saved: ${message}`);
     }
-    this.emit('event', event);
+    try {
+      this.emit('event', event);
+    } catch (err) {
+      this.logger.error({ err }, 'a listener failed on an event; the event itself is recorded');
+    }
   }
 
   recent(limit = 50, mac?: string): EventRecord[] {
