@@ -499,7 +499,10 @@ export class Capture implements HashPin {
       if (this.failure) throw this.failure;
       const info = await this.commitFn(this);
       this.state = 'committed';
-      await this.cleanup();
+      // The version is current now: a failure to tidy up (the spill file) must not report the commit as failed.
+      await this.cleanup().catch((e: unknown) => {
+        this.ctx.log.warn({ image: this.name, err: (e as Error).message }, 'capture committed; removing its temp files failed (they go when the store next opens)');
+      });
       return info;
     } catch (e) {
       if (this.state !== 'committed') await this.discard(`commit failed: ${(e as Error).message}`);
@@ -540,14 +543,15 @@ export class Capture implements HashPin {
     for (const p of this.partial.values()) if (p.buf !== null) this.ctx.pool.release(p.buf);
     this.partial.clear();
     this.inMemory = 0;
+    this.ctx.removePin(this);
+    this.table.clear();
+    // The image's capture slot is freed before any file work that could fail.
+    this.onEnd(this);
     if (this.spillFile) {
       const fh = this.spillFile;
       this.spillFile = null;
       await fh.then((h) => h.close()).catch(() => undefined);
     }
     if (this.spillPath) await rm(this.spillPath, { force: true });
-    this.ctx.removePin(this);
-    this.table.clear();
-    this.onEnd(this);
   }
 }
