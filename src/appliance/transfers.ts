@@ -59,6 +59,8 @@ export class TransferService {
     private readonly tasks: TaskService,
     private readonly hosts: HostService,
     private readonly logger: Logger,
+    /** How long the client's "ok" waits for the commit before the export is closed (tests shorten it). */
+    private readonly commitWaitMs: number = COMMIT_WAIT_MS,
   ) {
     tasks.on('changed', (task: TaskRecord) => {
       if (task.state === 'cancelled' || task.state === 'failed') {
@@ -142,20 +144,29 @@ export class TransferService {
     if (task.kind === 'capture') {
       await this.tasks.markVerifying(task, 'committing the captured image');
       const outcome = this.captureOutcome.get(task.id);
+      let version: ImageVersionInfo | null = null;
+      let failure = 'no capture is in flight for this task (did the server restart?)';
       try {
-        if (!outcome) throw new Error('no capture is in flight for this task (did the server restart?)');
-        const version = await Promise.race([
-          outcome,
-          new Promise<never>((_, reject) =>
-            setTimeout(() => reject(new Error('the capture did not commit: the client never flushed and disconnected cleanly')), COMMIT_WAIT_MS).unref(),
-          ),
-        ]);
-        await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
+        if (outcome) {
+          version = await Promise.race([
+            outcome,
+            new Promise<never>((_, reject) =>
+              setTimeout(() => reject(new Error('the capture did not commit: the client never flushed and disconnected cleanly')), this.commitWaitMs).unref(),
+            ),
+          ]);
+        }
       } catch (err) {
-        await this.tasks.fail(task, (err as Error).message);
+        failure = (err as Error).message;
+        // The wait ran out or the capture failed, but a commit may be under way: closing the export
+        // discards a capture that had not begun committing and waits for one that had. After that
+        // the outcome is final, and a version that was committed is reported as committed.
+        await this.grants.revokeTask(task.id, 'the client finished but its capture had not committed');
+        version = await Promise.race([outcome as Promise<ImageVersionInfo>, Promise.resolve(null)]).catch(() => null);
       } finally {
         this.captureOutcome.delete(task.id);
       }
+      if (version) await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
+      else await this.tasks.fail(task, failure);
     } else {
       const info = await this.source.latest(task.image);
       if (!info) {
