@@ -147,11 +147,12 @@ describe('iPXE scripts', () => {
     expect(lintIpxe(scriptLocal('sanboot', 'x'))).toEqual([]);
     expect(lintIpxe(scriptLocal('exit', 'x'))).toEqual([]);
   });
-  it('the linter itself finds a missing label, an unknown command and an unclosed ${', () => {
+  it('the linter itself finds a missing label, an unknown command, an unclosed ${ and a quote', () => {
     expect(lintIpxe('#!ipxe\ngoto nowhere\n')).toEqual(['line 2: goto nowhere: no such label']);
     expect(lintIpxe('#!ipxe\nfrobnicate now\n')[0]).toMatch(/unknown command "frobnicate"/);
     expect(lintIpxe('#!ipxe\necho ${net0/mac\n')[0]).toMatch(/unclosed/);
     expect(lintIpxe('#!ipxe\nmenu x\nitem a A\nchoose s\ngoto ${s}\n')[0]).toMatch(/menu item "a" has no label/);
+    expect(lintIpxe("#!ipxe\necho it's\n")[0]).toMatch(/quote character/);
   });
   it('chains undionly over TFTP and local boot exits', () => {
     const hop = scriptChainUndionly(ctx);

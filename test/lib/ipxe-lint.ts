@@ -65,6 +65,8 @@ export function lintIpxe(script: string): string[] {
       } else if (line[i] === '}' && depth > 0) depth--;
     }
     if (depth !== 0) problems.push(`line ${n}: unclosed "\${": ${line}`);
+    // Quoting differs between iPXE versions; our scripts never need it, so a quote is a mistake.
+    if (/['"]/.test(line)) problems.push(`line ${n}: quote character (iPXE versions quote differently): ${line}`);
     const tokens = line.split(/\s+/);
     const commands: string[][] = [[]];
     for (const t of tokens) {
