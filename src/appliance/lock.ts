@@ -1,12 +1,12 @@
 /**
- * One process owns a data directory. The lock is a file created with O_EXCL naming its
+ * One process owns a data directory. The lock is a file created atomically (link) naming its
  * owner: PID, the kernel's start time of that PID and the boot it belongs to, and what the
  * owner is doing. A lock is stale when that exact process is gone — after kill -9 or power
  * loss the PID may already belong to another program (after a reboot, often a low PID that
  * systemd hands out again, even to the next netclone itself), so a live PID alone proves
  * nothing; the start time does.
  */
-import { open, readFile, unlink, mkdir } from 'node:fs/promises';
+import { link, open, readFile, unlink, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 
 /** The purpose `netclone serve` locks the directory with; CLI commands wait for such an owner's control socket. */
@@ -120,41 +120,51 @@ export async function readLockOwner(dataDir: string): Promise<LockOwner | null> 
   return { pid: rec.pid, purpose: rec.purpose };
 }
 
+let tmpSeq = 0;
+
 export async function acquireLock(dataDir: string, purpose: string): Promise<DataLock> {
   const file = lockPath(dataDir);
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const record = `${JSON.stringify(await ourRecord(purpose))}\n`;
-  for (let attempt = 0; attempt < 2; attempt++) {
+  // The lock appears whole or not at all (link() of a finished file), so nobody ever reads a
+  // lock that exists but does not yet name its owner and mistakes it for a stale one.
+  const tmp = `${file}.${process.pid}.${++tmpSeq}.tmp`;
+  try {
+    const fh = await open(tmp, 'w', 0o600);
     try {
-      const fh = await open(file, 'wx', 0o600);
-      try {
-        await fh.writeFile(record);
-        await fh.sync();
-      } catch (err) {
-        // A half-written lock (disk full) would name nobody and block no one, but leave no debris either.
-        await fh.close().catch(() => undefined);
-        await unlink(file).catch(() => undefined);
-        throw new Error(`could not write the lock file ${file}: ${(err as Error).message}`, { cause: err });
-      }
+      await fh.writeFile(`${JSON.stringify(await ourRecord(purpose))}\n`);
+      await fh.sync();
+    } finally {
       await fh.close();
-      let released = false;
-      return {
-        file,
-        release: async () => {
-          if (released) return;
-          released = true;
-          await unlink(file).catch(() => undefined);
-        },
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const owner = await readLockOwner(dataDir);
-      if (owner !== null) {
-        const who = owner.pid === process.pid ? 'this process' : `process ${owner.pid}${owner.purpose ? ` (${owner.purpose})` : ''}`;
-        throw new LockError(`${dataDir} is in use by ${who}; ${purpose} cannot open it until that process ends`, owner.pid, owner);
-      }
-      await unlink(file).catch(() => undefined);
     }
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw new Error(`could not write the lock file ${tmp}: ${(err as Error).message}`, { cause: err });
   }
-  throw new LockError(`could not lock ${dataDir}: another process took ${file} at the same moment; try again`, null);
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await link(tmp, file);
+        let released = false;
+        return {
+          file,
+          release: async () => {
+            if (released) return;
+            released = true;
+            await unlink(file).catch(() => undefined);
+          },
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const owner = await readLockOwner(dataDir);
+        if (owner !== null) {
+          const who = owner.pid === process.pid ? 'this process' : `process ${owner.pid}${owner.purpose ? ` (${owner.purpose})` : ''}`;
+          throw new LockError(`${dataDir} is in use by ${who}; ${purpose} cannot open it until that process ends`, owner.pid, owner);
+        }
+        await unlink(file).catch(() => undefined);
+      }
+    }
+    throw new LockError(`could not lock ${dataDir}: another process took ${file} at the same moment; try again`, null);
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
 }
