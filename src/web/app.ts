@@ -31,6 +31,35 @@ export type { WebContext, WebAppOptions } from './context.js';
 
 const DEFAULT_IDLE_SECONDS = 8 * 3600;
 
+/**
+ * How long the HTTP server waits for a client, and how many it serves at once. Without these a
+ * client that sends its request a byte at a time (or never finishes its headers) holds a
+ * connection for ever, and enough of them starve the admin page and the PCs' boot scripts.
+ */
+export interface HttpLimits {
+  /** The whole request, headers and body, must arrive within this. */
+  readonly requestTimeoutMs: number;
+  /** The headers must arrive within this. */
+  readonly headersTimeoutMs: number;
+  /**
+   * A connection with no traffic either way for this long is closed. Above the longest answer
+   * the server may think about: the imaging client's result waits up to 2 min for a capture commit.
+   */
+  readonly connectionTimeoutMs: number;
+  /** How often Node checks the two request timeouts (its default, 30 s, would let a slow client stay that much longer). */
+  readonly timeoutCheckMs: number;
+  /** Connections beyond this are closed as they arrive. */
+  readonly maxConnections: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  requestTimeoutMs: 30_000,
+  headersTimeoutMs: 15_000,
+  connectionTimeoutMs: 180_000,
+  timeoutCheckMs: 2_000,
+  maxConnections: 1024,
+};
+
 interface StaticFile {
   readonly body: Buffer;
   readonly type: string;
@@ -47,8 +76,12 @@ function loadStaticFiles(): Map<string, StaticFile> {
   ]);
 }
 
-export async function buildWebApp(ctx: WebContext, options: WebAppOptions = {}): Promise<FastifyInstance> {
+export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { readonly httpLimits?: HttpLimits } = {}): Promise<FastifyInstance> {
+  const limits = options.httpLimits ?? DEFAULT_HTTP_LIMITS;
   const app = Fastify({
+    requestTimeout: limits.requestTimeoutMs,
+    connectionTimeout: limits.connectionTimeoutMs,
+    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs },
     loggerInstance: ctx.logger.child({ component: 'web' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: !options.logRequests }),
     bodyLimit: 1024 * 1024,
@@ -56,6 +89,7 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions = {}):
     // An unknown field is a typo the caller wants to hear about, not something to drop silently.
     ajv: { customOptions: { removeAdditional: false } },
   });
+  app.server.maxConnections = limits.maxConnections;
   const secure = ctx.config.secureCookies;
   const idleSeconds = options.sessionIdleSeconds ?? DEFAULT_IDLE_SECONDS;
   const sessions = new SessionStore(idleSeconds * 1000);
