@@ -140,6 +140,12 @@ export class DhcpHandler {
   private notify(req: ClientRequest, ip: string | undefined): void {
     const hook = this.opts.hooks?.onPxeRequest;
     if (!hook) return;
+    // Hosts are known by Ethernet MAC: any other hardware address (hlen 16, InfiniBand, junk) is
+    // answered but not reported, or the host table would be asked to take what is not a MAC.
+    if (req.packet.htype !== 1 || req.packet.hlen !== 6) {
+      this.log.debug({ htype: req.packet.htype, hlen: req.packet.hlen }, 'PXE request without an Ethernet MAC; not recorded as a host');
+      return;
+    }
     try {
       hook({
         mac: req.mac,

@@ -14,8 +14,17 @@ export interface PoolConfig {
   readonly dns?: readonly string[];
   readonly domain?: string;
   readonly leaseSeconds: number;
-  /** How long an OFFER keeps its address reserved; default 60 s. */
+  /**
+   * How long an OFFER keeps its address reserved; default 10 s. A client usually REQUESTs within
+   * a few seconds of the offer; a long hold lets a flood of DISCOVERs from made-up MACs keep the
+   * whole pool reserved long after the flood stops.
+   */
   readonly offerHoldSeconds?: number;
+  /**
+   * With no free address left, an offer at least this old (default 2 s) that its client has not
+   * taken goes to the next client instead, so a flood cannot shut new clients out while it lasts.
+   */
+  readonly offerReclaimAfterSeconds?: number;
   /** How long a DECLINEd (conflicting) address stays out of use; default 10 min. */
   readonly declineHoldSeconds?: number;
   /** Addresses inside the range that must never be handed out (our own, the router's). */
@@ -148,7 +157,7 @@ export class LeasePool {
     const chosen = this.pick(client, requestedIp);
     if (chosen === undefined) return undefined;
     const existing = this.byIp.get(chosen);
-    const holdMs = (this.config.offerHoldSeconds ?? 60) * 1000;
+    const holdMs = this.offerHoldMs();
     // Offering the address a client already holds must not shorten its lease.
     if (existing && existing.clientKey === client.key && existing.state === 'bound' && existing.expiresAt > this.now()) {
       return existing;
@@ -156,6 +165,10 @@ export class LeasePool {
     const rec: LeaseRecord = { ip: numberToIp(chosen), clientKey: client.key, mac: client.mac, state: 'offered', expiresAt: this.now() + holdMs, hostname: client.hostname };
     this.put(rec);
     return rec;
+  }
+
+  private offerHoldMs(): number {
+    return (this.config.offerHoldSeconds ?? 10) * 1000;
   }
 
   private pick(client: PoolClient, requestedIp?: string): number | undefined {
@@ -175,6 +188,22 @@ export class LeasePool {
       if (this.available(n, client.key) && r.expiresAt < oldestAt) {
         oldest = n;
         oldestAt = r.expiresAt;
+      }
+    }
+    return oldest ?? this.oldestUntakenOffer();
+  }
+
+  /** The address of the oldest offer still not taken after offerReclaimAfterSeconds, if any. */
+  private oldestUntakenOffer(): number | undefined {
+    const offeredBefore = this.now() - (this.config.offerReclaimAfterSeconds ?? 2) * 1000;
+    let oldest: number | undefined;
+    let oldestAt = Infinity;
+    for (const [n, r] of this.byIp) {
+      if (r.state !== 'offered') continue;
+      const offeredAt = r.expiresAt - this.offerHoldMs();
+      if (offeredAt <= offeredBefore && offeredAt < oldestAt) {
+        oldest = n;
+        oldestAt = offeredAt;
       }
     }
     return oldest;

@@ -4,11 +4,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { benchDhcp } from '../../../bench/dhcp.js';
 import { nullLogger } from '../../../src/log.js';
 import { type DhcpMode, DhcpServer, parseDhcpPacket } from '../../../src/pxe/dhcp/index.js';
 import { fuzzPackets } from './fuzz.js';
-import { ovmfDiscover } from './packets.js';
+import { opt, ovmfDiscover, rawPacket } from './packets.js';
 
 interface Reply {
   data: Buffer;
@@ -115,29 +114,68 @@ describe('DhcpServer on loopback', () => {
   });
 
   for (const mode of ['proxy', 'full'] as const) {
-    it(`live fuzz (${mode}): 3000 hostile packets on both ports, then a good DISCOVER is answered`, async () => {
+    it(`live fuzz (${mode}): 3000 hostile packets on both ports, then a good DISCOVER is answered${mode === 'full' ? ' and the lease it takes is in the lease file' : ''}`, async () => {
       const s = await start(mode);
       const packets = fuzzPackets(mode === 'proxy' ? 7 : 8, 3000);
       for (const [i, pkt] of packets.entries()) {
         await client.send(pkt, i % 4 === 0 ? s.boundPorts.proxy : s.boundPorts.dhcp);
         if (i % 100 === 0) await new Promise((r) => setImmediate(r));
       }
-      await client.send(ovmfDiscover(0xabcdef, '02:00:00:00:09:09'), s.boundPorts.dhcp);
+      const mac = '02:00:00:00:09:09';
+      await client.send(ovmfDiscover(0xabcdef, mac), s.boundPorts.dhcp);
       const offer = await client.reply(0xabcdef);
       const p = parseDhcpPacket(offer.data);
       expect(p.ok && p.packet.options.get(53)?.[0]).toBe(2);
       expect(s.parseErrors).toBeGreaterThan(100);
       if (mode === 'full') {
+        // A good client takes its address after the fuzz; the lease file must hold that lease, in valid JSON.
+        const ip = p.ok ? p.packet.yiaddr : '';
+        expect(ip).toMatch(/^10\.50\./);
+        await client.send(fullRequest(0xabcdf0, mac, ip), s.boundPorts.dhcp);
+        const ack = parseDhcpPacket((await client.reply(0xabcdf0)).data);
+        expect(ack.ok && ack.packet.options.get(53)?.[0]).toBe(5);
         await s.stop();
-        // Whatever the fuzz did to the pool, the lease file is valid JSON.
-        expect(Array.isArray((JSON.parse(await readFile(join(dir, 'leases.json'), 'utf8').catch(() => '{"leases":[]}')) as { leases: unknown }).leases)).toBe(true);
+        const file = JSON.parse(await readFile(join(dir, 'leases.json'), 'utf8')) as { leases: Array<{ mac: string; ip: string; state: string }> };
+        expect(file.leases.filter((l) => l.mac === mac)).toEqual([expect.objectContaining({ ip, state: 'bound' })]);
       }
     });
   }
 
-  it('bench: every DISCOVER of a 500 burst gets an OFFER', async () => {
-    const r = await benchDhcp(500);
-    expect(r.offers).toBe(500);
-    expect(r.offersPerSecond).toBeGreaterThan(0);
+  it('a burst of distinct clients each gets exactly one OFFER, addressed to it', async () => {
+    const s = await start('proxy');
+    const count = 300;
+    const window = 25;
+    const mac = (i: number): string => `02:00:00:01:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+    // In windows: the kernel may drop datagrams from an overfull loopback buffer, which says nothing about
+    // the server. The rate a burst reaches is measured by bench/dhcp.ts, not here.
+    for (let first = 0; first < count; first += window) {
+      const batch = Array.from({ length: Math.min(window, count - first) }, (_, k) => first + k);
+      await Promise.all(batch.map((i) => client.send(ovmfDiscover(0x200000 + i, mac(i)), s.boundPorts.dhcp)));
+      await Promise.all(batch.map((i) => client.reply(0x200000 + i)));
+    }
+    const offers = client.replies.map((r) => parseDhcpPacket(r.data)).filter((p) => p.ok && p.packet.options.get(53)?.[0] === 2);
+    expect(offers).toHaveLength(count);
+    const seen = new Map<number, string>();
+    for (const o of offers) if (o.ok) seen.set(o.packet.xid, o.packet.chaddr.toString('hex').match(/../g)!.join(':'));
+    expect(seen.size).toBe(count);
+    for (let i = 0; i < count; i++) expect(seen.get(0x200000 + i)).toBe(mac(i));
+    expect(s.sent.get('OFFER')).toBe(count);
   });
 });
+
+/** A full-mode REQUEST in the selecting state: takes `ip` from our offer (server id 127.0.0.1). */
+function fullRequest(xid: number, mac: string, ip: string): Buffer {
+  return rawPacket({
+    xid,
+    mac,
+    flags: 0x8000,
+    options: [
+      ...opt(53, [3]),
+      ...opt(50, ip.split('.').map(Number)),
+      ...opt(54, [127, 0, 0, 1]),
+      ...opt(93, [0x00, 0x07]),
+      ...opt(60, 'PXEClient:Arch:00007:UNDI:003000'),
+      255,
+    ],
+  });
+}
