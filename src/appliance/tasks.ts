@@ -15,6 +15,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Database, TaskKind, TaskProgress, TaskRecord, TaskState } from './database.js';
 import type { EventLog } from './events.js';
+import { DatabaseWriteError } from './durable-json-file.js';
 import { normalizeMac } from './mac.js';
 import { hashToken, newToken, tokenMatches } from './tokens.js';
 import type { Logger } from '../log.js';
@@ -127,6 +128,20 @@ export class TaskService extends EventEmitter {
     return this.db.data.tasks.find((t) => t.mac === mac && isActive(t));
   }
 
+  /**
+   * The PC's most recent deploy that started writing its disk (reached "running"), in any state:
+   * unless it is done, the disk holds an incomplete image (the boot policy acts on that).
+   */
+  lastStartedDeploy(macInput: string): TaskRecord | undefined {
+    const mac = normalizeMac(macInput);
+    let last: TaskRecord | undefined;
+    for (const t of this.db.data.tasks) {
+      if (t.mac !== mac || t.kind !== 'deploy' || t.startedAt === null) continue;
+      if (!last || (t.startedAt ?? '') > (last.startedAt ?? '')) last = t;
+    }
+    return last;
+  }
+
   async create(input: NewTask): Promise<TaskRecord> {
     const mac = normalizeMac(input.mac);
     if (!mac) throw new TaskError(400, `"${input.mac}" is not a MAC address (expected aa:bb:cc:dd:ee:ff)`);
@@ -178,7 +193,15 @@ export class TaskService extends EventEmitter {
       this.startClaimed.delete(task.id);
       this.lastHeard.delete(task.id);
     }
-    await this.db.write();
+    try {
+      await this.db.write();
+    } catch (err) {
+      if (!(err instanceof DatabaseWriteError)) throw err;
+      // The transition has happened: the PC, its NBD grants and the pages act on it now. Failing the
+      // caller here would leave the flow half done (a committed capture whose task never ends); the
+      // adapter saves the state once there is room again and has logged why it could not yet.
+      this.logger?.warn({ task: task.id, state: to }, `task ${task.id} is ${to}; the database keeps the previous state until it can be saved`);
+    }
     const level = to === 'failed' ? 'error' : 'info';
     await this.events.record(level, `${task.kind} ${task.image} on ${task.mac}: ${message}`, task.mac);
     this.emit('changed', task);

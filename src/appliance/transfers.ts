@@ -7,6 +7,7 @@ import type { TaskService } from './tasks.js';
 import type { HostService } from './hosts.js';
 import type { NbdGrants, OpenedExport } from './nbd-access.js';
 import type { Logger } from '../log.js';
+import { DatabaseWriteError } from './durable-json-file.js';
 
 export interface ImageVersionInfo {
   readonly version: number;
@@ -180,7 +181,11 @@ export class TransferService {
     }
     if (this.tasks.get(task.id)?.state === 'done') {
       // The PC boots its disk from now on: a registered host without a task goes local.
-      await this.hosts.update(task.mac, task.kind === 'deploy' ? { assignedImage: task.image } : {});
+      await this.hosts.update(task.mac, task.kind === 'deploy' ? { assignedImage: task.image } : {}).catch((err: unknown) => {
+        // The task is done either way; the host's change is in memory and saved once the database can be.
+        if (!(err instanceof DatabaseWriteError)) throw err;
+        this.logger.warn({ mac: task.mac, task: task.id }, `host ${task.mac} updated in memory only: ${err.message}`);
+      });
     }
     return task;
   }

@@ -22,6 +22,7 @@ const REVIEWED = new Map<string, string>([
     "src/appliance/runtime.ts: onFailed: (reason) => void core.events.record('warn', `capture of ${req.image} through an nbd:// URL failed: ${reason}${diskFullAdvice(reason, config.imagesDir)}`),",
     'EventLog.record never rejects',
   ],
+  ['src/appliance/tasks.ts: this.watchdog = setInterval(() => void this.checkLiveness(), this.livenessCheckMs);', 'checkLiveness catches the failure of each fail() it makes'],
   ["src/web/app.ts: void ctx.events.record(state.state === 'ok' ? 'info' : 'error', `verify of image ${name}: ${state.message}`);", 'EventLog.record never rejects'],
   ['src/web/catalog.ts: void promise.then((done) => {', 'promise has both handlers, so it never rejects; the callback only updates maps and calls onDone (which records an event)'],
   ['src/imaging/capture.ts: void tail.then(() => {', 'tail has both handlers, so it never rejects'],
