@@ -81,7 +81,7 @@ export function installRejectionSafetyNet(logger: Logger): RejectionSafetyNet {
     const err = reason instanceof Error ? reason : new Error(String(reason));
     const message =
       `internal error (a bug): an operation failed and nothing handled it: ${err.message}. ` +
-      'the server keeps serving; the operation it belonged to did not finish. If a task or capture stops moving, cancel it and ' +
+      'The server keeps serving; the operation it belonged to did not finish. If a task or capture stops moving, cancel it and ' +
       'start it again, and report this log line with the lines before it';
     logger.fatal({ err, code: (err as NodeJS.ErrnoException).code }, message);
     if (events) void events.record('error', message);

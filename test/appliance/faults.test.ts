@@ -223,7 +223,7 @@ describe('the serve process safety net', () => {
     const line = JSON.parse(r.stdout.split('\n').find((l) => l.includes('internal error')) ?? '{}') as { level?: number; msg?: string; code?: string };
     expect(line.level).toBe(60);
     expect(line.code).toBe('ENOSPC');
-    expect(line.msg).toMatch(/^internal error \(a bug\): an operation failed and nothing handled it: ENOSPC: no space left on device, write\. the server keeps serving;.*cancel it and start it again/);
+    expect(line.msg).toMatch(/^internal error \(a bug\): an operation failed and nothing handled it: ENOSPC: no space left on device, write\. The server keeps serving;.*cancel it and start it again/);
   });
 });
 
