@@ -10,7 +10,11 @@
  * 2. A queued or booting task → the imaging client, but only when the request comes from the
  *    address DHCP tied to this MAC lately; anyone else gets no token ("unconfirmed": the PC's
  *    screen offers a technician login to start the task there instead).
- * 3. No task → the menu (capture, deploy, register, local disk), which times out to the
+ * 3. A deploy that started writing the disk and did not finish (it failed, was cancelled, or
+ *    is still counted as running while the PC boots again) → "unfinished": the PC's disk is
+ *    incomplete and is never booted on its own; the screen says what happened and offers to
+ *    deploy again. A running capture only reads the disk: that PC boots its disk.
+ * 4. No task → the menu (capture, deploy, register, local disk), which times out to the
  *    local disk: a technician at the PC can start work there, an unattended PC boots its
  *    disk after the timeout. A registered PC's menu says so and drops "register".
  */
@@ -32,6 +36,8 @@ export type BootDecision =
   | { readonly kind: 'client'; readonly task: TaskRecord; readonly reason: string }
   | { readonly kind: 'unconfirmed'; readonly task: TaskRecord; readonly method: LocalBoot; readonly reason: string }
   | { readonly kind: 'local'; readonly method: LocalBoot; readonly reason: string }
+  /** `deploy` is the PC's last deploy that started; `active` when the server still counts it as running. */
+  | { readonly kind: 'unfinished'; readonly deploy: TaskRecord; readonly active: boolean; readonly method: LocalBoot; readonly reason: string }
   | { readonly kind: 'menu'; readonly method: LocalBoot; readonly registered: boolean; readonly reason: string };
 
 export interface PolicyOptions {
@@ -44,6 +50,8 @@ export function decideBoot(
   task: TaskRecord | undefined,
   request: BootRequest,
   options: PolicyOptions,
+  /** The PC's most recent deploy that started writing its disk (TaskService.lastStartedDeploy). */
+  lastDeploy?: TaskRecord,
 ): BootDecision {
   if (options.biosUndionlyHop && request.platform === 'pcbios' && request.chip !== 'undionly') {
     return { kind: 'chain-undionly', reason: 'BIOS NIC ROM is iPXE; chaining undionly.kpxe once' };
@@ -55,10 +63,17 @@ export function decideBoot(
     }
     return { kind: 'client', task, reason: `${task.kind} task ${task.id} pending` };
   }
+  if (task && task.kind === 'deploy') {
+    // The PC restarted while its deploy was writing the disk: what is on it is incomplete.
+    return { kind: 'unfinished', deploy: task, active: true, method, reason: `deploy task ${task.id} is ${task.state}; the PC restarted during it, its disk is incomplete` };
+  }
   if (task) {
-    // running/verifying: the client already booted once for this task; a second boot
+    // running/verifying capture: the client already booted once for this task; a second boot
     // means the PC restarted mid-transfer, which must not start the client again.
     return { kind: 'local', method, reason: `task ${task.id} is ${task.state}; not restarting the client` };
+  }
+  if (lastDeploy && lastDeploy.state !== 'done') {
+    return { kind: 'unfinished', deploy: lastDeploy, active: false, method, reason: `deploy task ${lastDeploy.id} ${lastDeploy.state} after it started writing the disk; not booting the incomplete disk` };
   }
   if (host.registered) return { kind: 'menu', method, registered: true, reason: 'registered PC, no task: menu' };
   return { kind: 'menu', method, registered: false, reason: 'PC not registered yet: menu' };

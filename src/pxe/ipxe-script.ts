@@ -170,6 +170,49 @@ export function scriptUnconfirmed(ctx: ScriptContext, method: LocalBoot, host: M
   ].join('\n');
 }
 
+/**
+ * The PC's last deploy started writing its disk and did not finish: the disk is incomplete, so
+ * nothing here boots it unless a technician picks that item. No timeout: the screen waits for
+ * someone and says what happened. The login actions fall back to asking the server again (their
+ * failure label is "local" here), never to the disk.
+ */
+export function scriptUnfinishedDeploy(
+  ctx: ScriptContext,
+  method: LocalBoot,
+  host: MenuHost,
+  deploy: Pick<TaskRecord, 'image' | 'state' | 'reason'>,
+  active: boolean,
+): string {
+  const retry = !active && SCRIPT_WORD.test(deploy.image);
+  const what = active
+    ? `The deploy of image ${safe(deploy.image)} onto this PC is still ${safe(deploy.state)} on the server,`
+    : `The deploy of image ${safe(deploy.image)} onto this PC did not finish (${safe(deploy.state)}):`;
+  const why = active
+    ? 'but the PC restarted during it. The server fails it when the PC stays silent, or cancel it on the admin page.'
+    : safe((deploy.reason ?? 'no reason recorded').slice(0, 160));
+  return [
+    '#!ipxe',
+    FORMS_PROBE,
+    menuTitle(ctx, host),
+    `item --gap ${what}`,
+    `item --gap ${why}`,
+    'item --gap Its disk is incomplete: netclone does not boot it until a deploy finishes.',
+    ...(retry ? [`${IF_FORMS} item retry     Deploy ${deploy.image} again (log in first; erases the disk) ||`] : []),
+    ...(active ? [] : [`${UNLESS_FORMS} item --gap This iPXE cannot send a login (no PARAM_CMD): queue the deploy on the admin page. ||`]),
+    'item local     Ask the server again (after queuing a deploy of any image on the admin page)',
+    'item disk      Boot the incomplete local disk anyway',
+    'choose --default local selected || goto local',
+    'goto ${selected}',
+    ...(retry ? loginAndPost(ctx, 'retry', [['do', 'deploy'], ['image', deploy.image]], true) : []),
+    ':local',
+    'echo netclone: asking the server again',
+    `chain http://${ctx.httpBase}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}&chip=\${net0/chip}`,
+    ':disk',
+    ...localBootLines(method),
+    '',
+  ].join('\n');
+}
+
 /** After a login: which image to deploy. The credentials iPXE holds from `login` go along again. */
 export function scriptDeployChoice(ctx: ScriptContext, method: LocalBoot, images: readonly string[]): string {
   const names = images.filter((name) => SCRIPT_WORD.test(name)).slice(0, 40);

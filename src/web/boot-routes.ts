@@ -24,7 +24,7 @@ import { checkLogin, MAX_PASSWORD_LENGTH } from '../appliance/users.js';
 import { normalizeMac } from '../appliance/mac.js';
 import { decideBoot, localBootMethod, type IpxePlatform } from '../pxe/boot-policy.js';
 import {
-  scriptChainUndionly, scriptClient, scriptDeployChoice, scriptLocal, scriptMenu, scriptNotice, scriptUnconfirmed, type ScriptContext,
+  scriptChainUndionly, scriptClient, scriptDeployChoice, scriptLocal, scriptMenu, scriptNotice, scriptUnconfirmed, scriptUnfinishedDeploy, type ScriptContext,
 } from '../pxe/ipxe-script.js';
 import { plainAddress } from '../appliance/addresses.js';
 import type { Logger } from '../log.js';
@@ -144,7 +144,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
       const decision = decideBoot(host, task, { platform, chip, address: ctx.bootAddresses.check(mac, ip) }, {
         defaultLocalBoot: ctx.config.localBoot,
         biosUndionlyHop: true,
-      });
+      }, ctx.tasks.lastStartedDeploy(mac));
       const level = decision.kind === 'unconfirmed' ? 'warn' : 'info';
       ctx.logger[level]({ mac, ip, platform, chip, decision: decision.kind, newHost: isNew }, `boot: ${decision.reason}`);
       const menuHost = { registered: host.registered, name: host.name };
@@ -159,6 +159,8 @@ export function bootRoutes(ctx: BootRoutesContext) {
           return scriptReply(reply, scriptUnconfirmed(sctx, decision.method, menuHost, decision.task));
         case 'local':
           return scriptReply(reply, scriptLocal(decision.method, decision.reason));
+        case 'unfinished':
+          return scriptReply(reply, scriptUnfinishedDeploy(sctx, decision.method, menuHost, decision.deploy, decision.active));
         case 'menu':
           return scriptReply(reply, scriptMenu(sctx, decision.method, menuHost));
       }
