@@ -252,4 +252,16 @@ describe('a PC that stops responding mid-task', () => {
     expect(next.state).toBe('queued');
     await app.core.tasks.cancel(next.id);
   });
+
+  it('never sends the PC to its half-written disk: its boot script says what happened and offers the deploy again', async () => {
+    const script = await bootScript(mac);
+    expect(script).toContain('The deploy of image golden onto this PC did not finish (failed)');
+    expect(script).toContain('the PC stopped responding');
+    expect(script).toMatch(/item retry +Deploy golden again/);
+    expect(script).toContain('choose --default local selected || goto local');
+    expect(script).not.toContain('--timeout');
+    // The disk is reachable only through its own menu item.
+    const lines = script.split('\n');
+    expect(lines.slice(0, lines.indexOf(':disk')).some((l) => /^(exit|sanboot)\b/.test(l))).toBe(false);
+  });
 });
