@@ -10,6 +10,8 @@ import { forgetDatabase, openDatabase, type Database, type TaskRecord } from '..
 import { EventLog } from '../../src/appliance/events.js';
 import { MAX_TASK_LOG_ENTRIES, MAX_TASK_MESSAGE_CHARS, TaskService } from '../../src/appliance/tasks.js';
 import { nullLogger } from '../../src/log.js';
+import { ConfigError, resolveConfig } from '../../src/appliance/config.js';
+import { readFileSync } from 'node:fs';
 
 let dir: string;
 let db: Database;
@@ -144,5 +146,17 @@ describe('task log bounds', () => {
     forgetDatabase(dir);
     const reread = await openDatabase(dir);
     expect(reread.data.tasks.find((x) => x.id === t.id)?.log.at(-1)?.message).toBe('step 199');
+  });
+});
+
+describe('liveness configuration', () => {
+  it('defaults to 2 min (10 min while examining), takes durations, refuses nonsense, and the example documents both keys', () => {
+    expect(resolveConfig({})).toMatchObject({ clientTimeoutSeconds: 120, clientExamineTimeoutSeconds: 600 });
+    expect(resolveConfig({ 'client-timeout': '5m', 'client-examine-timeout': '1h' })).toMatchObject({ clientTimeoutSeconds: 300, clientExamineTimeoutSeconds: 3600 });
+    expect(() => resolveConfig({ 'client-timeout': '5s' })).toThrow(ConfigError);
+    expect(() => resolveConfig({ 'client-timeout': '20m' })).toThrow(/client-examine-timeout.*shorter than client-timeout/);
+    const example = readFileSync(path.join(import.meta.dirname, '..', '..', 'systemd', 'config.example'), 'utf8');
+    expect(example).toMatch(/^# client-timeout = 2m$/m);
+    expect(example).toMatch(/^# client-examine-timeout = 10m$/m);
   });
 });
