@@ -13,7 +13,7 @@ import { EventLog } from '../../src/appliance/events.js';
 import { HostError, HostService } from '../../src/appliance/hosts.js';
 import { createApiToken } from '../../src/appliance/users.js';
 import { nullLogger } from '../../src/log.js';
-import { makeHarness } from '../web/helpers.js';
+import { login, makeHarness } from '../web/helpers.js';
 
 let dir: string;
 let db: Database;
@@ -63,6 +63,19 @@ describe('adding a host', () => {
       expect(h.ctx.hosts.get('52:54:00:00:00:10')?.name).toBe('Desk 10');
       await request(h.app.server).patch('/api/v1/hosts/52:54:00:00:00:10').set(auth).send({ name: 'Other' }).expect(200);
       expect(h.ctx.hosts.get('52:54:00:00:00:10')?.name).toBe('Other');
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('shows the refusal on the admin page (409) and leaves the host as it was', async () => {
+    const h = await makeHarness();
+    try {
+      const { agent, csrf } = await login(h.app);
+      await agent.post('/hosts').type('form').send({ _csrf: csrf, mac: '52-54-00-00-00-30', name: 'Lab' }).expect(303);
+      const again = await agent.post('/hosts').type('form').send({ _csrf: csrf, mac: '52:54:00:00:00:30', name: 'Other' }).expect(409);
+      expect(again.text).toContain('already registered as &quot;Lab&quot;');
+      expect(h.ctx.hosts.get('52:54:00:00:00:30')?.name).toBe('Lab');
     } finally {
       await h.close();
     }
