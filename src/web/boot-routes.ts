@@ -10,18 +10,25 @@
  * - Menu actions (register, capture, deploy, start a waiting task) change state, so they are
  *   POST only and need a technician's login typed at the PC (iPXE `login`), checked against the
  *   appliance's users. A GET there changes nothing. Image names are listed only after a login.
+ *   The same actions come from the imaging client in menu mode (menu-routes.ts) for loaders that
+ *   cannot POST: both go through one login check (TechnicianLogins) and one set of rules
+ *   (performTechnicianAction).
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../appliance/config.js';
-import type { Database, Firmware, LocalBoot, TaskRecord } from '../appliance/database.js';
+import type { Database, Firmware, HostRecord, LocalBoot, TaskRecord, UserRecord } from '../appliance/database.js';
 import type { BootAddresses } from '../appliance/boot-addresses.js';
 import type { HostService } from '../appliance/hosts.js';
 import type { TaskService } from '../appliance/tasks.js';
 import { checkLogin, MAX_PASSWORD_LENGTH } from '../appliance/users.js';
 import { normalizeMac } from '../appliance/mac.js';
+import { HostError } from '../appliance/hosts.js';
+import { TaskError } from '../appliance/tasks.js';
+import { isValidImageName } from '../imaging/names.js';
+import { menuRoutes } from './menu-routes.js';
 import { decideBoot, localBootMethod, type IpxePlatform } from '../pxe/boot-policy.js';
 import {
   scriptChainUndionly, scriptClient, scriptDeployChoice, scriptLocal, scriptMenu, scriptNotice, scriptUnconfirmed, scriptUnfinishedDeploy, type ScriptContext,
@@ -105,6 +112,113 @@ class LoginFailures {
   }
 }
 
+/**
+ * Technician logins typed at a PC, from the iPXE menu or the imaging client's menu: one check
+ * against the appliance's users and one failure count per address for both, so switching between
+ * them gives a password guesser no extra tries.
+ */
+export class TechnicianLogins {
+  private readonly failures = new LoginFailures();
+
+  constructor(private readonly db: Database) {}
+
+  /** Too many failed logins from `ip` in the last minute: refuse before checking anything. */
+  blocked(ip: string, now: number = Date.now()): boolean {
+    return this.failures.blocked(ip, now);
+  }
+
+  /** The user, or null (and one more failure counted for `ip`). */
+  async check(ip: string, username: string, password: string, now: number = Date.now()): Promise<UserRecord | null> {
+    const user = await checkLogin(this.db, username, password);
+    if (!user) this.failures.fail(ip, now);
+    return user;
+  }
+}
+
+/** What a technician at a PC may ask for once logged in. */
+export type TechnicianAction = 'register' | 'capture' | 'deploy' | 'start';
+
+export interface TechnicianActionRequest {
+  readonly mac: string;
+  readonly what: TechnicianAction;
+  /** Capture: the new image's name (default: defaultCaptureImage). Deploy: the image, which must have a committed version. */
+  readonly image?: string;
+  /** Where the request came from: a task's token is bound to it. */
+  readonly ip: string;
+  readonly user: string;
+  /** Which menu the technician used, for the log. */
+  readonly via: 'boot menu' | 'client menu';
+}
+
+export type TechnicianActionOutcome =
+  | { readonly kind: 'registered'; readonly already: boolean }
+  | { readonly kind: 'task'; readonly task: TaskRecord; readonly token: string }
+  | { readonly kind: 'refused'; readonly status: 400 | 403 | 404 | 409; readonly message: string };
+
+/** A capture started at the PC is named after it: its name as an image name, else pc-<mac digits>. */
+export function defaultCaptureImage(host: Pick<HostRecord, 'name'> | undefined, mac: string): string {
+  const fromName = host?.name ? host.name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').replace(/\.\.+/g, '.').slice(0, 64) : '';
+  return fromName && isValidImageName(fromName) ? fromName : `pc-${mac.replace(/:/g, '')}`;
+}
+
+export interface TechnicianActionContext {
+  readonly logger: Logger;
+  readonly hosts: HostService;
+  readonly tasks: TaskService;
+  imageNames(): Promise<string[]>;
+}
+
+/**
+ * The rules of every action a logged-in technician starts at a PC, whichever menu sent it.
+ * A task created or started here gets a fresh token bound to `ip`, the address the technician
+ * sent the request from, so the imaging client there (and only there) can use it.
+ * Refusals the technician can act on come back as `refused`; anything else throws.
+ */
+export async function performTechnicianAction(ctx: TechnicianActionContext, req: TechnicianActionRequest): Promise<TechnicianActionOutcome> {
+  const { mac, ip, user, via } = req;
+  const handOut = async (task: TaskRecord): Promise<TechnicianActionOutcome> => {
+    const token = await ctx.tasks.beginBoot(task, ip);
+    ctx.logger.info({ mac, ip, task: task.id, user, via }, `${via}: ${task.kind} of ${task.image} starts at the PC; its token is bound to ${ip}`);
+    return { kind: 'task', task, token };
+  };
+  const refuse = (status: 400 | 403 | 404 | 409, message: string): TechnicianActionOutcome => {
+    ctx.logger.warn({ mac, ip, user, via, do: req.what, image: req.image?.slice(0, 80) }, `${via}: ${req.what} refused: ${message}`);
+    return { kind: 'refused', status, message };
+  };
+  try {
+    switch (req.what) {
+      case 'register': {
+        const already = ctx.hosts.get(mac)?.registered === true;
+        await ctx.hosts.register(mac);
+        ctx.logger.info({ mac, ip, user, via }, already ? `${via}: PC was registered already` : `${via}: PC registered`);
+        return { kind: 'registered', already };
+      }
+      case 'capture': {
+        const image = req.image ?? defaultCaptureImage(ctx.hosts.get(mac), mac);
+        if (!isValidImageName(image)) {
+          return refuse(400, `"${image.slice(0, 80)}" is not a valid image name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+        }
+        await ctx.hosts.register(mac);
+        return await handOut(await ctx.tasks.create({ kind: 'capture', mac, image }));
+      }
+      case 'deploy': {
+        const image = req.image ?? '';
+        if (!(await ctx.imageNames()).includes(image)) return refuse(404, 'no image by that name has a committed version, nothing was changed');
+        await ctx.hosts.register(mac);
+        return await handOut(await ctx.tasks.create({ kind: 'deploy', mac, image }));
+      }
+      case 'start': {
+        const task = ctx.tasks.activeFor(mac);
+        if (!task || (task.state !== 'queued' && task.state !== 'booting')) return refuse(409, 'no task waits for this PC');
+        return await handOut(task);
+      }
+    }
+  } catch (err) {
+    if (err instanceof TaskError || err instanceof HostError) return refuse(err.status, err.message);
+    throw err;
+  }
+}
+
 /** iPXE sends `${username:uristring}`: percent-encoded once more inside the form encoding. */
 function credential(value: unknown): string | null {
   if (typeof value !== 'string' || value.length === 0 || value.length > 3 * MAX_PASSWORD_LENGTH) return null;
@@ -117,7 +231,7 @@ function credential(value: unknown): string | null {
 
 export function bootRoutes(ctx: BootRoutesContext) {
   return async function plugin(app: FastifyInstance): Promise<void> {
-    const failures = new LoginFailures();
+    const logins = new TechnicianLogins(ctx.db);
     const scriptReply = (reply: FastifyReply, script: string): FastifyReply =>
       reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').send(script);
     const badMac = (reply: FastifyReply, ip: string, mac: unknown): FastifyReply => {
@@ -177,13 +291,6 @@ export function bootRoutes(ctx: BootRoutesContext) {
       );
     });
 
-    /** A task for this PC: its token goes to the address the technician logged in from. */
-    const handClient = async (req: FastifyRequest, reply: FastifyReply, task: TaskRecord, ip: string, user: string): Promise<FastifyReply> => {
-      const token = await ctx.tasks.beginBoot(task, ip);
-      ctx.logger.info({ mac: task.mac, ip, task: task.id, user }, `boot menu: ${task.kind} of ${task.image} starts at the PC; its token is bound to ${ip}`);
-      return scriptReply(reply, scriptClient(contextFor(req, task.mac), task, token));
-    };
-
     app.post<{ Body: ActionBody }>('/boot/ipxe/action', async (req, reply) => {
       const ip = plainAddress(req.ip);
       const body: ActionBody = req.body !== null && typeof req.body === 'object' ? req.body : {};
@@ -195,8 +302,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
         ctx.logger.warn({ ip, mac, do: typeof body.do === 'string' ? body.do.slice(0, 20) : undefined }, 'boot menu: unknown action refused');
         return scriptReply(reply.code(400), '#!ipxe\necho netclone: unknown menu action\nexit\n');
       }
-      const now = Date.now();
-      if (failures.blocked(ip, now)) {
+      if (logins.blocked(ip)) {
         ctx.logger.warn({ ip, mac, do: what }, `boot menu: ${what} refused, too many failed logins from this address in the last minute`);
         return scriptReply(reply, scriptNotice(sctx, 'too many failed logins from this PC, wait a minute and try again'));
       }
@@ -206,50 +312,28 @@ export function bootRoutes(ctx: BootRoutesContext) {
         ctx.logger.warn({ ip, mac, do: what }, `boot menu: ${what} refused, no login was sent; nothing changed`);
         return scriptReply(reply, scriptNotice(sctx, 'this action needs a login, nothing was changed'));
       }
-      const user = await checkLogin(ctx.db, username, password);
+      const user = await logins.check(ip, username, password);
       if (!user) {
-        failures.fail(ip, now);
         ctx.logger.warn({ ip, mac, do: what, user: username.slice(0, 64) }, `boot menu: ${what} refused, wrong username or password; nothing changed`);
         return scriptReply(reply, scriptNotice(sctx, 'wrong username or password, nothing was changed'));
       }
-      const host = ctx.hosts.get(mac);
-      const method: LocalBoot = localBootMethod(host, platformOf(body.platform), ctx.config.localBoot);
+      const method: LocalBoot = localBootMethod(ctx.hosts.get(mac), platformOf(body.platform), ctx.config.localBoot);
+      if (what === 'deploy-list') {
+        ctx.logger.info({ mac, ip, user: user.username }, 'boot menu: image list shown at the PC');
+        return scriptReply(reply, scriptDeployChoice(sctx, method, await ctx.imageNames()));
+      }
       try {
-        switch (what) {
-          case 'register': {
-            const already = host?.registered === true;
-            await ctx.hosts.register(mac);
-            ctx.logger.info({ mac, ip, user: user.username }, already ? 'boot menu: PC was registered already' : 'boot menu: PC registered');
-            return scriptReply(reply, scriptLocal(method, already ? 'this PC was registered already, booting the local disk' : 'registered, booting the local disk'));
-          }
-          case 'capture': {
-            const image = (host?.name ? host.name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') : '') || `pc-${mac.replace(/:/g, '')}`;
-            await ctx.hosts.register(mac);
-            const task = await ctx.tasks.create({ kind: 'capture', mac, image: image.slice(0, 64) });
-            return handClient(req, reply, task, ip, user.username);
-          }
-          case 'deploy-list': {
-            ctx.logger.info({ mac, ip, user: user.username }, 'boot menu: image list shown at the PC');
-            return scriptReply(reply, scriptDeployChoice(sctx, method, await ctx.imageNames()));
-          }
-          case 'deploy': {
-            const image = typeof body.image === 'string' ? body.image : '';
-            if (!(await ctx.imageNames()).includes(image)) {
-              ctx.logger.warn({ mac, ip, image: image.slice(0, 80) }, 'boot menu: deploy of an unknown image refused');
-              return scriptReply(reply, scriptNotice(sctx, 'no image by that name, nothing was changed'));
-            }
-            await ctx.hosts.register(mac);
-            const task = await ctx.tasks.create({ kind: 'deploy', mac, image });
-            return handClient(req, reply, task, ip, user.username);
-          }
-          case 'start': {
-            const task = ctx.tasks.activeFor(mac);
-            if (!task || (task.state !== 'queued' && task.state !== 'booting')) {
-              ctx.logger.warn({ mac, ip, state: task?.state }, 'boot menu: start refused, no task waits for this PC');
-              return scriptReply(reply, scriptNotice(sctx, 'no task waits for this PC'));
-            }
-            return handClient(req, reply, task, ip, user.username);
-          }
+        const outcome = await performTechnicianAction(ctx, {
+          mac, what, ip, user: user.username, via: 'boot menu',
+          image: what === 'deploy' ? (typeof body.image === 'string' ? body.image : '') : undefined,
+        });
+        switch (outcome.kind) {
+          case 'registered':
+            return scriptReply(reply, scriptLocal(method, outcome.already ? 'this PC was registered already, booting the local disk' : 'registered, booting the local disk'));
+          case 'task':
+            return scriptReply(reply, scriptClient(sctx, outcome.task, outcome.token));
+          case 'refused':
+            return scriptReply(reply, scriptNotice(sctx, outcome.message));
         }
       } catch (err) {
         const message = (err as Error).message;
@@ -257,6 +341,8 @@ export function bootRoutes(ctx: BootRoutesContext) {
         return scriptReply(reply, scriptNotice(sctx, message));
       }
     });
+
+    await app.register(menuRoutes({ logger: ctx.logger, hosts: ctx.hosts, tasks: ctx.tasks, imageNames: () => ctx.imageNames(), logins, act: (r) => performTechnicianAction(ctx, r) }));
 
     const sendFile = async (reply: FastifyReply, file: string, what: string): Promise<FastifyReply> => {
       try {
