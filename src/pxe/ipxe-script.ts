@@ -39,8 +39,13 @@ export function scriptChainUndionly(ctx: ScriptContext): string {
   ].join('\n');
 }
 
+/** Where the imaging client's files are, as the PC fetches them (a GET that changes nothing). */
+function clientBase(ctx: ScriptContext): string {
+  return `http://${ctx.httpBase}/boot/client`;
+}
+
 export function scriptClient(ctx: ScriptContext, task: TaskRecord, token: string): string {
-  const base = `http://${ctx.httpBase}/boot/client`;
+  const base = clientBase(ctx);
   const args = [
     'initrd=initrd.img',
     'console=tty0',
@@ -64,6 +69,29 @@ export function scriptClient(ctx: ScriptContext, task: TaskRecord, token: string
   ].join('\n');
 }
 
+/**
+ * The imaging client in menu mode (boot/client/lib/menu.sh): no task and no token on the kernel
+ * line. The technician logs in at the PC and picks the action there, and the client POSTs both,
+ * so this works with every loader, including iPXE builds without `params` and a Secure Boot chain.
+ * console=tty0 comes last on purpose: /dev/console, where the client asks for the login, is the
+ * last console= one, and a technician at the PC types on its keyboard, not on a serial port.
+ */
+function clientMenuLines(ctx: ScriptContext): string[] {
+  const base = clientBase(ctx);
+  const args = ['initrd=initrd.img', 'console=ttyS0,115200', 'console=tty0', 'panic=0', `netclone.server=${ctx.httpBase}`, 'netclone.mode=menu'];
+  return [
+    ':client',
+    'echo netclone: starting the imaging client; log in there to capture, deploy or register this PC',
+    `kernel ${base}/vmlinuz ${args.join(' ')} || goto client-failed`,
+    `initrd --name initrd.img ${base}/initrd.img || goto client-failed`,
+    'boot || goto client-failed',
+    ':client-failed',
+    'echo netclone: could not load the imaging client; is it built (npm run build:client)?',
+    'prompt --timeout 15000 Press a key to boot the local disk ||',
+    'goto local',
+  ];
+}
+
 export function scriptLocal(method: LocalBoot, reason: string): string {
   return ['#!ipxe', `echo netclone: ${safe(reason)}`, ...localBootLines(method), ''].join('\n');
 }
@@ -81,7 +109,8 @@ const SCRIPT_WORD = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
  * Menu actions go to the server as a form POST (iPXE `params`/`param`, `##params` on the URI),
  * never as a GET, with the credentials the technician typed into iPXE's `login`. iPXE builds
  * without PARAM_CMD (Debian's, among others) have no `params` command: the menu probes for it
- * and offers the actions only where they can be sent.
+ * and, where it is missing, offers the imaging client in menu mode instead (clientMenuLines),
+ * which asks for the login and sends the action itself.
  */
 const FORMS_PROBE = 'params && set netclone-forms 1 || set netclone-forms 0';
 const IF_FORMS = 'iseq ${netclone-forms} 1 &&';
@@ -89,13 +118,6 @@ const UNLESS_FORMS = 'iseq ${netclone-forms} 1 ||';
 
 function menuTitle(ctx: ScriptContext, host: MenuHost): string {
   return `menu netclone - PC ${safe(host.name ? `${host.name} (${ctx.mac})` : ctx.mac)}`;
-}
-
-function noFormsLines(): string[] {
-  return [
-    `${UNLESS_FORMS} item --gap Actions at this PC need an iPXE built with PARAM_CMD (form POSTs); ||`,
-    `${UNLESS_FORMS} item --gap queue captures and deploys on the netclone admin page instead. ||`,
-  ];
 }
 
 /** Ask for a login, then POST `fields` with it to the action route; any failure boots the local disk. */
@@ -133,12 +155,14 @@ export function scriptMenu(ctx: ScriptContext, method: LocalBoot, host: MenuHost
     `${IF_FORMS} item capture   Capture this PC into a new image (log in first) ||`,
     `${IF_FORMS} item deploy    Deploy an image onto this PC (log in first; erases its disk) ||`,
     ...(host.registered ? [] : [`${IF_FORMS} item register  Register this PC (log in first; then boot the local disk) ||`]),
-    ...noFormsLines(),
+    `${UNLESS_FORMS} item --gap This iPXE has no PARAM_CMD (form POSTs): the imaging client asks for the login. ||`,
+    `${UNLESS_FORMS} item client    Capture, deploy or register this PC (technician login) ||`,
     `choose --timeout ${ctx.menuTimeoutSeconds * 1000} --default local selected || goto local`,
     'goto ${selected}',
     ...loginAndPost(ctx, 'capture', [['do', 'capture']], true),
     ...loginAndPost(ctx, 'deploy', [['do', 'deploy-list']], true),
     ...(host.registered ? [] : loginAndPost(ctx, 'register', [['do', 'register']], true)),
+    ...clientMenuLines(ctx),
     ':local',
     ...localBootLines(method),
     '',
@@ -159,11 +183,11 @@ export function scriptUnconfirmed(ctx: ScriptContext, method: LocalBoot, host: M
     'item --gap that this request comes from it (the server log says why).',
     'item local     Boot the local disk',
     `${IF_FORMS} item start     Log in and start the ${safe(task.kind)} on this PC ||`,
-    `${UNLESS_FORMS} item --gap A login here needs an iPXE built with PARAM_CMD. Otherwise the PC ||`,
-    `${UNLESS_FORMS} item --gap must network-boot through the netclone DHCP service (proxy or full mode). ||`,
+    `${UNLESS_FORMS} item client    Log in at the PC to start the ${safe(task.kind)} (imaging client) ||`,
     `choose --timeout ${ctx.menuTimeoutSeconds * 1000} --default local selected || goto local`,
     'goto ${selected}',
     ...loginAndPost(ctx, 'start', [['do', 'start']], true),
+    ...clientMenuLines(ctx),
     ':local',
     ...localBootLines(method),
     '',
