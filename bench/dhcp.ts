@@ -1,5 +1,7 @@
 /**
- * Proxy-DHCP throughput: a burst of PXE DISCOVERs on loopback, counting OFFERs back.
+ * Proxy-DHCP throughput: a burst of PXE DISCOVERs on loopback, counting OFFERs back. And a
+ * full-mode DISCOVER flood from made-up MACs: how long until a real client (retrying every
+ * 500 ms) gets its ACK while the pool is full of offers nobody takes.
  * Run: npx tsx bench/dhcp.ts
  */
 import { createSocket, type Socket } from 'node:dgram';
@@ -12,11 +14,15 @@ export interface DhcpBenchResult {
   sent: number;
   offers: number;
   seconds: number;
+  /** Full mode: OFFERs the flood got (the pool's size at most). */
+  floodOffers: number;
+  /** Full mode: seconds from the end of the flood until the real client held a bound lease. */
+  floodRealClientAckSeconds: number;
 }
 
 /** A realistic client DISCOVER: alternately iPXE BIOS and OVMF UEFI. */
-function discover(i: number): Buffer {
-  const mac = Buffer.from([0x02, 0x00, 0x00, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff]);
+function discover(i: number, type = 1, requested?: string, macOf = i): Buffer {
+  const mac = Buffer.from([0x02, 0x00, 0x00, (macOf >> 16) & 0xff, (macOf >> 8) & 0xff, macOf & 0xff]);
   const ipxe = i % 2 === 0;
   return encodeDhcpPacket({
     op: 1,
@@ -24,7 +30,8 @@ function discover(i: number): Buffer {
     flags: 0x8000,
     chaddr: mac,
     options: [
-      { code: 53, data: Buffer.from([1]) },
+      { code: 53, data: Buffer.from([type]) },
+      ...(requested ? [{ code: 50, data: Buffer.from(requested.split('.').map(Number)) }, { code: 54, data: Buffer.from([127, 0, 0, 1]) }] : []),
       { code: 57, data: Buffer.from([0x05, 0xc0]) },
       { code: 93, data: Buffer.from([0, ipxe ? 0 : 7]) },
       { code: 94, data: Buffer.from([1, 3, 0]) },
@@ -47,6 +54,57 @@ function bindClient(): Promise<Socket> {
 }
 
 export async function benchDhcp(count = 500): Promise<DhcpBenchResult> {
+  const burst = await benchBurst(count);
+  const flood = await benchFlood(2000, 50);
+  return { ...burst, floodOffers: flood.floodOffers, floodRealClientAckSeconds: flood.realClientAckSeconds };
+}
+
+/** Full mode, a pool of `poolSize`: `count` DISCOVERs from made-up MACs, then one real client that keeps asking. */
+async function benchFlood(count: number, poolSize: number): Promise<{ floodOffers: number; realClientAckSeconds: number }> {
+  const client = await bindClient();
+  const server = new DhcpServer({
+    mode: 'full',
+    serverIp: '127.0.0.1',
+    httpPort: 8080,
+    bindAddress: '127.0.0.1',
+    ports: { dhcp: 0, proxy: 0, client: client.address().port },
+    broadcastAddress: '127.0.0.1',
+    pool: { start: '10.60.0.1', end: `10.60.0.${poolSize}`, netmask: '255.255.255.0', leaseSeconds: 600 },
+    logger: nullLogger(),
+  });
+  await server.start();
+  const port = server.boundPorts.dhcp;
+  const real = 0xffff;
+  let floodOffers = 0;
+  let offered: string | null = null;
+  let acked = false;
+  client.on('message', (msg) => {
+    const p = parseDhcpPacket(msg);
+    if (!p.ok) return;
+    const type = p.packet.options.get(53)?.[0];
+    const mine = p.packet.xid >= 0x10000000 + real;
+    if (type === 2 && !mine) floodOffers++;
+    if (type === 2 && mine) offered = p.packet.yiaddr;
+    if (type === 5 && mine) acked = true;
+  });
+  try {
+    for (let i = 0; i < count; i++) client.send(discover(i), port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 200));
+    const start = performance.now();
+    // A PXE ROM retransmits; here every 500 ms: DISCOVER until offered, then REQUEST that address.
+    for (let attempt = 0; !acked && attempt < 240; attempt++) {
+      const ip: string | null = offered;
+      client.send(discover(real + 1 + attempt, ip ? 3 : 1, ip ?? undefined, real), port, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return { floodOffers, realClientAckSeconds: acked ? (performance.now() - start) / 1000 : Infinity };
+  } finally {
+    client.close();
+    await server.stop();
+  }
+}
+
+async function benchBurst(count: number): Promise<Pick<DhcpBenchResult, 'offersPerSecond' | 'sent' | 'offers' | 'seconds'>> {
   const client = await bindClient();
   const server = new DhcpServer({
     mode: 'proxy',
