@@ -27,18 +27,28 @@ export class EventLog extends EventEmitter {
     if (adapter instanceof DurableJsonFile) {
       adapter.on('writeFailed', (err: DatabaseWriteError, failures: number) => {
         if (failures === 1 || failures % LOG_EVERY_NTH_FAILURE === 0) this.logger.error({ code: err.code, failuresInARow: failures }, err.message);
+        // The admin page shows it too; saved along with everything else once a write succeeds.
+        if (failures === 1) this.keep('error', err.message);
       });
       adapter.on('recovered', (failures: number) => {
-        this.logger.warn({ failuresInARow: failures }, `the database ${adapter.file} is saved again after ${failures} failed attempts`);
+        const message = `the database ${adapter.file} is saved again after ${failures} failed attempts`;
+        this.logger.warn({ failuresInARow: failures }, message);
+        this.keep('info', message);
       });
     }
   }
 
-  async record(level: EventRecord['level'], message: string, mac: string | null = null): Promise<void> {
+  /** Adds an event to the in-memory list without saving it (the next write carries it). */
+  private keep(level: EventRecord['level'], message: string, mac: string | null = null): EventRecord {
     const event: EventRecord = { at: new Date().toISOString(), level, mac, message };
-    this.logger[level]({ mac: mac ?? undefined }, message);
     this.db.data.events.push(event);
     if (this.db.data.events.length > MAX_EVENTS) this.db.data.events.splice(0, this.db.data.events.length - MAX_EVENTS);
+    return event;
+  }
+
+  async record(level: EventRecord['level'], message: string, mac: string | null = null): Promise<void> {
+    this.logger[level]({ mac: mac ?? undefined }, message);
+    const event = this.keep(level, message, mac);
     try {
       await this.db.write();
     } catch (err) {

@@ -184,7 +184,15 @@ describe('the database on a full disk', () => {
       await rm(filler);
       await expect
         .poll(async () => JSON.parse(await readFile(databasePath(dbDir), 'utf8')) as { hosts: Array<{ mac: string }>; events: Array<{ message: string }> }, { timeout: 20_000, interval: 200 })
-        .toMatchObject({ hosts: [{ mac: '52:54:00:db:00:01' }, { mac: '52:54:00:db:00:02' }], events: expect.arrayContaining([expect.objectContaining({ message: 'recorded while the disk is full' })]) });
+        .toMatchObject({
+          hosts: [{ mac: '52:54:00:db:00:01' }, { mac: '52:54:00:db:00:02' }],
+          events: expect.arrayContaining([
+            expect.objectContaining({ message: 'recorded while the disk is full' }),
+            // The failure and the recovery are events too, so the admin page shows what happened.
+            expect.objectContaining({ level: 'error', message: expect.stringMatching(/^could not save the database .*: ENOSPC/) }),
+          ]),
+        });
+      expect(events.recent(5).map((e) => e.message)).toContainEqual(expect.stringMatching(/^the database .* is saved again after \d+ failed attempts$/));
     } finally {
       forgetDatabase(dbDir);
     }
