@@ -33,7 +33,11 @@ export function validHostName(name: string): boolean {
 export interface AutoRegistrationLimits {
   /** Hosts that only ever booted (never registered by a technician) kept at most. */
   readonly maxUnregistered: number;
-  /** New hosts per minute from one address (a DHCP DISCOVER's address is unknown: those share one budget). */
+  /**
+   * New hosts per minute from one address: the address a boot script is asked from, or the one a
+   * DHCP packet names. Packets that name none (proxy-mode DISCOVERs) share one budget; full mode
+   * names a fresh address per made-up MAC, which `perMinute` and `maxUnregistered` bound.
+   */
   readonly perAddressPerMinute: number;
   /** New hosts per minute from all addresses together. */
   readonly perMinute: number;
