@@ -90,6 +90,19 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
     ajv: { customOptions: { removeAdditional: false } },
   });
   app.server.maxConnections = limits.maxConnections;
+  let lastDropLog = 0;
+  let dropped = 0;
+  app.server.on('drop', (data?: { remoteAddress?: string }) => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastDropLog < 60_000) return;
+    lastDropLog = now;
+    ctx.logger.warn(
+      { from: data?.remoteAddress, dropped, maxConnections: limits.maxConnections },
+      `HTTP connections refused: ${limits.maxConnections} are open already (a client holding many connections, or a very busy network)`,
+    );
+    dropped = 0;
+  });
   const secure = ctx.config.secureCookies;
   const idleSeconds = options.sessionIdleSeconds ?? DEFAULT_IDLE_SECONDS;
   const sessions = new SessionStore(idleSeconds * 1000);

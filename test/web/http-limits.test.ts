@@ -5,7 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { buildWebApp, type HttpLimits } from '../../src/web/app.js';
 import { createApiToken } from '../../src/appliance/users.js';
 import { makeHarness, type Harness } from './helpers.js';
@@ -15,10 +17,12 @@ let h: Harness;
 let app: FastifyInstance;
 let port: number;
 let token: string;
+const logLines: string[] = [];
 
 beforeAll(async () => {
   h = await makeHarness();
-  app = await buildWebApp(h.ctx, { announceSetup: false, httpLimits: limits });
+  const sink = new Writable({ write(chunk: Buffer, _enc, done) { logLines.push(chunk.toString()); done(); } });
+  app = await buildWebApp({ ...h.ctx, logger: pino({ level: 'warn' }, sink) }, { announceSetup: false, httpLimits: limits });
   await app.listen({ port: 0, host: '127.0.0.1' });
   port = (app.server.address() as { port: number }).port;
   token = (await createApiToken(h.ctx.db, 'tests')).token;
@@ -82,13 +86,14 @@ describe('HTTP limits', () => {
     expect(c.received()).toMatch(/^HTTP\/1\.1 408 /);
   });
 
-  it('closes connections beyond the cap at once, and serves again when they are gone', async () => {
+  it('closes connections beyond the cap at once, says so in the log, and serves again when they are gone', async () => {
     const held = await Promise.all([open(), open(), open()]);
     for (const c of held) c.socket.write('GET /api/v1/status HTTP/1.1\r\nHost: test\r\n');
     const extra = await open();
     extra.socket.write('GET /api/v1/status HTTP/1.1\r\nHost: test\r\n\r\n');
     await extra.closed;
     expect(extra.received()).toBe('');
+    expect(logLines.some((l) => l.includes('HTTP connections refused: 3 are open already'))).toBe(true);
     for (const c of held) c.socket.destroy();
     await Promise.all(held.map((c) => c.closed));
     // The server learns of the closes asynchronously; ask until it has.
