@@ -48,14 +48,14 @@ export async function writeFileDurably(file: string, data: string | Buffer): Pro
 export class DatabaseWriteError extends Error {
   readonly code: string | undefined;
   constructor(file: string, cause: unknown) {
-    const code = (cause as NodeJS.ErrnoException).code;
+    const code = cause instanceof Error ? (cause as NodeJS.ErrnoException).code : undefined;
     const advice =
       code === 'ENOSPC' || code === 'EDQUOT'
         ? `free space on the file system that holds ${path.dirname(file)}`
         : code === 'EROFS' || code === 'EACCES' || code === 'EPERM'
           ? `make ${path.dirname(file)} writable for netclone`
           : `check the disk that holds ${path.dirname(file)} (dmesg)`;
-    super(`could not save the database ${file}: ${(cause as Error).message}; ${advice}. The change is kept in memory and saved with the next write that succeeds`, { cause });
+    super(`could not save the database ${file}: ${cause instanceof Error ? cause.message : String(cause)}; ${advice}. The change is kept in memory and saved with the next write that succeeds`, { cause });
     this.name = 'DatabaseWriteError';
     this.code = code;
   }
