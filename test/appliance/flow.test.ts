@@ -145,10 +145,12 @@ describe('deploy through the client API and a task export', () => {
     expect(task.result?.bytesOnWire).toBe(task.progress.bytes);
   });
 
-  it('sends the PC to its local disk afterwards, and the spent token is dead', async () => {
+  it('sends the PC to its local disk afterwards (the menu times out to it, no task token), and the spent token is dead', async () => {
     const script = await bootScript(mac);
-    expect(script).toMatch(/^exit$/m);
-    expect(script).not.toContain('vmlinuz');
+    expect(script).toMatch(/^choose --timeout \d+ --default local selected/m);
+    expect(script).toMatch(/^:local\n(echo [^\n]*\n)?exit$/m);
+    expect(script).not.toContain('netclone.token=');
+    expect(script).not.toContain('did not finish');
     expect((await api(`/api/client/v1/task?mac=${mac}`, token)).status).toBe(403);
   });
 
