@@ -27,26 +27,36 @@ export class ControlClient {
       const req = http.request({ socketPath: this.socketPath, path, method: 'POST' }, (res) => {
         let buf = '';
         let settled = false;
+        const fail = (err: Error): void => {
+          if (settled) return;
+          settled = true;
+          reject(err);
+        };
         res.setEncoding('utf8');
         res.on('data', (text: string) => {
           buf += text;
           let nl: number;
-          while ((nl = buf.indexOf('\n')) >= 0) {
-            const line = JSON.parse(buf.slice(0, nl)) as ControlLine;
+          while (!settled && (nl = buf.indexOf('\n')) >= 0) {
+            const text = buf.slice(0, nl);
             buf = buf.slice(nl + 1);
+            let line: ControlLine;
+            try {
+              line = JSON.parse(text) as ControlLine;
+            } catch {
+              fail(new Error(`the server sent a line that is not JSON on the control socket (${text.slice(0, 80)}); is another program listening on ${this.socketPath}?`));
+              res.destroy();
+              return;
+            }
             if ('progress' in line) onProgress(line.progress);
             else if ('result' in line) {
               settled = true;
               resolve(line.result);
-            } else {
-              settled = true;
-              reject(new OperationError(line.error.status, line.error.message));
-            }
+            } else fail(new OperationError(line.error.status, line.error.message));
           }
         });
-        res.on('end', () => {
-          if (!settled) reject(new Error('the server closed the control connection without an answer; see its log'));
-        });
+        // 'close' also comes when the server dies mid-answer, where 'end' never does.
+        res.on('close', () => fail(new Error('the server closed the control connection without an answer (did it stop or crash?); see its log')));
+        res.on('error', () => undefined); // 'close' follows and reports it
       });
       req.on('error', (err) => reject(new Error(`control socket ${this.socketPath}: ${err.message}`)));
       if (typeof body === 'string') req.end(body);

@@ -1,6 +1,7 @@
 /**
- * The control socket when its CLI goes away: an export whose CLI was killed mid-stream stops
- * and lets go of the image version, instead of waiting for ever on a socket nobody drains.
+ * The control socket when one side goes away: an export whose CLI was killed mid-stream stops
+ * and lets go of the image version, instead of waiting for ever on a socket nobody drains; a
+ * CLI whose server died mid-answer says so and exits, instead of hanging or exiting silently.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
@@ -9,6 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { cli, spawnServer, type ServerProcess } from './processes.js';
+import { ControlClient } from '../../src/cli/control-client.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -68,5 +70,30 @@ describe('control socket', () => {
     const gc = await cli(data, ['image', 'gc', '--json']);
     expect(gc.code, gc.stderr).toBe(0);
     expect((JSON.parse(gc.stdout) as { removedChunks: number }).removedChunks).toBe(24);
+  });
+});
+
+describe('control client', () => {
+  it('fails with a clear message when the server dies in the middle of an answer', async () => {
+    const socketPath = path.join(dir, 'dying.sock');
+    // A server that starts answering (one progress line) and then dies, as a killed netclone does.
+    const dying = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.write(`${JSON.stringify({ progress: { done: 1, total: 2 } })}\n`, () => res.socket?.destroy());
+    });
+    await new Promise<void>((resolve) => dying.listen(socketPath, resolve));
+    try {
+      const progress: unknown[] = [];
+      const outcome = await new ControlClient(socketPath).op('image.verify', { name: 'office' }, (p) => progress.push(p)).then(
+        () => 'resolved',
+        (err: unknown) => (err as Error).message,
+      );
+      expect(progress).toEqual([{ done: 1, total: 2 }]);
+      expect(outcome).toBe('the server closed the control connection without an answer (did it stop or crash?); see its log');
+    } finally {
+      dying.closeAllConnections();
+      await new Promise<void>((resolve) => dying.close(() => resolve()));
+    }
   });
 });
