@@ -3,7 +3,9 @@
  * images/ and state/ each sit on a small tmpfs this test mounts (it needs root): a capture
  * through an nbd:// URL fills images/ while state/ (database, events) is already full. The
  * server must keep answering HTTP and NBD, fail that capture with ENOSPC, keep the previous
- * version verifiable, and save its database again once there is room.
+ * version verifiable, and save its database again once there is room. Also: the database
+ * layer alone on a full disk, a task capture (client API) while state/ is full, and the serve
+ * process's last-resort handler for a rejection nobody handled.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
