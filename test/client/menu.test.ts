@@ -139,6 +139,17 @@ describe('client menu mode (menu.sh) against the real server', () => {
     expect(h.tasks.list()).toEqual([]);
   });
 
+  it('offers the task that waits for the PC and starts it', async () => {
+    h = await makeBootHarness();
+    const queued = await h.tasks.create({ kind: 'capture', mac: MAC, image: 'from-the-page' });
+    const r = await runMenu(h, ['admin', PASSWORD, '4']);
+    expect(r.rc, r.screen + r.err).toBe(0);
+    expect(r.screen).toContain('4) Start the waiting capture of image from-the-page');
+    expect(r.task).toBe(queued.id);
+    expect(h.tasks.byToken(r.token)).toBe(queued);
+    expect(JSON.parse(r.fetched)).toMatchObject({ id: queued.id, image: 'from-the-page' });
+  });
+
   it('changes nothing when the deploy is not confirmed with YES, then reboots on 0', async () => {
     h = await makeBootHarness({ images: ['golden-win11'] });
     const r = await runMenu(h, ['admin', PASSWORD, '2', '1', 'yes', '0']);
