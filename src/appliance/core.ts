@@ -27,16 +27,18 @@ export async function openCore(config: Config, logger: Logger, purpose: string, 
     const events = new EventLog(db, logger.child({ component: 'events' }));
     const store = await ImageStore.open(config.imagesDir, { logger, keepVersions: config.keepVersions });
     let nbdAccess = nbd;
+    const hosts = new HostService(db, events, { logger: logger.child({ component: 'hosts' }) });
+    const tasks = new TaskService(db, events, {
+      logger: logger.child({ component: 'tasks' }),
+      liveness: { silenceSeconds: config.clientTimeoutSeconds, examineSeconds: config.clientExamineTimeoutSeconds },
+    });
     return {
       config,
       logger,
       db,
       events,
-      hosts: new HostService(db, events, { logger: logger.child({ component: 'hosts' }) }),
-      tasks: new TaskService(db, events, {
-        logger: logger.child({ component: 'tasks' }),
-        liveness: { silenceSeconds: config.clientTimeoutSeconds, examineSeconds: config.clientExamineTimeoutSeconds },
-      }),
+      hosts,
+      tasks,
       store,
       get nbd() {
         return nbdAccess;
@@ -46,6 +48,9 @@ export async function openCore(config: Config, logger: Logger, purpose: string, 
       },
       lock,
       async close() {
+        // Their pending coalesced saves go out with the write below; no timer may touch the file after it.
+        tasks.stopTimers();
+        hosts.stopTimers();
         await store.close();
         await db.write();
         forgetDatabase(config.dataDir);

@@ -243,6 +243,12 @@ export class HostService {
     });
   }
 
+  /** The owner is closing and saves the database itself: no coalesced save runs after this. */
+  stopTimers(): void {
+    if (this.saveTimer) clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+  }
+
   private saveSoon(): void {
     if (this.saveTimer) return;
     this.saveTimer = setTimeout(() => {

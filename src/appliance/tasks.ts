@@ -341,6 +341,15 @@ export class TaskService extends EventEmitter {
     }
   }
 
+  /** The owner is closing: no liveness check and no coalesced save runs after this (the owner saves). */
+  stopTimers(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+    if (this.saveTimer) clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    this.lastHeard.clear();
+  }
+
   /** Fail every watched task whose client has been silent too long. Runs on a timer; tests call it. */
   async checkLiveness(): Promise<TaskRecord[]> {
     const now = this.now();

@@ -116,6 +116,22 @@ describe('task liveness', () => {
     await vi.advanceTimersByTimeAsync(1000);
     expect((await failed).id).toBe(t.id);
   });
+
+  it('runs no check and no save after its owner stopped it (the server is closing)', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
+    const own = new TaskService(db, new EventLog(db, nullLogger()), { now: () => clock, livenessCheckMs: 1000 });
+    const t = await own.create({ kind: 'deploy', mac: '52:54:00:00:00:0a', image: 'img' });
+    await own.beginBoot(t, '10.0.0.10');
+    await own.markRunning(t, disk, '10.0.0.10', 1000);
+    own.progress(t, 10);
+    const write = vi.spyOn(db, 'write');
+    own.stopTimers();
+    clock += 3600 * SEC;
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(t.state).toBe('running');
+    expect(write).toHaveBeenCalledTimes(0);
+    write.mockRestore();
+  });
 });
 
 describe('task log bounds', () => {
