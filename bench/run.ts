@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- NAME ...]`: runs every bench module that exists (bench/dhcp.ts, bench/tftp.ts,
- * bench/nbd.ts, bench/e2e.ts — the last boots VMs under TCG for several minutes), each exporting
- * `bench<Name>()`, one after the other (they share 2 cores), then prints a summary. A missing module
+ * bench/nbd.ts, bench/nbd-memory.ts, bench/capture.ts, bench/e2e.ts — the last boots VMs under TCG for
+ * several minutes), each exporting `bench<Name>()` (`nbd-memory` → `benchNbdMemory`), one after the other (they share 2 cores), then prints a summary. A missing module
  * is reported and skipped; a bench that throws is reported and the rest still run. Exit status is non-zero only if a bench crashed (or an unknown name was asked for):
  * a missed performance target is a result, not a crash.
  */
@@ -9,7 +9,12 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { table } from './lib/format.js';
 
-const KNOWN = ['dhcp', 'tftp', 'nbd', 'capture', 'e2e'] as const;
+const KNOWN = ['dhcp', 'tftp', 'nbd', 'nbd-memory', 'capture', 'e2e'] as const;
+
+/** `nbd-memory` → `NbdMemory`: the part of its function names after `bench` / `summarize`. */
+function pascal(name: string): string {
+  return name.split('-').map((w) => w[0].toUpperCase() + w.slice(1)).join('');
+}
 
 interface Outcome {
   readonly name: string;
@@ -36,7 +41,7 @@ function short(v: unknown): string {
 
 /** The result's headline numbers; each module's result shape is its own, so known keys first, then any scalars. */
 function summarize(name: string, mod: Record<string, unknown>, result: unknown): string {
-  const own = mod[`summarize${name[0].toUpperCase()}${name.slice(1)}`];
+  const own = mod[`summarize${pascal(name)}`];
   if (typeof own === 'function') {
     try {
       return String((own as (r: unknown) => unknown)(result));
@@ -60,7 +65,7 @@ function summarize(name: string, mod: Record<string, unknown>, result: unknown):
 
 async function runOne(name: string): Promise<Outcome> {
   const file = fileURLToPath(new URL(`./${name}.ts`, import.meta.url));
-  const fn = `bench${name[0].toUpperCase()}${name.slice(1)}`;
+  const fn = `bench${pascal(name)}`;
   if (!existsSync(file)) {
     console.log(`\n== ${name}: bench/${name}.ts does not exist; skipped`);
     return { name, status: 'missing', seconds: 0, summary: `bench/${name}.ts not found` };
