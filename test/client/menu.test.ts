@@ -37,7 +37,8 @@ interface MenuRun {
 /** Starts the real app on loopback and runs menu_run in busybox ash with `answers` as its console input. */
 const listening = new WeakMap<BootHarness, string>();
 
-async function runMenu(b: BootHarness, answers: string[]): Promise<MenuRun> {
+/** `idleSeconds`: NC_MENU_IDLE; `keepOpen`: the console stays open after the answers, as a real one does. */
+async function runMenu(b: BootHarness, answers: string[], options: { idleSeconds?: number; keepOpen?: boolean } = {}): Promise<MenuRun> {
   const address = listening.get(b) ?? (await b.app.listen({ host: '127.0.0.1', port: 0 }));
   listening.set(b, address);
   const server = address.replace(/^http:\/\//, '');
@@ -49,18 +50,21 @@ fetched=""
 printf '\\n@@rc=%s\\n@@task=%s\\n@@token=%s\\n@@err=%s\\n@@fetched=%s\\n' "$rc" "$NC_TASK" "$NC_TOKEN" "$MENU_ERR" "$fetched"
 `;
   const child = spawn('busybox', ['sh', '-c', script], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NC_SERVER: server, MAC, NC_API_ERR: join(tmp, 'api.err'), NC_API_TIMEOUT: '20', TMPDIR: tmp },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NC_SERVER: server, MAC, NC_API_ERR: join(tmp, 'api.err'), NC_API_TIMEOUT: '20', TMPDIR: tmp, NC_MENU_IDLE: String(options.idleSeconds ?? 600) },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
   let err = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  child.stdin.end(answers.map((a) => `${a}\n`).join(''));
+  const input = answers.map((a) => `${a}\n`).join('');
+  if (options.keepOpen) child.stdin.write(input);
+  else child.stdin.end(input);
   const code = await new Promise<number | null>((resolve) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.on('close', (c) => {
       clearTimeout(timer);
+      child.stdin.destroy();
       resolve(c);
     });
   });
@@ -166,11 +170,21 @@ describe('client menu mode (menu.sh) against the real server', () => {
     expect(h.tasks.get(r.task)).toMatchObject({ kind: 'capture', image: 'good-name' });
   });
 
-  it('stops with a reason when the console gives no answer', async () => {
+  it('asks for a reboot, with the reason, when the console closes', async () => {
     h = await makeBootHarness();
     const r = await runMenu(h, []);
-    expect(r.rc).toBe(1);
-    expect(r.err).toBe('no answer on the console; nothing was changed');
+    expect(r.rc).toBe(2);
+    expect(r.err).toBe('no answer on the console for 600 s; nothing was changed');
+    expect(h.tasks.list()).toEqual([]);
+  });
+
+  it('asks for a reboot when nobody answers a prompt within NC_MENU_IDLE, changing nothing', async () => {
+    h = await makeBootHarness({ images: ['golden-win11'] });
+    // Logged in and at the image list, then the technician walks away; the console stays open.
+    const r = await runMenu(h, ['admin', PASSWORD, '2'], { idleSeconds: 1, keepOpen: true });
+    expect(r.rc).toBe(2);
+    expect(r.screen).toContain('Image number: ');
+    expect(r.err).toBe('no answer on the console for 1 s; nothing was changed');
     expect(h.tasks.list()).toEqual([]);
   });
 });

@@ -6,6 +6,8 @@
 # can feed it. Needs NC_SERVER and MAC; uses json.sh and api.sh (NC_API_TIMEOUT, NC_API_ERR, api_error).
 
 NC_MENU_TRIES=${NC_MENU_TRIES:-3}
+# A PC left at a prompt goes back to the boot menu (and from there to its local disk) instead of waiting for ever.
+NC_MENU_IDLE=${NC_MENU_IDLE:-600}
 MENU_ERR=""
 MENU_REPLY=""
 
@@ -28,10 +30,10 @@ menu_post() {
 menu_status() { sed -n 's/.*HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' "$NC_API_ERR" 2>/dev/null | head -n1; }
 menu_reason() { sed -n 's/.*HTTP\/[0-9.]* [0-9][0-9][0-9] *//p' "$NC_API_ERR" 2>/dev/null | head -n1; }
 
-# menu_ask PROMPT -> the answer line in MENU_REPLY; 1 when the console has no more input.
+# menu_ask PROMPT -> the answer line in MENU_REPLY; 1 when the console gave none within NC_MENU_IDLE s (or closed).
 menu_ask() {
   printf '%s' "$1"
-  IFS= read -r MENU_REPLY || { echo; return 1; }
+  IFS= read -r -t "$NC_MENU_IDLE" MENU_REPLY || { echo; return 1; }
 }
 
 # menu_secret PROMPT -> like menu_ask, without echoing what is typed on a terminal.
@@ -39,12 +41,18 @@ menu_secret() {
   printf '%s' "$1"
   if [ -t 0 ]; then
     stty -echo 2>/dev/null
-    IFS= read -r MENU_REPLY; _ms_rc=$?
+    IFS= read -r -t "$NC_MENU_IDLE" MENU_REPLY; _ms_rc=$?
     stty echo 2>/dev/null
     echo
     return $_ms_rc
   fi
-  IFS= read -r MENU_REPLY || { echo; return 1; }
+  IFS= read -r -t "$NC_MENU_IDLE" MENU_REPLY || { echo; return 1; }
+}
+
+# menu_silent -> 2 (reboot) with the reason in MENU_ERR: nobody answered at the console.
+menu_silent() {
+  MENU_ERR="no answer on the console for $NC_MENU_IDLE s; nothing was changed"
+  return 2
 }
 
 # menu_default_image HOSTNAME MAC -> the capture's default image name, by the server's rule: the PC's name made
@@ -55,13 +63,13 @@ menu_default_image() {
   printf '%s' "$_mdi"
 }
 
-# menu_login -> 0 with the server's answer in MENU_LOGIN; 1 with the reason in MENU_ERR.
+# menu_login -> 0 with the server's answer in MENU_LOGIN; 1 with the reason in MENU_ERR; 2 when nobody answers.
 menu_login() {
   _ml_try=1
   while :; do
-    menu_ask "User: " || { MENU_ERR="no answer on the console; nothing was changed"; return 1; }
+    menu_ask "User: " || { menu_silent; return; }
     _ml_user=$MENU_REPLY
-    menu_secret "Password: " || { MENU_ERR="no answer on the console; nothing was changed"; return 1; }
+    menu_secret "Password: " || { menu_silent; return; }
     _ml_body=${TMPDIR:-/tmp}/netclone-login.$$
     ( umask 077; printf '{"mac":%s,"username":%s,"password":%s}' "$(json_str "$MAC")" "$(json_str "$_ml_user")" \
         "$(json_str "$MENU_REPLY")" >"$_ml_body" )
@@ -100,14 +108,15 @@ menu_act() {
 }
 
 # menu_run -> 0 with NC_TASK and NC_TOKEN set for the chosen capture or deploy; 2 when the PC should reboot
-# (registered, or the technician asked for it); 1 with the reason in MENU_ERR.
+# (registered, the technician asked for it, or nobody answered: then MENU_ERR says so); 1 with the reason in
+# MENU_ERR.
 menu_run() {
-  NC_TASK=""; NC_TOKEN=""; MENU_SESSION=""
+  NC_TASK=""; NC_TOKEN=""; MENU_SESSION=""; MENU_ERR=""
   echo
   echo "netclone: this PC is $MAC; server $NC_SERVER"
   echo "Log in with a netclone user to capture, deploy or register this PC."
   while :; do
-    menu_login || return 1
+    menu_login || return
     MENU_SESSION=$(json_get session "$MENU_LOGIN")
     [ -n "$MENU_SESSION" ] || { MENU_ERR="the server's login answer has no session"; return 1; }
     _mr_host=$(json_object host "$MENU_LOGIN")
@@ -132,11 +141,11 @@ menu_choose() {
     [ "$_mr_reg" = true ] || echo "  3) Register this PC, then reboot"
     [ -n "$_mr_wait_kind" ] && echo "  4) Start the waiting $_mr_wait_kind of image $_mr_wait_image"
     echo "  0) Reboot (the boot menu then starts the local disk)"
-    menu_ask "Choice: " || { MENU_ERR="no answer on the console; nothing was changed"; return 1; }
+    menu_ask "Choice: " || { menu_silent; return; }
     case "$MENU_REPLY" in
       1)
         _mc_default=$(menu_default_image "$_mr_name" "$MAC")
-        menu_ask "Image name [$_mc_default]: " || { MENU_ERR="no answer on the console; nothing was changed"; return 1; }
+        menu_ask "Image name [$_mc_default]: " || { menu_silent; return; }
         _mc_image=${MENU_REPLY:-$_mc_default}
         menu_act "{\"do\":\"capture\",\"image\":$(json_str "$_mc_image")}"; _mc_rc=$?
         ;;
@@ -144,12 +153,11 @@ menu_choose() {
         if [ -z "$_mr_images" ]; then echo "No image has a committed version yet: capture a PC first."; continue; fi
         _mc_i=0
         for _mc_n in $_mr_images; do _mc_i=$((_mc_i + 1)); echo "  $_mc_i) $_mc_n"; done
-        menu_ask "Image number: " || { MENU_ERR="no answer on the console; nothing was changed"; return 1; }
+        menu_ask "Image number: " || { menu_silent; return; }
         case "$MENU_REPLY" in ''|*[!0-9]*) echo "Not an image number."; continue ;; esac
         _mc_image=$(printf '%s\n' $_mr_images | sed -n "${MENU_REPLY}p")
         if [ "$MENU_REPLY" = 0 ] || [ -z "$_mc_image" ]; then echo "Not an image number."; continue; fi
-        menu_ask "Deploying $_mc_image erases the whole disk of this PC. Type YES to go on: " \
-          || { MENU_ERR="no answer on the console; nothing was changed"; return 1; }
+        menu_ask "Deploying $_mc_image erases the whole disk of this PC. Type YES to go on: " || { menu_silent; return; }
         if [ "$MENU_REPLY" != YES ]; then echo "Not confirmed; nothing was changed."; continue; fi
         menu_act "{\"do\":\"deploy\",\"image\":$(json_str "$_mc_image")}"; _mc_rc=$?
         ;;
