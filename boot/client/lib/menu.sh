@@ -55,8 +55,9 @@ menu_silent() {
   return 2
 }
 
-# menu_default_image HOSTNAME MAC -> the capture's default image name, by the server's rule: the PC's name made
-# into an image name, else pc-<MAC digits>.
+# menu_default_image HOSTNAME MAC -> the capture's default image name, like the server's own default: the PC's
+# name made into an image name (bytes outside A-Za-z0-9._- become '-'), else pc-<MAC digits>. The client sends
+# the name it shows, so the two need not agree on names with non-ASCII letters.
 menu_default_image() {
   _mdi=$(printf '%s' "$1" | tr -c 'A-Za-z0-9._-' '-' | sed 's/^[^A-Za-z0-9]*//; s/\.\.*/./g' | cut -c1-64)
   [ -n "$_mdi" ] || _mdi="pc-$(printf '%s' "$2" | tr -d ':')"
