@@ -24,14 +24,14 @@ export class ControlClient {
 
   private ndjson(path: string, body: Readable | string, onProgress: (p: ProgressUpdate) => void): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (err: Error): void => {
+        if (settled) return;
+        settled = true;
+        reject(err);
+      };
       const req = http.request({ socketPath: this.socketPath, path, method: 'POST' }, (res) => {
         let buf = '';
-        let settled = false;
-        const fail = (err: Error): void => {
-          if (settled) return;
-          settled = true;
-          reject(err);
-        };
         res.setEncoding('utf8');
         res.on('data', (text: string) => {
           buf += text;
@@ -58,9 +58,16 @@ export class ControlClient {
         res.on('close', () => fail(new Error('the server closed the control connection without an answer (did it stop or crash?); see its log')));
         res.on('error', () => undefined); // 'close' follows and reports it
       });
-      req.on('error', (err) => reject(new Error(`control socket ${this.socketPath}: ${err.message}`)));
+      req.on('error', (err) => fail(new Error(`control socket ${this.socketPath}: ${err.message}`)));
       if (typeof body === 'string') req.end(body);
-      else body.pipe(req);
+      else {
+        // pipe() does not pass the input's errors on: without this a read error would crash the CLI.
+        body.once('error', (err: Error) => {
+          fail(new Error(`reading the input failed: ${err.message}; nothing was imported`));
+          req.destroy();
+        });
+        body.pipe(req);
+      }
     });
   }
 

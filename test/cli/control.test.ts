@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { cli, spawnServer, type ServerProcess } from './processes.js';
 import { ControlClient } from '../../src/cli/control-client.js';
 
@@ -74,6 +75,26 @@ describe('control socket', () => {
 });
 
 describe('control client', () => {
+  it('fails an import whose input breaks with a clear message, and nothing is imported', async () => {
+    const client = new ControlClient(path.join(data, 'state', 'control.sock'));
+    let sent = 0;
+    // Two chunks, then a read error, as a failing disk or a broken pipe gives.
+    const input = new Readable({
+      read() {
+        if (sent++ < 2) this.push(noise(9 + sent, MiB));
+        else this.destroy(new Error('EIO: i/o error, read'));
+      },
+    });
+    const outcome = await client.import('broken', 8 * MiB, 'test', input, () => undefined).then(
+      () => 'resolved',
+      (err: unknown) => (err as Error).message,
+    );
+    expect(outcome).toBe('reading the input failed: EIO: i/o error, read; nothing was imported');
+    const list = await cli(data, ['image', 'list', '--json']);
+    expect(list.code, list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as Array<{ name: string }>).map((i) => i.name)).not.toContain('broken');
+  });
+
   it('fails with a clear message when the server dies in the middle of an answer', async () => {
     const socketPath = path.join(dir, 'dying.sock');
     // A server that starts answering (one progress line) and then dies, as a killed netclone does.
