@@ -26,7 +26,7 @@ describe('thin client build (boot/build.sh)', () => {
   it('packs init, busybox with its applets, and the client helpers', () => {
     for (const f of ['init', 'bin/busybox', 'bin/sh', 'bin/wget', 'bin/udhcpc', 'sbin/modprobe',
       'usr/share/netclone/udhcpc.script', 'usr/share/netclone/modules.load',
-      ...['log', 'json', 'api', 'disks', 'hw', 'net', 'transfer'].map((l) => `usr/share/netclone/lib/${l}.sh`)]) {
+      ...['log', 'json', 'api', 'disks', 'hw', 'net', 'transfer', 'menu'].map((l) => `usr/share/netclone/lib/${l}.sh`)]) {
       expect(entries.has(f), f).toBe(true);
     }
   });
