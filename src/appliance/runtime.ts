@@ -107,6 +107,15 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
   try {
     const interrupted = await core.tasks.failInterrupted();
     if (interrupted > 0) logger.warn({ interrupted }, 'tasks that were transferring when the server stopped are marked failed');
+    if (core.store.crashed) {
+      // A capture killed mid-way left chunk files no version names; they would hold disk space until a
+      // technician ran gc. Collecting runs beside serving: readers and new captures pin what they use.
+      logger.warn('the previous server stopped mid-write; removing chunk files no image version names (image gc)');
+      core.store.gc().then(
+        (g) => logger.info({ removedChunks: g.removedChunks, freedBytes: g.freedBytes, damagedManifests: g.damagedManifests }, 'orphan chunks left by the previous run removed'),
+        (err: unknown) => logger.error({ err: (err as Error).message }, 'removing orphan chunks after a crash failed; run netclone image gc'),
+      );
+    }
 
     const grants = new NbdGrants(logger.child({ component: 'nbd-access' }));
     stoppers.push(() => grants.closeAll('server stopping'));

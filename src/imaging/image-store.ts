@@ -150,6 +150,8 @@ export class ImageStore implements StoreContext {
   private readonly pins = new Map<HashPin, number>();
   private readonly captures = new Map<string, Capture>();
   private closed = false;
+  /** The last process using this store ended mid-write (its temp files were left): run gc() to drop its orphans. */
+  crashed = false;
 
   private constructor(
     readonly dir: string,
@@ -172,6 +174,8 @@ export class ImageStore implements StoreContext {
     const s = new ImageStore(dir, opts);
     try {
       // Anything in tmp/ belongs to a process that died mid-write; nothing committed refers to it.
+      // Its presence also says a capture may have died with chunk files no version names.
+      s.crashed = (await readdir(s.tmpDir).catch(() => [])).length > 0;
       await rm(s.tmpDir, { recursive: true, force: true });
       await mkdir(s.tmpDir, { recursive: true });
       await mkdir(s.imagesDir, { recursive: true });
