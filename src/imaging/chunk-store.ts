@@ -18,8 +18,32 @@ import { join } from 'node:path';
 import { fsyncDir } from './durable.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
-/** Unlinked hashes remembered so a codec answer that predates the unlink is not trusted. */
-const MAX_TOMBSTONES = 65536;
+/** Hashes remembered per kind of event, so a codec answer that predates the event is not trusted. */
+const MAX_REMEMBERED = 65536;
+
+/**
+ * When each hash last had one kind of event (an unlink, a commit), by epoch. Bounded: once the oldest
+ * is forgotten, anything older than it counts as "maybe happened since", the safe answer.
+ */
+class EventEpochs {
+  private readonly at = new Map<string, number>();
+  private floor = 0;
+
+  mark(hash: string, epoch: number): void {
+    this.at.delete(hash);
+    this.at.set(hash, epoch);
+    if (this.at.size > MAX_REMEMBERED) {
+      const [oldest, when] = this.at.entries().next().value as [string, number];
+      this.at.delete(oldest);
+      this.floor = when;
+    }
+  }
+
+  /** Did (or may) `hash` have this event after `epoch`? */
+  since(hash: string, epoch: number): boolean {
+    return (this.at.get(hash) ?? -1) > epoch || epoch < this.floor;
+  }
+}
 
 export class ChunkStore {
   private readonly dirtyDirs = new Set<string>();
@@ -28,11 +52,9 @@ export class ChunkStore {
   private readonly provisional = new Map<string, number>();
   /** Counts unlinks; a store request notes it when sent so adopt() can tell an unlink happened since. */
   private epoch = 0;
-  private readonly tombstones = new Map<string, number>();
-  private tombstoneFloor = 0;
+  private readonly unlinked = new EventEpochs();
   /** Hashes a commit made permanent, by epoch: a store answer older than that must not make them provisional. */
-  private readonly settledAt = new Map<string, number>();
-  private settledFloor = 0;
+  private readonly settledAt = new EventEpochs();
 
   constructor(
     readonly dir: string,
@@ -66,7 +88,7 @@ export class ChunkStore {
     this.touched?.add(hash);
     const del = this.deleting.get(hash);
     if (del) await del;
-    const unlinkedSince = (this.tombstones.get(hash) ?? -1) > sentEpoch || sentEpoch < this.tombstoneFloor;
+    const unlinkedSince = this.unlinked.since(hash, sentEpoch);
     let size: number | null = stored;
     if (gcRunning || del !== undefined || unlinkedSince) {
       size = null;
@@ -82,7 +104,7 @@ export class ChunkStore {
     // A file that did not exist before this store is named by no manifest, unless a commit settled it
     // since the worker looked (two captures wrote the same new chunk); one found in place is
     // provisional only while an open capture that wrote it still counts it.
-    const settledSince = (this.settledAt.get(hash) ?? -1) > sentEpoch || sentEpoch < this.settledFloor;
+    const settledSince = this.settledAt.since(hash, sentEpoch);
     if ((fresh && !settledSince) || this.provisional.has(hash)) this.provisional.set(hash, (this.provisional.get(hash) ?? 0) + 1);
     return size;
   }
@@ -104,13 +126,7 @@ export class ChunkStore {
     this.epoch++;
     for (const h of hashes) {
       this.provisional.delete(h);
-      this.settledAt.delete(h);
-      this.settledAt.set(h, this.epoch);
-    }
-    while (this.settledAt.size > MAX_TOMBSTONES) {
-      const [oldest, at] = this.settledAt.entries().next().value as [string, number];
-      this.settledAt.delete(oldest);
-      this.settledFloor = at;
+      this.settledAt.mark(h, this.epoch);
     }
   }
 
@@ -156,13 +172,7 @@ export class ChunkStore {
   private async unlink(hash: string): Promise<number> {
     const p = this.pathOf(hash);
     this.epoch++;
-    this.tombstones.delete(hash);
-    this.tombstones.set(hash, this.epoch);
-    if (this.tombstones.size > MAX_TOMBSTONES) {
-      const [oldest, at] = this.tombstones.entries().next().value as [string, number];
-      this.tombstones.delete(oldest);
-      this.tombstoneFloor = at;
-    }
+    this.unlinked.mark(hash, this.epoch);
     const work = (async () => {
       const st = await stat(p);
       await unlink(p);

@@ -6,24 +6,11 @@ import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { chunkHashesOf, imageDigest } from '../../src/imaging/manifest.js';
 import { nullLogger } from '../../src/log.js';
-import { tempDir, mixedDisk, sha256 } from './helpers.js';
+import { tempDir, mixedDisk, sha256, readAll, chunkPaths } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
-async function chunkFiles(storeDir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const sub of await readdir(join(storeDir, 'chunks'))) for (const f of await readdir(join(storeDir, 'chunks', sub))) out.push(f);
-  return out.sort();
-}
 
-async function readAll(store: ImageStore, name: string, version?: number): Promise<Buffer> {
-  const r = await store.openVersion(name, version);
-  try {
-    return await store.readBytes(r, 0, r.size);
-  } finally {
-    r.close();
-  }
-}
 
 /** Fisher–Yates with a fixed seed so a failure is reproducible. */
 function shuffled<T>(xs: T[], seed = 42): T[] {
@@ -158,14 +145,14 @@ describe('captures', () => {
   it('abort leaves the previous version current and intact, and removes the chunk files it wrote', async () => {
     const v1 = randomBytes(3 * MiB);
     await store.importStream('img', Readable.from([v1]), v1.length, { source: 'v1' });
-    const before = await chunkFiles(join(dir, 'store'));
+    const before = await chunkPaths(join(dir, 'store'));
     // Two RAM slots: writing five chunks stores at least three of them before the abort.
     const cap = store.beginCapture('img', { size: 5 * MiB, source: 'v2', maxPartialChunks: 2 });
     await cap.write(0, randomBytes(5 * MiB));
     await cap.flush();
-    expect((await chunkFiles(join(dir, 'store'))).length).toBeGreaterThanOrEqual(before.length + 3);
+    expect((await chunkPaths(join(dir, 'store'))).length).toBeGreaterThanOrEqual(before.length + 3);
     await cap.abort('client vanished');
-    expect(await chunkFiles(join(dir, 'store'))).toEqual(before);
+    expect(await chunkPaths(join(dir, 'store'))).toEqual(before);
     await expect(cap.write(0, Buffer.alloc(10))).rejects.toThrow(/aborted/);
     expect(await store.versions('img')).toEqual([1]);
     expect((await readAll(store, 'img')).equals(v1)).toBe(true);

@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import type { ImageStore } from '../../src/imaging/image-store.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
@@ -61,4 +62,21 @@ export async function compileImaging(outDir: string, extraEntries: string[] = []
   await symlink(join(root, 'node_modules'), join(outDir, 'node_modules'));
   await writeFile(join(outDir, 'package.json'), '{"type":"module"}');
   return (repoPath: string) => join(outDir, repoPath.replace(/\.ts$/, '.js'));
+}
+
+/** A whole version (newest if not given) read back into one buffer. */
+export async function readAll(store: ImageStore, name: string, version?: number): Promise<Buffer> {
+  const r = await store.openVersion(name, version);
+  try {
+    return await store.readBytes(r, 0, r.size);
+  } finally {
+    r.close();
+  }
+}
+
+/** Paths of every chunk file in a store directory, sorted. */
+export async function chunkPaths(storeDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const sub of await readdir(join(storeDir, 'chunks'))) for (const f of await readdir(join(storeDir, 'chunks', sub))) out.push(join(storeDir, 'chunks', sub, f));
+  return out.sort();
 }

@@ -10,20 +10,12 @@ import { ImageStore } from '../../src/imaging/image-store.js';
 import { CaptureExport } from '../../src/nbd/exports/capture-export.js';
 import { nullLogger } from '../../src/log.js';
 import { startServer, run, type Started } from '../nbd/helpers.js';
-import { tempDir } from './helpers.js';
+import { tempDir, readAll } from './helpers.js';
 import { applyToModel, describeOp, firstDifference, generate, type Op } from './model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-async function readAll(store: ImageStore, name: string): Promise<Buffer> {
-  const r = await store.openVersion(name);
-  try {
-    return await store.readBytes(r, 0, r.size);
-  } finally {
-    r.close();
-  }
-}
 
 /** qemu-io can only write patterns: every write gets a fill byte derived from its seed. */
 function withPatterns(ops: readonly Op[]): Op[] {

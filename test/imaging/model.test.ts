@@ -10,13 +10,12 @@
  * prints its seed, the shortest failing prefix of the stream found, and that prefix's last operations.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import type { Capture } from '../../src/imaging/capture.js';
 import { nullLogger } from '../../src/log.js';
 import { prng } from '../lib/prng.js';
-import { tempDir } from './helpers.js';
+import { tempDir, readAll, chunkPaths } from './helpers.js';
 import { applyToModel, describeOp, firstDifference, generate, payload, type Op, type Stream } from './model.js';
 
 const CHUNK = 64 * 1024;
@@ -36,14 +35,6 @@ function knobs(seed: number): Knobs {
   return { conns: 1 + Math.floor(rnd() * 4), depth: 1 + Math.floor(rnd() * 16), maxPartial: 2 + Math.floor(rnd() * 6), maxPending: 1 + Math.floor(rnd() * 4) };
 }
 
-async function readAll(store: ImageStore, name: string): Promise<Buffer> {
-  const r = await store.openVersion(name);
-  try {
-    return await store.readBytes(r, 0, r.size);
-  } finally {
-    r.close();
-  }
-}
 
 function gather(pieces: { kind: string; offset: number; data?: Buffer; length?: number }[], offset: number, length: number): Buffer {
   const out = Buffer.alloc(length);
@@ -95,11 +86,6 @@ async function drive(cap: Capture, ops: readonly Op[], model: Buffer, k: Knobs, 
   for (const q of queues) await Promise.all(q);
 }
 
-async function chunkFiles(storeDir: string): Promise<Set<string>> {
-  const out = new Set<string>();
-  for (const sub of await readdir(join(storeDir, 'chunks'))) for (const f of await readdir(join(storeDir, 'chunks', sub))) out.add(f);
-  return out;
-}
 
 async function referenced(store: ImageStore): Promise<Set<string>> {
   const out = new Set<string>();
@@ -154,7 +140,7 @@ async function runSeed(store: ImageStore, storeDir: string, seed: number, count:
       const v = await store.verify(name);
       if (!v.ok) problems.push(`capture ${j} verify: ${v.damaged.map((x) => `${x.offset}: ${x.reason}`).join('; ')}`);
     }
-    const files = await chunkFiles(storeDir);
+    const files = new Set((await chunkPaths(storeDir)).map((f) => basename(f)));
     const named = await referenced(store);
     const extra = [...files].filter((f) => !named.has(f));
     const missing = [...named].filter((f) => !files.has(f));

@@ -7,31 +7,18 @@
  * - Rewrites of the same blocks keep the store at the final version's size.
  */
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { CodecPool } from '../../src/imaging/codec-pool.js';
 import { nullLogger } from '../../src/log.js';
-import { tempDir, compressible, sha256 } from './helpers.js';
+import { tempDir, compressible, sha256, readAll, chunkPaths } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
-async function chunkPaths(storeDir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const sub of await readdir(join(storeDir, 'chunks'))) for (const f of await readdir(join(storeDir, 'chunks', sub))) out.push(join(storeDir, 'chunks', sub, f));
-  return out.sort();
-}
 
-async function readAll(store: ImageStore, name: string): Promise<Buffer> {
-  const r = await store.openVersion(name);
-  try {
-    return await store.readBytes(r, 0, r.size);
-  } finally {
-    r.close();
-  }
-}
 
 describe('store health', () => {
   let dir: string;
