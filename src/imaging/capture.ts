@@ -364,12 +364,12 @@ export class Capture implements HashPin {
         this.settle(idx, null, 0);
         return;
       }
-      let stored = await chunks.adopt(out.hash, out.stored, out.existed, out.fresh, epoch);
+      let stored = await chunks.adopt(out, epoch);
       if (stored === null) {
         // gc or a release unlinked the file the worker found; write it again (adopt waited for the unlink).
         epoch = chunks.unlinkEpoch;
         out = await pool.store(out.data, compressionLevel, chunks.dir, tmpDir, true);
-        stored = await chunks.adopt(out.hash, out.stored, out.existed, out.fresh, epoch);
+        stored = await chunks.adopt(out, epoch);
         if (stored === null) throw new Error(`chunk ${out.hash} vanished right after it was written; check the store's disk`);
       }
       this.settle(idx, out.hash, stored);

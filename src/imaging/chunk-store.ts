@@ -1,8 +1,8 @@
 /**
  * Content-addressed chunk files: chunks/<first two hex digits>/<sha256 hex>.
  *
- * A chunk file is written once (temp → fsync → rename, by a codec worker: CodecPool.store) and never
- * modified; adopt() records it here. Reads go through CodecPool.load with pathOf(hash). Directory fsyncs are batched: syncDirs() runs before any manifest
+ * A chunk file is written once (temp → fsync by a codec worker: CodecPool.store; rename into place by
+ * adopt(), which records it first) and never modified. Reads go through CodecPool.load with pathOf(hash). Directory fsyncs are batched: syncDirs() runs before any manifest
  * naming new chunks is committed. While gc runs, every adopted hash is remembered so gc never unlinks a
  * chunk a capture just deduplicated against; adopting a hash gc is unlinking waits for the unlink and
  * tells the caller to write the chunk again.
@@ -13,11 +13,20 @@
  * same blocks over and over (a filesystem on nbd-client) does not fill the disk with superseded
  * chunks, and an aborted capture leaves no orphans behind. A commit makes its chunks permanent.
  */
-import { readdir, stat, unlink, mkdir } from 'node:fs/promises';
+import { readdir, rename, stat, unlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from './durable.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
+
+/** What a codec worker reported about one stored chunk (see StoreOutcome). */
+export interface AdoptInput {
+  readonly hash: string;
+  readonly stored: number;
+  readonly fresh: boolean;
+  /** A new file to rename into place, or null when an intact file was found there. */
+  readonly tmpPath: string | null;
+}
 /** Hashes remembered per kind of event, so a codec answer that predates the event is not trusted. */
 const MAX_REMEMBERED = 65536;
 
@@ -78,35 +87,46 @@ export class ChunkStore {
   }
 
   /**
-   * Records a chunk that a codec worker stored itself (or found intact) via CodecPool.store, on
-   * behalf of one chunk slot of an open capture. Returns its size on disk, or null when the file is
-   * gone because gc or a provisional release unlinked it after the worker looked (`sentEpoch`): then
-   * the caller must store it again with `force`.
+   * Records a chunk a codec worker stored (or found intact) via CodecPool.store, on behalf of one
+   * chunk slot of an open capture. A new file (`tmpPath`) is counted first and renamed into place
+   * after, so gc never sees a chunk file the store has not recorded. Returns the file's size, or null
+   * when a file found in place is gone because gc or a provisional release unlinked it after the
+   * worker looked (`sentEpoch`): then the caller must store it again with `force`.
    */
-  async adopt(hash: string, stored: number, existed: boolean, fresh: boolean, sentEpoch: number): Promise<number | null> {
+  async adopt(found: AdoptInput, sentEpoch: number): Promise<number | null> {
+    const { hash } = found;
     const gcRunning = this.touched !== null;
     this.touched?.add(hash);
-    const del = this.deleting.get(hash);
-    if (del) await del;
-    const unlinkedSince = this.unlinked.since(hash, sentEpoch);
-    let size: number | null = stored;
-    if (gcRunning || del !== undefined || unlinkedSince) {
+    // An unlink of this name in progress must end before anything is recorded under it.
+    for (let del = this.deleting.get(hash); del !== undefined; del = this.deleting.get(hash)) await del;
+    if (found.tmpPath !== null) {
+      // A file that did not exist before this store is named by no manifest, unless a commit settled
+      // it since the worker looked (two captures wrote the same new chunk).
+      this.count(hash, found.fresh && !this.settledAt.since(hash, sentEpoch));
+      await rename(found.tmpPath, this.pathOf(hash));
+      this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
+      return found.stored;
+    }
+    let size: number | null = found.stored;
+    if (gcRunning || this.unlinked.since(hash, sentEpoch)) {
       size = null;
+      const looked = this.epoch;
       try {
         const st = await stat(this.pathOf(hash));
         if (st.size > 0) size = st.size;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
-      if (size === null || this.deleting.has(hash)) return null;
+      // An unlink may have started, or even finished, while stat ran.
+      if (size === null || this.deleting.has(hash) || this.unlinked.since(hash, looked)) return null;
     }
-    if (!existed) this.dirtyDirs.add(join(this.dir, hash.slice(0, 2)));
-    // A file that did not exist before this store is named by no manifest, unless a commit settled it
-    // since the worker looked (two captures wrote the same new chunk); one found in place is
-    // provisional only while an open capture that wrote it still counts it.
-    const settledSince = this.settledAt.since(hash, sentEpoch);
-    if ((fresh && !settledSince) || this.provisional.has(hash)) this.provisional.set(hash, (this.provisional.get(hash) ?? 0) + 1);
+    this.count(hash, false);
     return size;
+  }
+
+  /** One more chunk slot uses `hash`: counted if it is provisional (or becomes so, `fresh`). */
+  private count(hash: string, fresh: boolean): void {
+    if (fresh || this.provisional.has(hash)) this.provisional.set(hash, (this.provisional.get(hash) ?? 0) + 1);
   }
 
   /** One chunk slot of an open capture stopped using `hash` (overwritten, zeroed, or aborted). */

@@ -72,6 +72,8 @@ export interface StoreOutcome {
    * capture's to drop. False when a damaged file was replaced: a manifest may name that one.
    */
   readonly fresh: boolean;
+  /** The new file, fsynced in the temp directory: ChunkStore.adopt() renames it into place. Null when nothing was written. */
+  readonly tmpPath: string | null;
   /** The caller's bytes, handed back: release() them, or store() them again. */
   readonly data: ChunkBuffer;
 }
@@ -234,10 +236,9 @@ export class CodecPool {
   }
 
   /**
-   * Hashes one chunk and, unless it is all zeroes or an intact chunk file of its name exists (and
-   * `force` is false), compresses it and writes the file durably into the chunk store's layout under
-   * `chunksDir` (`<2 hex>/<hash>`, temp file in `tmpDir`, fsynced before the rename; the directory is not
-   * fsynced). An existing file counts only if it decodes to exactly these bytes; a damaged one is
+   * Hashes one chunk and, unless it is all zeroes or an intact chunk file of its name exists under
+   * `chunksDir` (and `force` is false), compresses it and writes it to a fsynced temp file in `tmpDir`
+   * (`tmpPath` in the outcome) for ChunkStore.adopt() to rename into place. An existing file counts only if it decodes to exactly these bytes; a damaged one is
    * replaced. `chunk` is spent by this call: the bytes come back as `data` in the outcome.
    */
   async store(chunk: ChunkBuffer, level: number, chunksDir: string, tmpDir: string, force = false): Promise<StoreOutcome> {
@@ -252,7 +253,7 @@ export class CodecPool {
       throw new Error(`storing a chunk failed: ${res.message}`);
     }
     if (res.op !== 'store') throw new Error('codec worker answered the wrong operation');
-    return { zero: res.zero, hash: res.hash, stored: res.stored, existed: res.existed, fresh: res.fresh, data: new ChunkBuffer(Buffer.from(res.data, 0, length)) };
+    return { zero: res.zero, hash: res.hash, stored: res.stored, existed: res.existed, fresh: res.fresh, tmpPath: res.tmpPath, data: new ChunkBuffer(Buffer.from(res.data, 0, length)) };
   }
 
   async close(): Promise<void> {

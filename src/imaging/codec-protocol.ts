@@ -13,8 +13,8 @@ export interface LoadRequest {
 }
 
 /**
- * Hash a chunk, and unless a chunk file of that name exists (or `force`), compress it and write it
- * durably (temp, fsync, rename) under `chunksDir`. The worker does the file I/O so the main thread
+ * Hash a chunk, and unless an intact chunk file of that name exists (or `force`), compress it and write
+ * it durably to a temp file (the store renames it under `chunksDir` when it adopts it). The worker does the file I/O so the main thread
  * never touches the chunk's bytes again; `data` comes back in the answer for reuse.
  */
 export interface StoreRequest {
@@ -56,6 +56,8 @@ export interface StoreResult {
   readonly existed: boolean;
   /** No file of that name existed before this store wrote one (false when a damaged file was replaced). */
   readonly fresh: boolean;
+  /** The new chunk file, written and fsynced in the temp directory, for the store to rename into place; null when nothing was written. */
+  readonly tmpPath: string | null;
   /** The request's buffer, handed back for reuse. */
   readonly data: ArrayBuffer;
 }

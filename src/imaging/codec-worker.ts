@@ -9,7 +9,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
-import { close, closeSync, existsSync, fstatSync, fsync, open, openSync, readSync, rename, unlink, writev } from 'node:fs';
+import { close, closeSync, existsSync, fstatSync, fsync, open, openSync, readSync, unlink, writev } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zstd from 'zstd-napi/binding.js';
@@ -23,7 +23,6 @@ const fsyncAsync = promisify(fsync);
 const openAsync = promisify(open);
 const writevAsync = promisify(writev);
 const closeAsync = promisify(close);
-const renameAsync = promisify(rename);
 const unlinkAsync = promisify(unlink);
 
 const contexts = new Map<number, zstd.CCtx>();
@@ -181,7 +180,12 @@ async function load(req: LoadRequest): Promise<{ res: CodecResponse; transfer: A
   return { res: { id: req.id, ok: true, op: 'load', data: ab, offset: data.byteOffset, length: data.length }, transfer: [ab] };
 }
 
-async function writeDurable(tmpDir: string, dest: string, parts: Buffer[]): Promise<void> {
+/**
+ * Writes `parts` to a new temp file in `tmpDir` and fsyncs it; returns its path. The main thread
+ * renames it into the chunk store when it adopts the chunk, so a chunk file never appears where gc
+ * looks before the store has recorded it.
+ */
+async function writeTemp(tmpDir: string, parts: Buffer[]): Promise<string> {
   const tmp = tempName(tmpDir, 'w');
   const fd = await openAsync(tmp, 'wx');
   try {
@@ -210,7 +214,7 @@ async function writeDurable(tmpDir: string, dest: string, parts: Buffer[]): Prom
     throw e;
   }
   await closeAsync(fd);
-  await renameAsync(tmp, dest);
+  return tmp;
 }
 
 /** Decompressed bytes of an existing chunk file, compared with the incoming chunk; reused. */
@@ -258,24 +262,25 @@ function intactSize(path: string, data: Buffer): number {
 async function store(req: StoreRequest): Promise<{ res: CodecResponse; transfer: ArrayBuffer[] }> {
   const data = Buffer.from(req.data, 0, req.length);
   const back = [req.data];
-  if (isZero(data)) return { res: { id: req.id, ok: true, op: 'store', zero: true, hash: '', stored: 0, existed: false, fresh: false, data: req.data }, transfer: back };
+  if (isZero(data)) return { res: { id: req.id, ok: true, op: 'store', zero: true, hash: '', stored: 0, existed: false, fresh: false, tmpPath: null, data: req.data }, transfer: back };
   const hash = sha256(data);
   const dest = join(req.chunksDir, hash.slice(0, 2), hash);
   // Dedup before compressing: a re-capture of an unchanged disk costs a hash, a read and a decode per chunk.
   // With `force` the file vanished under gc: write it without looking, but still tell whether one is there.
   const size = req.force ? (existsSync(dest) ? 0 : -1) : intactSize(dest, data);
-  if (size > 0) return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored: size, existed: true, fresh: false, data: req.data }, transfer: back };
+  if (size > 0) return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored: size, existed: true, fresh: false, tmpPath: null, data: req.data }, transfer: back };
   const fresh = size < 0;
   // The next store may start while this one awaits its fsync, so each holds its own scratch buffer.
   const scratch = takeScratch(zstd.compressBound(data.length));
   const [header, payload] = chunkFile(data, req.level, scratch);
   const stored = header.length + payload.length;
+  let tmp: string;
   try {
-    await writeDurable(req.tmpDir, dest, [header, payload]);
+    tmp = await writeTemp(req.tmpDir, [header, payload]);
   } finally {
     giveScratch(scratch);
   }
-  return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored, existed: false, fresh, data: req.data }, transfer: back };
+  return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored, existed: false, fresh, tmpPath: tmp, data: req.data }, transfer: back };
 }
 
 const port = parentPort;

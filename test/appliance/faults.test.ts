@@ -27,6 +27,7 @@ import { importImage, runOperation } from '../../src/appliance/operations.js';
 import type { TaskRecord } from '../../src/appliance/database.js';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
+import { noise } from '../lib/prng.js';
 
 const exec = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -36,18 +37,6 @@ let data: string;
 const mounts: string[] = [];
 let server: ServerProcess | null = null;
 
-/** Deterministic incompressible bytes (xorshift32). */
-function noise(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed || 1;
-  for (let i = 0; i + 4 <= length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeInt32LE(x | 0, i);
-  }
-  return out;
-}
 
 async function mountTmpfs(target: string, size: string): Promise<void> {
   await mkdir(target, { recursive: true });

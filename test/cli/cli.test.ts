@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { run, rawGo, request, readSimpleReply } from '../nbd/helpers.js';
 import { CMD } from '../../src/nbd/protocol.js';
+import { noise } from '../lib/prng.js';
 
 const BIN = path.resolve('bin/netclone.js');
 const MiB = 1024 * 1024;
@@ -31,18 +32,6 @@ function cli(args: string[], input?: Buffer): Promise<{ code: number | null; std
   });
 }
 
-/** Deterministic incompressible bytes (xorshift32), so the same seed gives the same disk. */
-function noise(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed || 1;
-  for (let i = 0; i + 4 <= length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeInt32LE(x | 0, i);
-  }
-  return out;
-}
 
 function disk(seed: number, size = 32 * MiB): Buffer {
   const d = Buffer.alloc(size);

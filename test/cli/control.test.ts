@@ -12,24 +12,13 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { cli, spawnServer, type ServerProcess } from './processes.js';
 import { ControlClient } from '../../src/cli/control-client.js';
+import { noise } from '../lib/prng.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
 let data: string;
 let server: ServerProcess | null = null;
 
-/** Deterministic incompressible bytes (xorshift32), so the export is data, not holes. */
-function noise(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed || 1;
-  for (let i = 0; i + 4 <= length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeInt32LE(x | 0, i);
-  }
-  return out;
-}
 
 beforeAll(async () => {
   if (!existsSync(path.resolve('dist/cli/main.js'))) throw new Error('run npm run build first (npm test does)');

@@ -9,3 +9,16 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** Deterministic incompressible bytes (xorshift32): the same seed gives the same disk, and it is data, not holes. */
+export function noise(seed: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  let x = seed || 1;
+  for (let i = 0; i + 4 <= length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out.writeInt32LE(x | 0, i);
+  }
+  return out;
+}
