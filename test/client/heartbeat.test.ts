@@ -93,7 +93,9 @@ describe('client heartbeat', () => {
     const atStop = received.length;
     expect(await exited).toBe(0);
 
-    expect(received.length).toBe(atStop);
+    // A request already on the wire when the stop came may still land; a live heartbeat would have
+    // sent three more during the shell's last 3 s.
+    expect(received.length - atStop).toBeLessThanOrEqual(1);
     expect(received.every((r) => r.url === '/api/client/v1/progress' && r.auth === 'Bearer tok_0123456789abcdef')).toBe(true);
     const seen = phases();
     // Once switched, every later heartbeat carries the new phase.
