@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryExport } from '../../src/nbd/memory-export.js';
+import { MemoryExport } from './memory-export.js';
 import { run, startServer, type Started } from './helpers.js';
 
 const MiB = 1024 * 1024;

@@ -1,6 +1,6 @@
 /** Hostile and malformed input over raw sockets; after each, the server must still serve a real client. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryExport } from '../../src/nbd/memory-export.js';
+import { MemoryExport } from './memory-export.js';
 import { CMD, CMD_FLAG, ERRNO, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, INFO, OPT, REP, REPLY_TYPE } from '../../src/nbd/protocol.js';
 import {
   RawClient,

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExportError, type PeerInfo, type ReadPiece } from '../../src/nbd/export.js';
-import { MemoryExport } from '../../src/nbd/memory-export.js';
+import { MemoryExport } from './memory-export.js';
 import type { TransferEvent } from '../../src/nbd/server.js';
 import { CMD, CMD_FLAG, ERRNO, OPT, REP, REPLY_TYPE } from '../../src/nbd/protocol.js';
 import { RawClient, goData, optionBytes, rawGo, rawGreet, readChunk, readOptionReply, readSimpleReply, request, run, startServer, type Started } from './helpers.js';

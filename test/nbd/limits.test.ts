@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryExport } from '../../src/nbd/memory-export.js';
+import { MemoryExport } from './memory-export.js';
 import { MemoryBudget } from '../../src/nbd/memory-budget.js';
 import type { DetachInfo } from '../../src/nbd/export.js';
 import { CMD, OPT, REP } from '../../src/nbd/protocol.js';

@@ -1,10 +1,10 @@
 /**
- * A sparse in-memory NbdExport for tests and tooling: fixed-size chunks allocated on first
+ * A sparse in-memory NbdExport for the NBD tests: fixed-size chunks allocated on first
  * write, absent chunks read as holes. It records attach/detach/flush so tests can assert
  * lifecycle behaviour.
  */
-import type { BlockSizes, DetachInfo, ExportCapabilities, Extent, NbdExport, PeerInfo, ReadPiece, WriteZeroesOptions } from './export.js';
-import { STATE_HOLE, STATE_ZERO } from './protocol.js';
+import type { BlockSizes, DetachInfo, ExportCapabilities, Extent, NbdExport, PeerInfo, ReadPiece, WriteZeroesOptions } from '../../src/nbd/export.js';
+import { STATE_HOLE, STATE_ZERO } from '../../src/nbd/protocol.js';
 
 export interface MemoryExportOptions {
   readonly size: number;
