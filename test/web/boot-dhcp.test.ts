@@ -56,7 +56,9 @@ async function startServe(mode: 'full' | 'proxy', mac: string): Promise<Serve> {
   proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise((resolve) => proc.once('exit', resolve));
-  await waitFor('netclone serve to start', () => (output.includes('netclone is up') || proc.exitCode !== null ? true : undefined), 60_000);
+  await waitFor('netclone serve to start', () => (output.includes('netclone is up') || proc.exitCode !== null ? true : undefined), 60_000).catch((e: unknown) => {
+    throw new Error(`${(e as Error).message}; its output so far:\n${output}`);
+  });
   if (!output.includes('netclone is up')) throw new Error(`netclone serve did not start:\n${output}`);
   return {
     output: () => output,
