@@ -4,6 +4,7 @@ import type { EventLog } from './events.js';
 import { normalizeMac } from './mac.js';
 import type { Logger } from '../log.js';
 import { BootAddresses } from './boot-addresses.js';
+import { DeferredSave } from './deferred-save.js';
 
 export class HostError extends Error {
   constructor(readonly status: 400 | 404 | 409, message: string) {
@@ -93,7 +94,7 @@ export class HostService {
   private readonly now: () => number;
   private readonly byAddress = new Map<string, Bucket>();
   private readonly overall: Bucket;
-  private saveTimer: NodeJS.Timeout | null = null;
+  private readonly sightingsSave: DeferredSave;
   /** When the last "a new PC was kept out" event was recorded: one per minute is enough. */
   private lastRefusalEvent = 0;
 
@@ -102,6 +103,10 @@ export class HostService {
     this.limits = options.autoRegistration ?? DEFAULT_AUTO_REGISTRATION;
     this.now = options.now ?? (() => Date.now());
     this.overall = new Bucket(this.limits.perMinute, this.now());
+    this.sightingsSave = new DeferredSave(() => this.db.write(), LAST_SEEN_SAVE_MS, (err: unknown) => {
+      // Kept in memory; the next write carries it.
+      this.logger?.error({ err }, 'could not save host sightings to the database');
+    });
   }
 
   list(): HostRecord[] {
@@ -208,7 +213,7 @@ export class HostService {
     if (info.vendorClass) host.vendorClass = info.vendorClass;
     // A PC's boot sends several DHCP packets and a script request: only news is worth a write now.
     if (isNew || learned) await this.db.write();
-    else this.saveSoon();
+    else this.sightingsSave.request();
     if (isNew) await this.events.record('info', `new PC ${mac} seen at network boot`, mac);
     return { host, isNew, recorded: true };
   }
@@ -245,21 +250,9 @@ export class HostService {
 
   /** The owner is closing and saves the database itself: no coalesced save runs after this. */
   stopTimers(): void {
-    if (this.saveTimer) clearTimeout(this.saveTimer);
-    this.saveTimer = null;
+    this.sightingsSave.cancel();
   }
 
-  private saveSoon(): void {
-    if (this.saveTimer) return;
-    this.saveTimer = setTimeout(() => {
-      this.saveTimer = null;
-      this.db.write().catch((err: unknown) => {
-        // Kept in memory; the next write carries it.
-        this.logger?.error({ err }, 'could not save host sightings to the database');
-      });
-    }, LAST_SEEN_SAVE_MS);
-    this.saveTimer.unref();
-  }
 
   async update(
     macInput: string,

@@ -19,6 +19,7 @@ import { DatabaseWriteError } from './durable-json-file.js';
 import { normalizeMac } from './mac.js';
 import { hashToken, newToken, tokenMatches } from './tokens.js';
 import type { Logger } from '../log.js';
+import { DeferredSave } from './deferred-save.js';
 
 export class TaskError extends Error {
   constructor(readonly status: 400 | 403 | 404 | 409, message: string) {
@@ -91,7 +92,7 @@ export class TaskService extends EventEmitter {
   /** When each watched task's client last spoke (any client API call, or NBD traffic). */
   private readonly lastHeard = new Map<string, number>();
   private watchdog: NodeJS.Timeout | null = null;
-  private saveTimer: NodeJS.Timeout | null = null;
+  private readonly progressSave: DeferredSave;
   private readonly logger: Logger | undefined;
   private readonly liveness: LivenessLimits;
   private readonly now: () => number;
@@ -103,6 +104,10 @@ export class TaskService extends EventEmitter {
     this.liveness = options.liveness ?? DEFAULT_LIVENESS;
     this.now = options.now ?? (() => Date.now());
     this.livenessCheckMs = options.livenessCheckMs ?? 5000;
+    this.progressSave = new DeferredSave(() => this.db.write(), PROGRESS_WRITE_INTERVAL_MS, (err: unknown) => {
+      // The data stays in memory; the next write (a state change, the next progress) carries it.
+      this.logger?.error({ err }, 'could not save task progress to the database');
+    });
   }
 
   list(filter: { mac?: string; active?: boolean } = {}): TaskRecord[] {
@@ -296,7 +301,7 @@ export class TaskService extends EventEmitter {
     task.updatedAt = new Date(now).toISOString();
     this.heard(task);
     this.emit('progress', task);
-    this.saveSoon();
+    this.progressSave.request();
     return task.progress;
   }
 
@@ -306,7 +311,7 @@ export class TaskService extends EventEmitter {
    */
   async note(task: TaskRecord, message: string): Promise<void> {
     this.pushLog(task, new Date(this.now()).toISOString(), message);
-    this.saveSoon();
+    this.progressSave.request();
     this.emit('changed', task);
   }
 
@@ -315,18 +320,6 @@ export class TaskService extends EventEmitter {
     if (task.log.length > MAX_TASK_LOG_ENTRIES) task.log.splice(0, task.log.length - MAX_TASK_LOG_ENTRIES);
   }
 
-  /** One database write within PROGRESS_WRITE_INTERVAL_MS for any number of in-memory changes. */
-  private saveSoon(): void {
-    if (this.saveTimer) return;
-    this.saveTimer = setTimeout(() => {
-      this.saveTimer = null;
-      this.db.write().catch((err: unknown) => {
-        // The data stays in memory; the next write (a state change, the next progress) carries it.
-        this.logger?.error({ err }, 'could not save task progress to the database');
-      });
-    }, PROGRESS_WRITE_INTERVAL_MS);
-    this.saveTimer.unref();
-  }
 
   /**
    * The task's client said something (an API call, NBD traffic). From the first word on, a
@@ -345,8 +338,7 @@ export class TaskService extends EventEmitter {
   stopTimers(): void {
     if (this.watchdog) clearInterval(this.watchdog);
     this.watchdog = null;
-    if (this.saveTimer) clearTimeout(this.saveTimer);
-    this.saveTimer = null;
+    this.progressSave.cancel();
     this.lastHeard.clear();
   }
 
