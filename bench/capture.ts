@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ImageStore } from '../src/imaging/image-store.js';
-import { nullLogger } from '../src/log.js';
+import { nullLogger } from '../src/lib/log.js';
 import { compileImaging } from '../test/imaging/helpers.js';
 import { assertOk, runCommand } from './lib/proc.js';
 

@@ -6,7 +6,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { pathToFileURL } from 'node:url';
-import { nullLogger } from '../src/log.js';
+import { nullLogger } from '../src/lib/log.js';
 import { DhcpServer, encodeDhcpPacket, encodeEncapsulated, parseDhcpPacket } from '../src/pxe/dhcp/index.js';
 
 export interface DhcpBenchResult {

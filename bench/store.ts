@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageStore } from '../src/imaging/image-store.js';
-import { nullLogger } from '../src/log.js';
+import { nullLogger } from '../src/lib/log.js';
 
 const MiB = 1024 * 1024;
 const gib = Number(process.argv[2] ?? '1');

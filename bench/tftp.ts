@@ -16,7 +16,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { nullLogger } from '../src/log.js';
+import { nullLogger } from '../src/lib/log.js';
 import { TftpServer } from '../src/pxe/tftp/server.js';
 
 const FILE_MB = 32;

@@ -1,14 +1,14 @@
 /**
  * Our NBD server as the appliance runs it: one node process holding the image store (with its codec
  * worker pool), NbdGrants as the resolver and StoreExportSource opening exports, wired as in
- * src/appliance/runtime.ts. The bench drives it over the IPC channel, so the bench's own work
+ * src/serve/runtime.ts. The bench drives it over the IPC channel, so the bench's own work
  * (spawning nbdcopy, sampling /proc) never shares this process's event loop or its RSS.
  */
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { NbdServer } from '../../src/nbd/server.js';
-import { NbdGrants } from '../../src/appliance/nbd-access.js';
-import { StoreExportSource } from '../../src/appliance/store-exports.js';
+import { NbdGrants } from '../../src/transport/grants.js';
+import { StoreExportSource } from '../../src/transport/store-exports.js';
 import type { CommittedVersion, ReadyMessage, ServerReply, ServerRequest } from './server-protocol.js';
 
 const logger = nullLogger();

@@ -1,6 +1,6 @@
 /** The bench's handle on the child process running our NBD server (server-child.ts). */
 import { fork, type ChildProcess } from 'node:child_process';
-import { SERVER_NODE_FLAGS } from '../../src/appliance/node-flags.js';
+import { SERVER_NODE_FLAGS } from '../../src/serve/node-flags.js';
 import { fileURLToPath } from 'node:url';
 import type { CommittedVersion, ReadyMessage, ServerReply, ServerRequest } from './server-protocol.js';
 

@@ -1,7 +1,7 @@
 /** The CLI side of the control socket: talk to a running server when there is one. */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
-import { OperationError, type ControlLine, type ProgressUpdate } from '../appliance/control-protocol.js';
+import { OperationError, type ControlLine, type ProgressUpdate } from '../serve/control-protocol.js';
 
 export class ControlClient {
   constructor(readonly socketPath: string) {}

@@ -1,6 +1,6 @@
 /** Writing an exported disk to a file (sparse: zero runs become holes), a block device, or stdout. */
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import type { ExportSink } from '../appliance/operations.js';
+import type { ExportSink } from '../domain/operations.js';
 
 const BLOCK = 4096;
 

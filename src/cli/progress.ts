@@ -1,5 +1,5 @@
 /** A progress bar for long CLI operations, drawn only on a terminal (scripts get clean output). */
-import type { ProgressUpdate } from '../appliance/control-protocol.js';
+import type { ProgressUpdate } from '../serve/control-protocol.js';
 
 function human(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

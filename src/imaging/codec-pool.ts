@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 import type { CodecRequest, CodecResponse } from './codec-protocol.js';
 
 export class ChunkCorruptError extends Error {

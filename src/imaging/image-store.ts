@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 import { CodecPool, ChunkCorruptError } from './codec-pool.js';
 import { ChunkStore } from './chunk-store.js';
 import { AsyncMutex } from './mutex.js';

@@ -1,5 +1,5 @@
 /** Types shared by the image store's modules and its callers. */
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 import type { CodecPool } from './codec-pool.js';
 import type { ChunkStore } from './chunk-store.js';
 

@@ -16,7 +16,7 @@
  * with no request in flight that sends nothing for `idleTimeoutMs` is dropped (hard close).
  */
 import type { Socket } from 'node:net';
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 import { ExportError, type ExportResolver, type PeerInfo, type ReadPiece } from './export.js';
 import { ByteQueue } from './byte-queue.js';
 import type { MemoryBudget } from './memory-budget.js';

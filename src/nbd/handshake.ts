@@ -10,7 +10,7 @@
  *   decides) with a message, and a log line; NBD_OPT_EXPORT_NAME cannot carry errors, so the
  *   connection is closed instead.
  */
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 import { ExportError, type NbdExport, type ExportResolver, type PeerInfo } from './export.js';
 import {
   INFO,

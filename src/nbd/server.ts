@@ -15,7 +15,7 @@
  * - Payload memory across all connections is bounded by one MemoryBudget.
  */
 import net from 'node:net';
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 import type { ExportResolver, NbdExport } from './export.js';
 import { NbdConnection, type TransferEvent } from './connection.js';
 import { MemoryBudget } from './memory-budget.js';

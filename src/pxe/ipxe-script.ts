@@ -1,5 +1,5 @@
 /** Renders iPXE scripts. Pure: every value that reaches a script is checked or quoted here. */
-import type { LocalBoot, TaskRecord } from '../appliance/database.js';
+import type { LocalBoot, TaskRecord } from '../domain/database.js';
 
 export interface ScriptContext {
   /** host:port of our HTTP server as the PC reaches it. */

@@ -2,13 +2,13 @@
  * What a technician can do, in one place, so the HTML page and the JSON API run the same
  * code and can never drift apart.
  */
-import type { HostRecord, TaskRecord } from '../appliance/database.js';
-import { HostError } from '../appliance/hosts.js';
-import { isActive, TaskError } from '../appliance/tasks.js';
-import { normalizeMac } from '../appliance/mac.js';
-import { CatalogError, requireImageName, type CatalogImageDetail, type VerifyTracker } from './catalog.js';
+import type { HostRecord, TaskRecord } from '../domain/database.js';
+import { HostError } from '../domain/hosts.js';
+import { isActive, TaskError } from '../domain/tasks.js';
+import { normalizeMac } from '../lib/mac.js';
+import { CatalogError, requireImageName, type CatalogImageDetail, type VerifyTracker } from './verify-tracker.js';
 import type { WebContext } from './context.js';
-import type { WakeSender } from './wol.js';
+import type { WakeSender } from '../lib/wake-on-lan.js';
 
 export type HostState = 'idle' | 'task pending' | 'imaging' | 'failed';
 

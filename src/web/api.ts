@@ -2,11 +2,11 @@
 import { statfs } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
-import type { HostRecord } from '../appliance/database.js';
-import { createApiToken, listApiTokens, revokeApiToken } from '../appliance/users.js';
+import type { HostRecord } from '../domain/database.js';
+import { createApiToken, listApiTokens, revokeApiToken } from '../domain/users.js';
 import { hostState, type Actions, type HostState } from './actions.js';
 import type { WebContext } from './context.js';
-import type { CatalogImageDetail } from './catalog.js';
+import type { CatalogImageDetail } from './verify-tracker.js';
 import * as S from './schemas.js';
 
 export interface DiskUsage {

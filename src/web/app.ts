@@ -14,18 +14,18 @@ import rateLimit from '@fastify/rate-limit';
 import csrf from '@fastify/csrf-protection';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { PACKAGE_ROOT } from '../appliance/config.js';
-import { ensureSessionSecret, issueSetupToken } from '../appliance/users.js';
+import { PACKAGE_ROOT } from '../domain/config.js';
+import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
 import { Actions } from './actions.js';
 import { registerApi } from './api.js';
 import { installAuthHooks } from './auth.js';
-import { VerifyTracker } from './catalog.js';
+import { VerifyTracker } from './verify-tracker.js';
 import type { WebAppOptions, WebContext } from './context.js';
 import { classifyError, sendProblem } from './errors.js';
 import { html } from './html.js';
 import { registerPages, renderPage } from './pages.js';
 import { SessionStore } from './sessions.js';
-import { broadcastFor, wakeSender, WOL_PORT } from './wol.js';
+import { broadcastFor, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
 
 export type { WebContext, WebAppOptions } from './context.js';
 

@@ -7,8 +7,8 @@
  * since a browser never attaches a bearer token by itself.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Database } from '../appliance/database.js';
-import { findApiToken } from '../appliance/users.js';
+import type { Database } from '../domain/database.js';
+import { findApiToken } from '../domain/users.js';
 import type { SessionStore, Session } from './sessions.js';
 
 export const SESSION_COOKIE = 'nc_session';

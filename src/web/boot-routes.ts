@@ -18,23 +18,23 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Config } from '../appliance/config.js';
-import type { Database, Firmware, HostRecord, LocalBoot, TaskRecord, UserRecord } from '../appliance/database.js';
-import type { BootAddresses } from '../appliance/boot-addresses.js';
-import type { HostService } from '../appliance/hosts.js';
-import type { TaskService } from '../appliance/tasks.js';
-import { checkLogin, MAX_PASSWORD_LENGTH } from '../appliance/users.js';
-import { normalizeMac } from '../appliance/mac.js';
-import { HostError } from '../appliance/hosts.js';
-import { TaskError } from '../appliance/tasks.js';
+import type { Config } from '../domain/config.js';
+import type { Database, Firmware, HostRecord, LocalBoot, TaskRecord, UserRecord } from '../domain/database.js';
+import type { BootAddresses } from '../domain/boot-addresses.js';
+import type { HostService } from '../domain/hosts.js';
+import type { TaskService } from '../domain/tasks.js';
+import { checkLogin, MAX_PASSWORD_LENGTH } from '../domain/users.js';
+import { normalizeMac } from '../lib/mac.js';
+import { HostError } from '../domain/hosts.js';
+import { TaskError } from '../domain/tasks.js';
 import { isValidImageName } from '../imaging/names.js';
 import { menuRoutes } from './menu-routes.js';
-import { decideBoot, localBootMethod, type IpxePlatform } from '../pxe/boot-policy.js';
+import { decideBoot, localBootMethod, type IpxePlatform } from '../domain/boot-policy.js';
 import {
   scriptChainUndionly, scriptClient, scriptDeployChoice, scriptLocal, scriptMenu, scriptNotice, scriptUnconfirmed, scriptUnfinishedDeploy, type ScriptContext,
 } from '../pxe/ipxe-script.js';
-import { plainAddress } from '../appliance/addresses.js';
-import type { Logger } from '../log.js';
+import { plainAddress } from '../lib/addresses.js';
+import type { Logger } from '../lib/log.js';
 
 export interface BootRoutesContext {
   readonly config: Config;

@@ -8,15 +8,15 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { Config } from '../appliance/config.js';
-import type { HardwareReport, TaskRecord } from '../appliance/database.js';
-import type { HostService } from '../appliance/hosts.js';
-import type { TaskService } from '../appliance/tasks.js';
-import { TransferError, type ExportSource, type TransferService } from '../appliance/transfers.js';
-import { normalizeMac } from '../appliance/mac.js';
-import { plainAddress } from '../appliance/addresses.js';
+import type { Config } from '../domain/config.js';
+import type { HardwareReport, TaskRecord } from '../domain/database.js';
+import type { HostService } from '../domain/hosts.js';
+import type { TaskService } from '../domain/tasks.js';
+import { TransferError, type ExportSource, type TransferService } from '../domain/transfers.js';
+import { normalizeMac } from '../lib/mac.js';
+import { plainAddress } from '../lib/addresses.js';
 import { httpBaseFor } from './boot-routes.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 
 export interface ClientRoutesContext {
   readonly config: Config;

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { AppContextBase } from '../appliance/context.js';
-import type { ImageCatalog } from './catalog.js';
-import type { WakeSender } from './wol.js';
+import type { AppContextBase } from '../domain/context.js';
+import type { ImageCatalog } from './verify-tracker.js';
+import type { WakeSender } from '../lib/wake-on-lan.js';
 
 /** What the web app runs on: the appliance context plus the image store. */
 export type WebContext = AppContextBase & { readonly store: ImageCatalog };

@@ -17,13 +17,13 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import type { HostService } from '../appliance/hosts.js';
-import type { TaskService } from '../appliance/tasks.js';
-import { hashToken, newToken } from '../appliance/tokens.js';
-import { normalizeMac } from '../appliance/mac.js';
-import { plainAddress } from '../appliance/addresses.js';
-import { MAX_PASSWORD_LENGTH } from '../appliance/users.js';
-import type { Logger } from '../log.js';
+import type { HostService } from '../domain/hosts.js';
+import type { TaskService } from '../domain/tasks.js';
+import { hashToken, newToken } from '../domain/tokens.js';
+import { normalizeMac } from '../lib/mac.js';
+import { plainAddress } from '../lib/addresses.js';
+import { MAX_PASSWORD_LENGTH } from '../domain/users.js';
+import type { Logger } from '../lib/log.js';
 import type { TechnicianActionOutcome, TechnicianActionRequest, TechnicianLogins } from './boot-routes.js';
 
 export interface MenuRoutesContext {

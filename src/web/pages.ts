@@ -1,8 +1,8 @@
 /** The admin pages: full pages for navigation, small fragments for htmx polling, form actions that redirect back. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import { isActive } from '../appliance/tasks.js';
-import { checkLogin, createApiToken, hasAdmin, listApiTokens, revokeApiToken, setAdminPassword, setupTokenValid, ADMIN_USERNAME, UserError } from '../appliance/users.js';
+import { isActive } from '../domain/tasks.js';
+import { checkLogin, createApiToken, hasAdmin, listApiTokens, revokeApiToken, setAdminPassword, setupTokenValid, ADMIN_USERNAME, UserError } from '../domain/users.js';
 import { hostState, type Actions, type HostPatchInput } from './actions.js';
 import { diskUsage, requestHost } from './api.js';
 import { SESSION_COOKIE, safeNext } from './auth.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { appendFile, readFile, truncate, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { compressible, sha256, tempDir } from './helpers.js';
 
 const MiB = 1024 * 1024;

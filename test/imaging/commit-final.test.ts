@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { tempDir } from './helpers.js';
 
 const failing = vi.hoisted(() => ({ dir: null as string | null, hits: 0 }));

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { encodeManifest, parseManifest, ManifestError } from '../../src/imaging/manifest.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { compileImaging, tempDir } from './helpers.js';
 import { versionData } from './fixtures/version-data.js';
 

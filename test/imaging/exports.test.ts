@@ -5,11 +5,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { DeployExport } from '../../src/nbd/exports/deploy-export.js';
-import { CaptureExport } from '../../src/nbd/exports/capture-export.js';
+import { DeployExport } from '../../src/transport/deploy-export.js';
+import { CaptureExport } from '../../src/transport/capture-export.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import type { ExportRefusal, ExportResolver, NbdExport } from '../../src/nbd/export.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, mixedDisk } from './helpers.js';
 
 const MiB = 1024 * 1024;

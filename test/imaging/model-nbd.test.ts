@@ -7,8 +7,8 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { CaptureExport } from '../../src/nbd/exports/capture-export.js';
-import { nullLogger } from '../../src/log.js';
+import { CaptureExport } from '../../src/transport/capture-export.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { startServer, run, type Started } from '../nbd/helpers.js';
 import { tempDir, readAll } from './helpers.js';
 import { applyToModel, describeOp, firstDifference, generate, type Op } from './model.js';

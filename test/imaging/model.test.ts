@@ -13,7 +13,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { basename, join } from 'node:path';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import type { Capture } from '../../src/imaging/capture.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { prng } from '../lib/prng.js';
 import { tempDir, readAll, chunkPaths } from './helpers.js';
 import { applyToModel, describeOp, firstDifference, generate, payload, type Op, type Stream } from './model.js';

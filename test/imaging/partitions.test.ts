@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { crc32, parseGptHeader, parseMbr, readPartitionTable, sniffFilesystem, type ReadFn } from '../../src/imaging/partitions.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { tempDir } from './helpers.js';
 
 const MiB = 1024 * 1024;

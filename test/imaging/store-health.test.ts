@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { CodecPool } from '../../src/imaging/codec-pool.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, compressible, sha256, readAll, chunkPaths } from './helpers.js';
 
 const MiB = 1024 * 1024;

@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, mixedDisk, compressible } from './helpers.js';
 
 const MiB = 1024 * 1024;

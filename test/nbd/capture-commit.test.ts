@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { CaptureExport } from '../../src/nbd/exports/capture-export.js';
+import { CaptureExport } from '../../src/transport/capture-export.js';
 import { observeExport } from '../../src/nbd/filters/observe.js';
 import type { DetachInfo, NbdExport } from '../../src/nbd/export.js';
 import { CMD } from '../../src/nbd/protocol.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { rawGo, rawSimpleRead, readSimpleReply, request, run, startServer, type RawClient, type Started } from './helpers.js';
 
 const MiB = 1024 * 1024;

@@ -1,6 +1,6 @@
 /** Shared helpers for NBD tests: a server over MemoryExports, child processes, a raw protocol client. */
 import net from 'node:net';
-import { nullLogger, type Logger } from '../../src/log.js';
+import { nullLogger, type Logger } from '../../src/lib/log.js';
 import type { ExportRefusal, ExportResolver, NbdExport } from '../../src/nbd/export.js';
 import { NbdServer, type NbdServerOptions } from '../../src/nbd/server.js';
 import {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import request from 'supertest';
-import { createApiToken, issueSetupToken, revokeApiToken, hasAdmin } from '../../src/appliance/users.js';
+import { createApiToken, issueSetupToken, revokeApiToken, hasAdmin } from '../../src/domain/users.js';
 import { LOGIN_FAILURES_PER_MINUTE } from '../../src/web/boot-routes.js';
 import { lintIpxe } from '../lib/ipxe-lint.js';
 import { csrfFrom, login, makeHarness, PASSWORD, type Harness } from './helpers.js';

@@ -1,6 +1,6 @@
 /**
  * The web app with the real boot-script and imaging-client routes, as the appliance runs them
- * (src/appliance/runtime.ts), on a temp data directory. Requests go through fastify's inject with a
+ * (src/serve/runtime.ts), on a temp data directory. Requests go through fastify's inject with a
  * chosen remote address, so one test can play the PC and a stranger on the LAN. The boot and
  * client-API log lines are kept for assertions on what the server says and why.
  */
@@ -10,18 +10,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { pino } from 'pino';
-import { resolveConfig } from '../../src/appliance/config.js';
-import { forgetDatabase, openDatabase, type Database } from '../../src/appliance/database.js';
-import { EventLog } from '../../src/appliance/events.js';
-import { HostService } from '../../src/appliance/hosts.js';
-import { TaskService } from '../../src/appliance/tasks.js';
-import { setAdminPassword } from '../../src/appliance/users.js';
-import { NbdGrants } from '../../src/appliance/nbd-access.js';
-import { StoreExportSource } from '../../src/appliance/store-exports.js';
-import { TransferService } from '../../src/appliance/transfers.js';
-import { BootAddresses } from '../../src/appliance/boot-addresses.js';
+import { resolveConfig } from '../../src/domain/config.js';
+import { forgetDatabase, openDatabase, type Database } from '../../src/domain/database.js';
+import { EventLog } from '../../src/domain/events.js';
+import { HostService } from '../../src/domain/hosts.js';
+import { TaskService } from '../../src/domain/tasks.js';
+import { setAdminPassword } from '../../src/domain/users.js';
+import { NbdGrants } from '../../src/transport/grants.js';
+import { StoreExportSource } from '../../src/transport/store-exports.js';
+import { TransferService } from '../../src/domain/transfers.js';
+import { BootAddresses } from '../../src/domain/boot-addresses.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { buildWebApp } from '../../src/web/app.js';
 import { bootRoutes } from '../../src/web/boot-routes.js';
 import { clientRoutes } from '../../src/web/client-routes.js';

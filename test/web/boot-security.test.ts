@@ -4,7 +4,7 @@
  * MAC) and a stranger (STRANGER_IP).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { BOOT_ADDRESS_WINDOW_MS } from '../../src/appliance/boot-addresses.js';
+import { BOOT_ADDRESS_WINDOW_MS } from '../../src/domain/boot-addresses.js';
 import { lintIpxe } from '../lib/ipxe-lint.js';
 import { makeBootHarness, PC_IP, STRANGER_IP, TECHNICIAN, tokenIn, type BootHarness } from './boot-harness.js';
 

@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { PASSWORD, tinyDisk } from './helpers.js';
-import { resolveConfig } from '../../src/appliance/config.js';
-import { startAppliance, type RunningAppliance } from '../../src/appliance/runtime.js';
-import { importImage } from '../../src/appliance/operations.js';
-import { setAdminPassword } from '../../src/appliance/users.js';
+import { resolveConfig } from '../../src/domain/config.js';
+import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
+import { importImage } from '../../src/domain/operations.js';
+import { setAdminPassword } from '../../src/domain/users.js';
 import { imageDigest } from '../../src/imaging/manifest.js';
-import { nullLogger } from '../../src/log.js';
+import { nullLogger } from '../../src/lib/log.js';
 import { rawGo, rawSimpleRead, type RawClient } from '../nbd/helpers.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'web');

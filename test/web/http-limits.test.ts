@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { buildWebApp, type HttpLimits } from '../../src/web/app.js';
-import { createApiToken } from '../../src/appliance/users.js';
+import { createApiToken } from '../../src/domain/users.js';
 import { makeHarness, type Harness } from './helpers.js';
 
 const limits: HttpLimits = { requestTimeoutMs: 1000, headersTimeoutMs: 500, connectionTimeoutMs: 10_000, timeoutCheckMs: 100, maxConnections: 3 };

@@ -2,7 +2,7 @@
  * Decides what to answer to one received message: mode rules (proxy / full), lease pool, boot file.
  * No sockets here, so every decision is testable without a network; server.ts does the I/O.
  */
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../lib/log.js';
 import { type BootChoice, chooseBootFile, type EfiLoader } from './bootfile.js';
 import { parseDhcpPacket } from './codec.js';
 import { BOOTREQUEST, DhcpMessageType, messageTypeName } from './constants.js';

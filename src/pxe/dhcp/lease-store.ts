@@ -4,7 +4,7 @@
  */
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../lib/log.js';
 import type { LeaseRecord, LeaseState } from './leases.js';
 
 const FORMAT_VERSION = 1;

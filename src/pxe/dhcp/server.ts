@@ -11,7 +11,7 @@
  *   ip route add 255.255.255.255/32 dev IF
  */
 import { createSocket, type Socket } from 'node:dgram';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../lib/log.js';
 import { DEFAULT_ARM64_BOOT_FILE } from './bootfile.js';
 import { tryIpToBytes } from './codec.js';
 import { messageTypeName } from './constants.js';

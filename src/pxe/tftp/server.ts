@@ -9,7 +9,7 @@ import dgram, { type RemoteInfo, type Socket } from 'node:dgram';
 import { realpath, stat } from 'node:fs/promises';
 import { lookup as dnsLookup } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../lib/log.js';
 import { ErrorCode, Opcode, encodeError, tryDecodePacket, type RequestPacket } from './codec.js';
 import { MAX_BLKSIZE, negotiateRead } from './negotiate.js';
 import { resolveInRoot } from './paths.js';

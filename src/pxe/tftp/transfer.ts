@@ -17,7 +17,7 @@
  * only packets from other TIDs, which get error 5 (RFC 1350 §4) from the right port.
  */
 import type { Socket, RemoteInfo } from 'node:dgram';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../lib/log.js';
 import { ErrorCode, Opcode, encodeError, encodeOack, tryDecodePacket, writeDataHeader } from './codec.js';
 import type { Negotiated } from './negotiate.js';
 import type { BlockSource } from './source.js';

@@ -1,4 +1,4 @@
-import type { ApiTokenRecord } from '../../appliance/database.js';
+import type { ApiTokenRecord } from '../../domain/database.js';
 import { formatAgo, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';

@@ -1,5 +1,5 @@
-import type { ServiceStatus } from '../../appliance/context.js';
-import type { EventRecord, TaskRecord } from '../../appliance/database.js';
+import type { ServiceStatus } from '../../domain/context.js';
+import type { EventRecord, TaskRecord } from '../../domain/database.js';
 import { formatAgo, formatBytes, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { emptyState } from './layout.js';

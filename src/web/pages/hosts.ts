@@ -1,5 +1,5 @@
-import type { EventRecord, HostRecord, TaskRecord } from '../../appliance/database.js';
-import type { CatalogImageSummary } from '../catalog.js';
+import type { EventRecord, HostRecord, TaskRecord } from '../../domain/database.js';
+import type { CatalogImageSummary } from '../verify-tracker.js';
 import { formatAgo, formatBytes, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import type { HostState } from '../actions.js';

@@ -1,4 +1,4 @@
-import type { CatalogImageDetail, CatalogImageSummary, VerifyState } from '../catalog.js';
+import type { CatalogImageDetail, CatalogImageSummary, VerifyState } from '../verify-tracker.js';
 import { formatAgo, formatBytes, formatPercent, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';

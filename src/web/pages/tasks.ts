@@ -1,5 +1,5 @@
-import type { TaskRecord } from '../../appliance/database.js';
-import { isActive } from '../../appliance/tasks.js';
+import type { TaskRecord } from '../../domain/database.js';
+import { isActive } from '../../domain/tasks.js';
 import { formatAgo, formatBytes, formatDuration, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';

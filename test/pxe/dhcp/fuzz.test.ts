@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nullLogger } from '../../../src/log.js';
+import { nullLogger } from '../../../src/lib/log.js';
 import { buildReply, describeRequest, DhcpHandler, LeasePool, parseDhcpPacket } from '../../../src/pxe/dhcp/index.js';
 import { fuzzPackets } from './fuzz.js';
 

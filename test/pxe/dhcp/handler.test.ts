@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nullLogger } from '../../../src/log.js';
+import { nullLogger } from '../../../src/lib/log.js';
 import {
   decodeEncapsulated,
   DhcpHandler,

@@ -6,11 +6,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nullLogger } from '../../../src/log.js';
+import { nullLogger } from '../../../src/lib/log.js';
 import { DhcpHandler, LeasePool, parseDhcpPacket, type PoolConfig, type PxeRequestInfo } from '../../../src/pxe/dhcp/index.js';
-import { forgetDatabase, openDatabase } from '../../../src/appliance/database.js';
-import { EventLog } from '../../../src/appliance/events.js';
-import { HostService } from '../../../src/appliance/hosts.js';
+import { forgetDatabase, openDatabase } from '../../../src/domain/database.js';
+import { EventLog } from '../../../src/domain/events.js';
+import { HostService } from '../../../src/domain/hosts.js';
 import { ovmfDiscover } from './packets.js';
 
 const SERVER = '10.9.0.1';

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { nullLogger } from '../../../src/log.js';
+import { nullLogger } from '../../../src/lib/log.js';
 import { type DhcpMode, DhcpServer, parseDhcpPacket } from '../../../src/pxe/dhcp/index.js';
 import { fuzzPackets } from './fuzz.js';
 import { opt, ovmfDiscover, rawPacket } from './packets.js';

@@ -16,7 +16,7 @@ import { Opcode, decodePacket } from '../../../src/pxe/tftp/codec.js';
 import { negotiateRead } from '../../../src/pxe/tftp/negotiate.js';
 import { MemorySource } from '../../../src/pxe/tftp/source.js';
 import { ReadTransfer, type TransferInfo } from '../../../src/pxe/tftp/transfer.js';
-import { nullLogger } from '../../../src/log.js';
+import { nullLogger } from '../../../src/lib/log.js';
 
 /** A clock that only moves when the test says so. */
 function manualClock(): { now: () => number; advance: (ms: number) => void } {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TftpServer, type TransferInfo } from '../../../src/pxe/tftp/server.js';
 import { encodeAck, encodeData, encodeError, encodeRequest } from '../../../src/pxe/tftp/codec.js';
-import { nullLogger } from '../../../src/log.js';
+import { nullLogger } from '../../../src/lib/log.js';
 import { bindSocket, fetchFile, prng, run } from './helpers.js';
 
 describe('live TFTP server under hostile traffic', () => {

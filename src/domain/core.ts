@@ -1,0 +1,64 @@
+/**
+ * Opening an appliance's data directory: the lock, the database and the image store.
+ * Used by `netclone serve` and by CLI commands when no server runs.
+ */
+import { mkdir } from 'node:fs/promises';
+import type { Config } from './config.js';
+import { openDatabase, forgetDatabase } from './database.js';
+import { EventLog } from './events.js';
+import { HostService } from './hosts.js';
+import { TaskService } from './tasks.js';
+import { acquireLock, type DataLock } from './lock.js';
+import { ImageStore } from '../imaging/image-store.js';
+import type { Core } from './operations.js';
+import type { NbdAccess } from './context.js';
+import type { Logger } from '../lib/log.js';
+
+export interface OpenCore extends Core {
+  readonly lock: DataLock;
+  close(): Promise<void>;
+}
+
+export async function openCore(config: Config, logger: Logger, purpose: string, nbd: NbdAccess | null = null): Promise<OpenCore> {
+  await mkdir(config.dataDir, { recursive: true });
+  const lock = await acquireLock(config.dataDir, purpose);
+  try {
+    const db = await openDatabase(config.dataDir);
+    const events = new EventLog(db, logger.child({ component: 'events' }));
+    const store = await ImageStore.open(config.imagesDir, { logger, keepVersions: config.keepVersions });
+    let nbdAccess = nbd;
+    const hosts = new HostService(db, events, { logger: logger.child({ component: 'hosts' }) });
+    const tasks = new TaskService(db, events, {
+      logger: logger.child({ component: 'tasks' }),
+      liveness: { silenceSeconds: config.clientTimeoutSeconds, examineSeconds: config.clientExamineTimeoutSeconds },
+    });
+    return {
+      config,
+      logger,
+      db,
+      events,
+      hosts,
+      tasks,
+      store,
+      get nbd() {
+        return nbdAccess;
+      },
+      set nbd(v: NbdAccess | null) {
+        nbdAccess = v;
+      },
+      lock,
+      async close() {
+        // Their pending coalesced saves go out with the write below; no timer may touch the file after it.
+        tasks.stopTimers();
+        hosts.stopTimers();
+        await store.close();
+        await db.write();
+        forgetDatabase(config.dataDir);
+        await lock.release();
+      },
+    };
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * Turns a running task into an NBD export and its outcome into task state: the bridge
+ * between the task lifecycle, the NBD access grants and the image store.
+ */
+import type { TaskRecord } from './database.js';
+import type { TaskService } from './tasks.js';
+import type { HostService } from './hosts.js';
+import type { NbdGrants, OpenedExport } from '../transport/grants.js';
+import type { Logger } from '../lib/log.js';
+import { DatabaseWriteError } from './durable-json-file.js';
+
+export interface ImageVersionInfo {
+  readonly version: number;
+  readonly size: number;
+  readonly sectorSize: number;
+  readonly chunkSize: number;
+  readonly digest: string;
+  readonly dataBytes: number;
+}
+
+export interface CaptureHooks {
+  onCommitted(version: ImageVersionInfo): void;
+  onFailed(reason: string): void;
+}
+
+/** What transfers need from the image store, and no more. */
+export interface ExportSource {
+  latest(image: string): Promise<ImageVersionInfo | null>;
+  openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }>;
+  openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
+}
+
+export interface ClientDisk {
+  readonly name: string;
+  readonly size: number;
+  readonly logicalSectorSize: number;
+  readonly serial: string;
+}
+
+export class TransferError extends Error {
+  constructor(readonly status: 400 | 409 | 500, message: string) {
+    super(message);
+    this.name = 'TransferError';
+  }
+}
+
+/** A task export lives as long as a long transfer could: a day; it is revoked when the task ends. */
+const TASK_EXPORT_TTL_SECONDS = 24 * 3600;
+/** How long the client's "ok" waits for the server-side commit after its last DISC. */
+const COMMIT_WAIT_MS = 120_000;
+
+export class TransferService {
+  private readonly captureOutcome = new Map<string, Promise<ImageVersionInfo>>();
+  /** Data bytes that crossed the wire per task (zero runs sent as WRITE_ZEROES or skipped as holes excluded). */
+  private readonly wireBytes = new Map<string, number>();
+
+  constructor(
+    private readonly source: ExportSource,
+    private readonly grants: NbdGrants,
+    private readonly tasks: TaskService,
+    private readonly hosts: HostService,
+    private readonly logger: Logger,
+    /** How long the client's "ok" waits for the commit before the export is closed (tests shorten it). */
+    private readonly commitWaitMs: number = COMMIT_WAIT_MS,
+  ) {
+    tasks.on('changed', (task: TaskRecord) => {
+      if (task.state === 'cancelled' || task.state === 'failed') {
+        this.captureOutcome.delete(task.id);
+        this.wireBytes.delete(task.id);
+        this.grants.revokeTask(task.id, `task ${task.state}`).catch((err: unknown) => this.logger.error({ err, task: task.id }, 'revoking the NBD exports of an ended task failed'));
+      }
+    });
+  }
+
+  /** The client picked its disk: check it against the image and open the task's export. */
+  async start(task: TaskRecord, disk: ClientDisk, clientIp: string, nbdHost: string, nbdPort: number): Promise<string> {
+    if (task.state !== 'booting') throw new TransferError(409, `task is ${task.state}; a transfer was already started`);
+    let name: string;
+    if (task.kind === 'deploy') {
+      const info = await this.source.latest(task.image);
+      if (!info) return this.refuse(task, `image ${task.image} has no committed version`);
+      if (disk.size < info.size) {
+        return this.refuse(task, `disk ${disk.name} (${disk.size} bytes) is smaller than image ${task.image} (${info.size} bytes)`);
+      }
+      if (disk.logicalSectorSize !== info.sectorSize) {
+        return this.refuse(task, `disk ${disk.name} has ${disk.logicalSectorSize}-byte sectors, image ${task.image} has ${info.sectorSize}-byte sectors`);
+      }
+      ({ name } = await this.grants.grant({
+        kind: 'deploy',
+        image: task.image,
+        ttlSeconds: TASK_EXPORT_TTL_SECONDS,
+        allowedAddress: clientIp,
+        taskId: task.id,
+        observer: { onRead: this.counter(task, true) },
+        open: () => this.source.openDeploy(task.image),
+      }));
+      await this.tasks.markRunning(task, disk, clientIp, info.dataBytes);
+    } else {
+      let settle!: { resolve: (v: ImageVersionInfo) => void; reject: (e: Error) => void };
+      const outcome = new Promise<ImageVersionInfo>((resolve, reject) => (settle = { resolve, reject }));
+      outcome.catch(() => undefined);
+      this.captureOutcome.set(task.id, outcome);
+      ({ name } = await this.grants.grant({
+        kind: 'capture',
+        image: task.image,
+        ttlSeconds: TASK_EXPORT_TTL_SECONDS,
+        allowedAddress: clientIp,
+        taskId: task.id,
+        observer: { onWrite: this.counter(task, true), onZero: this.counter(task, false) },
+        open: () =>
+          this.source.openCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, {
+            onCommitted: (v) => settle.resolve(v),
+            onFailed: (reason) => settle.reject(new Error(reason)),
+          }),
+      }));
+      await this.tasks.markRunning(task, disk, clientIp, disk.size);
+    }
+    return `nbd://${nbdHost}:${nbdPort}/${name}`;
+  }
+
+  private async refuse(task: TaskRecord, reason: string): Promise<never> {
+    await this.tasks.fail(task, reason);
+    throw new TransferError(409, reason);
+  }
+
+  /** Progress covers the disk (data and zeroed ranges); `onWire` bytes are also counted as traffic. */
+  private counter(task: TaskRecord, onWire: boolean): (bytes: number) => void {
+    return (bytes) => {
+      if (onWire) this.wireBytes.set(task.id, (this.wireBytes.get(task.id) ?? 0) + bytes);
+      this.tasks.progress(task, task.progress.bytes + bytes);
+    };
+  }
+
+  /** The client says how it went. Capture success waits for the commit the NBD stream triggered. */
+  async finish(task: TaskRecord, ok: boolean, message: string, digest: string | null): Promise<TaskRecord> {
+    if (!ok) {
+      await this.tasks.fail(task, message || 'the imaging client reported a failure');
+      return task;
+    }
+    if (task.state !== 'running' && task.state !== 'verifying') {
+      throw new TransferError(409, `task is ${task.state}; nothing to finish`);
+    }
+    const bytesOnWire = this.wireBytes.get(task.id) ?? 0;
+    this.wireBytes.delete(task.id);
+    if (task.kind === 'capture') {
+      await this.tasks.markVerifying(task, 'committing the captured image');
+      const outcome = this.captureOutcome.get(task.id);
+      let version: ImageVersionInfo | null = null;
+      let failure = 'no capture is in flight for this task (did the server restart?)';
+      try {
+        if (outcome) {
+          version = await Promise.race([
+            outcome,
+            new Promise<never>((_, reject) =>
+              setTimeout(() => reject(new Error('the capture did not commit: the client never flushed and disconnected cleanly')), this.commitWaitMs).unref(),
+            ),
+          ]);
+        }
+      } catch (err) {
+        failure = (err as Error).message;
+        // The wait ran out or the capture failed, but a commit may be under way: closing the export
+        // discards a capture that had not begun committing and waits for one that had. After that
+        // the outcome is final, and a version that was committed is reported as committed.
+        await this.grants.revokeTask(task.id, 'the client finished but its capture had not committed');
+        version = await Promise.race([outcome as Promise<ImageVersionInfo>, Promise.resolve(null)]).catch(() => null);
+      } finally {
+        this.captureOutcome.delete(task.id);
+      }
+      if (version) await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
+      else await this.tasks.fail(task, failure);
+    } else {
+      const info = await this.source.latest(task.image);
+      if (!info) {
+        await this.tasks.fail(task, `image ${task.image} disappeared during the deploy`);
+      } else if (digest !== info.digest) {
+        await this.tasks.fail(task, `read-back check failed: the disk's digest ${digest ?? '(none)'} differs from the image's ${info.digest}`);
+      } else {
+        await this.tasks.succeed(task, { version: info.version, digest, bytesOnWire }, `deployed ${task.image} version ${info.version}; read-back matches`);
+      }
+      await this.grants.revokeTask(task.id, 'deploy finished');
+    }
+    if (this.tasks.get(task.id)?.state === 'done') {
+      // The PC boots its disk from now on: a registered host without a task goes local.
+      await this.hosts.update(task.mac, task.kind === 'deploy' ? { assignedImage: task.image } : {}).catch((err: unknown) => {
+        // The task is done either way; the host's change is in memory and saved once the database can be.
+        if (!(err instanceof DatabaseWriteError)) throw err;
+        this.logger.warn({ mac: task.mac, task: task.id }, `host ${task.mac} updated in memory only: ${err.message}`);
+      });
+    }
+    return task;
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Wake-on-LAN: a magic packet is 6 × 0xff followed by the MAC 16 times (102 bytes),
+ * sent by UDP broadcast (port 9, "discard") so a sleeping NIC on the segment sees it.
+ */
+import { createSocket } from 'node:dgram';
+import { networkInterfaces } from 'node:os';
+import { isIPv4 } from 'node:net';
+import { macToBytes, normalizeMac } from './mac.js';
+
+export const WOL_PORT = 9;
+export const MAGIC_PACKET_LENGTH = 102;
+
+export function magicPacket(macInput: string): Buffer {
+  const mac = normalizeMac(macInput);
+  if (!mac) throw new Error(`"${macInput}" is not a MAC address; Wake-on-LAN needs aa:bb:cc:dd:ee:ff`);
+  const packet = Buffer.alloc(MAGIC_PACKET_LENGTH, 0xff);
+  const bytes = macToBytes(mac);
+  for (let i = 0; i < 16; i++) bytes.copy(packet, 6 + i * 6);
+  return packet;
+}
+
+export interface WolTarget {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** The broadcast address of an interface (from its IPv4 address and netmask), or the limited broadcast. */
+export function broadcastFor(interfaceName: string | null): string {
+  if (interfaceName) {
+    const addr = networkInterfaces()[interfaceName]?.find((a) => a.family === 'IPv4' && !a.internal);
+    if (addr) {
+      const ip = addr.address.split('.').map(Number);
+      const mask = addr.netmask.split('.').map(Number);
+      return ip.map((b, i) => (b | (~mask[i] & 0xff)) & 0xff).join('.');
+    }
+  }
+  return '255.255.255.255';
+}
+
+export type WakeSender = (mac: string) => Promise<WolTarget>;
+
+/** Send one magic packet to `target` (a broadcast address in production, 127.0.0.1 in tests). */
+export async function sendMagicPacket(mac: string, target: WolTarget): Promise<void> {
+  const packet = magicPacket(mac);
+  if (!isIPv4(target.address)) throw new Error(`Wake-on-LAN target "${target.address}" is not an IPv4 address`);
+  const socket = createSocket('udp4');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(0, () => {
+        socket.setBroadcast(true);
+        socket.send(packet, target.port, target.address, (err) => (err ? reject(err) : resolve()));
+      });
+    });
+  } finally {
+    socket.close();
+  }
+}
+
+/** A sender bound to one target; the web app takes one of these so tests can point it at loopback. */
+export function wakeSender(targetFor: () => WolTarget): WakeSender {
+  return async (mac) => {
+    const target = targetFor();
+    await sendMagicPacket(mac, target);
+    return target;
+  };
+}

@@ -1,0 +1,89 @@
+/** Opens NBD exports on the image store for transfers and `image url`: the store side of ExportSource. */
+import type { ImageStore } from '../imaging/image-store.js';
+import { ImageNotFoundError } from '../imaging/image-store.js';
+import { isValidImageName } from '../imaging/names.js';
+import { MAX_DISK_SIZE } from '../imaging/manifest.js';
+import { DeployExport } from './deploy-export.js';
+import { CaptureExport } from './capture-export.js';
+import type { OpenedExport } from './grants.js';
+import type { CaptureHooks, ExportSource, ImageVersionInfo } from '../domain/transfers.js';
+import { OperationError } from '../serve/control-protocol.js';
+import type { Logger } from '../lib/log.js';
+
+export class StoreExportSource implements ExportSource {
+  constructor(
+    private readonly store: ImageStore,
+    private readonly logger: Logger,
+    /** Passed to every CaptureExport; undefined keeps its default. */
+    private readonly commitDelayMs?: number,
+  ) {}
+
+  async latest(image: string): Promise<ImageVersionInfo | null> {
+    if (!isValidImageName(image)) return null;
+    try {
+      const reader = await this.store.openVersion(image);
+      try {
+        const { version, size, sectorSize, chunkSize, digest, dataBytes } = reader;
+        return { version, size, sectorSize, chunkSize, digest, dataBytes };
+      } finally {
+        reader.close();
+      }
+    } catch (err) {
+      if (err instanceof ImageNotFoundError) return null;
+      throw err;
+    }
+  }
+
+  async openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }> {
+    if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
+    let reader;
+    try {
+      reader = await this.store.openVersion(image);
+    } catch (err) {
+      if (err instanceof ImageNotFoundError) throw new OperationError(404, err.message);
+      throw err;
+    }
+    const exp = new DeployExport(reader, { logger: this.logger });
+    const { version, size, sectorSize, chunkSize, digest, dataBytes } = reader;
+    return {
+      export: exp,
+      info: { version, size, sectorSize, chunkSize, digest, dataBytes },
+      finished: () => false,
+      close: async () => exp.close(),
+    };
+  }
+
+  /**
+   * A capture export whose store capture begins at the first write (see CaptureExport): until then
+   * the URL holds no lock on the image. The arguments are checked here, so a bad size or sector
+   * size is refused when the URL or task starts, not at the client's first write.
+   */
+  async openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport> {
+    if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
+    if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK_SIZE) {
+      throw new OperationError(400, `disk size ${size} is out of range: a capture takes 1 byte to ${MAX_DISK_SIZE} bytes (64 TiB)`);
+    }
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new OperationError(400, `sector size ${sectorSize} is not supported: use 512 or 4096`);
+    const exp = new CaptureExport(
+      { name: image, size, begin: () => this.store.beginCapture(image, { size, sectorSize, source }) },
+      {
+        logger: this.logger,
+        ...(this.commitDelayMs === undefined ? {} : { commitDelayMs: this.commitDelayMs }),
+        onCommitted: (v) => hooks.onCommitted({ version: v.version, size: v.size, sectorSize: v.sectorSize, chunkSize: v.chunkSize, digest: v.digest, dataBytes: v.dataBytes }),
+        // An export closed before its first write (an unused URL expiring, a revoked task) captured nothing that failed.
+        onFailed: (reason) => {
+          if (exp.begun) hooks.onFailed(reason);
+        },
+      },
+    );
+    return {
+      export: exp,
+      finished: () => exp.status === 'committed' || exp.status === 'failed',
+      // Closing an unfinished capture discards it: the previous version stays current.
+      close: async (reason) => {
+        exp.abort(`export closed: ${reason}`);
+        await exp.whenDone().catch(() => undefined);
+      },
+    };
+  }
+}
