@@ -6,6 +6,7 @@
  */
 import { nullLogger } from '../../src/lib/log.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importFile } from '../../src/imaging/image-import.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { NbdGrants } from '../../src/transport/grants.js';
 import { StoreExportSource } from '../../src/transport/store-exports.js';
@@ -38,7 +39,7 @@ async function handle(req: ServerRequest): Promise<ServerReply> {
     }
     case 'import': {
       const t0 = performance.now();
-      const v = await storeAt(req.dir).store.importFile(req.image, req.path);
+      const v = await importFile(storeAt(req.dir).store, req.image, req.path);
       return { id: req.id, ok: true, ms: performance.now() - t0, digest: v.digest };
     }
     case 'deploy': {

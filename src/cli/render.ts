@@ -1,6 +1,7 @@
 /** Plain-text output of CLI results for people; --json gives the same data for scripts. */
 import type { HostRecord, TaskRecord } from '../domain/database.js';
-import type { ImageDetails, VerifyResult } from '../imaging/image-store.js';
+import type { ImageDetails } from '../imaging/image-details.js';
+import type { VerifyResult } from '../imaging/image-store.js';
 import type { ImageSummary, VersionInfo } from '../imaging/types.js';
 import { formatBytes } from './progress.js';
 

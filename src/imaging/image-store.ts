@@ -9,13 +9,14 @@
  * so a capture killed at any moment leaves the previous version intact and only orphan chunks,
  * which gc() removes. Commits, prunes, removals and gc run one at a time under one mutex; open
  * readers and live captures pin their chunk tables so gc keeps what they still need.
+ *
+ * This module is the store alone. Converting between outside formats and the store lives beside it:
+ * image-import.ts (a raw stream or file into a new version), image-export.ts (a version out as a raw
+ * image), image-details.ts (show() plus the partition table read from the disk's contents).
  */
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import { createReadStream, fstat, fsync, ftruncate, write } from 'node:fs';
-import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../lib/log.js';
 import { CodecPool, ChunkCorruptError } from './codec-pool.js';
 import { ChunkStore } from './chunk-store.js';
@@ -40,7 +41,6 @@ import {
 } from './manifest.js';
 import { VersionReader } from './version-reader.js';
 import { Capture, type CaptureOptions } from './capture.js';
-import { readPartitionTable, type PartitionTable } from './partitions.js';
 import type { ChunkUse, HashPin, ImageSummary, StoreContext, VersionInfo } from './types.js';
 
 export interface ImageStoreOptions {
@@ -78,7 +78,11 @@ export interface VersionDetails extends VersionInfo {
   readonly manifestBytes: number;
 }
 
-export interface ImageDetails {
+/**
+ * What the store itself records about an image: its versions, sizes and the space they take.
+ * describeImage() in image-details.ts adds what only reading the disk's contents can tell.
+ */
+export interface StoredImage {
   readonly name: string;
   readonly versions: VersionDetails[];
   readonly latestVersion: number;
@@ -92,8 +96,6 @@ export interface ImageDetails {
   readonly compressionRatio: number;
   /** Stored bytes saved by dedup inside and across this image's versions. */
   readonly dedupSavings: number;
-  readonly partitionTable: PartitionTable | null;
-  readonly partitionError: string | null;
 }
 
 export interface ProgressFn {
@@ -106,11 +108,6 @@ export interface VerifyResult {
   readonly checkedChunks: number;
   readonly damaged: { hash: string; offset: number; reason: string }[];
 }
-
-const pwriteAsync = promisify(write);
-const ftruncateAsync = promisify(ftruncate);
-const fsyncAsync = promisify(fsync);
-const fstatAsync = promisify(fstat);
 
 const MANIFEST_RE = /^(\d{1,9})\.manifest$/;
 
@@ -338,7 +335,13 @@ export class ImageStore implements StoreContext {
     return (await this.versions(name)).length > 0;
   }
 
-  async show(name: string): Promise<ImageDetails> {
+  /** One committed version's facts, from its manifest header. */
+  async versionInfo(name: string, version: number): Promise<VersionInfo> {
+    const { header } = await this.readHeader(name, version);
+    return this.infoOf(name, header);
+  }
+
+  async show(name: string): Promise<StoredImage> {
     const vs = await this.versions(name);
     if (vs.length === 0) throw new ImageNotFoundError(name);
     const versions: VersionDetails[] = [];
@@ -357,16 +360,6 @@ export class ImageStore implements StoreContext {
     let storedBytes = 0;
     for (const s of unique.values()) storedBytes += s;
     const latest = versions[versions.length - 1];
-    let partitionTable: PartitionTable | null = null;
-    let partitionError: string | null = null;
-    const reader = await this.openVersion(name, latest.version);
-    try {
-      partitionTable = await readPartitionTable(reader.sectorSize, reader.size, (o, l) => this.readBytes(reader, o, l));
-    } catch (e) {
-      partitionError = (e as Error).message;
-    } finally {
-      reader.close();
-    }
     return {
       name,
       versions,
@@ -377,16 +370,7 @@ export class ImageStore implements StoreContext {
       storedBytes,
       compressionRatio: latest.storedBytes > 0 ? latest.dataBytes / latest.storedBytes : 1,
       dedupSavings: referenced - storedBytes,
-      partitionTable,
-      partitionError,
     };
-  }
-
-  /** Reads a byte range of a version into one buffer (small reads only: partition tables, superblocks). */
-  async readBytes(reader: VersionReader, offset: number, length: number): Promise<Buffer> {
-    const out = Buffer.alloc(length);
-    for (const p of await reader.read(offset, length)) if (p.kind === 'data') p.data.copy(out, p.offset - offset);
-    return out;
   }
 
   /**
@@ -473,126 +457,6 @@ export class ImageStore implements StoreContext {
     if (drop.length > 0) {
       await fsyncDir(this.versionsDir(name));
       this.log.info({ image: name, removed: drop }, 'pruned old versions');
-    }
-  }
-
-  // --- import / export ----------------------------------------------------------------------
-
-  /** Captures a raw disk image from a stream of exactly `size` bytes. */
-  async importStream(name: string, input: Readable, size: number, opts: { source: string; onProgress?: ProgressFn; sectorSize?: number }): Promise<VersionInfo> {
-    const cap = this.beginCapture(name, { size, source: opts.source, sectorSize: opts.sectorSize });
-    const cs = DEFAULT_CHUNK_SIZE;
-    try {
-      let offset = 0;
-      let cur = Buffer.allocUnsafe(cs);
-      let fill = 0;
-      const inflight = new Set<Promise<void>>();
-      const push = async (buf: Buffer, at: number): Promise<void> => {
-        const p = cap.write(at, buf);
-        inflight.add(p);
-        void p.finally(() => inflight.delete(p)).catch(() => undefined);
-        if (inflight.size >= 8) await Promise.race(inflight);
-      };
-      for await (const piece of input as AsyncIterable<Buffer | string>) {
-        let data = typeof piece === 'string' ? Buffer.from(piece) : piece;
-        if (offset + fill + data.length > size) throw new RangeError(`input is longer than the declared size ${size}`);
-        while (data.length > 0) {
-          const n = Math.min(cs - fill, data.length);
-          data.copy(cur, fill, 0, n);
-          fill += n;
-          data = data.subarray(n);
-          if (fill === cs) {
-            await push(cur, offset);
-            offset += fill;
-            cur = Buffer.allocUnsafe(cs);
-            fill = 0;
-            opts.onProgress?.(offset, size);
-          }
-        }
-      }
-      if (fill > 0) {
-        await push(cur.subarray(0, fill), offset);
-        offset += fill;
-      }
-      await Promise.all(inflight);
-      if (offset !== size) throw new RangeError(`input ended after ${offset} bytes, expected ${size}`);
-      opts.onProgress?.(size, size);
-      return await cap.commit();
-    } catch (e) {
-      await cap.abort(`import failed: ${(e as Error).message}`);
-      throw e;
-    }
-  }
-
-  /** Imports a raw image file, skipping nothing: holes are detected per chunk. */
-  async importFile(name: string, path: string, opts: { source?: string; onProgress?: ProgressFn } = {}): Promise<VersionInfo> {
-    const st = await stat(path);
-    return this.importStream(name, createReadStream(path, { highWaterMark: DEFAULT_CHUNK_SIZE }), st.size, { source: opts.source ?? `import ${path}`, onProgress: opts.onProgress });
-  }
-
-  /**
-   * Writes a version as a raw disk image. To a path or fd, holes are skipped and the file is truncated
-   * to size, so it stays sparse; to a stream, holes are written as zeroes.
-   */
-  async exportTo(name: string, target: string | number | Writable, opts: { version?: number; onProgress?: ProgressFn } = {}): Promise<VersionInfo> {
-    const reader = await this.openVersion(name, opts.version);
-    try {
-      const n = reader.chunkCount;
-      const ahead = 8;
-      const fetches: Promise<Buffer | null>[] = [];
-      const fetch = (i: number): Promise<Buffer | null> => {
-        const p = reader.readChunk(i);
-        p.catch(() => undefined); // awaited in order below; a failure must not count as unhandled meanwhile
-        return p;
-      };
-      for (let i = 0; i < Math.min(ahead, n); i++) fetches.push(fetch(i));
-      let sink: (i: number, data: Buffer | null) => Promise<void>;
-      let finish: () => Promise<void>;
-      if (typeof target === 'string' || typeof target === 'number') {
-        // A path to a block device must not be truncated ('w' would fail anyway): open it 'r+'.
-        const isDev = typeof target === 'string' && (await stat(target).then((st) => st.isBlockDevice(), () => false));
-        const fh = typeof target === 'string' ? await open(target, isDev ? 'r+' : 'w') : null;
-        const fd = fh ? fh.fd : (target as number);
-        const regular = (await fstatAsync(fd)).isFile();
-        const zero = Buffer.alloc(reader.chunkSize);
-        if (regular) await ftruncateAsync(fd, 0);
-        sink = async (i, got) => {
-          // Regular files stay sparse; a disk gets real zeroes, since its old contents are not zero.
-          if (!got && regular) return;
-          const data = got ?? zero.subarray(0, reader.chunkLength(i));
-          let off = 0;
-          while (off < data.length) off += (await pwriteAsync(fd, data, off, data.length - off, i * reader.chunkSize + off)).bytesWritten;
-        };
-        finish = async () => {
-          if (regular) await ftruncateAsync(fd, reader.size);
-          await fsyncAsync(fd);
-          if (fh) await fh.close();
-        };
-      } else {
-        const zero = Buffer.alloc(reader.chunkSize);
-        sink = async (i, data) => {
-          const chunk = data ?? zero.subarray(0, reader.chunkLength(i));
-          if (!target.write(chunk)) await new Promise<void>((r) => target.once('drain', r));
-        };
-        finish = async () => {
-          await new Promise<void>((resolve, reject) => {
-            target.once('error', reject);
-            target.end(resolve);
-          });
-        };
-      }
-      for (let i = 0; i < n; i++) {
-        const data = await fetches[i];
-        fetches[i] = Promise.resolve(null);
-        if (i + ahead < n) fetches[i + ahead] = fetch(i + ahead);
-        await sink(i, data);
-        opts.onProgress?.(Math.min((i + 1) * reader.chunkSize, reader.size), reader.size);
-      }
-      await finish();
-      const vs = await this.readHeader(name, reader.version);
-      return this.infoOf(name, vs.header);
-    } finally {
-      reader.close();
     }
   }
 

@@ -1,6 +1,12 @@
 /** Public surface of the image store; other modules import from here. */
 export { ImageStore, ImageNotFoundError, DEFAULT_COMPRESSION_LEVEL } from './image-store.js';
-export type { ImageStoreOptions, ImageDetails, VersionDetails, VerifyResult, ProgressFn } from './image-store.js';
+export type { ImageStoreOptions, StoredImage, VersionDetails, VerifyResult, ProgressFn } from './image-store.js';
+export { importStream, importFile } from './image-import.js';
+export type { ImportTarget, ImportStreamOptions, ImportFileOptions } from './image-import.js';
+export { exportTo, readBytes } from './image-export.js';
+export type { ExportSource, ExportOptions } from './image-export.js';
+export { describeImage } from './image-details.js';
+export type { ImageDetails, DescribeSource } from './image-details.js';
 export { VersionReader } from './version-reader.js';
 export { Capture, CaptureClosedError } from './capture.js';
 export type { CaptureOptions } from './capture.js';

@@ -17,13 +17,13 @@ describe('codec workers from compiled output', () => {
     const script = join(dir, 'smoke.mjs');
     await writeFile(
       script,
-      `import { ImageStore } from './src/imaging/index.js';
-import { nullLogger } from './src/log.js';
+      `import { ImageStore, importStream } from './src/imaging/index.js';
+import { nullLogger } from './src/lib/log.js';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 const s = await ImageStore.open(${JSON.stringify(join(dir, 'store'))}, { logger: nullLogger(), workers: 2 });
 const d = randomBytes(3 * 1024 * 1024 + 5);
-const v = await s.importStream('x', Readable.from([d]), d.length, { source: 'smoke' });
+const v = await importStream(s, 'x', Readable.from([d]), d.length, { source: 'smoke' });
 const r = await s.openVersion('x');
 const back = Buffer.concat((await r.read(0, d.length)).map((p) => p.data));
 r.close();

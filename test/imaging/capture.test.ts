@@ -4,6 +4,8 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importStream } from '../../src/imaging/image-import.js';
+import { readBytes } from '../../src/imaging/image-export.js';
 import { chunkHashesOf, imageDigest } from '../../src/imaging/manifest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, mixedDisk, sha256, readAll, chunkPaths } from './helpers.js';
@@ -144,7 +146,7 @@ describe('captures', () => {
 
   it('abort leaves the previous version current and intact, and removes the chunk files it wrote', async () => {
     const v1 = randomBytes(3 * MiB);
-    await store.importStream('img', Readable.from([v1]), v1.length, { source: 'v1' });
+    await importStream(store, 'img', Readable.from([v1]), v1.length, { source: 'v1' });
     const before = await chunkPaths(join(dir, 'store'));
     // Two RAM slots: writing five chunks stores at least three of them before the abort.
     const cap = store.beginCapture('img', { size: 5 * MiB, source: 'v2', maxPartialChunks: 2 });
@@ -178,7 +180,7 @@ describe('captures', () => {
     for (let i = 0; i < 4; i++) {
       const d = randomBytes(MiB + 1);
       datas.push(d);
-      const v = await store.importStream('ret', Readable.from([d]), d.length, { source: `v${i + 1}` });
+      const v = await importStream(store, 'ret', Readable.from([d]), d.length, { source: `v${i + 1}` });
       expect(v.version).toBe(i + 1);
     }
     expect(await store.versions('ret')).toEqual([3, 4]);
@@ -200,9 +202,9 @@ describe('captures', () => {
     await store.close();
     store = await ImageStore.open(join(dir, 'store'), { logger: nullLogger(), keepVersions: 1 });
     const old = randomBytes(2 * MiB);
-    await store.importStream('p', Readable.from([old]), old.length, { source: 'v1' });
+    await importStream(store, 'p', Readable.from([old]), old.length, { source: 'v1' });
     const reader = await store.openVersion('p');
-    await store.importStream('p', Readable.from([randomBytes(2 * MiB)]), 2 * MiB, { source: 'v2' });
+    await importStream(store, 'p', Readable.from([randomBytes(2 * MiB)]), 2 * MiB, { source: 'v2' });
     expect(await store.versions('p')).toEqual([2]);
     const cap = store.beginCapture('q', { size: 2 * MiB, source: 'live' });
     const live = randomBytes(MiB);
@@ -210,7 +212,7 @@ describe('captures', () => {
     await cap.flush();
     const g1 = await store.gc();
     expect(g1.removedChunks).toBe(0);
-    expect((await store.readBytes(reader, 0, 2 * MiB)).equals(old)).toBe(true);
+    expect((await readBytes(reader, 0, 2 * MiB)).equals(old)).toBe(true);
     reader.close();
     const g2 = await store.gc();
     expect(g2.removedChunks).toBe(2); // v1's chunks, now unpinned
@@ -221,7 +223,7 @@ describe('captures', () => {
 
   it('a flipped byte in a stored chunk fails verify naming it, and reads of it throw', async () => {
     const d = Buffer.concat([randomBytes(MiB), randomBytes(MiB), Buffer.alloc(MiB)]);
-    await store.importStream('bad', Readable.from([d]), d.length, { source: 't' });
+    await importStream(store, 'bad', Readable.from([d]), d.length, { source: 't' });
     const r0 = await store.openVersion('bad');
     const victim = r0.chunkHash(1) as string;
     r0.close();

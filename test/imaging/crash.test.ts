@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importStream } from '../../src/imaging/image-import.js';
+import { readBytes } from '../../src/imaging/image-export.js';
 import { encodeManifest, parseManifest, ManifestError } from '../../src/imaging/manifest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { compileImaging, tempDir } from './helpers.js';
@@ -92,7 +94,7 @@ describe('crash safety and hostile manifests', () => {
     const storeDir = join(dir, 'store');
     const v1 = randomBytes(32 * MiB);
     let store = await ImageStore.open(storeDir, { logger: nullLogger() });
-    await store.importStream('victim', Readable.from([v1]), v1.length, { source: 'v1' });
+    await importStream(store, 'victim', Readable.from([v1]), v1.length, { source: 'v1' });
     await store.close();
 
     const child = startChild('kill', storeDir);
@@ -111,7 +113,7 @@ describe('crash safety and hostile manifests', () => {
       expect(await readdir(join(storeDir, 'tmp'))).toEqual([]);
       expect(await store.versions('victim')).toEqual([1]);
       const r = await store.openVersion('victim');
-      expect((await store.readBytes(r, 0, r.size)).equals(v1)).toBe(true);
+      expect((await readBytes(r, 0, r.size)).equals(v1)).toBe(true);
       r.close();
       expect((await store.verify('victim')).ok).toBe(true);
       const g = await store.gc();
@@ -151,7 +153,7 @@ describe('crash safety and hostile manifests', () => {
         expect(vs.length, where).toBeLessThanOrEqual(Math.max(...began));
         for (const v of vs) {
           const r = await store.openVersion('loop', v);
-          expect((await store.readBytes(r, 0, r.size)).equals(versionData(v)), `${where}: version ${v}`).toBe(true);
+          expect((await readBytes(r, 0, r.size)).equals(versionData(v)), `${where}: version ${v}`).toBe(true);
           r.close();
         }
         expect(await readdir(join(storeDir, 'tmp'))).toEqual([]);
@@ -214,8 +216,8 @@ describe('crash safety and hostile manifests', () => {
     const store = await ImageStore.open(join(dir, 'store'), { logger: nullLogger() });
     try {
       const mData = randomBytes(2 * MiB);
-      await store.importStream('m', Readable.from([mData]), mData.length, { source: 't' });
-      await store.importStream('other', Readable.from([randomBytes(MiB)]), MiB, { source: 't' });
+      await importStream(store, 'm', Readable.from([mData]), mData.length, { source: 't' });
+      await importStream(store, 'other', Readable.from([randomBytes(MiB)]), MiB, { source: 't' });
       await store.remove('other'); // its chunk is garbage gc must still collect
       const path = join(dir, 'store', 'images', 'm', 'versions', '1.manifest');
       const f = await readFile(path);

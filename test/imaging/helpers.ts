@@ -1,5 +1,6 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { ImageStore } from '../../src/imaging/image-store.js';
+import { readBytes } from '../../src/imaging/image-export.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
@@ -68,7 +69,7 @@ export async function compileImaging(outDir: string, extraEntries: string[] = []
 export async function readAll(store: ImageStore, name: string, version?: number): Promise<Buffer> {
   const r = await store.openVersion(name, version);
   try {
-    return await store.readBytes(r, 0, r.size);
+    return await readBytes(r, 0, r.size);
   } finally {
     r.close();
   }

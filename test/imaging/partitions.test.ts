@@ -3,6 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importFile } from '../../src/imaging/image-import.js';
+import { describeImage } from '../../src/imaging/image-details.js';
 import { crc32, parseGptHeader, parseMbr, readPartitionTable, sniffFilesystem, type ReadFn } from '../../src/imaging/partitions.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { tempDir } from './helpers.js';
@@ -36,8 +38,8 @@ describe('partition tables from real tools', () => {
 
     const store = await ImageStore.open(join(dir, 'store'), { logger: nullLogger() });
     try {
-      await store.importFile('gpt', img);
-      const d = await store.show('gpt');
+      await importFile(store, 'gpt', img);
+      const d = await describeImage(store, 'gpt');
       expect(d.partitionError).toBeNull();
       const t = d.partitionTable!;
       expect(t.scheme).toBe('gpt');

@@ -12,6 +12,8 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importStream } from '../../src/imaging/image-import.js';
+import { readBytes } from '../../src/imaging/image-export.js';
 import { CodecPool } from '../../src/imaging/codec-pool.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, compressible, sha256, readAll, chunkPaths } from './helpers.js';
@@ -37,7 +39,7 @@ describe('store health', () => {
   it('an import over damaged chunk files (one bit-flipped, one truncated) rewrites them: the new version reads back and verifies', async () => {
     // Chunk 0 compressible (zstd file), chunk 1 random (raw file): both codecs' checks are exercised.
     const data = Buffer.concat([compressible(MiB, 3), randomBytes(MiB), compressible(MiB, 5)]);
-    await store.importStream('first', Readable.from([data]), data.length, { source: 't' });
+    await importStream(store, 'first', Readable.from([data]), data.length, { source: 't' });
     const files = await chunkPaths(storeDir());
     expect(files.length).toBe(3);
     const [a, b] = files;
@@ -47,7 +49,7 @@ describe('store health', () => {
     await truncate(b, (await stat(b)).size - 100);
     expect((await store.verify('first')).ok).toBe(false);
 
-    await store.importStream('second', Readable.from([data]), data.length, { source: 't' });
+    await importStream(store, 'second', Readable.from([data]), data.length, { source: 't' });
     expect((await readAll(store, 'second')).equals(data)).toBe(true);
     expect((await store.verify('second')).ok).toBe(true);
     // The files were repaired in place, so the first image is whole again too.
@@ -109,7 +111,7 @@ describe('sizes and locking', () => {
     expect(v.dataBytes).toBe(5 * MiB);
     const r = await store.openVersion('huge');
     try {
-      for (let i = 0; i < at.length; i++) expect((await store.readBytes(r, at[i], MiB)).equals(data[i])).toBe(true);
+      for (let i = 0; i < at.length; i++) expect((await readBytes(r, at[i], MiB)).equals(data[i])).toBe(true);
       expect(r.isHole(2)).toBe(true);
     } finally {
       r.close();
@@ -118,7 +120,7 @@ describe('sizes and locking', () => {
 
   it('a reader opened before a version is removed and gc runs keeps every chunk of it readable', async () => {
     const v1 = randomBytes(4 * MiB);
-    await store.importStream('x', Readable.from([v1]), v1.length, { source: 'v1' });
+    await importStream(store, 'x', Readable.from([v1]), v1.length, { source: 'v1' });
     // Issued in this order, without waiting: the open must pin v1 before the removal and gc take it away.
     const opening = store.openVersion('x', 1);
     const removing = store.removeVersion('x', 1);
@@ -127,7 +129,7 @@ describe('sizes and locking', () => {
     await removing;
     expect((await collecting).removedChunks).toBe(0);
     try {
-      expect((await store.readBytes(r, 0, r.size)).equals(v1)).toBe(true);
+      expect((await readBytes(r, 0, r.size)).equals(v1)).toBe(true);
     } finally {
       r.close();
     }

@@ -4,6 +4,8 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importFile, importStream } from '../../src/imaging/image-import.js';
+import { exportTo } from '../../src/imaging/image-export.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, mixedDisk, compressible } from './helpers.js';
 
@@ -40,12 +42,12 @@ describe('image store: import, export, dedup', () => {
     disk.fill(0, 2 * MiB, 5 * MiB); // whole zero chunks → holes
     const src = join(dir, 'src.img');
     await writeFile(src, disk);
-    const v = await store.importFile('win10', src);
+    const v = await importFile(store, 'win10', src);
     expect(v.version).toBe(1);
     expect(v.size).toBe(size);
     expect(v.dataBytes).toBeLessThanOrEqual(size - 3 * MiB);
     const out = join(dir, 'out.img');
-    await store.exportTo('win10', out);
+    await exportTo(store, 'win10', out);
     const back = await readFile(out);
     expect(back.length).toBe(size);
     expect(back.equals(disk)).toBe(true);
@@ -71,13 +73,13 @@ describe('image store: import, export, dedup', () => {
 
   it('exports to an open fd, replacing old contents and keeping holes', async () => {
     const disk = Buffer.concat([Buffer.alloc(MiB), randomBytes(MiB), Buffer.alloc(MiB + 3)]);
-    await store.importStream('fd', Readable.from([disk]), disk.length, { source: 'test' });
+    await importStream(store, 'fd', Readable.from([disk]), disk.length, { source: 'test' });
     const out = join(dir, 'fd.img');
     await writeFile(out, randomBytes(5 * MiB)); // stale, longer contents must not survive
     const { open } = await import('node:fs/promises');
     const fh = await open(out, 'r+');
     try {
-      await store.exportTo('fd', fh.fd);
+      await exportTo(store, 'fd', fh.fd);
     } finally {
       await fh.close();
     }
@@ -86,7 +88,7 @@ describe('image store: import, export, dedup', () => {
 
   it('exports to a stream with holes as zeroes', async () => {
     const disk = Buffer.concat([compressible(MiB + 5), Buffer.alloc(2 * MiB), randomBytes(777)]);
-    await store.importStream('s', Readable.from([disk.subarray(0, 1000), disk.subarray(1000)]), disk.length, { source: 'test' });
+    await importStream(store, 's', Readable.from([disk.subarray(0, 1000), disk.subarray(1000)]), disk.length, { source: 'test' });
     const parts: Buffer[] = [];
     const { Writable } = await import('node:stream');
     const sink = new Writable({
@@ -95,7 +97,7 @@ describe('image store: import, export, dedup', () => {
         cb();
       },
     });
-    await store.exportTo('s', sink);
+    await exportTo(store, 's', sink);
     expect(Buffer.concat(parts).equals(disk)).toBe(true);
   });
 
@@ -103,7 +105,7 @@ describe('image store: import, export, dedup', () => {
     const size = 64 * MiB;
     const disk = Buffer.alloc(size);
     compressible(4 * MiB).copy(disk, 8 * MiB);
-    await store.importStream('sparse', Readable.from([disk]), size, { source: 'test' });
+    await importStream(store, 'sparse', Readable.from([disk]), size, { source: 'test' });
     const files = await chunkFiles(join(dir, 'images'));
     expect(files.count).toBe(4);
     expect(files.bytes).toBeLessThan(2 * MiB);
@@ -117,9 +119,9 @@ describe('image store: import, export, dedup', () => {
     const a = randomBytes(size);
     const b = Buffer.from(a);
     b[5 * MiB + 3] ^= 0xff; // one byte differs: one chunk differs
-    await store.importStream('a', Readable.from([a]), size, { source: 'a' });
+    await importStream(store, 'a', Readable.from([a]), size, { source: 'a' });
     const one = await chunkFiles(join(dir, 'images'));
-    await store.importStream('b', Readable.from([b]), size, { source: 'b' });
+    await importStream(store, 'b', Readable.from([b]), size, { source: 'b' });
     const two = await chunkFiles(join(dir, 'images'));
     expect(two.count).toBe(one.count + 1);
     expect(two.bytes).toBeLessThan(one.bytes * 1.1);

@@ -21,6 +21,7 @@ import { StoreExportSource } from '../../src/transport/store-exports.js';
 import { TransferService } from '../../src/domain/transfers.js';
 import { BootAddresses } from '../../src/domain/boot-addresses.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importFile } from '../../src/imaging/image-import.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { buildWebApp } from '../../src/web/app.js';
 import { bootRoutes } from '../../src/web/boot-routes.js';
@@ -79,7 +80,7 @@ export async function makeBootHarness(options: { images?: string[] } = {}): Prom
   for (const name of options.images ?? []) {
     const file = join(dir, `${name}.raw`);
     await writeFile(file, tinyDisk());
-    await store.importFile(name, file, { source: 'test import' });
+    await importFile(store, name, file, { source: 'test import' });
   }
   const grants = new NbdGrants(quiet);
   const source = new StoreExportSource(store, quiet);

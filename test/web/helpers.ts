@@ -11,6 +11,7 @@ import { HostService } from '../../src/domain/hosts.js';
 import { TaskService } from '../../src/domain/tasks.js';
 import { setAdminPassword } from '../../src/domain/users.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
+import { importFile } from '../../src/imaging/image-import.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { buildWebApp, type WebAppOptions, type WebContext } from '../../src/web/app.js';
 
@@ -67,7 +68,7 @@ export async function makeHarness(options: WebAppOptions & { admin?: boolean; im
   for (const name of options.images ?? []) {
     const file = join(dir, `${name}.raw`);
     await writeFile(file, tinyDisk());
-    await store.importFile(name, file, { source: 'test import' });
+    await importFile(store, name, file, { source: 'test import' });
   }
   const app = await buildWebApp(ctx, { announceSetup: false, ...options });
   await app.ready();
