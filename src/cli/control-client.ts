@@ -1,7 +1,7 @@
 /** The CLI side of the control socket: talk to a running server when there is one. */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
-import { OperationError, type ControlLine, type ProgressUpdate } from '../serve/control-protocol.js';
+import { ControlError, type ControlLine, type ProgressUpdate } from '../serve/control-protocol.js';
 
 export class ControlClient {
   constructor(readonly socketPath: string) {}
@@ -51,7 +51,7 @@ export class ControlClient {
             else if ('result' in line) {
               settled = true;
               resolve(line.result);
-            } else fail(new OperationError(line.error.status, line.error.message));
+            } else fail(new ControlError(line.error.status, line.error.message));
           }
         });
         // 'close' also comes when the server dies mid-answer, where 'end' never does.
@@ -88,7 +88,7 @@ export class ControlClient {
           let text = '';
           res.setEncoding('utf8');
           res.on('data', (t: string) => (text += t));
-          res.on('end', () => reject(new OperationError(res.statusCode ?? 500, text || 'export failed')));
+          res.on('end', () => reject(new ControlError(res.statusCode ?? 500, text || 'export failed')));
           return;
         }
         resolve({ size: Number(res.headers['x-netclone-size']), body: res });

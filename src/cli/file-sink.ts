@@ -1,6 +1,7 @@
 /** Writing an exported disk to a file (sparse: zero runs become holes), a block device, or stdout. */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import type { ExportSink } from '../domain/operations.js';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { ExportSink } from '../domain/commands.js';
+import { PendingFile } from '../lib/durable-write.js';
 
 const BLOCK = 4096;
 
@@ -30,23 +31,30 @@ export class FileSink implements ExportSink {
   private position = 0;
   private size = 0;
 
-  private constructor(
-    private readonly fh: FileHandle | null,
-    private readonly target: string,
-    private readonly temp: string | null,
-  ) {}
+  /** Null for stdout. */
+  private readonly fh: FileHandle | null;
 
-  /** A regular file is written to a temp name and renamed at the end: a failed export leaves no half file. */
+  private constructor(
+    device: FileHandle | null,
+    /** Set for a regular file: the temp file that finish() puts in place of the target. */
+    private readonly temp: PendingFile | null,
+  ) {
+    this.fh = temp ? temp.handle : device;
+  }
+
+  /**
+   * A regular file is written to a temp name beside it and replaced durably at the end (lib/durable-write):
+   * a failed export leaves no half file, and the old file, if any, stays until the new one is whole.
+   */
   static async open(target: string): Promise<FileSink> {
-    if (target === '-') return new FileSink(null, target, null);
+    if (target === '-') return new FileSink(null, null);
     const existing = await open(target, 'r').then(async (fh) => {
       const st = await fh.stat();
       await fh.close();
       return st;
     }).catch(() => null);
-    if (existing && existing.isBlockDevice()) return new FileSink(await open(target, 'r+'), target, null);
-    const temp = `${target}.netclone-partial`;
-    return new FileSink(await open(temp, 'w', 0o644), target, temp);
+    if (existing && existing.isBlockDevice()) return new FileSink(await open(target, 'r+'), null);
+    return new FileSink(null, await PendingFile.open(target, { mode: 0o644, tempPath: `${target}.netclone-partial` }));
   }
 
   begin(size: number): void {
@@ -86,16 +94,19 @@ export class FileSink implements ExportSink {
   }
 
   async finish(): Promise<void> {
+    if (this.temp !== null) {
+      // Trailing holes were only skipped: the length comes from here.
+      await this.temp.handle.truncate(this.size);
+      await this.temp.commit();
+      return;
+    }
     if (!this.fh) return;
-    if (this.temp !== null) await this.fh.truncate(this.size);
     await this.fh.sync();
     await this.fh.close();
-    if (this.temp !== null) await rename(this.temp, this.target);
   }
 
   async abort(): Promise<void> {
-    if (!this.fh) return;
-    await this.fh.close().catch(() => undefined);
-    if (this.temp !== null) await unlink(this.temp).catch(() => undefined);
+    if (this.temp !== null) return this.temp.abort();
+    await this.fh?.close().catch(() => undefined);
   }
 }

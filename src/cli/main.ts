@@ -10,8 +10,9 @@ import { parseArgs, UsageError, type FlagSpecs, type ParsedArgs } from './args.j
 import { CONFIG_KEYS, ConfigError, parseConfigText, resolveConfig, type Config, type ConfigOverrides } from '../domain/config.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { ControlClient } from './control-client.js';
-import { controlSocketPath, OperationError, type ProgressUpdate } from '../serve/control-protocol.js';
-import { exportImage, importImage, runOperation, type Args } from '../domain/operations.js';
+import { controlSocketPath, ControlError, type ProgressUpdate } from '../serve/control-protocol.js';
+import { runCommand, type Args } from '../domain/command-table.js';
+import { CommandError, type Actor } from '../domain/commands.js';
 import { openCore } from '../domain/core.js';
 import { LockError, SERVER_PURPOSE } from '../domain/lock.js';
 import { ProgressBar } from './progress.js';
@@ -149,6 +150,9 @@ async function withAppliance<T>(
   }
 }
 
+/** Without a server the CLI opens the data directory itself: whoever may do that owns the appliance. */
+const CLI_ACTOR: Actor = { kind: 'operator', name: 'root', via: 'cli' };
+
 async function op(config: Config, logger: Logger, purpose: string, name: string, args: Args, label: string): Promise<unknown> {
   const bar = new ProgressBar(label);
   const progress = (p: ProgressUpdate): void => bar.update(p);
@@ -158,7 +162,7 @@ async function op(config: Config, logger: Logger, purpose: string, name: string,
       logger,
       purpose,
       (client) => client.op(name, args, progress),
-      (core) => runOperation(core, name, args, progress),
+      (core) => runCommand(core.commands, CLI_ACTOR, name, args, progress),
     );
   } finally {
     bar.done();
@@ -255,7 +259,7 @@ async function main(argv: string[]): Promise<number> {
         logger,
         purpose,
         (client) => client.import(name, size, source, stream, (p) => bar.update(p)),
-        (core) => importImage(core, name, stream, size, source, (p) => bar.update(p)),
+        (core) => core.commands.importImage(CLI_ACTOR, name, stream, size, source, (p) => bar.update(p)),
       );
       bar.done();
       print(result, 'version');
@@ -282,7 +286,7 @@ async function main(argv: string[]): Promise<number> {
             }
             if (done !== size) throw new Error(`export ended after ${done} of ${size} bytes; see the server log`);
           },
-          (core) => exportImage(core, name, sink, (p) => bar.update(p)),
+          (core) => core.commands.exportImage(CLI_ACTOR, name, sink, (p) => bar.update(p)),
         );
         await sink.finish();
       } catch (err) {
@@ -379,7 +383,7 @@ export async function run(argv: string[]): Promise<void> {
     if (err instanceof UsageError || err instanceof ConfigError) {
       process.stderr.write(`netclone: ${err.message}\n`);
       process.exitCode = 2;
-    } else if (err instanceof OperationError) {
+    } else if (err instanceof ControlError || err instanceof CommandError) {
       process.stderr.write(`netclone: ${err.message}\n`);
       process.exitCode = 1;
     } else {

@@ -10,29 +10,55 @@ import { HostService } from './hosts.js';
 import { TaskService } from './tasks.js';
 import { acquireLock, type DataLock } from './lock.js';
 import { ImageStore } from '../imaging/image-store.js';
-import type { Core } from './operations.js';
 import type { NbdAccess } from './context.js';
+import { Commands } from './commands.js';
+import type { Database } from './database.js';
+import type { WakeSender } from '../lib/wake-on-lan.js';
 import type { Logger } from '../lib/log.js';
+
+/** One open data directory: its services, its store, and the commands over them. */
+export interface Core {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly db: Database;
+  readonly events: EventLog;
+  readonly hosts: HostService;
+  readonly tasks: TaskService;
+  readonly store: ImageStore;
+  readonly commands: Commands;
+  /** Present only inside a running server: NBD URLs need a live NBD listener. */
+  nbd: NbdAccess | null;
+}
 
 export interface OpenCore extends Core {
   readonly lock: DataLock;
   close(): Promise<void>;
 }
 
-export async function openCore(config: Config, logger: Logger, purpose: string, nbd: NbdAccess | null = null): Promise<OpenCore> {
+export interface CoreOptions {
+  readonly nbd?: NbdAccess | null;
+  /** How commands wake a PC; a running server passes a broadcast sender on its interface. */
+  readonly wake?: WakeSender;
+}
+
+export async function openCore(config: Config, logger: Logger, purpose: string, options: CoreOptions = {}): Promise<OpenCore> {
   await mkdir(config.dataDir, { recursive: true });
   const lock = await acquireLock(config.dataDir, purpose);
   try {
     const db = await openDatabase(config.dataDir);
     const events = new EventLog(db, logger.child({ component: 'events' }));
     const store = await ImageStore.open(config.imagesDir, { logger, keepVersions: config.keepVersions });
-    let nbdAccess = nbd;
+    let nbdAccess = options.nbd ?? null;
     const hosts = new HostService(db, events, { logger: logger.child({ component: 'hosts' }) });
     const tasks = new TaskService(db, events, {
       logger: logger.child({ component: 'tasks' }),
       liveness: { silenceSeconds: config.clientTimeoutSeconds, examineSeconds: config.clientExamineTimeoutSeconds },
     });
+    const commands = new Commands({
+      config, logger: logger.child({ component: 'commands' }), db, events, hosts, tasks, store, nbd: () => nbdAccess, wake: options.wake,
+    });
     return {
+      commands,
       config,
       logger,
       db,

@@ -5,30 +5,13 @@
 import type { TaskRecord } from './database.js';
 import type { TaskService } from './tasks.js';
 import type { HostService } from './hosts.js';
-import type { NbdGrants, OpenedExport } from '../transport/grants.js';
+import type { NbdGrants } from '../transport/grants.js';
+import { TransferMeter } from '../transport/transfer-meter.js';
+import type { ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
+
+export type { CaptureHooks, ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
 import type { Logger } from '../lib/log.js';
 import { DatabaseWriteError } from './durable-json-file.js';
-
-export interface ImageVersionInfo {
-  readonly version: number;
-  readonly size: number;
-  readonly sectorSize: number;
-  readonly chunkSize: number;
-  readonly digest: string;
-  readonly dataBytes: number;
-}
-
-export interface CaptureHooks {
-  onCommitted(version: ImageVersionInfo): void;
-  onFailed(reason: string): void;
-}
-
-/** What transfers need from the image store, and no more. */
-export interface ExportSource {
-  latest(image: string): Promise<ImageVersionInfo | null>;
-  openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }>;
-  openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
-}
 
 export interface ClientDisk {
   readonly name: string;
@@ -51,8 +34,8 @@ const COMMIT_WAIT_MS = 120_000;
 
 export class TransferService {
   private readonly captureOutcome = new Map<string, Promise<ImageVersionInfo>>();
-  /** Data bytes that crossed the wire per task (zero runs sent as WRITE_ZEROES or skipped as holes excluded). */
-  private readonly wireBytes = new Map<string, number>();
+  /** The meter of each running task's export: its wire bytes are the task's `bytesOnWire`. */
+  private readonly meters = new Map<string, TransferMeter>();
 
   constructor(
     private readonly source: ExportSource,
@@ -66,7 +49,7 @@ export class TransferService {
     tasks.on('changed', (task: TaskRecord) => {
       if (task.state === 'cancelled' || task.state === 'failed') {
         this.captureOutcome.delete(task.id);
-        this.wireBytes.delete(task.id);
+        this.meters.delete(task.id);
         this.grants.revokeTask(task.id, `task ${task.state}`).catch((err: unknown) => this.logger.error({ err, task: task.id }, 'revoking the NBD exports of an ended task failed'));
       }
     });
@@ -85,34 +68,38 @@ export class TransferService {
       if (disk.logicalSectorSize !== info.sectorSize) {
         return this.refuse(task, `disk ${disk.name} has ${disk.logicalSectorSize}-byte sectors, image ${task.image} has ${info.sectorSize}-byte sectors`);
       }
+      const meter = this.meter(task);
       ({ name } = await this.grants.grant({
         kind: 'deploy',
         image: task.image,
         ttlSeconds: TASK_EXPORT_TTL_SECONDS,
         allowedAddress: clientIp,
         taskId: task.id,
-        observer: { onRead: this.counter(task, true) },
+        meter,
         open: () => this.source.openDeploy(task.image),
       }));
+      this.meters.set(task.id, meter);
       await this.tasks.markRunning(task, disk, clientIp, info.dataBytes);
     } else {
       let settle!: { resolve: (v: ImageVersionInfo) => void; reject: (e: Error) => void };
       const outcome = new Promise<ImageVersionInfo>((resolve, reject) => (settle = { resolve, reject }));
       outcome.catch(() => undefined);
       this.captureOutcome.set(task.id, outcome);
+      const meter = this.meter(task);
       ({ name } = await this.grants.grant({
         kind: 'capture',
         image: task.image,
         ttlSeconds: TASK_EXPORT_TTL_SECONDS,
         allowedAddress: clientIp,
         taskId: task.id,
-        observer: { onWrite: this.counter(task, true), onZero: this.counter(task, false) },
+        meter,
         open: () =>
           this.source.openCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, {
             onCommitted: (v) => settle.resolve(v),
             onFailed: (reason) => settle.reject(new Error(reason)),
           }),
       }));
+      this.meters.set(task.id, meter);
       await this.tasks.markRunning(task, disk, clientIp, disk.size);
     }
     return `nbd://${nbdHost}:${nbdPort}/${name}`;
@@ -123,12 +110,9 @@ export class TransferService {
     throw new TransferError(409, reason);
   }
 
-  /** Progress covers the disk (data and zeroed ranges); `onWire` bytes are also counted as traffic. */
-  private counter(task: TaskRecord, onWire: boolean): (bytes: number) => void {
-    return (bytes) => {
-      if (onWire) this.wireBytes.set(task.id, (this.wireBytes.get(task.id) ?? 0) + bytes);
-      this.tasks.progress(task, task.progress.bytes + bytes);
-    };
+  /** The task's meter: progress covers the disk (data and zeroed ranges); its wire bytes become `bytesOnWire`. */
+  private meter(task: TaskRecord): TransferMeter {
+    return new TransferMeter(task.kind, (step) => this.tasks.progress(task, task.progress.bytes + step.covered));
   }
 
   /** The client says how it went. Capture success waits for the commit the NBD stream triggered. */
@@ -140,8 +124,8 @@ export class TransferService {
     if (task.state !== 'running' && task.state !== 'verifying') {
       throw new TransferError(409, `task is ${task.state}; nothing to finish`);
     }
-    const bytesOnWire = this.wireBytes.get(task.id) ?? 0;
-    this.wireBytes.delete(task.id);
+    const bytesOnWire = this.meters.get(task.id)?.wireBytes ?? 0;
+    this.meters.delete(task.id);
     if (task.kind === 'capture') {
       await this.tasks.markVerifying(task, 'committing the captured image');
       const outcome = this.captureOutcome.get(task.id);

@@ -26,9 +26,9 @@ export type ControlLine =
   | { readonly result: unknown }
   | { readonly error: { readonly message: string; readonly status: number } };
 
-export class OperationError extends Error {
+export class ControlError extends Error {
   constructor(readonly status: number, message: string) {
     super(message);
-    this.name = 'OperationError';
+    this.name = 'ControlError';
   }
 }

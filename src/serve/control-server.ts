@@ -5,8 +5,10 @@
  */
 import http from 'node:http';
 import { chmod, unlink } from 'node:fs/promises';
-import { OperationError, type ControlLine } from './control-protocol.js';
-import { importImage, runOperation, exportImage, type Core } from '../domain/operations.js';
+import { ControlError, type ControlLine } from './control-protocol.js';
+import type { Core } from '../domain/core.js';
+import type { Actor } from '../domain/commands.js';
+import { runCommand } from '../domain/command-table.js';
 import type { Logger } from '../lib/log.js';
 
 const MAX_OP_BODY = 1024 * 1024;
@@ -19,6 +21,9 @@ function statusOf(err: unknown): number {
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Whoever can open the socket owns the appliance's files: an operator. */
+const SOCKET_ACTOR: Actor = { kind: 'operator', name: 'root', via: 'control socket' };
 
 export async function startControlServer(core: Core, socketPath: string, logger: Logger): Promise<http.Server> {
   await unlink(socketPath).catch(() => undefined);
@@ -47,14 +52,14 @@ export async function startControlServer(core: Core, socketPath: string, logger:
         let body: { op?: unknown; args?: unknown };
         try {
           body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
-          if (typeof body.op !== 'string') throw new OperationError(400, 'op missing');
+          if (typeof body.op !== 'string') throw new ControlError(400, 'op missing');
         } catch (err) {
-          fail(send, err instanceof OperationError ? err : new OperationError(400, 'request body is not JSON'));
+          fail(send, err instanceof ControlError ? err : new ControlError(400, 'request body is not JSON'));
           res.end();
           return;
         }
         const args = body.args && typeof body.args === 'object' ? (body.args as Record<string, unknown>) : {};
-        runOperation(core, body.op as string, args, (p) => send({ progress: p }))
+        runCommand(core.commands, SOCKET_ACTOR, body.op as string, args, (p) => send({ progress: p }))
           .then((result) => send({ result }))
           .catch((err: unknown) => fail(send, err))
           .finally(() => res.end());
@@ -66,7 +71,7 @@ export async function startControlServer(core: Core, socketPath: string, logger:
       const name = url.searchParams.get('name') ?? '';
       const sizeText = url.searchParams.get('size');
       const size = sizeText === null ? null : Number(sizeText);
-      importImage(core, name, req, size !== null && Number.isSafeInteger(size) ? size : null, url.searchParams.get('source') ?? 'import', (p) => send({ progress: p }))
+      core.commands.importImage(SOCKET_ACTOR, name, req, size !== null && Number.isSafeInteger(size) ? size : null, url.searchParams.get('source') ?? 'import', (p) => send({ progress: p }))
         .then((result) => send({ result }))
         .catch((err: unknown) => fail(send, err))
         .finally(() => res.end());
@@ -74,7 +79,7 @@ export async function startControlServer(core: Core, socketPath: string, logger:
     }
     if (req.method === 'GET' && url.pathname === '/export') {
       const name = url.searchParams.get('name') ?? '';
-      exportImage(core, name, {
+      core.commands.exportImage(SOCKET_ACTOR, name, {
         begin: (size) => res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-netclone-size': String(size) }),
         write: (buf) =>
           new Promise<void>((resolve, reject) => {

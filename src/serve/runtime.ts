@@ -12,18 +12,22 @@ import { openCore, type OpenCore } from '../domain/core.js';
 import { SERVER_PURPOSE } from '../domain/lock.js';
 import type { NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from '../domain/context.js';
 import { NbdGrants } from '../transport/grants.js';
+import { TransferMeter } from '../transport/transfer-meter.js';
 import { TransferService } from '../domain/transfers.js';
 import { StoreExportSource } from '../transport/store-exports.js';
 import { startControlServer } from './control-server.js';
 import { controlSocketPath } from './control-protocol.js';
-import { OperationError } from './control-protocol.js';
+import { CommandError } from '../domain/commands.js';
 import { NbdServer } from '../nbd/server.js';
 import { TftpServer } from '../pxe/tftp/server.js';
 import { DhcpServer } from '../pxe/dhcp/server.js';
+import { booterOptions, firmwareOfClientArch, policyBooter, serviceFacts } from '../domain/boot-policy.js';
 import { buildWebApp } from '../web/app.js';
+import { TechnicianLogins } from '../domain/pc-menu.js';
+import { broadcastFor, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
 import { bootRoutes } from '../web/boot-routes.js';
 import { clientRoutes } from '../web/client-routes.js';
-import { ipToInt } from '../domain/config.js';
+import { ipToNumber } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 import type { EventLog } from '../domain/events.js';
 
@@ -98,7 +102,9 @@ export function installRejectionSafetyNet(logger: Logger): RejectionSafetyNet {
 }
 
 export async function startAppliance(config: Config, logger: Logger): Promise<RunningAppliance> {
-  const core = await openCore(config, logger, SERVER_PURPOSE);
+  const core = await openCore(config, logger, SERVER_PURPOSE, {
+    wake: wakeSender(() => ({ address: broadcastFor(config.interface), port: WOL_PORT })),
+  });
   const statuses = new Map<ServiceStatus['name'], ServiceStatus>();
   const set = (s: ServiceStatus): void => {
     statuses.set(s.name, s);
@@ -136,32 +142,37 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
         const ttlSeconds = req.ttlSeconds ?? config.urlTtlSeconds;
         let granted: { name: string; expiresAt: Date };
         if (req.write) {
-          if (!req.size) throw new OperationError(400, 'a writable URL needs the disk size');
+          if (!req.size) throw new CommandError(400, 'a writable URL needs the disk size');
           const size = req.size;
+          const meter = new TransferMeter('capture');
           granted = await grants.grant({
             kind: 'capture',
             image: req.image,
             ttlSeconds,
+            meter,
             open: () =>
               source.openCapture(req.image, size, 512, 'nbd:// URL import', {
-                onCommitted: (v) => void core.events.record('info', `image ${req.image} version ${v.version} committed from an nbd:// URL`),
+                onCommitted: (v) => void core.events.record('info', `image ${req.image} version ${v.version} committed from an nbd:// URL: ${meter.describe()}`),
                 onFailed: (reason) => void core.events.record('warn', `capture of ${req.image} through an nbd:// URL failed: ${reason}${diskFullAdvice(reason, config.imagesDir)}`),
               }),
           });
         } else {
-          granted = await grants.grant({ kind: 'deploy', image: req.image, ttlSeconds, open: () => source.openDeploy(req.image) });
+          // What a URL deploy moved is in the grant's close log line: no task or commit ends it.
+          granted = await grants.grant({ kind: 'deploy', image: req.image, ttlSeconds, meter: new TransferMeter('deploy'), open: () => source.openDeploy(req.image) });
         }
         return { uri: `nbd://${host}:${nbdAddr.port}/${granted.name}`, exportName: granted.name, expiresAt: granted.expiresAt.toISOString() };
       },
     };
-    (core as { nbd: NbdAccess | null }).nbd = nbd;
+    core.nbd = nbd;
 
-    const imageNames = async (): Promise<string[]> => (await core.store.list()).map((i) => i.name);
     const web = await buildWebApp(
-      { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, nbd, store: core.store, services: () => [...statuses.values()] },
+      { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, commands: core.commands, services: () => [...statuses.values()] },
       {
         extraPlugins: [
-          bootRoutes({ config, logger: logger.child({ component: 'boot' }), db: core.db, hosts: core.hosts, tasks: core.tasks, bootAddresses: core.hosts.bootAddresses, imageNames }),
+          bootRoutes({
+            config, logger: logger.child({ component: 'boot' }), hosts: core.hosts, tasks: core.tasks, bootAddresses: core.hosts.bootAddresses,
+            commands: core.commands, logins: new TechnicianLogins(core.db),
+          }),
           clientRoutes({ config, logger: logger.child({ component: 'client-api' }), hosts: core.hosts, tasks: core.tasks, transfers, images: source, nbdPort: nbdAddr.port }),
         ],
       },
@@ -213,21 +224,19 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
               router: config.dhcpRouter ?? undefined,
               dns: config.dhcpDns,
               leaseSeconds: config.dhcpLeaseSeconds,
-              exclude: exclude.filter((a) => ipToInt(a) >= ipToInt(config.dhcpRange!.start) && ipToInt(a) <= ipToInt(config.dhcpRange!.end)),
+              exclude: exclude.filter((a) => ipToNumber(a) >= ipToNumber(config.dhcpRange!.start) && ipToNumber(a) <= ipToNumber(config.dhcpRange!.end)),
             }
           : undefined,
         leaseFile: path.join(config.dataDir, 'state', 'dhcp-leases.json'),
-        arm64BootFile: config.arm64BootFile,
+        booter: policyBooter(serviceFacts(core.hosts, core.tasks), booterOptions(config)),
         logger,
         hooks: {
           onPxeRequest: (info) => {
             if (info.ip) core.hosts.bootAddresses.note(info.mac, info.ip);
-            const firmware = info.arch === 0 ? 'bios' : info.arch === 16 ? 'uefi-http' : info.arch === 11 ? 'arm64' : info.arch !== undefined ? 'uefi' : 'unknown';
             core.hosts
-              .sighted({ mac: info.mac, ip: info.ip ?? null, firmware, arch: info.arch === undefined ? null : String(info.arch), vendorClass: info.vendorClass ?? null })
+              .sighted({ mac: info.mac, ip: info.ip ?? null, firmware: firmwareOfClientArch(info.arch), arch: info.arch === undefined ? null : String(info.arch), vendorClass: info.vendorClass ?? null })
               .catch((err: unknown) => logger.error({ err, mac: info.mac }, 'could not record a PXE sighting'));
           },
-          efiLoaderFor: (mac) => core.hosts.get(mac)?.efiLoader ?? 'snponly.efi',
         },
       });
       try {

@@ -6,9 +6,37 @@ import { MAX_DISK_SIZE } from '../imaging/manifest.js';
 import { DeployExport } from './deploy-export.js';
 import { CaptureExport } from './capture-export.js';
 import type { OpenedExport } from './grants.js';
-import type { CaptureHooks, ExportSource, ImageVersionInfo } from '../domain/transfers.js';
-import { OperationError } from '../serve/control-protocol.js';
 import type { Logger } from '../lib/log.js';
+
+export interface ImageVersionInfo {
+  readonly version: number;
+  readonly size: number;
+  readonly sectorSize: number;
+  readonly chunkSize: number;
+  readonly digest: string;
+  readonly dataBytes: number;
+}
+
+export interface CaptureHooks {
+  onCommitted(version: ImageVersionInfo): void;
+  onFailed(reason: string): void;
+}
+
+/** What transfers need from the image store, and no more. */
+export interface ExportSource {
+  latest(image: string): Promise<ImageVersionInfo | null>;
+  openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }>;
+  openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
+}
+
+/** A request for an export that cannot be met as asked (bad name, size, sector size, no such image). */
+export class ExportRequestError extends Error {
+  constructor(readonly status: 400 | 404, message: string) {
+    super(message);
+    this.name = 'ExportRequestError';
+  }
+}
+
 
 export class StoreExportSource implements ExportSource {
   constructor(
@@ -35,12 +63,12 @@ export class StoreExportSource implements ExportSource {
   }
 
   async openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }> {
-    if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
+    if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
     let reader;
     try {
       reader = await this.store.openVersion(image);
     } catch (err) {
-      if (err instanceof ImageNotFoundError) throw new OperationError(404, err.message);
+      if (err instanceof ImageNotFoundError) throw new ExportRequestError(404, err.message);
       throw err;
     }
     const exp = new DeployExport(reader, { logger: this.logger });
@@ -59,11 +87,11 @@ export class StoreExportSource implements ExportSource {
    * size is refused when the URL or task starts, not at the client's first write.
    */
   async openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport> {
-    if (!isValidImageName(image)) throw new OperationError(400, `"${image}" is not a valid image name`);
+    if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
     if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK_SIZE) {
-      throw new OperationError(400, `disk size ${size} is out of range: a capture takes 1 byte to ${MAX_DISK_SIZE} bytes (64 TiB)`);
+      throw new ExportRequestError(400, `disk size ${size} is out of range: a capture takes 1 byte to ${MAX_DISK_SIZE} bytes (64 TiB)`);
     }
-    if (sectorSize !== 512 && sectorSize !== 4096) throw new OperationError(400, `sector size ${sectorSize} is not supported: use 512 or 4096`);
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new ExportRequestError(400, `sector size ${sectorSize} is not supported: use 512 or 4096`);
     const exp = new CaptureExport(
       { name: image, size, begin: () => this.store.beginCapture(image, { size, sectorSize, source }) },
       {

@@ -16,7 +16,6 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { PACKAGE_ROOT } from '../domain/config.js';
 import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
-import { Actions } from './actions.js';
 import { registerApi } from './api.js';
 import { installAuthHooks } from './auth.js';
 import { VerifyTracker } from './verify-tracker.js';
@@ -25,7 +24,6 @@ import { classifyError, sendProblem } from './errors.js';
 import { html } from './html.js';
 import { registerPages, renderPage } from './pages.js';
 import { SessionStore } from './sessions.js';
-import { broadcastFor, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
 
 export type { WebContext, WebAppOptions } from './context.js';
 
@@ -106,11 +104,10 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
   const secure = ctx.config.secureCookies;
   const idleSeconds = options.sessionIdleSeconds ?? DEFAULT_IDLE_SECONDS;
   const sessions = new SessionStore(idleSeconds * 1000);
-  const verifier = new VerifyTracker(ctx.store, (name, state) => {
+  const verifier = new VerifyTracker((name, state) => {
     void ctx.events.record(state.state === 'ok' ? 'info' : 'error', `verify of image ${name}: ${state.message}`);
   });
-  const wake = options.wake ?? wakeSender(() => ({ address: broadcastFor(ctx.config.interface), port: WOL_PORT }));
-  const actions = new Actions(ctx, verifier, wake);
+  ctx.commands.onImageRenamed((from, to) => verifier.rename(from, to));
   const loginLimit = { max: options.loginRateLimit?.max ?? 10, timeWindow: options.loginRateLimit?.timeWindowMs ?? 60_000 };
 
   await app.register(cookie, { secret: await ensureSessionSecret(ctx.db) });
@@ -181,8 +178,8 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
     return reply.type('image/svg+xml').header('Cache-Control', 'public, max-age=86400').send(f?.body);
   });
 
-  registerApi(app, ctx, actions);
-  registerPages(app, { ctx, actions, sessions, cookie: { secure }, loginLimit });
+  registerApi(app, ctx, verifier);
+  registerPages(app, { ctx, verifier, sessions, cookie: { secure }, loginLimit });
 
   for (const plugin of options.extraPlugins ?? []) await app.register(plugin);
 
@@ -199,5 +196,3 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
   return app;
 }
 
-/** For callers that want the pieces (the lead's CLI and tests). */
-export { Actions } from './actions.js';

@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Database } from '../domain/database.js';
 import { findApiToken } from '../domain/users.js';
 import type { SessionStore, Session } from './sessions.js';
+import type { Actor } from '../domain/commands.js';
 
 export const SESSION_COOKIE = 'nc_session';
 
@@ -23,6 +24,15 @@ declare module 'fastify' {
   interface FastifyRequest {
     auth: AuthInfo | null;
   }
+}
+
+/**
+ * The person behind an admin request, for the command layer. Only routes behind the auth hook
+ * call this: a request that reached them without a login is a bug, not a stranger.
+ */
+export function operatorOf(req: FastifyRequest): Actor {
+  if (!req.auth) throw new Error(`${req.method} ${req.url.split('?')[0]} reached a command without a login`);
+  return { kind: 'operator', name: req.auth.username, via: req.auth.kind === 'token' ? 'api' : 'admin page' };
 }
 
 export type RouteClass = 'external' | 'public' | 'api' | 'page';

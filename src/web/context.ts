@@ -1,16 +1,31 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { AppContextBase } from '../domain/context.js';
-import type { ImageCatalog } from './verify-tracker.js';
-import type { WakeSender } from '../lib/wake-on-lan.js';
+import type { Config } from '../domain/config.js';
+import type { Database } from '../domain/database.js';
+import type { EventLog } from '../domain/events.js';
+import type { HostService } from '../domain/hosts.js';
+import type { TaskService } from '../domain/tasks.js';
+import type { Commands } from '../domain/commands.js';
+import type { ServiceStatus } from '../domain/context.js';
+import type { Logger } from '../lib/log.js';
 
-/** What the web app runs on: the appliance context plus the image store. */
-export type WebContext = AppContextBase & { readonly store: ImageCatalog };
-
+/**
+ * What the admin web app is handed. Every change goes through `commands`; hosts, tasks and
+ * events are read here for the pages' views, and the database only for logins, sessions and
+ * API tokens.
+ */
+export interface WebContext {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly db: Database;
+  readonly events: EventLog;
+  readonly hosts: Pick<HostService, 'list' | 'get' | 'require'>;
+  readonly tasks: Pick<TaskService, 'list' | 'require'>;
+  readonly commands: Commands;
+  services(): ServiceStatus[];
+}
 export interface WebAppOptions {
   /** The boot script and thin-client routes (`/boot/*`, `/api/client/v1/*`); they bring their own auth. */
   readonly extraPlugins?: readonly FastifyPluginAsync[];
-  /** Wake-on-LAN sender; defaults to a broadcast on the configured interface, port 9. */
-  readonly wake?: WakeSender;
   /** Login / setup attempts per client address per window (default 10 per minute). */
   readonly loginRateLimit?: { readonly max: number; readonly timeWindowMs: number };
   /** Idle session lifetime (default 8 hours). */

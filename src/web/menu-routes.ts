@@ -21,21 +21,20 @@ import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
 import { hashToken, newToken } from '../domain/tokens.js';
 import { normalizeMac } from '../lib/mac.js';
-import { plainAddress } from '../lib/addresses.js';
+import { plainAddress } from '../lib/ipv4.js';
 import { MAX_PASSWORD_LENGTH } from '../domain/users.js';
 import type { Logger } from '../lib/log.js';
-import type { TechnicianActionOutcome, TechnicianActionRequest, TechnicianLogins } from './boot-routes.js';
+import type { Commands } from '../domain/commands.js';
+import { performTechnicianAction, technicianAt, type TechnicianLogins } from '../domain/pc-menu.js';
 
 export interface MenuRoutesContext {
   readonly logger: Logger;
   readonly hosts: Pick<HostService, 'get'>;
   readonly tasks: Pick<TaskService, 'activeFor'>;
-  /** Names of images with a committed version: what a deploy may choose. */
-  imageNames(): Promise<string[]>;
   /** The boot menu's login check and failure limit, shared. */
   readonly logins: TechnicianLogins;
-  /** The boot menu's action rules, shared. */
-  act(request: TechnicianActionRequest): Promise<TechnicianActionOutcome>;
+  /** What a logged-in technician asks for runs as a command, as from the boot menu. */
+  readonly commands: Commands;
 }
 
 /** Long enough to read the list and type an image name; short enough that a forgotten login dies soon. */
@@ -136,7 +135,7 @@ export function menuRoutes(ctx: MenuRoutesContext) {
           session,
           expiresIn: MENU_SESSION_MS / 1000,
           host: { mac, name: host?.name ?? '', registered: host?.registered === true },
-          images: await ctx.imageNames(),
+          images: await ctx.commands.imageNames(technicianAt(mac, ip, user.username, 'client menu')),
           // A task queued on the admin page (or one whose boot was not confirmed) can be started from here.
           task: waiting && (waiting.state === 'queued' || waiting.state === 'booting') ? { kind: waiting.kind, image: waiting.image } : null,
         };
@@ -185,7 +184,7 @@ export function menuRoutes(ctx: MenuRoutesContext) {
           return refuse(reply, 400, 'a deploy needs the image name');
         }
         ctx.logger.info({ mac: session.mac, ip, user: session.user, do: req.body.do, image: req.body.image }, `client menu: ${session.user} asks for ${req.body.do} at the PC`);
-        const outcome = await ctx.act({ mac: session.mac, what: req.body.do, image: req.body.image, ip, user: session.user, via: 'client menu' });
+        const outcome = await performTechnicianAction(ctx.commands, ctx.logger, { mac: session.mac, what: req.body.do, image: req.body.image, ip, user: session.user, via: 'client menu' });
         if (outcome.kind === 'refused') return refuse(reply, outcome.status, outcome.message);
         // Single use: a successful action is what the login was for, and the PC now holds what it needs
         // (a task token, or its registration). A session left alive would let whatever runs at this

@@ -2,10 +2,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { isActive } from '../domain/tasks.js';
-import { checkLogin, createApiToken, hasAdmin, listApiTokens, revokeApiToken, setAdminPassword, setupTokenValid, ADMIN_USERNAME, UserError } from '../domain/users.js';
-import { hostState, type Actions, type HostPatchInput } from './actions.js';
+import { checkLogin, hasAdmin, setAdminPassword, setupTokenValid, ADMIN_USERNAME, UserError } from '../domain/users.js';
+import { hostState, type HostPatch } from '../domain/commands.js';
+import type { VerifyTracker } from './verify-tracker.js';
 import { diskUsage, requestHost } from './api.js';
-import { SESSION_COOKIE, safeNext } from './auth.js';
+import { operatorOf, SESSION_COOKIE, safeNext } from './auth.js';
 import type { WebContext } from './context.js';
 import type { SafeHtml } from './html.js';
 import { html } from './html.js';
@@ -32,7 +33,7 @@ export function csrfFor(req: FastifyRequest, reply: FastifyReply): string {
 
 export interface PageDeps {
   readonly ctx: WebContext;
-  readonly actions: Actions;
+  readonly verifier: VerifyTracker;
   readonly sessions: SessionStore;
   readonly cookie: { readonly secure: boolean };
   readonly loginLimit: { readonly max: number; readonly timeWindow: number };
@@ -78,7 +79,8 @@ const FormPassword = Type.Object({ current: Type.String({ maxLength: 1024 }), pa
 const TokenIdParams = Type.Object({ id: Type.String({ maxLength: 64, pattern: '^[A-Za-z0-9-]+$' }) });
 
 export function registerPages(app: FastifyInstance, deps: PageDeps): void {
-  const { ctx, actions, sessions } = deps;
+  const { ctx, verifier, sessions } = deps;
+  const { commands } = ctx;
   const hide = { hide: true };
 
   const names = (): Map<string, string> => new Map(ctx.hosts.list().map((h) => [h.mac, h.name]));
@@ -147,7 +149,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
       imagesDir: ctx.config.imagesDir,
       active: ctx.tasks.list({ active: true }),
       events: ctx.events.recent(15),
-      counts: { hosts: hosts.length, images: (await ctx.store.list()).length, unregistered: hosts.filter((h) => !h.registered).length },
+      counts: { hosts: hosts.length, images: (await commands.listImages(operatorOf(req))).length, unregistered: hosts.filter((h) => !h.registered).length },
       csrf: csrfFor(req, reply),
       names: names(),
     });
@@ -168,7 +170,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.get('/hosts/table', { schema: hide }, async (_req, reply) => sendHtml(reply, hostsTable(ctx.hosts.list(), hostStates())));
 
   app.post<{ Body: Static<typeof FormMac> }>('/hosts', { schema: { ...hide, body: FormMac } }, async (req, reply) => {
-    const host = await actions.addHost(req.body.mac, req.body.name?.trim());
+    const host = await commands.addHost(operatorOf(req), req.body.mac, req.body.name?.trim());
     setFlash(req, `Host ${host.mac} added.`);
     return reply.redirect(`/hosts/${host.mac}`, 303);
   });
@@ -178,25 +180,25 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
     const tasks = ctx.tasks.list({ mac: host.mac });
     const body = hostPage({
       host, state: hostState(host, tasks), active: tasks.find(isActive), tasks, events: ctx.events.recent(20, host.mac),
-      images: await ctx.store.list(), csrf: csrfFor(req, reply),
+      images: await commands.listImages(operatorOf(req)), csrf: csrfFor(req, reply),
     });
     return sendHtml(reply, renderPage(req, reply, { title: host.name || host.mac, section: 'hosts', body }));
   });
 
   app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormHost> }>('/hosts/:mac', { schema: { ...hide, params: MacParams, body: FormHost } }, async (req, reply) => {
-    const patch: HostPatchInput = {};
+    const patch: HostPatch = {};
     if (req.body.name !== undefined) patch.name = req.body.name.trim();
     if (req.body.assignedImage !== undefined) patch.assignedImage = req.body.assignedImage === '' ? null : req.body.assignedImage;
     if (req.body.localBoot !== undefined) patch.localBoot = req.body.localBoot === '' ? null : req.body.localBoot;
     if (req.body.efiLoader !== undefined) patch.efiLoader = req.body.efiLoader;
-    const host = await actions.updateHost(req.params.mac, patch);
+    const host = await commands.updateHost(operatorOf(req), req.params.mac, patch);
     setFlash(req, `Saved ${host.name || host.mac}.`);
     return reply.redirect(`/hosts/${host.mac}`, 303);
   });
 
   app.post<{ Params: Static<typeof MacParams> }>('/hosts/:mac/delete', { schema: { ...hide, params: MacParams } }, async (req, reply) => {
     const host = ctx.hosts.require(req.params.mac);
-    await actions.removeHost(host.mac);
+    await commands.removeHost(operatorOf(req), host.mac);
     setFlash(req, `Host ${host.name || host.mac} removed.`);
     return reply.redirect('/hosts', 303);
   });
@@ -204,7 +206,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   for (const kind of ['capture', 'deploy'] as const) {
     app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormTask> }>(`/hosts/:mac/${kind}`, { schema: { ...hide, params: MacParams, body: FormTask } }, async (req, reply) => {
       const image = req.body.image?.trim() || undefined;
-      const { task, wake } = await actions.startTask({ kind, mac: req.params.mac, image, wake: req.body.wake === 'on' });
+      const { task, wake } = await commands.startTask(operatorOf(req), { kind, mac: req.params.mac, image, wake: req.body.wake === 'on' });
       setFlash(req, `${kind === 'capture' ? 'Capture' : 'Deploy'} of ${task.image} queued: network-boot the PC now${wake ? `; ${wake.detail}` : ''}.`);
       return reply.redirect(`/hosts/${task.mac}`, 303);
     });
@@ -212,43 +214,44 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
 
   // Images
   app.get('/images', { schema: hide }, async (req, reply) => {
-    const body = html`<h1>Images</h1>${imagesTable(await ctx.store.list(), (n) => actions.verifier.get(n))}`;
+    const body = html`<h1>Images</h1>${imagesTable(await commands.listImages(operatorOf(req)), (n) => verifier.get(n))}`;
     return sendHtml(reply, renderPage(req, reply, { title: 'Images', section: 'images', body }));
   });
 
   app.get<{ Params: Static<typeof ImageParams> }>('/images/:name', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
-    const image = await actions.image(req.params.name);
-    const body = imagePage({ image, verify: actions.verifier.get(req.params.name), csrf: csrfFor(req, reply) });
+    const image = await commands.showImage(operatorOf(req), req.params.name);
+    const body = imagePage({ image, verify: verifier.get(req.params.name), csrf: csrfFor(req, reply) });
     return sendHtml(reply, renderPage(req, reply, { title: req.params.name, section: 'images', body }));
   });
 
   app.post<{ Params: Static<typeof ImageParams> }>('/images/:name/verify', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
-    await actions.requireImage(req.params.name);
-    const state = actions.verifier.start(req.params.name);
+    const actor = operatorOf(req);
+    await commands.showImage(actor, req.params.name);
+    const state = verifier.start(req.params.name, undefined, (name, version) => commands.verifyImage(actor, name, { version }));
     if (req.headers['hx-request'] === 'true') return sendHtml(reply, verifyBox(req.params.name, state, csrfFor(req, reply)));
     return reply.redirect(`/images/${req.params.name}`, 303);
   });
 
   app.get<{ Params: Static<typeof ImageParams> }>('/images/:name/verify-status', { schema: { ...hide, params: ImageParams } }, async (req, reply) =>
-    sendHtml(reply, verifyBox(req.params.name, actions.verifier.get(req.params.name), csrfFor(req, reply))));
+    sendHtml(reply, verifyBox(req.params.name, verifier.get(req.params.name), csrfFor(req, reply))));
 
   app.post<{ Params: Static<typeof ImageParams> }>('/images/:name/url', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
-    const url = await actions.nbdUrl(req.params.name, undefined, requestHost(req.headers.host));
+    const url = await commands.imageUrl(operatorOf(req), { image: req.params.name, write: false, host: requestHost(req.headers.host) });
     if (req.headers['hx-request'] === 'true') return sendHtml(reply, urlBox(url, req.params.name, csrfFor(req, reply)));
     setFlash(req, `nbd:// URL (read-only, until ${url.expiresAt}): ${url.uri}`);
     return reply.redirect(`/images/${req.params.name}`, 303);
   });
 
   app.post<{ Params: Static<typeof ImageParams>; Body: Static<typeof FormRename> }>('/images/:name/rename', { schema: { ...hide, params: ImageParams, body: FormRename } }, async (req, reply) => {
-    await actions.renameImage(req.params.name, req.body.to);
+    await commands.renameImage(operatorOf(req), req.params.name, req.body.to);
     setFlash(req, `Image ${req.params.name} is now called ${req.body.to}.`);
     return reply.redirect(`/images/${req.body.to}`, 303);
   });
 
   app.post<{ Params: Static<typeof VersionParams> }>('/images/:name/versions/:n/delete', { schema: { ...hide, params: VersionParams } }, async (req, reply) => {
-    await actions.removeVersion(req.params.name, req.params.n);
+    await commands.removeVersion(operatorOf(req), req.params.name, req.params.n);
     setFlash(req, `Version ${req.params.n} of ${req.params.name} deleted.`);
-    const left = (await ctx.store.list()).some((i) => i.name === req.params.name);
+    const left = (await commands.imageNames(operatorOf(req))).includes(req.params.name);
     return reply.redirect(left ? `/images/${req.params.name}` : '/images', 303);
   });
 
@@ -273,7 +276,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
     sendHtml(reply, taskProgress(ctx.tasks.require(req.params.id))));
 
   app.post<{ Params: Static<typeof TaskParams> }>('/tasks/:id/cancel', { schema: { ...hide, params: TaskParams } }, async (req, reply) => {
-    const task = await actions.cancelTask(req.params.id);
+    const task = await commands.cancelTask(operatorOf(req), req.params.id);
     setFlash(req, `${task.kind} of ${task.image} on ${task.mac} cancelled.`);
     const back = req.headers.referer ? safeNext(new URL(req.headers.referer, 'http://x').pathname) : `/tasks/${task.id}`;
     return reply.redirect(back, 303);
@@ -281,20 +284,18 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
 
   // Settings: API tokens and the admin password
   const settings = async (req: FastifyRequest, reply: FastifyReply, created: { name: string; token: string } | null): Promise<FastifyReply> =>
-    sendHtml(reply, renderPage(req, reply, { title: 'Settings', section: 'settings', body: settingsPage(listApiTokens(ctx.db), csrfFor(req, reply), created) }));
+    sendHtml(reply, renderPage(req, reply, { title: 'Settings', section: 'settings', body: settingsPage(commands.listApiTokens(operatorOf(req)), csrfFor(req, reply), created) }));
 
   app.get('/settings', { schema: hide }, async (req, reply) => settings(req, reply, null));
 
   app.post<{ Body: Static<typeof FormToken> }>('/settings/tokens', { schema: { ...hide, body: FormToken } }, async (req, reply) => {
-    const created = await createApiToken(ctx.db, req.body.name.trim());
-    await ctx.events.record('info', `API token "${created.record.name}" created`);
+    const created = await commands.createApiToken(operatorOf(req), req.body.name.trim());
     // Shown once, in this response; a redirect would have to carry the secret somewhere.
     return settings(req, reply, { name: created.record.name, token: created.token });
   });
 
   app.post<{ Params: Static<typeof TokenIdParams> }>('/settings/tokens/:id/revoke', { schema: { ...hide, params: TokenIdParams } }, async (req, reply) => {
-    const record = await revokeApiToken(ctx.db, req.params.id);
-    await ctx.events.record('info', `API token "${record.name}" revoked`);
+    const record = await commands.revokeApiToken(operatorOf(req), req.params.id);
     setFlash(req, `Token ${record.name} revoked.`);
     return reply.redirect('/settings', 303);
   });
@@ -302,10 +303,9 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.post<{ Body: Static<typeof FormPassword> }>('/settings/password', { schema: { ...hide, body: FormPassword }, config: { rateLimit: deps.loginLimit } }, async (req, reply) => {
     const username = req.auth?.kind === 'session' ? req.auth.username : ADMIN_USERNAME;
     if (!(await checkLogin(ctx.db, username, req.body.current))) throw new UserError(400, 'the current password is wrong');
-    await setAdminPassword(ctx.db, req.body.password);
+    await commands.setAdminPassword(operatorOf(req), req.body.password);
     sessions.destroyAllFor(username);
     startSession(reply, username);
-    await ctx.events.record('info', 'admin password changed');
     return reply.redirect('/settings', 303);
   });
 }

@@ -10,8 +10,9 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { resolveConfig } from '../../src/domain/config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
-import { exportImage } from '../../src/domain/operations.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
 import { run } from '../lib/run.js';
+import { waitFor } from '../lib/wait.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -33,17 +34,12 @@ function mixed(size: number): Buffer {
 }
 
 async function waitForVersion(name: string, version: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const list = await app.core.store.list();
-    if (list.find((x) => x.name === name)?.latestVersion === version) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${name} never reached version ${version}`);
+  await waitFor(`${name} to reach version ${version}`, async () => (await app.core.store.list()).find((x) => x.name === name)?.latestVersion === version, { timeoutMs: 10_000, everyMs: 50 });
 }
 
 async function exported(name: string): Promise<Buffer> {
   const parts: Buffer[] = [];
-  await exportImage(app.core, name, {
+  await app.core.commands.exportImage(TEST_OPERATOR, name, {
     begin: () => undefined,
     write: async (b) => void parts.push(Buffer.from(b)),
   });

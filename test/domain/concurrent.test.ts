@@ -11,7 +11,8 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { resolveConfig } from '../../src/domain/config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
-import { importImage, runOperation } from '../../src/domain/operations.js';
+import { runCommand } from '../../src/domain/command-table.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
 import { imageDigest } from '../../src/imaging/manifest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { run } from '../nbd/helpers.js';
@@ -72,7 +73,7 @@ describe('two captures and two deploys at once through the client API', () => {
     for (const [name, disk] of Object.entries(images)) {
       const file = path.join(dir, `${name}.raw`);
       await writeFile(file, disk);
-      await importImage(app.core, name, createReadStream(file), disk.length, 'test', () => undefined);
+      await app.core.commands.importImage(TEST_OPERATOR, name, createReadStream(file), disk.length, 'test', () => undefined);
     }
     const pcs = [
       { mac: '52:54:00:00:aa:01', kind: 'deploy' as const, image: 'golden-a', disk: images['golden-a'] },
@@ -83,7 +84,7 @@ describe('two captures and two deploys at once through the client API', () => {
     const tasks: TaskRecord[] = [];
     const tokens: string[] = [];
     for (const pc of pcs) {
-      tasks.push((await runOperation(app.core, 'task.create', { kind: pc.kind, mac: pc.mac, image: pc.image }, () => undefined)) as TaskRecord);
+      tasks.push((await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: pc.kind, mac: pc.mac, image: pc.image }, () => undefined)) as TaskRecord);
       tokens.push(await tokenFor(pc.mac));
     }
     const uris = await Promise.all(

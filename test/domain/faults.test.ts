@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { cli, loggedPorts, spawnServer, type ServerProcess } from '../cli/processes.js';
-import { run } from '../lib/run.js';
+import { run, type RunResult } from '../lib/run.js';
 import { databasePath, forgetDatabase, openDatabase } from '../../src/domain/database.js';
 import { DatabaseWriteError } from '../../src/domain/durable-json-file.js';
 import { EventLog } from '../../src/domain/events.js';
@@ -23,7 +23,8 @@ import { HostService } from '../../src/domain/hosts.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { resolveConfig } from '../../src/domain/config.js';
 import { startAppliance } from '../../src/serve/runtime.js';
-import { importImage, runOperation } from '../../src/domain/operations.js';
+import { runCommand } from '../../src/domain/command-table.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
 import type { TaskRecord } from '../../src/domain/database.js';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -192,7 +193,7 @@ describe('the database on a full disk', () => {
 
 describe('the serve process safety net', () => {
   /** A process that rejects a promise nobody handles, with or without the serve runtime's handler. */
-  function rejectUnhandled(withNet: boolean): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  function rejectUnhandled(withNet: boolean): Promise<RunResult> {
     const runtime = path.resolve('dist/serve/runtime.js');
     const log = path.resolve('dist/lib/log.js');
     const script = [
@@ -202,12 +203,7 @@ describe('the serve process safety net', () => {
       `Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));`,
       `setTimeout(() => console.log('still serving'), 100);`,
     ].join('\n');
-    return new Promise((resolve, reject) => {
-      execFile(process.execPath, ['--input-type=module', '-e', script], (err, stdout, stderr) => {
-        if (err && typeof err.code !== 'number') reject(err);
-        else resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
-      });
-    });
+    return run(process.execPath, ['--input-type=module', '-e', script]);
   }
 
   it('without it Node ends the process on an unhandled rejection', async () => {
@@ -250,10 +246,10 @@ describe('a task capture while state/ is full', () => {
       const base = `http://127.0.0.1:${app.ports.http}`;
       const v1 = Buffer.concat([noise(11, 2 * MiB), Buffer.alloc(2 * MiB)]);
       await writeFile(path.join(dir, 'desk-v1.raw'), v1);
-      await importImage(app.core, 'desk', createReadStream(path.join(dir, 'desk-v1.raw')), v1.length, 'test', () => undefined);
+      await app.core.commands.importImage(TEST_OPERATOR, 'desk', createReadStream(path.join(dir, 'desk-v1.raw')), v1.length, 'test', () => undefined);
 
       const mac = '52:54:00:fa:02:02';
-      const task = (await runOperation(app.core, 'task.create', { kind: 'capture', mac, image: 'desk' }, () => undefined)) as TaskRecord;
+      const task = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'capture', mac, image: 'desk' }, () => undefined)) as TaskRecord;
       app.core.hosts.bootAddresses.note(mac, '127.0.0.1');
       const script = await (await fetch(`${base}/boot/ipxe?mac=${mac}&platform=efi&arch=x86_64&chip=undionly`)).text();
       const token = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script)?.[1];

@@ -3,7 +3,7 @@
  * hands out a task token, a client (played by the test with real nbdcopy) uses the
  * client API and the task's NBD export, and the task ends done with the right bytes.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,8 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { resolveConfig } from '../../src/domain/config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
-import { importImage, runOperation } from '../../src/domain/operations.js';
+import { runCommand } from '../../src/domain/command-table.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
 import { imageDigest } from '../../src/imaging/manifest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { run, RawClient, rawGreet, optionBytes, goData, readOptionReply } from '../nbd/helpers.js';
@@ -63,6 +64,35 @@ async function api(pathname: string, token: string | null, body?: unknown): Prom
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
+/** A deploy of golden queued for `mac`, and the one-time token the PC's boot script carries. */
+async function queuedDeploy(mac: string): Promise<{ task: TaskRecord; token: string }> {
+  const task = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
+  return { task, token: tokenOf(await bootScript(mac)) };
+}
+
+/** A deploy of golden carried out by nbdcopy and reported verified: the task is done. */
+async function finishedDeploy(mac: string): Promise<{ task: TaskRecord; token: string }> {
+  const { task, token } = await queuedDeploy(mac);
+  const start = await api('/api/client/v1/start', token, { disk: { name: 'vda', size: 64 * CHUNK, logicalSectorSize: 512 } });
+  expect(start.status).toBe(200);
+  const out = path.join(dir, `deployed-${mac.replace(/:/g, '')}.raw`);
+  const r = await run('nbdcopy', ['--flush', String(start.json.nbd), out]);
+  expect(r.code, r.stderr).toBe(0);
+  const done = await api('/api/client/v1/result', token, { ok: true, message: 'ok', digest: diskDigest(await readFile(out), source.length) });
+  expect(done.json).toMatchObject({ state: 'done' });
+  return { task, token };
+}
+
+/** The PC loses power: nothing more arrives. Two minutes pass (the default client-timeout) and the liveness check runs. */
+async function twoMinutesOfSilence(): Promise<TaskRecord[]> {
+  const clock = vi.spyOn(Date, 'now').mockReturnValue(Date.now() + 121_000);
+  try {
+    return await app.core.tasks.checkLiveness();
+  } finally {
+    clock.mockRestore();
+  }
+}
+
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'nc-flow-'));
   const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': path.join(dir, 'boot') });
@@ -71,7 +101,7 @@ beforeAll(async () => {
   source = makeDisk(1);
   const file = path.join(dir, 'golden.raw');
   await writeFile(file, source);
-  await importImage(app.core, 'golden', createReadStream(file), source.length, 'test', () => undefined);
+  await app.core.commands.importImage(TEST_OPERATOR, 'golden', createReadStream(file), source.length, 'test', () => undefined);
 });
 
 afterAll(async () => {
@@ -79,20 +109,24 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('deploy through the client API and a task export', () => {
-  const mac = '52:54:00:00:d0:01';
-  let token: string;
-  let task: TaskRecord;
+// Each test makes its own tasks on its own PCs; one left waiting must not be failed by another test's liveness check.
+afterEach(async () => {
+  for (const t of app.core.tasks.list({ active: true })) await app.core.tasks.cancel(t.id);
+});
 
+describe('deploy through the client API and a task export', () => {
   it('queues a deploy and hands the PC the client with a one-time token', async () => {
-    task = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
+    const mac = '52:54:00:00:d0:01';
+    const task = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
     const script = await bootScript(mac.replace(/:/g, '-'));
     expect(script).toContain('/boot/client/vmlinuz');
-    token = tokenOf(script);
+    expect(tokenOf(script)).toMatch(/^[A-Za-z0-9_-]+$/);
     expect(task.state).toBe('booting');
   });
 
   it('refuses calls without the token, with a wrong one, and for another MAC', async () => {
+    const mac = '52:54:00:00:d0:06';
+    const { token } = await queuedDeploy(mac);
     expect((await api(`/api/client/v1/task?mac=${mac}`, null)).status).toBe(401);
     expect((await api(`/api/client/v1/task?mac=${mac}`, 'A'.repeat(32))).status).toBe(403);
     expect((await api('/api/client/v1/task?mac=52:54:00:00:d0:99', token)).status).toBe(403);
@@ -101,6 +135,8 @@ describe('deploy through the client API and a task export', () => {
   });
 
   it('gives the task with the image facts, then an NBD URL for the chosen disk', async () => {
+    const mac = '52:54:00:00:d0:07';
+    const { token } = await queuedDeploy(mac);
     const t = await api(`/api/client/v1/task?mac=${mac}`, token);
     expect(t.status).toBe(200);
     expect(t.json).toMatchObject({ kind: 'deploy', image: 'golden', imageInfo: { size: source.length, sectorSize: 512, chunkSize: CHUNK, digest: diskDigest(source, source.length) } });
@@ -115,6 +151,7 @@ describe('deploy through the client API and a task export', () => {
   });
 
   it('serves the image to nbdcopy, counts progress from the stream, and refuses other addresses', async () => {
+    const { task, token } = await queuedDeploy('52:54:00:00:d0:08');
     const start = await api('/api/client/v1/start', token, { disk: { name: 'vda', size: 64 * CHUNK, logicalSectorSize: 512, serial: 'D1' } });
     expect(start.status).toBe(200);
     const uri = String(start.json.nbd);
@@ -146,6 +183,8 @@ describe('deploy through the client API and a task export', () => {
   });
 
   it('sends the PC to its local disk afterwards (the menu times out to it, no task token), and the spent token is dead', async () => {
+    const mac = '52:54:00:00:d0:09';
+    const { token } = await finishedDeploy(mac);
     const script = await bootScript(mac);
     expect(script).toMatch(/^choose --timeout \d+ --default local selected/m);
     expect(script).toMatch(/^:local\n(echo [^\n]*\n)?exit$/m);
@@ -156,7 +195,7 @@ describe('deploy through the client API and a task export', () => {
 
   it('fails a deploy whose read-back digest differs', async () => {
     const mac2 = '52:54:00:00:d0:02';
-    const t = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac: mac2, image: 'golden' }, () => undefined)) as TaskRecord;
+    const t = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'deploy', mac: mac2, image: 'golden' }, () => undefined)) as TaskRecord;
     const tok = tokenOf(await bootScript(mac2));
     await api('/api/client/v1/start', tok, { disk: { name: 'sda', size: source.length, logicalSectorSize: 512 } });
     const res = await api('/api/client/v1/result', tok, { ok: true, digest: '0'.repeat(64) });
@@ -166,14 +205,14 @@ describe('deploy through the client API and a task export', () => {
 
   it('refuses a disk smaller than the image or with other sector sizes, and the task says why', async () => {
     const mac3 = '52:54:00:00:d0:03';
-    const t = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac: mac3, image: 'golden' }, () => undefined)) as TaskRecord;
+    const t = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'deploy', mac: mac3, image: 'golden' }, () => undefined)) as TaskRecord;
     const tok = tokenOf(await bootScript(mac3));
     const res = await api('/api/client/v1/start', tok, { disk: { name: 'sda', size: 4 * CHUNK, logicalSectorSize: 512 } });
     expect(res.status).toBe(409);
     expect(String(res.json.error)).toMatch(/smaller than image golden/);
     expect(t.state).toBe('failed');
     const mac4 = '52:54:00:00:d0:04';
-    const t4 = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac: mac4, image: 'golden' }, () => undefined)) as TaskRecord;
+    const t4 = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'deploy', mac: mac4, image: 'golden' }, () => undefined)) as TaskRecord;
     const tok4 = tokenOf(await bootScript(mac4));
     expect((await api('/api/client/v1/start', tok4, { disk: { name: 'sda', size: 64 * CHUNK, logicalSectorSize: 4096 } })).status).toBe(409);
     expect(t4.reason).toMatch(/4096-byte sectors/);
@@ -186,7 +225,7 @@ describe('capture through the client API', () => {
     const disk = makeDisk(2);
     const file = path.join(dir, 'pc.raw');
     await writeFile(file, disk);
-    const t = (await runOperation(app.core, 'task.create', { kind: 'capture', mac, image: 'pc1' }, () => undefined)) as TaskRecord;
+    const t = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'capture', mac, image: 'pc1' }, () => undefined)) as TaskRecord;
     const tok = tokenOf(await bootScript(mac));
     const task = await api(`/api/client/v1/task?mac=${mac}`, tok);
     expect(task.json).toMatchObject({ kind: 'capture', imageInfo: null });
@@ -209,7 +248,7 @@ describe('capture through the client API', () => {
 
   it('does not commit when the client reports failure, and the image keeps its old version', async () => {
     const mac = '52:54:00:00:c0:02';
-    const t = (await runOperation(app.core, 'task.create', { kind: 'capture', mac, image: 'golden' }, () => undefined)) as TaskRecord;
+    const t = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'capture', mac, image: 'golden' }, () => undefined)) as TaskRecord;
     const tok = tokenOf(await bootScript(mac));
     const start = await api('/api/client/v1/start', tok, { disk: { name: 'sda', size: 8 * CHUNK, logicalSectorSize: 512 } });
     expect(start.status).toBe(200);
@@ -223,39 +262,31 @@ describe('capture through the client API', () => {
 });
 
 describe('a PC that stops responding mid-task', () => {
-  const mac = '52:54:00:00:d0:05';
-  let task: TaskRecord;
-  let token: string;
-  let uri: string;
-
   it('fails the task after client-timeout of silence, revokes its NBD export and frees the PC', async () => {
-    task = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
-    token = tokenOf(await bootScript(mac));
+    const mac = '52:54:00:00:d0:05';
+    const { task, token } = await queuedDeploy(mac);
     expect((await api(`/api/client/v1/task?mac=${mac}`, token)).status).toBe(200);
     const start = await api('/api/client/v1/start', token, { disk: { name: 'sda', size: 64 * CHUNK, logicalSectorSize: 512 } });
-    uri = String(start.json.nbd);
+    const uri = String(start.json.nbd);
     expect((await run('nbdinfo', ['--size', uri])).code).toBe(0);
     expect(task.state).toBe('running');
 
-    // The PC loses power: nothing more arrives. Two minutes pass (the default client-timeout).
-    const now = Date.now();
-    const clock = vi.spyOn(Date, 'now').mockReturnValue(now + 121_000);
-    try {
-      expect(await app.core.tasks.checkLiveness()).toEqual([task]);
-    } finally {
-      clock.mockRestore();
-    }
+    expect(await twoMinutesOfSilence()).toEqual([task]);
     expect(task.state).toBe('failed');
     expect(task.reason).toMatch(/^the PC stopped responding/);
     const info = await run('nbdinfo', ['--size', uri]);
     expect(info.code).not.toBe(0);
     expect((await api(`/api/client/v1/task?mac=${mac}`, token)).status).toBe(403);
-    const next = (await runOperation(app.core, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
+    const next = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind: 'deploy', mac, image: 'golden' }, () => undefined)) as TaskRecord;
     expect(next.state).toBe('queued');
     await app.core.tasks.cancel(next.id);
   });
 
   it('never sends the PC to its half-written disk: its boot script says what happened and offers the deploy again', async () => {
+    const mac = '52:54:00:00:d0:0a';
+    const { task, token } = await queuedDeploy(mac);
+    expect((await api('/api/client/v1/start', token, { disk: { name: 'sda', size: 64 * CHUNK, logicalSectorSize: 512 } })).status).toBe(200);
+    expect(await twoMinutesOfSilence()).toEqual([task]);
     const script = await bootScript(mac);
     expect(script).toContain('The deploy of image golden onto this PC did not finish (failed)');
     expect(script).toContain('the PC stopped responding');

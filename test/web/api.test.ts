@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSocket, type Socket } from 'node:dgram';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -6,14 +6,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { resolveConfig } from '../../src/domain/config.js';
-import { importImage } from '../../src/domain/operations.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { createApiToken } from '../../src/domain/users.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { CMD, ERRNO, TFLAG } from '../../src/nbd/protocol.js';
 import { sendMagicPacket, wakeSender } from '../../src/lib/wake-on-lan.js';
 import { makeHarness, tinyDisk, type Harness } from './helpers.js';
-import { rawGo, readSimpleReply, request as nbdRequest, run } from '../nbd/helpers.js';
+import { rawGo, readSimpleReply, request as nbdRequest } from '../nbd/helpers.js';
+import { run } from '../lib/run.js';
+import { waitFor } from '../lib/wait.js';
 
 let h: Harness;
 let auth: { Authorization: string };
@@ -24,26 +26,36 @@ beforeAll(async () => {
   udp = createSocket('udp4');
   udp.on('message', (m) => received.push(m));
   await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
-  const port = udp.address().port;
-  h = await makeHarness({ images: ['win11', 'ubuntu'], wake: wakeSender(() => ({ address: '127.0.0.1', port })) });
-  auth = { Authorization: `Bearer ${(await createApiToken(h.ctx.db, 'tests')).token}` };
 });
-afterAll(async () => {
-  await h.close();
+afterAll(() => {
   udp.close();
 });
 
+/**
+ * Every test of the hosts, images and tasks APIs starts from a fresh harness (images win11 and ubuntu, no
+ * PCs, no tasks, one API token) and makes the PCs and tasks it needs, so none leans on what another left.
+ */
+function freshHarnessPerTest(): void {
+  beforeEach(async () => {
+    h = await makeHarness({ images: ['win11', 'ubuntu'], wake: wakeSender(() => ({ address: '127.0.0.1', port: udp.address().port })) });
+    auth = { Authorization: `Bearer ${(await createApiToken(h.ctx.db, 'tests')).token}` };
+  });
+  afterEach(async () => {
+    await h.close();
+  });
+}
+
 const api = () => request(h.app.server);
 
-async function until<T>(fn: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** A registered PC with `image` assigned, made through the API. */
+async function assignedPc(mac: string, image: string): Promise<void> {
+  await api().post('/api/v1/hosts').set(auth).send({ mac }).expect(201);
+  await api().patch(`/api/v1/hosts/${mac}`).set(auth).send({ assignedImage: image }).expect(200);
 }
 
 describe('hosts API', () => {
+  freshHarnessPerTest();
+
   it('creates, reads, patches and deletes hosts', async () => {
     const created = await api().post('/api/v1/hosts').set(auth).send({ mac: '52:54:00:00:00:10', name: 'Desk 10' }).expect(201);
     expect(created.body).toMatchObject({ mac: '52:54:00:00:00:10', name: 'Desk 10', registered: true, state: 'idle' });
@@ -73,6 +85,7 @@ describe('hosts API', () => {
   });
 
   it('answers bad input with 400 and a message, never 500', async () => {
+    await assignedPc('52:54:00:00:00:11', 'win11');
     const badMac = await api().post('/api/v1/hosts').set(auth).send({ mac: 'zz:zz' }).expect(400);
     expect(badMac.body.message).toMatch(/mac is not a MAC address/);
     expect((await api().get('/api/v1/hosts/not-a-mac').set(auth).expect(400)).body.message).toMatch(/MAC/);
@@ -95,6 +108,8 @@ describe('hosts API', () => {
 });
 
 describe('images API', () => {
+  freshHarnessPerTest();
+
   it('lists images and shows details with partition table and space figures', async () => {
     const list = await api().get('/api/v1/images').set(auth).expect(200);
     expect(list.body.map((i: { name: string }) => i.name)).toEqual(['ubuntu', 'win11']);
@@ -108,9 +123,9 @@ describe('images API', () => {
   it('verifies an image and reports the result', async () => {
     const started = await api().post('/api/v1/images/win11/verify').set(auth).send({}).expect(202);
     expect(['running', 'ok']).toContain(started.body.state);
-    const v = await until(async () => {
+    const v = await waitFor('the verify to finish', async () => {
       const r = await api().get('/api/v1/images/win11').set(auth);
-      return r.body.lastVerify?.state !== 'running' ? r.body.lastVerify : undefined;
+      return r.body.lastVerify?.state !== 'running' ? (r.body.lastVerify as { state: string; message: string }) : undefined;
     });
     expect(v.state).toBe('ok');
     expect(v.message).toMatch(/intact/);
@@ -118,6 +133,7 @@ describe('images API', () => {
   });
 
   it('renames an image; assigned hosts follow; a taken name is a 409', async () => {
+    await assignedPc('52:54:00:00:00:11', 'win11');
     await api().post('/api/v1/images/win11/rename').set(auth).send({ to: 'ubuntu' }).expect(409);
     const r = await api().post('/api/v1/images/win11/rename').set(auth).send({ to: 'win11-office' }).expect(200);
     expect(r.body.name).toBe('win11-office');
@@ -129,18 +145,21 @@ describe('images API', () => {
     await api().delete('/api/v1/images/ubuntu/versions/7').set(auth).expect(404);
     await api().delete('/api/v1/images/ubuntu/versions/1').set(auth).expect(204);
     const list = await api().get('/api/v1/images').set(auth).expect(200);
-    expect(list.body.map((i: { name: string }) => i.name)).toEqual(['win11-office']);
+    expect(list.body.map((i: { name: string }) => i.name)).toEqual(['win11']);
   });
 });
 
 describe('tasks API', () => {
+  freshHarnessPerTest();
+
   it('queues a deploy of the assigned image with Wake-on-LAN, refuses a second one, cancels', async () => {
+    await assignedPc('52:54:00:00:00:11', 'win11');
     received.length = 0;
     const r = await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:11', wake: true }).expect(201);
-    expect(r.body.task).toMatchObject({ kind: 'deploy', image: 'win11-office', state: 'queued', mac: '52:54:00:00:00:11' });
+    expect(r.body.task).toMatchObject({ kind: 'deploy', image: 'win11', state: 'queued', mac: '52:54:00:00:00:11' });
     expect(r.body.task.tokenHash).toBeUndefined();
     expect(r.body.wake.sent).toBe(true);
-    const packet = await until(() => received[0]);
+    const packet = await waitFor('the magic packet', () => received[0]);
     expect(packet.length).toBe(102);
     expect(packet.subarray(0, 6)).toEqual(Buffer.alloc(6, 0xff));
     for (let i = 0; i < 16; i++) expect(packet.subarray(6 + i * 6, 12 + i * 6).toString('hex')).toBe('525400000011');
@@ -161,13 +180,22 @@ describe('tasks API', () => {
     expect((await api().post('/api/v1/tasks').set(auth).send({ kind: 'capture', mac: '52:54:00:00:00:20' }).expect(400)).body.message).toMatch(/name/);
     expect((await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:20' }).expect(400)).body.message).toMatch(/no assigned image/);
     await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:20', image: 'ghost' }).expect(404);
-    await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac: '52:54:00:00:00:99', image: 'win11-office' }).expect(404);
     const cap = await api().post('/api/v1/tasks').set(auth).send({ kind: 'capture', mac: '52:54:00:00:00:20', image: 'fresh', after: 'poweroff' }).expect(201);
     expect(cap.body.task).toMatchObject({ state: 'queued', after: 'poweroff', image: 'fresh' });
     expect(cap.body.wake).toBeNull();
   });
 
+  it('queues a task for a PC it has not seen yet and registers that PC, as the CLI and the PC menus do', async () => {
+    const mac = '52:54:00:00:00:98';
+    expect(h.ctx.hosts.get(mac)).toBeUndefined();
+    const r = await api().post('/api/v1/tasks').set(auth).send({ kind: 'deploy', mac, image: 'win11' }).expect(201);
+    expect(r.body.task).toMatchObject({ mac, kind: 'deploy', image: 'win11', state: 'queued' });
+    expect(h.ctx.hosts.get(mac)?.registered).toBe(true);
+  });
+
   it('lists events and status', async () => {
+    await h.ctx.hosts.add('52:54:00:00:00:20');
+    await api().post('/api/v1/tasks').set(auth).send({ kind: 'capture', mac: '52:54:00:00:00:20', image: 'fresh' }).expect(201);
     const ev = await api().get('/api/v1/events?limit=5').set(auth).expect(200);
     expect(ev.body.length).toBeGreaterThan(0);
     expect(ev.body.length).toBeLessThanOrEqual(5);
@@ -176,7 +204,7 @@ describe('tasks API', () => {
     const st = await api().get('/api/v1/status').set(auth).expect(200);
     expect(st.body.services.map((s: { name: string }) => s.name)).toEqual(['http', 'nbd', 'tftp', 'dhcp']);
     expect(st.body.store.freeBytes).toBeGreaterThan(0);
-    expect(st.body).toMatchObject({ images: 1, activeTasks: 1 });
+    expect(st.body).toMatchObject({ images: 2, activeTasks: 1 });
   });
 
   it('manages API tokens', async () => {
@@ -208,7 +236,7 @@ describe('Wake-on-LAN', () => {
   it('sends the 102-byte magic packet to the given address', async () => {
     received.length = 0;
     await sendMagicPacket('AA-BB-CC-DD-EE-FF', { address: '127.0.0.1', port: udp.address().port });
-    const p = await until(() => received[0]);
+    const p = await waitFor('the magic packet', () => received[0]);
     expect(p).toEqual(Buffer.concat([Buffer.alloc(6, 0xff), ...Array.from({ length: 16 }, () => Buffer.from('aabbccddeeff', 'hex'))]));
     await expect(sendMagicPacket('nonsense', { address: '127.0.0.1', port: 9 })).rejects.toThrow(/MAC/);
   });
@@ -229,7 +257,7 @@ describe('nbd:// URL on the running appliance', () => {
     const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': join(dir, 'boot') });
     app = await startAppliance(config, nullLogger());
     await writeFile(join(dir, 'win11.raw'), disk);
-    await importImage(app.core, 'win11', createReadStream(join(dir, 'win11.raw')), disk.length, 'test import', () => undefined);
+    await app.core.commands.importImage(TEST_OPERATOR, 'win11', createReadStream(join(dir, 'win11.raw')), disk.length, 'test import', () => undefined);
     bearer = { Authorization: `Bearer ${(await createApiToken(app.core.db, 'tests')).token}` };
   });
   afterAll(async () => {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import request from 'supertest';
 import { createApiToken, issueSetupToken, revokeApiToken, hasAdmin } from '../../src/domain/users.js';
-import { LOGIN_FAILURES_PER_MINUTE } from '../../src/web/boot-routes.js';
+import { LOGIN_FAILURES_PER_MINUTE } from '../../src/domain/pc-menu.js';
 import { lintIpxe } from '../lib/ipxe-lint.js';
 import { csrfFrom, login, makeHarness, PASSWORD, type Harness } from './helpers.js';
 import { makeBootHarness, PC_IP, STRANGER_IP, TECHNICIAN, tokenIn, type BootHarness } from './boot-harness.js';

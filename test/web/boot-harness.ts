@@ -23,6 +23,8 @@ import { BootAddresses } from '../../src/domain/boot-addresses.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { importFile } from '../../src/imaging/image-import.js';
 import { nullLogger } from '../../src/lib/log.js';
+import { Commands } from '../../src/domain/commands.js';
+import { TechnicianLogins } from '../../src/domain/pc-menu.js';
 import { buildWebApp } from '../../src/web/app.js';
 import { bootRoutes } from '../../src/web/boot-routes.js';
 import { clientRoutes } from '../../src/web/client-routes.js';
@@ -86,17 +88,17 @@ export async function makeBootHarness(options: { images?: string[] } = {}): Prom
   const source = new StoreExportSource(store, quiet);
   const transfers = new TransferService(source, grants, tasks, hosts, quiet);
   const addresses = new BootAddresses();
-  const imageNames = async (): Promise<string[]> => (await store.list()).map((i) => i.name);
+  // These tests never ask for nbd:// URLs; a call would be a test bug, so say so.
+  const commands = new Commands({
+    config, logger, db, events, hosts, tasks, store,
+    nbd: () => ({ createUrl: () => Promise.reject(new Error('the boot harness has no NBD URL service')) }),
+  });
   const app = await buildWebApp(
-    {
-      config, logger: quiet, db, events, hosts, tasks, store, services: () => [],
-      // These tests never ask the admin API for nbd:// URLs; a call would be a test bug, so say so.
-      nbd: { createUrl: () => Promise.reject(new Error('the boot harness has no NBD URL service')) },
-    },
+    { config, logger: quiet, db, events, hosts, tasks, commands, services: () => [] },
     {
       announceSetup: false,
       extraPlugins: [
-        bootRoutes({ config, logger, db, hosts, tasks, bootAddresses: addresses, imageNames }),
+        bootRoutes({ config, logger, hosts, tasks, bootAddresses: addresses, commands, logins: new TechnicianLogins(db) }),
         clientRoutes({ config, logger, hosts, tasks, transfers, images: source, nbdPort: 10809 }),
       ],
     },

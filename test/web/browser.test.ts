@@ -13,7 +13,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { PASSWORD, tinyDisk } from './helpers.js';
 import { resolveConfig } from '../../src/domain/config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
-import { importImage } from '../../src/domain/operations.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
 import { setAdminPassword } from '../../src/domain/users.js';
 import { imageDigest } from '../../src/imaging/manifest.js';
 import { nullLogger } from '../../src/lib/log.js';
@@ -46,7 +46,7 @@ beforeAll(async () => {
   app = await startAppliance(config, nullLogger());
   await setAdminPassword(app.core.db, PASSWORD);
   await writeFile(join(dir, 'win11.raw'), IMAGE);
-  await importImage(app.core, 'win11-office', createReadStream(join(dir, 'win11.raw')), IMAGE.length, 'test import', () => undefined);
+  await app.core.commands.importImage(TEST_OPERATOR, 'win11-office', createReadStream(join(dir, 'win11.raw')), IMAGE.length, 'test import', () => undefined);
   base = `http://127.0.0.1:${app.ports.http}`;
   profile = await mkdtemp(join(tmpdir(), 'netclone-web-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
@@ -70,6 +70,14 @@ async function shot(name: string, p: Page = page): Promise<void> {
   await p.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
 
+/**
+ * One browser session, one technician's story, in this order: log in (every later step uses that session
+ * cookie and page), a PC network-boots and appears, it is registered as "Reception 2" with an image assigned
+ * and a deploy queued, that deploy runs to done while the page shows its progress, the dashboard then counts
+ * what the story left (two PCs, one image, a queued capture, the events), and last the image and host pages.
+ * Each step checks the page state the one before made; starting Chromium, logging in and deploying again
+ * for every step would repeat the whole story each time.
+ */
 describe('admin page in Chromium', () => {
   it('logs in', async () => {
     const errors: string[] = [];

@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import request from 'supertest';
 import { resolveConfig } from '../../src/domain/config.js';
-import type { NbdUrlRequest, ServiceStatus } from '../../src/domain/context.js';
+import type { NbdAccess, NbdUrlRequest, ServiceStatus } from '../../src/domain/context.js';
+import { Commands } from '../../src/domain/commands.js';
+import type { WakeSender } from '../../src/lib/wake-on-lan.js';
 import { forgetDatabase, openDatabase } from '../../src/domain/database.js';
 import { EventLog } from '../../src/domain/events.js';
 import { HostService } from '../../src/domain/hosts.js';
@@ -18,7 +20,8 @@ import { buildWebApp, type WebAppOptions, type WebContext } from '../../src/web/
 export const PASSWORD = 'correct horse battery';
 
 export interface Harness {
-  readonly ctx: WebContext;
+  /** The web context, with the full services behind its read-only views (tests arrange state through them). */
+  readonly ctx: WebContext & { readonly hosts: HostService; readonly tasks: TaskService };
   readonly app: FastifyInstance;
   readonly store: ImageStore;
   readonly dir: string;
@@ -38,7 +41,7 @@ export function tinyDisk(size = 3 * 1024 * 1024): Buffer {
   return b;
 }
 
-export async function makeHarness(options: WebAppOptions & { admin?: boolean; images?: string[] } = {}): Promise<Harness> {
+export async function makeHarness(options: WebAppOptions & { admin?: boolean; images?: string[]; wake?: WakeSender } = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), 'netclone-web-'));
   const config = resolveConfig({ data: dir });
   const logger = nullLogger();
@@ -54,23 +57,22 @@ export async function makeHarness(options: WebAppOptions & { admin?: boolean; im
     { name: 'tftp', state: 'off', detail: 'not started in this test' },
     { name: 'dhcp', state: 'failed', detail: 'port 67 in use' },
   ];
-  const ctx: WebContext = {
-    config, logger, db, events, hosts, tasks, store,
-    nbd: {
-      async createUrl(req) {
-        nbdRequests.push(req);
-        return { uri: `nbd://${req.host ?? 'server'}:10809/ro-${req.image}-abc`, exportName: `ro-${req.image}-abc`, expiresAt: new Date(Date.now() + 3600_000).toISOString() };
-      },
+  const nbd: NbdAccess = {
+    async createUrl(req) {
+      nbdRequests.push(req);
+      return { uri: `nbd://${req.host ?? 'server'}:10809/ro-${req.image}-abc`, exportName: `ro-${req.image}-abc`, expiresAt: new Date(Date.now() + 3600_000).toISOString() };
     },
-    services: () => services,
   };
+  const commands = new Commands({ config, logger, db, events, hosts, tasks, store, nbd: () => nbd, wake: options.wake });
+  const ctx = { config, logger, db, events, hosts, tasks, commands, services: () => services };
   if (options.admin !== false) await setAdminPassword(db, PASSWORD);
   for (const name of options.images ?? []) {
     const file = join(dir, `${name}.raw`);
     await writeFile(file, tinyDisk());
     await importFile(store, name, file, { source: 'test import' });
   }
-  const app = await buildWebApp(ctx, { announceSetup: false, ...options });
+  const { wake: _wake, admin: _admin, images: _images, ...webOptions } = options;
+  const app = await buildWebApp(ctx, { announceSetup: false, ...webOptions });
   await app.ready();
   return {
     ctx, app, store, dir, nbdRequests,

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LightMyRequestResponse } from 'fastify';
-import { LOGIN_FAILURES_PER_MINUTE } from '../../src/web/boot-routes.js';
+import { LOGIN_FAILURES_PER_MINUTE } from '../../src/domain/pc-menu.js';
 import { MENU_SESSION_MS } from '../../src/web/menu-routes.js';
 import { makeBootHarness, PC_IP, STRANGER_IP, TECHNICIAN, type BootHarness } from './boot-harness.js';
 

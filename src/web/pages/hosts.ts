@@ -1,8 +1,8 @@
 import type { EventRecord, HostRecord, TaskRecord } from '../../domain/database.js';
-import type { CatalogImageSummary } from '../verify-tracker.js';
+import type { ImageSummary } from '../../imaging/types.js';
 import { formatAgo, formatBytes, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
-import type { HostState } from '../actions.js';
+import type { HostState } from '../../domain/commands.js';
 import { csrfField, emptyState } from './layout.js';
 import { cancelButton, stateBadge, taskHistory, taskProgress } from './tasks.js';
 import { eventList } from './dashboard.js';
@@ -38,7 +38,7 @@ ${csrfField(csrf)}
 </form>`;
 }
 
-function imageOptions(images: readonly CatalogImageSummary[], selected: string | null, blank: string): SafeHtml {
+function imageOptions(images: readonly ImageSummary[], selected: string | null, blank: string): SafeHtml {
   return html`<option value="">${blank}</option>${images.map((i) => html`<option value="${i.name}"${i.name === selected ? ' selected' : ''}>${i.name} (v${i.latestVersion}, ${formatBytes(i.size)})</option>`)}`;
 }
 
@@ -48,7 +48,7 @@ export interface HostPageData {
   readonly active: TaskRecord | undefined;
   readonly tasks: readonly TaskRecord[];
   readonly events: readonly EventRecord[];
-  readonly images: readonly CatalogImageSummary[];
+  readonly images: readonly ImageSummary[];
   readonly csrf: string;
 }
 

@@ -1,4 +1,6 @@
-import type { CatalogImageDetail, CatalogImageSummary, VerifyState } from '../verify-tracker.js';
+import type { ImageDetails } from '../../imaging/image-details.js';
+import type { ImageSummary } from '../../imaging/types.js';
+import type { VerifyState } from '../verify-tracker.js';
 import { formatAgo, formatBytes, formatPercent, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';
@@ -9,7 +11,7 @@ export function verifyBadge(v: VerifyState | undefined): SafeHtml {
   return html`<span class="badge ${v.state === 'ok' ? 'state-done' : 'state-failed'}" title="${v.message}">${v.state === 'ok' ? 'verified' : 'damaged'}</span> <span class="muted">${formatAgo(v.finishedAt)}</span>`;
 }
 
-export function imagesTable(images: readonly CatalogImageSummary[], verify: (name: string) => VerifyState | undefined): SafeHtml {
+export function imagesTable(images: readonly ImageSummary[], verify: (name: string) => VerifyState | undefined): SafeHtml {
   if (images.length === 0) {
     return emptyState(html`No images yet — capture a PC: open it under <a href="/hosts">Hosts</a>, type a name under “Capture this PC” and press Capture now. Or import a disk file with <code>netclone image import</code>.`);
   }
@@ -36,12 +38,12 @@ ${url ? html`<p><code class="url">${url.uri}</code></p><p class="muted">Read-onl
 }
 
 export interface ImagePageData {
-  readonly image: CatalogImageDetail;
+  readonly image: ImageDetails;
   readonly verify: VerifyState | undefined;
   readonly csrf: string;
 }
 
-function layout(d: CatalogImageDetail): SafeHtml {
+function layout(d: ImageDetails): SafeHtml {
   if (d.partitionError) return html`<p class="muted">Partition table not readable: ${d.partitionError}</p>`;
   const t = d.partitionTable;
   if (!t || t.scheme === 'none') return html`<p class="muted">No partition table (a raw filesystem or an empty disk).</p>`;

@@ -1,0 +1,86 @@
+/**
+ * The commands by name, with loosely typed arguments: the form in which the CLI sends them,
+ * either to a running server's control socket or, when none runs, straight to the data
+ * directory under its lock. Both ends call runCommand, so a command behaves the same either way.
+ */
+import { parseDuration } from './config.js';
+import { CommandError, type Actor, type Commands, type Progress } from './commands.js';
+
+export type Args = Readonly<Record<string, unknown>>;
+
+function str(args: Args, key: string, what: string): string {
+  const v = args[key];
+  if (typeof v !== 'string' || v === '') throw new CommandError(400, `${what} is required`);
+  return v;
+}
+
+function optStr(args: Args, key: string): string | undefined {
+  const v = args[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new CommandError(400, `${key} must be text`);
+  return v;
+}
+
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$/i.exec(text.trim());
+  if (!m) throw new CommandError(400, `"${text}" is not a size (e.g. 268435456, 256M, 64GiB)`);
+  const unit = (m[2] ?? 'B').toUpperCase()[0];
+  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit as 'B' | 'K' | 'M' | 'G' | 'T'];
+  const n = Math.round(Number(m[1]) * mult);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new CommandError(400, `size "${text}" must be a positive number of bytes`);
+  return n;
+}
+
+type Entry = (c: Commands, actor: Actor, args: Args, progress: Progress) => Promise<unknown>;
+
+const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
+  ['image.list', (c, a) => c.listImages(a)],
+  ['image.show', (c, a, args) => c.showImage(a, str(args, 'name', 'image name'))],
+  ['image.verify', (c, a, args, progress) => c.verifyImage(a, str(args, 'name', 'image name'), { progress })],
+  ['image.rm', (c, a, args) => c.removeImage(a, str(args, 'name', 'image name'))],
+  ['image.gc', (c, a) => c.gc(a)],
+  ['image.url', async (c, a, args) => {
+    const write = args.write === true;
+    const sizeText = optStr(args, 'size');
+    if (write && !sizeText) throw new CommandError(400, '--write needs --size BYTES (the disk size of the new capture)');
+    if (!write && sizeText) throw new CommandError(400, '--size only makes sense with --write');
+    const ttl = optStr(args, 'ttl');
+    return c.imageUrl(a, {
+      image: str(args, 'name', 'image name'),
+      write,
+      size: sizeText ? parseSize(sizeText) : undefined,
+      ttlSeconds: ttl ? parseDuration('ttl', ttl) : undefined,
+      host: optStr(args, 'host'),
+    });
+  }],
+  ['host.add', (c, a, args) => c.addHost(a, str(args, 'mac', 'MAC address'), optStr(args, 'name'), { rename: args.rename === true })],
+  ['host.list', async (c, a) => c.listHosts(a)],
+  ['host.rm', (c, a, args) => c.removeHost(a, str(args, 'mac', 'MAC address'))],
+  ['task.create', async (c, a, args) => {
+    const kind = args.kind;
+    if (kind !== 'capture' && kind !== 'deploy') throw new CommandError(400, 'task kind must be capture or deploy');
+    const after = optStr(args, 'after') ?? 'reboot';
+    if (after !== 'reboot' && after !== 'poweroff') throw new CommandError(400, '--after must be reboot or poweroff');
+    const { task } = await c.startTask(a, {
+      kind,
+      mac: str(args, 'mac', 'MAC address'),
+      image: str(args, 'image', '--image NAME'),
+      diskSerial: optStr(args, 'disk-serial') ?? null,
+      after,
+    });
+    return task;
+  }],
+  ['task.list', async (c, a, args) => c.listTasks(a, { active: args.all === true ? undefined : true })],
+  ['task.show', async (c, a, args) => c.showTask(a, str(args, 'id', 'task id'))],
+  ['task.cancel', (c, a, args) => c.cancelTask(a, str(args, 'id', 'task id'))],
+  ['admin.passwd', (c, a, args) => c.setAdminPassword(a, str(args, 'password', 'password'))],
+  ['admin.token.create', (c, a, args) => c.createApiToken(a, optStr(args, 'name') ?? 'cli')],
+]);
+
+export const COMMAND_NAMES: readonly string[] = [...TABLE.keys()];
+
+export async function runCommand(commands: Commands, actor: Actor, name: string, args: Args, progress: Progress): Promise<unknown> {
+  const entry = TABLE.get(name);
+  if (!entry) throw new CommandError(400, `unknown command ${name}`);
+  return entry(commands, actor, args, progress);
+}

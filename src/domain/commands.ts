@@ -1,0 +1,507 @@
+/**
+ * Everything a person can ask of the appliance, implemented once: the CLI (directly or through
+ * the control socket), the JSON API, the admin pages and the menus at a PC all call these
+ * methods, so validation, "is this image busy" and who may do what cannot drift apart.
+ *
+ * Every command names its actor. `authorize` (the one authorisation hook) runs first: an
+ * operator (the CLI, a logged-in admin, an API token) may run every command; a technician
+ * logged in at a PC's menu may only act on that PC. Callers authenticate before they build an
+ * actor; no command runs without one.
+ */
+import type { Readable } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Config } from './config.js';
+import type { ApiTokenRecord, Database, HostRecord, LocalBoot, TaskKind, TaskRecord } from './database.js';
+import type { EventLog } from './events.js';
+import type { HostService } from './hosts.js';
+import { isActive, type TaskService } from './tasks.js';
+import type { NbdAccess, NbdUrl } from './context.js';
+import { createApiToken, listApiTokens, revokeApiToken, setAdminPassword, type NewApiToken } from './users.js';
+import type { ImageStore, VerifyResult } from '../imaging/image-store.js';
+import { describeImage, type ImageDetails } from '../imaging/image-details.js';
+import { importStream } from '../imaging/image-import.js';
+import type { ImageSummary } from '../imaging/types.js';
+import { isValidImageName } from '../imaging/names.js';
+import { normalizeMac } from '../lib/mac.js';
+import type { WakeSender } from '../lib/wake-on-lan.js';
+import type { Logger } from '../lib/log.js';
+
+/** A refusal the person can act on (4xx), or 500 for what they cannot. The message says which. */
+export class CommandError extends Error {
+  constructor(readonly status: 400 | 401 | 403 | 404 | 409 | 500, message: string) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+export type OperatorChannel = 'cli' | 'control socket' | 'admin page' | 'api';
+export type PcMenu = 'boot menu' | 'client menu';
+
+export type Actor =
+  /** The appliance's owner: root at the CLI, a logged-in admin, or an API token. */
+  | { readonly kind: 'operator'; readonly name: string; readonly via: OperatorChannel }
+  /** A technician who typed a login at one PC's menu: acts on that PC only. */
+  | { readonly kind: 'technician'; readonly name: string; readonly via: PcMenu; readonly mac: string; readonly ip: string };
+
+export type CommandName =
+  | 'image.list' | 'image.show' | 'image.verify' | 'image.rm' | 'image.rm-version' | 'image.rename' | 'image.gc' | 'image.url'
+  | 'image.import' | 'image.export'
+  | 'host.add' | 'host.list' | 'host.update' | 'host.rm' | 'host.register'
+  | 'task.create' | 'task.list' | 'task.show' | 'task.cancel' | 'task.start-at-pc'
+  | 'admin.passwd' | 'admin.token.create' | 'admin.token.list' | 'admin.token.revoke';
+
+/** What a command acts on, for the authorisation hook. */
+export interface CommandTarget {
+  readonly mac?: string;
+  readonly image?: string;
+}
+
+/** null: allowed. A string: why not, shown to the person as a 403. */
+export type Authorize = (actor: Actor, command: CommandName, target: CommandTarget) => string | null;
+
+/** What a technician at a PC may ask for there (the menus offer no more). */
+const PC_MENU_COMMANDS: ReadonlySet<CommandName> = new Set<CommandName>(['image.list', 'host.register', 'task.create', 'task.start-at-pc']);
+
+export const defaultAuthorize: Authorize = (actor, command, target) => {
+  if (actor.kind === 'operator') return null;
+  if (!PC_MENU_COMMANDS.has(command)) return `${command} is not offered at a PC; use the admin page`;
+  if (target.mac !== undefined && normalizeMac(target.mac) !== actor.mac) return `a login at PC ${actor.mac} acts on that PC only`;
+  return null;
+};
+
+export type HostState = 'idle' | 'task pending' | 'imaging' | 'failed';
+
+export function hostState(host: HostRecord, tasks: readonly TaskRecord[]): HostState {
+  const mine = tasks.filter((t) => t.mac === host.mac);
+  const active = mine.find(isActive);
+  if (active) return active.state === 'running' || active.state === 'verifying' ? 'imaging' : 'task pending';
+  const last = [...mine].sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+  return last?.state === 'failed' ? 'failed' : 'idle';
+}
+
+export function requireMac(input: unknown): string {
+  const mac = normalizeMac(String(input ?? ''));
+  if (!mac) throw new CommandError(400, `"${String(input ?? '').slice(0, 40)}" is not a MAC address (expected aa:bb:cc:dd:ee:ff)`);
+  return mac;
+}
+
+export function requireImageName(name: unknown): string {
+  if (typeof name !== 'string' || !isValidImageName(name)) {
+    throw new CommandError(400, `"${String(name ?? '').slice(0, 80)}" is not a valid image name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+  return name;
+}
+
+/** A capture started at a PC without a name is named after it: its name as an image name, else pc-<mac digits>. */
+export function defaultCaptureImage(host: Pick<HostRecord, 'name'> | undefined, mac: string): string {
+  const fromName = host?.name ? host.name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').replace(/\.\.+/g, '.').slice(0, 64) : '';
+  return fromName && isValidImageName(fromName) ? fromName : `pc-${mac.replace(/:/g, '')}`;
+}
+
+/** What a technician may change on a host: its name, image, and how it leaves iPXE. */
+export interface HostPatch {
+  name?: string;
+  assignedImage?: string | null;
+  localBoot?: LocalBoot | null;
+  efiLoader?: 'snponly.efi' | 'ipxe.efi';
+}
+
+export interface StartTaskInput {
+  readonly kind: TaskKind;
+  readonly mac: string;
+  /** Capture: the name to store under (required). Deploy: defaults to the host's assigned image. */
+  readonly image?: string;
+  readonly wake?: boolean;
+  readonly after?: 'reboot' | 'poweroff';
+  readonly diskSerial?: string | null;
+}
+
+export interface StartTaskResult {
+  readonly task: TaskRecord;
+  /** Where the magic packet went, or why it did not. */
+  readonly wake: { readonly sent: boolean; readonly detail: string } | null;
+}
+
+/** A task a technician started (or found waiting) at a PC, with the token its imaging client uses there. */
+export interface PcTask {
+  readonly task: TaskRecord;
+  readonly token: string;
+}
+
+export interface ImageUrlRequest {
+  readonly image: string;
+  readonly write: boolean;
+  readonly size?: number;
+  readonly ttlSeconds?: number;
+  readonly host?: string;
+}
+
+export interface Progress {
+  (p: { readonly done: number; readonly total: number; readonly label?: string }): void;
+}
+
+/** Where exported bytes go: holes are passed as lengths so a file sink can leave them sparse. */
+export interface ExportSink {
+  begin(size: number): void;
+  write(data: Buffer): Promise<void>;
+  hole?(length: number): Promise<void>;
+}
+
+export interface CommandDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly db: Database;
+  readonly events: EventLog;
+  readonly hosts: HostService;
+  readonly tasks: TaskService;
+  readonly store: ImageStore;
+  /** nbd:// URLs need a live NBD listener: null outside a running server. */
+  readonly nbd: () => NbdAccess | null;
+  /** Wake-on-LAN for "start a task and wake the PC"; absent where no network is set up (CLI without a server). */
+  readonly wake?: WakeSender;
+  readonly authorize?: Authorize;
+}
+
+/** Which active tasks keep an image from a change: any task for a remove or rename; only a deploy reads old versions. */
+type BusyFor = 'remove' | 'rename' | 'remove-version';
+
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+export class Commands {
+  private readonly authorize: Authorize;
+  /** Called after an image is renamed, for state kept beside the store (the web's last verify results). */
+  private readonly renameListeners: Array<(from: string, to: string) => void> = [];
+
+  constructor(private readonly deps: CommandDeps) {
+    this.authorize = deps.authorize ?? defaultAuthorize;
+  }
+
+  onImageRenamed(listener: (from: string, to: string) => void): void {
+    this.renameListeners.push(listener);
+  }
+
+  private allow(actor: Actor, command: CommandName, target: CommandTarget = {}): void {
+    const why = this.authorize(actor, command, target);
+    if (why !== null) {
+      this.deps.logger.warn({ actor: actor.name, via: actor.via, command, ...target }, `${command} refused: ${why}`);
+      throw new CommandError(403, why);
+    }
+  }
+
+  // ---- images ----
+
+  async listImages(actor: Actor): Promise<ImageSummary[]> {
+    this.allow(actor, 'image.list');
+    return this.deps.store.list();
+  }
+
+  /** Names of images with a committed version (what a deploy can use). */
+  async imageNames(actor: Actor): Promise<string[]> {
+    return (await this.listImages(actor)).map((i) => i.name);
+  }
+
+  private async requireExisting(name: string, hint: string): Promise<string> {
+    requireImageName(name);
+    if (!(await this.deps.store.exists(name))) throw new CommandError(404, `no image by that name ("${name}") has a committed version, nothing was changed; ${hint}`);
+    return name;
+  }
+
+  /** An image with its versions newest first and its partition table. */
+  async showImage(actor: Actor, name: string): Promise<ImageDetails> {
+    this.allow(actor, 'image.show', { image: name });
+    requireImageName(name);
+    const d = await describeImage(this.deps.store, name);
+    return { ...d, versions: [...d.versions].sort((a, b) => b.version - a.version) };
+  }
+
+  async verifyImage(actor: Actor, name: string, options: { version?: number; progress?: Progress } = {}): Promise<VerifyResult> {
+    this.allow(actor, 'image.verify', { image: name });
+    await this.requireExisting(name, '"netclone image list" and the Images page list them');
+    const progress = options.progress;
+    return this.deps.store.verify(name, {
+      version: options.version,
+      onProgress: progress ? (done: number, total: number) => progress({ done, total, label: 'verify' }) : undefined,
+    });
+  }
+
+  private refuseIfBusy(name: string, purpose: BusyFor): void {
+    const busy = this.deps.tasks.list({ active: true }).find((t) => t.image === name && (purpose !== 'remove-version' || t.kind === 'deploy'));
+    if (!busy) return;
+    const what = purpose === 'rename' ? 'renaming it' : purpose === 'remove' ? 'removing it' : 'deleting a version';
+    throw new CommandError(409, `image "${name}" is in use by a ${busy.kind} task for ${busy.mac} (${busy.state}, task ${busy.id}); wait for it or cancel it before ${what}`);
+  }
+
+  async removeImage(actor: Actor, name: string): Promise<{ removed: string }> {
+    this.allow(actor, 'image.rm', { image: name });
+    await this.requireExisting(name, '"netclone image list" and the Images page list them');
+    this.refuseIfBusy(name, 'remove');
+    await storeConflict(() => this.deps.store.remove(name));
+    await this.deps.events.record('info', `image ${name} removed`);
+    return { removed: name };
+  }
+
+  async removeVersion(actor: Actor, name: string, version: number): Promise<void> {
+    this.allow(actor, 'image.rm-version', { image: name });
+    requireImageName(name);
+    if (!Number.isInteger(version) || version < 1) throw new CommandError(400, `"${version}" is not a version number`);
+    this.refuseIfBusy(name, 'remove-version');
+    await storeConflict(() => this.deps.store.removeVersion(name, version));
+    await this.deps.events.record('info', `image ${name} version ${version} deleted`);
+  }
+
+  async renameImage(actor: Actor, from: string, to: string): Promise<void> {
+    this.allow(actor, 'image.rename', { image: from });
+    requireImageName(from);
+    requireImageName(to);
+    if (from === to) return;
+    await this.requireExisting(from, '"netclone image list" and the Images page list them');
+    if (await this.deps.store.exists(to)) throw new CommandError(409, `an image named "${to}" exists already; pick another name or delete it first`);
+    this.refuseIfBusy(from, 'rename');
+    await storeConflict(() => this.deps.store.renameImage(from, to));
+    for (const listener of this.renameListeners) listener(from, to);
+    for (const h of this.deps.hosts.list().filter((x) => x.assignedImage === from)) {
+      await this.deps.hosts.update(h.mac, { assignedImage: to });
+    }
+    await this.deps.events.record('info', `image ${from} renamed to ${to}`);
+  }
+
+  async gc(actor: Actor): ReturnType<ImageStore['gc']> {
+    this.allow(actor, 'image.gc');
+    return this.deps.store.gc();
+  }
+
+  /** An unguessable nbd:// URL for an image: read its newest version, or (write) capture a new one. */
+  async imageUrl(actor: Actor, request: ImageUrlRequest): Promise<NbdUrl> {
+    this.allow(actor, 'image.url', { image: request.image });
+    const nbd = this.deps.nbd();
+    if (!nbd) throw new CommandError(409, 'nbd:// URLs are issued by the running server; start it with "netclone serve"');
+    if (request.write) {
+      requireImageName(request.image);
+      if (!request.size) throw new CommandError(400, 'a writable URL needs the disk size (--size BYTES)');
+    } else {
+      await this.requireExisting(request.image, '"netclone image list" and the Images page list them');
+      if (request.size !== undefined) throw new CommandError(400, 'a size only makes sense for a writable URL (--write)');
+    }
+    return nbd.createUrl({ ...request, ttlSeconds: request.ttlSeconds ?? this.deps.config.urlTtlSeconds });
+  }
+
+  /**
+   * Import a raw disk from a stream (a file, stdin, or a control-socket request body). A pipe has
+   * no size up front, and a capture needs one: such input is spooled to a sparse temp file first.
+   */
+  async importImage(actor: Actor, name: string, input: Readable, size: number | null, source: string, progress: Progress): Promise<unknown> {
+    this.allow(actor, 'image.import', { image: name });
+    requireImageName(name);
+    if (size === null) return this.importSpooled(actor, name, input, source, progress);
+    const info = await importStream(this.deps.store, name, input, size, {
+      source,
+      onProgress: (done: number, total: number) => progress({ done, total, label: `import ${name}` }),
+    });
+    await this.deps.events.record('info', `image ${name} imported (${source})`);
+    return info;
+  }
+
+  private async importSpooled(actor: Actor, name: string, input: Readable, source: string, progress: Progress): Promise<unknown> {
+    const dir = path.join(this.deps.config.dataDir, 'state', 'tmp');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const spool = path.join(dir, `import-${process.pid}-${Date.now()}.raw`);
+    try {
+      let total = 0;
+      const fh = await open(spool, 'w', 0o600);
+      try {
+        for await (const chunk of input as AsyncIterable<Buffer>) {
+          await fh.write(chunk, 0, chunk.length, total);
+          total += chunk.length;
+          progress({ done: total, total: 0, label: `reading ${name}` });
+        }
+      } finally {
+        await fh.close();
+      }
+      if (total === 0) throw new CommandError(400, 'the input was empty: nothing to import');
+      return await this.importImage(actor, name, createReadStream(spool, { highWaterMark: 1024 * 1024 }), total, source, progress);
+    } finally {
+      await unlink(spool).catch(() => undefined);
+    }
+  }
+
+  async exportImage(actor: Actor, name: string, sink: ExportSink, progress?: Progress): Promise<void> {
+    this.allow(actor, 'image.export', { image: name });
+    requireImageName(name);
+    const reader = await this.deps.store.openVersion(name);
+    try {
+      sink.begin(reader.size);
+      const step = Math.max(reader.chunkSize, 1024 * 1024);
+      for (let offset = 0; offset < reader.size; offset += step) {
+        const pieces = await reader.read(offset, Math.min(step, reader.size - offset));
+        for (const p of pieces) {
+          if (p.kind === 'data') await sink.write(p.data);
+          else if (sink.hole) await sink.hole(p.length);
+          else for (let left = p.length; left > 0; left -= ZEROES.length) await sink.write(ZEROES.subarray(0, Math.min(left, ZEROES.length)));
+        }
+        progress?.({ done: Math.min(offset + step, reader.size), total: reader.size, label: `export ${name}` });
+      }
+    } finally {
+      await reader.close();
+    }
+  }
+
+  // ---- hosts ----
+
+  listHosts(actor: Actor): HostRecord[] {
+    this.allow(actor, 'host.list');
+    return this.deps.hosts.list();
+  }
+
+  async addHost(actor: Actor, mac: string, name?: string, options: { rename?: boolean } = {}): Promise<HostRecord> {
+    const m = requireMac(mac);
+    this.allow(actor, 'host.add', { mac: m });
+    return this.deps.hosts.add(m, name === '' ? undefined : name, options);
+  }
+
+  /** Make sure a PC is registered, keeping its name; `already` says whether it was. */
+  async registerHost(actor: Actor, mac: string): Promise<{ host: HostRecord; already: boolean }> {
+    const m = requireMac(mac);
+    this.allow(actor, 'host.register', { mac: m });
+    const already = this.deps.hosts.get(m)?.registered === true;
+    return { host: await this.deps.hosts.register(m), already };
+  }
+
+  async updateHost(actor: Actor, mac: string, patch: HostPatch): Promise<HostRecord> {
+    const m = requireMac(mac);
+    this.allow(actor, 'host.update', { mac: m });
+    this.deps.hosts.require(m);
+    if (patch.assignedImage !== undefined && patch.assignedImage !== null) {
+      requireImageName(patch.assignedImage);
+      if (!(await this.deps.store.exists(patch.assignedImage))) {
+        throw new CommandError(400, `there is no image "${patch.assignedImage}" to assign; capture one first or pick one from the Images page`);
+      }
+    }
+    return this.deps.hosts.update(m, patch);
+  }
+
+  async removeHost(actor: Actor, mac: string): Promise<{ removed: string }> {
+    const m = requireMac(mac);
+    this.allow(actor, 'host.rm', { mac: m });
+    const active = this.deps.tasks.activeFor(m);
+    if (active) throw new CommandError(409, `${active.mac} has a ${active.kind} task in progress (${active.state}); cancel it before removing the host`);
+    await this.deps.hosts.remove(m);
+    return { removed: m };
+  }
+
+  // ---- tasks ----
+
+  /**
+   * Queue a capture or deploy for a PC. A PC not known yet is registered (it will boot into
+   * the task). A deploy needs an image with a committed version; without a name it takes the
+   * PC's assigned image.
+   */
+  async startTask(actor: Actor, input: StartTaskInput): Promise<StartTaskResult> {
+    if (input.kind !== 'capture' && input.kind !== 'deploy') throw new CommandError(400, 'task kind must be capture or deploy');
+    const mac = requireMac(input.mac);
+    this.allow(actor, 'task.create', { mac, image: input.image });
+    if (input.after !== undefined && input.after !== 'reboot' && input.after !== 'poweroff') throw new CommandError(400, 'after must be reboot or poweroff');
+    const known = this.deps.hosts.get(mac);
+    let image: string;
+    if (input.kind === 'capture') {
+      if (!input.image) throw new CommandError(400, 'a capture needs the name to store the image under');
+      image = requireImageName(input.image);
+    } else {
+      const chosen = input.image || known?.assignedImage;
+      if (!chosen) throw new CommandError(400, `${mac} has no assigned image; choose an image to deploy`);
+      image = await this.requireExisting(chosen, 'capture one first or choose one that exists');
+    }
+    const host = await this.deps.hosts.register(mac);
+    const task = await this.deps.tasks.create({ kind: input.kind, mac, image, after: input.after ?? 'reboot', diskSerial: input.diskSerial ?? null });
+    return { task, wake: input.wake ? await this.wakeFor(host, task) : null };
+  }
+
+  private async wakeFor(host: HostRecord, task: TaskRecord): Promise<StartTaskResult['wake']> {
+    if (!this.deps.wake) return { sent: false, detail: 'Wake-on-LAN is not available here; switch the PC on by hand' };
+    try {
+      const target = await this.deps.wake(host.mac);
+      const wake = { sent: true, detail: `magic packet sent to ${target.address}:${target.port}` };
+      await this.deps.tasks.note(task, `Wake-on-LAN ${wake.detail}`);
+      return wake;
+    } catch (err) {
+      const wake = { sent: false, detail: `Wake-on-LAN failed: ${err instanceof Error ? err.message : String(err)}; switch the PC on by hand` };
+      await this.deps.events.record('warn', wake.detail, host.mac);
+      return wake;
+    }
+  }
+
+  /**
+   * A technician at the PC starts a task there (or, without `input`, the one waiting for it).
+   * It gets a fresh token bound to the address the request came from, so the imaging client
+   * there, and only there, can use it.
+   */
+  async startAtPc(actor: Actor & { readonly kind: 'technician' }, input?: { readonly kind: TaskKind; readonly image?: string }): Promise<PcTask> {
+    let task: TaskRecord;
+    if (input) {
+      const image = input.kind === 'capture' ? (input.image ?? defaultCaptureImage(this.deps.hosts.get(actor.mac), actor.mac)) : input.image ?? '';
+      task = (await this.startTask(actor, { kind: input.kind, mac: actor.mac, image })).task;
+    } else {
+      this.allow(actor, 'task.start-at-pc', { mac: actor.mac });
+      const waiting = this.deps.tasks.activeFor(actor.mac);
+      if (!waiting || (waiting.state !== 'queued' && waiting.state !== 'booting')) throw new CommandError(409, 'no task waits for this PC');
+      task = waiting;
+    }
+    const token = await this.deps.tasks.beginBoot(task, actor.ip);
+    this.deps.logger.info({ mac: actor.mac, ip: actor.ip, task: task.id, user: actor.name, via: actor.via }, `${actor.via}: ${task.kind} of ${task.image} starts at the PC; its token is bound to ${actor.ip}`);
+    return { task, token };
+  }
+
+  listTasks(actor: Actor, filter: { mac?: string; active?: boolean } = {}): TaskRecord[] {
+    this.allow(actor, 'task.list', { mac: filter.mac });
+    return this.deps.tasks.list({ active: filter.active, mac: filter.mac === undefined ? undefined : requireMac(filter.mac) });
+  }
+
+  showTask(actor: Actor, id: string): TaskRecord {
+    this.allow(actor, 'task.show');
+    return this.deps.tasks.require(id);
+  }
+
+  async cancelTask(actor: Actor, id: string): Promise<TaskRecord> {
+    this.allow(actor, 'task.cancel');
+    return this.deps.tasks.cancel(id);
+  }
+
+  // ---- administration ----
+
+  async setAdminPassword(actor: Actor, password: string): Promise<{ ok: true }> {
+    this.allow(actor, 'admin.passwd');
+    await setAdminPassword(this.deps.db, password);
+    await this.deps.events.record('info', 'admin password changed');
+    return { ok: true };
+  }
+
+  async createApiToken(actor: Actor, name: string): Promise<NewApiToken> {
+    this.allow(actor, 'admin.token.create');
+    const created = await createApiToken(this.deps.db, name);
+    await this.deps.events.record('info', `API token "${created.record.name}" created`);
+    return created;
+  }
+
+  listApiTokens(actor: Actor): ApiTokenRecord[] {
+    this.allow(actor, 'admin.token.list');
+    return listApiTokens(this.deps.db);
+  }
+
+  async revokeApiToken(actor: Actor, idOrName: string): Promise<ApiTokenRecord> {
+    this.allow(actor, 'admin.token.revoke');
+    const record = await revokeApiToken(this.deps.db, idOrName);
+    await this.deps.events.record('info', `API token "${record.name}" revoked`);
+    return record;
+  }
+}
+
+/** The store reports "in use" conflicts as plain errors; they are the person's 409, not a 500. */
+async function storeConflict<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof Error && /is being captured|already exists/.test(e.message) && !('status' in e)) throw new CommandError(409, e.message);
+    throw e;
+  }
+}
