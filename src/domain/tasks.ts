@@ -17,7 +17,7 @@ import type { Database, TaskKind, TaskProgress, TaskRecord, TaskState } from './
 import type { EventLog } from './events.js';
 import { DatabaseWriteError } from './durable-json-file.js';
 import { normalizeMac } from '../lib/mac.js';
-import { hashToken, newToken, tokenMatches } from './tokens.js';
+import { hashToken, newToken, tokenMatches } from '../lib/tokens.js';
 import type { Logger } from '../lib/log.js';
 import { DeferredSave } from './deferred-save.js';
 

@@ -7,7 +7,7 @@
  */
 import { randomBytes, randomUUID, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import type { ApiTokenRecord, Database, UserRecord } from './database.js';
-import { hashToken, newToken, tokenMatches } from './tokens.js';
+import { hashToken, newToken, tokenMatches } from '../lib/tokens.js';
 
 export const ADMIN_USERNAME = 'admin';
 export const MIN_PASSWORD_LENGTH = 8;

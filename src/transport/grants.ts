@@ -3,10 +3,11 @@
  * (for a task, or for `netclone image url`); the resolver refuses anything else, expired
  * names, and task exports asked for from another address than the task's PC.
  */
-import type { ExportRefusal, ExportResolver, NbdExport, PeerInfo } from '../nbd/export.js';
-import { observeExport, type TransferObserver } from '../nbd/filters/observe.js';
-import { newToken } from '../domain/tokens.js';
-import { plainAddress } from '../lib/addresses.js';
+import type { DetachInfo, ExportRefusal, ExportResolver, NbdExport, PeerInfo } from '../nbd/export.js';
+import { PassThroughExport } from '../nbd/filters/pass-through.js';
+import type { TransferMeter } from './transfer-meter.js';
+import { newToken } from '../lib/tokens.js';
+import { plainAddress } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 
 export interface OpenedExport {
@@ -23,7 +24,8 @@ export interface GrantRequest {
   readonly ttlSeconds: number;
   readonly allowedAddress?: string | null;
   readonly taskId?: string | null;
-  readonly observer?: TransferObserver;
+  /** Counts what moves through this grant's export; of the same kind as the grant. */
+  readonly meter: TransferMeter;
   readonly open: () => Promise<OpenedExport>;
 }
 
@@ -36,7 +38,28 @@ interface Grant {
   readonly taskId: string | null;
   readonly opened: OpenedExport;
   readonly export: NbdExport;
+  readonly meter: TransferMeter;
   connections: number;
+}
+
+/** The outermost filter of a granted export: tells the grant when a connection arrives and leaves. */
+class ConnectionCount extends PassThroughExport {
+  constructor(
+    next: NbdExport,
+    private readonly on: { attached(): void; detached(): void },
+  ) {
+    super(next);
+  }
+
+  override attach(peer: PeerInfo): void {
+    super.attach(peer);
+    this.on.attached();
+  }
+
+  override detach(peer: PeerInfo, info: DetachInfo): void {
+    super.detach(peer, info);
+    this.on.detached();
+  }
 }
 
 /** IPv4-mapped IPv6 ("::ffff:10.0.0.5") and plain IPv4 name the same PC. */
@@ -54,6 +77,7 @@ export class NbdGrants implements ExportResolver {
   }
 
   async grant(request: GrantRequest): Promise<{ name: string; expiresAt: Date }> {
+    if (request.meter.kind !== request.kind) throw new Error(`a ${request.kind} grant was given a ${request.meter.kind} meter: create the meter with the grant's kind`);
     const opened = await request.open();
     const name = `${request.kind === 'deploy' ? 'd' : 'c'}-${newToken()}`;
     const grant: Grant = {
@@ -64,16 +88,14 @@ export class NbdGrants implements ExportResolver {
       allowedAddress: request.allowedAddress ?? null,
       taskId: request.taskId ?? null,
       opened,
+      meter: request.meter,
       connections: 0,
-      export: observeExport(opened.export, {
-        ...request.observer,
-        onAttach: (peer) => {
+      export: new ConnectionCount(request.meter.measure(opened.export), {
+        attached: () => {
           grant.connections++;
-          request.observer?.onAttach?.(peer);
         },
-        onDetach: (peer, info) => {
+        detached: () => {
           grant.connections--;
-          request.observer?.onDetach?.(peer, info);
           if (grant.opened.finished() && grant.connections === 0) void this.revoke(name, 'finished');
         },
       }),
@@ -113,6 +135,7 @@ export class NbdGrants implements ExportResolver {
     const grant = this.grants.get(name);
     if (!grant) return;
     this.grants.delete(name);
+    this.logger.info({ image: grant.image, kind: grant.kind, task: grant.taskId, reason, bytesOnWire: grant.meter.wireBytes, coveredBytes: grant.meter.coveredBytes }, `NBD export closed (${reason}): ${grant.meter.describe()}`);
     await grant.opened.close(reason).catch((err: unknown) => {
       this.logger.error({ err, image: grant.image }, 'closing an NBD export failed');
     });

@@ -19,7 +19,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
-import { hashToken, newToken } from '../domain/tokens.js';
+import { hashToken, newToken } from '../lib/tokens.js';
 import { normalizeMac } from '../lib/mac.js';
 import { plainAddress } from '../lib/ipv4.js';
 import { MAX_PASSWORD_LENGTH } from '../domain/users.js';
