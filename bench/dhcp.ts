@@ -8,6 +8,13 @@ import { createSocket, type Socket } from 'node:dgram';
 import { pathToFileURL } from 'node:url';
 import { nullLogger } from '../src/lib/log.js';
 import { DhcpServer, encodeDhcpPacket, encodeEncapsulated, parseDhcpPacket } from '../src/pxe/dhcp/index.js';
+import { DEFAULT_ARM64_BOOT_FILE, policyBooter } from '../src/domain/boot-policy.js';
+
+/** The boot policy for PCs the appliance does not know yet: no host record, no task. */
+const booter = policyBooter(
+  { host: () => undefined, activeTask: () => undefined, lastStartedDeploy: () => undefined },
+  { defaultLocalBoot: 'exit', biosUndionlyHop: true, arm64BootFile: DEFAULT_ARM64_BOOT_FILE },
+);
 
 export interface DhcpBenchResult {
   offersPerSecond: number;
@@ -66,6 +73,7 @@ async function benchFlood(count: number, poolSize: number): Promise<{ floodOffer
     mode: 'full',
     serverIp: '127.0.0.1',
     httpPort: 8080,
+    booter,
     bindAddress: '127.0.0.1',
     ports: { dhcp: 0, proxy: 0, client: client.address().port },
     broadcastAddress: '127.0.0.1',
@@ -110,6 +118,7 @@ async function benchBurst(count: number): Promise<Pick<DhcpBenchResult, 'offersP
     mode: 'proxy',
     serverIp: '127.0.0.1',
     httpPort: 8080,
+    booter,
     bindAddress: '127.0.0.1',
     // Port 0: any free high port; broadcasts redirected to our client socket on loopback.
     ports: { dhcp: 0, proxy: 0, client: client.address().port },

@@ -1,5 +1,8 @@
-/** Renders iPXE scripts. Pure: every value that reaches a script is checked or quoted here. */
-import type { LocalBoot, TaskRecord } from '../domain/database.js';
+/**
+ * Renders iPXE scripts from the boot policy's decisions (domain/boot-policy.ts). Pure: every value
+ * that reaches a script is checked or quoted here.
+ */
+import type { BootTask, LocalBoot, MenuAction, MenuScreen, PcView } from '../domain/boot-policy.js';
 
 export interface ScriptContext {
   /** host:port of our HTTP server as the PC reaches it. */
@@ -13,27 +16,32 @@ function safe(text: string): string {
   return text.replace(/[^A-Za-z0-9 ,._:/()@+-]/g, '_');
 }
 
+/** Only names that cannot break a script line reach one (image names are this alphabet already). */
+const SCRIPT_WORD = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
 function localBootLines(method: LocalBoot): string[] {
   return method === 'sanboot'
     ? ['echo netclone: booting the local disk (sanboot)', 'sanboot --no-describe --drive 0x80 || exit']
     : ['echo netclone: booting the local disk', 'exit'];
 }
 
-export function scriptChainUndionly(ctx: ScriptContext): string {
+/** `loader` is the BIOS loader the policy chains (undionly.kpxe), fetched from our TFTP server. */
+export function scriptChainUndionly(ctx: ScriptContext, loader: string): string {
+  if (!SCRIPT_WORD.test(loader)) throw new Error(`refusing to put loader ${JSON.stringify(loader)} into an iPXE script`);
   // Our own address, not ${next-server}: with proxy DHCP, next-server is the office DHCP server's.
   const tftpHost = ctx.httpBase.replace(/:\d+$/, '');
   return [
     '#!ipxe',
-    `echo netclone: ${safe(ctx.mac)} chaining undionly.kpxe`,
+    `echo netclone: ${safe(ctx.mac)} chaining ${loader}`,
     // Fetch and run apart: when undionly.kpxe returns (its script chose the local disk, or it failed),
     // this ROM must leave too. Falling through to the HTTP chain would use a network stack that
     // undionly already unloaded, and SeaBIOS would never get the boot back.
-    `imgfetch --name undionly tftp://${tftpHost}/undionly.kpxe || goto failed`,
+    `imgfetch --name undionly tftp://${tftpHost}/${loader} || goto failed`,
     'imgexec undionly ||',
-    'echo netclone: undionly.kpxe returned; leaving for the next boot device',
+    `echo netclone: ${loader} returned; leaving for the next boot device`,
     'exit',
     ':failed',
-    `echo netclone: could not load undionly.kpxe from ${tftpHost}; continuing with this ROM`,
+    `echo netclone: could not load ${loader} from ${tftpHost}; continuing with this ROM`,
     `chain http://${ctx.httpBase}/boot/ipxe?mac=\${net0/mac}&platform=\${platform}&arch=\${buildarch}&chip=undionly`,
     '',
   ].join('\n');
@@ -44,7 +52,7 @@ function clientBase(ctx: ScriptContext): string {
   return `http://${ctx.httpBase}/boot/client`;
 }
 
-export function scriptClient(ctx: ScriptContext, task: TaskRecord, token: string): string {
+export function scriptClient(ctx: ScriptContext, task: Pick<BootTask, 'id' | 'kind' | 'image'>, token: string): string {
   const base = clientBase(ctx);
   const args = [
     'initrd=initrd.img',
@@ -96,15 +104,6 @@ export function scriptLocal(method: LocalBoot, reason: string): string {
   return ['#!ipxe', `echo netclone: ${safe(reason)}`, ...localBootLines(method), ''].join('\n');
 }
 
-export interface MenuHost {
-  readonly registered: boolean;
-  /** The name an operator gave the PC, shown in the menu's title; '' for none. */
-  readonly name: string;
-}
-
-/** Only names that cannot break a script line reach one (image names are this alphabet already). */
-const SCRIPT_WORD = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
 /**
  * Menu actions go to the server as a form POST (iPXE `params`/`param`, `##params` on the URI),
  * never as a GET, with the credentials the technician typed into iPXE's `login`. iPXE builds
@@ -116,7 +115,8 @@ const FORMS_PROBE = 'params && set netclone-forms 1 || set netclone-forms 0';
 const IF_FORMS = 'iseq ${netclone-forms} 1 &&';
 const UNLESS_FORMS = 'iseq ${netclone-forms} 1 ||';
 
-function menuTitle(ctx: ScriptContext, host: MenuHost): string {
+/** The title names the PC by the name an operator gave it ('' for none) and its MAC. */
+function menuTitle(ctx: ScriptContext, host: PcView): string {
   return `menu netclone - PC ${safe(host.name ? `${host.name} (${ctx.mac})` : ctx.mac)}`;
 }
 
@@ -139,30 +139,40 @@ function loginAndPost(ctx: ScriptContext, label: string, fields: ReadonlyArray<r
   ];
 }
 
+const MENU_ITEMS: Readonly<Record<MenuAction, string>> = {
+  capture: `${IF_FORMS} item capture   Capture this PC into a new image (log in first) ||`,
+  deploy: `${IF_FORMS} item deploy    Deploy an image onto this PC (log in first; erases its disk) ||`,
+  register: `${IF_FORMS} item register  Register this PC (log in first; then boot the local disk) ||`,
+};
+
+/** What each menu item POSTs as `do`: deploy first asks which image, after the login. */
+const MENU_POSTS: Readonly<Record<MenuAction, string>> = { capture: 'capture', deploy: 'deploy-list', register: 'register' };
+
 /**
- * The menu of a PC without a task. It names no image: the list comes only after a login
- * (`scriptDeployChoice`). Every action asks for a login and is sent as a POST.
+ * The menu of a PC without a task: the local disk and the actions the policy offers. It names no
+ * image: the list comes only after a login (`scriptDeployChoice`). Every action asks for a login
+ * and is sent as a POST.
  */
-export function scriptMenu(ctx: ScriptContext, method: LocalBoot, host: MenuHost): string {
+export function scriptMenu(ctx: ScriptContext, method: LocalBoot, menu: MenuScreen): string {
   const lines = [
     '#!ipxe',
     FORMS_PROBE,
-    menuTitle(ctx, host),
-    host.registered
+    menuTitle(ctx, menu),
+    menu.registered
       ? 'item --gap This PC is registered; it has no task.'
       : 'item --gap This PC is not registered with netclone.',
     'item local     Boot the local disk',
-    `${IF_FORMS} item capture   Capture this PC into a new image (log in first) ||`,
-    `${IF_FORMS} item deploy    Deploy an image onto this PC (log in first; erases its disk) ||`,
-    ...(host.registered ? [] : [`${IF_FORMS} item register  Register this PC (log in first; then boot the local disk) ||`]),
-    `${UNLESS_FORMS} item --gap This iPXE has no PARAM_CMD (form POSTs): the imaging client asks for the login. ||`,
-    `${UNLESS_FORMS} item client    Capture, deploy or register this PC (technician login) ||`,
+    ...menu.actions.map((action) => MENU_ITEMS[action]),
+    ...(menu.actions.length > 0
+      ? [
+          `${UNLESS_FORMS} item --gap This iPXE has no PARAM_CMD (form POSTs): the imaging client asks for the login. ||`,
+          `${UNLESS_FORMS} item client    Capture, deploy or register this PC (technician login) ||`,
+        ]
+      : []),
     `choose --timeout ${ctx.menuTimeoutSeconds * 1000} --default local selected || goto local`,
     'goto ${selected}',
-    ...loginAndPost(ctx, 'capture', [['do', 'capture']], true),
-    ...loginAndPost(ctx, 'deploy', [['do', 'deploy-list']], true),
-    ...(host.registered ? [] : loginAndPost(ctx, 'register', [['do', 'register']], true)),
-    ...clientMenuLines(ctx),
+    ...menu.actions.flatMap((action) => loginAndPost(ctx, action, [['do', MENU_POSTS[action]]], true)),
+    ...(menu.actions.length > 0 ? clientMenuLines(ctx) : []),
     ':local',
     ...localBootLines(method),
     '',
@@ -174,7 +184,7 @@ export function scriptMenu(ctx: ScriptContext, method: LocalBoot, host: MenuHost
  * A task waits for this PC, but the request did not come from the address DHCP tied to its MAC:
  * no token. A technician at the PC may log in to start the task here; otherwise the local disk.
  */
-export function scriptUnconfirmed(ctx: ScriptContext, method: LocalBoot, host: MenuHost, task: Pick<TaskRecord, 'kind'>): string {
+export function scriptUnconfirmed(ctx: ScriptContext, method: LocalBoot, host: PcView, task: Pick<BootTask, 'kind'>): string {
   return [
     '#!ipxe',
     FORMS_PROBE,
@@ -203,8 +213,8 @@ export function scriptUnconfirmed(ctx: ScriptContext, method: LocalBoot, host: M
 export function scriptUnfinishedDeploy(
   ctx: ScriptContext,
   method: LocalBoot,
-  host: MenuHost,
-  deploy: Pick<TaskRecord, 'image' | 'state' | 'reason'>,
+  host: PcView,
+  deploy: Pick<BootTask, 'image' | 'state' | 'reason'>,
   active: boolean,
 ): string {
   const retry = !active && SCRIPT_WORD.test(deploy.image);

@@ -3,6 +3,7 @@
  * the imaging client in menu mode, where the technician logs in and the client POSTs the action.
  */
 import { describe, expect, it } from 'vitest';
+import { menuActions } from '../../src/domain/boot-policy.js';
 import { scriptMenu, scriptUnconfirmed, type ScriptContext } from '../../src/pxe/ipxe-script.js';
 import { lintIpxe } from '../lib/ipxe-lint.js';
 
@@ -19,8 +20,8 @@ function block(script: string, label: string): string[] {
 
 describe('the boot menu without PARAM_CMD offers the imaging client for a technician login', () => {
   for (const [title, script] of [
-    ['menu of a PC with no task', scriptMenu(ctx, 'exit', { registered: false, name: '' })],
-    ['menu of a registered PC', scriptMenu(ctx, 'sanboot', { registered: true, name: 'desk' })],
+    ['menu of a PC with no task', scriptMenu(ctx, 'exit', { registered: false, name: '', actions: menuActions(false) })],
+    ['menu of a registered PC', scriptMenu(ctx, 'sanboot', { registered: true, name: 'desk', actions: menuActions(true) })],
     ['screen of a PC whose waiting task was not confirmed', scriptUnconfirmed(ctx, 'exit', { registered: true, name: '' }, { kind: 'capture' })],
   ] as const) {
     it(`${title}: an item shown only when params is missing boots the client in menu mode, with no task and no token`, () => {
@@ -41,7 +42,7 @@ describe('the boot menu without PARAM_CMD offers the imaging client for a techni
   }
 
   it('keeps the form-POST items for iPXE builds that have params', () => {
-    const s = scriptMenu(ctx, 'exit', { registered: false, name: '' });
+    const s = scriptMenu(ctx, 'exit', { registered: false, name: '', actions: menuActions(false) });
     expect(s).toMatch(/^iseq \$\{netclone-forms\} 1 && item capture /m);
     expect(s).toMatch(/^iseq \$\{netclone-forms\} 1 && item deploy /m);
     expect(s).toMatch(/^iseq \$\{netclone-forms\} 1 && item register /m);

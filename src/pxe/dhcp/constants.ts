@@ -95,15 +95,3 @@ export const IpxeSub = {
   /** Skip waiting for a ProxyDHCP offer. */
   NO_PXEDHCP: 176,
 } as const;
-
-/** RFC 4578 / IANA processor architecture types. */
-export const ClientArch = {
-  X86_BIOS: 0,
-  EFI_IA32: 6,
-  EFI_X64_BC: 7,
-  EFI_X64: 9,
-  EFI_ARM32: 10,
-  EFI_ARM64: 11,
-  EFI_X64_HTTP: 16,
-  EFI_ARM64_HTTP: 19,
-} as const;

@@ -1,9 +1,11 @@
 /**
- * Decides what to answer to one received message: mode rules (proxy / full), lease pool, boot file.
- * No sockets here, so every decision is testable without a network; server.ts does the I/O.
+ * Decides what to answer to one received message: mode rules (proxy / full) and the lease pool;
+ * the boot file is the booter's answer, rendered by bootfile.ts. No sockets here, so every
+ * decision is testable without a network; server.ts does the I/O.
  */
+import type { Booter, FirstStage } from '../../domain/boot-policy.js';
 import type { Logger } from '../../lib/log.js';
-import { type BootChoice, chooseBootFile, type EfiLoader } from './bootfile.js';
+import { type BootChoice, renderBootChoice } from './bootfile.js';
 import { parseDhcpPacket } from './codec.js';
 import { BOOTREQUEST, DhcpMessageType, messageTypeName } from './constants.js';
 import type { LeasePool, PoolClient } from './leases.js';
@@ -29,14 +31,16 @@ export interface PxeRequestInfo {
 export interface DhcpHooks {
   /** Told about every PXE request we answer, e.g. to register an unknown host. Must not throw (errors are logged). */
   onPxeRequest?(info: PxeRequestInfo): void;
-  efiLoaderFor?(mac: string): EfiLoader;
 }
+
+/** The one question DHCP asks the boot policy. */
+export type FirstStageBooter = Pick<Booter, 'firstStage'>;
 
 export interface HandlerOptions {
   readonly mode: DhcpMode;
   readonly serverIp: string;
   readonly httpPort: number;
-  readonly arm64BootFile?: string;
+  readonly booter: FirstStageBooter;
   readonly pool?: LeasePool;
   readonly store?: LeaseStore;
   readonly hooks?: DhcpHooks;
@@ -119,22 +123,15 @@ export class DhcpHandler {
   }
 
   private choose(req: ClientRequest): BootChoice {
-    const hooks = this.opts.hooks;
-    return chooseBootFile(req, {
-      serverIp: this.opts.serverIp,
-      httpPort: this.opts.httpPort,
-      arm64BootFile: this.opts.arm64BootFile,
-      efiLoaderFor: hooks?.efiLoaderFor
-        ? (mac) => {
-            try {
-              return hooks.efiLoaderFor?.(mac) ?? 'snponly.efi';
-            } catch (err) {
-              this.log.error({ mac, err: (err as Error).message }, 'efiLoaderFor hook failed; using snponly.efi');
-              return 'snponly.efi';
-            }
-          }
-        : undefined,
-    });
+    let stage: FirstStage;
+    try {
+      stage = this.opts.booter.firstStage({ mac: req.mac, arch: req.arch, isIpxe: req.isIpxe });
+    } catch (err) {
+      // A bug in the policy must not drop the message: in full mode the client still gets its address.
+      this.log.error({ mac: req.mac, err: (err as Error).message }, 'the boot policy failed for this client; answering without a boot file');
+      return { ok: false, reason: `the boot policy failed: ${(err as Error).message}` };
+    }
+    return renderBootChoice(stage, { serverIp: this.opts.serverIp, httpPort: this.opts.httpPort });
   }
 
   private notify(req: ClientRequest, ip: string | undefined): void {

@@ -12,10 +12,9 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import type { Logger } from '../../lib/log.js';
-import { DEFAULT_ARM64_BOOT_FILE } from './bootfile.js';
 import { tryIpToBytes } from './codec.js';
 import { messageTypeName } from './constants.js';
-import { type DhcpHooks, DhcpHandler, type DhcpMode, type Via } from './handler.js';
+import { type DhcpHooks, DhcpHandler, type DhcpMode, type FirstStageBooter, type Via } from './handler.js';
 import { LeasePool, type PoolConfig } from './leases.js';
 import { LeaseStore } from './lease-store.js';
 
@@ -43,7 +42,8 @@ export interface DhcpServerOptions {
   readonly pool?: PoolConfig;
   /** Lease file for full mode; without it leases live in memory only. */
   readonly leaseFile?: string;
-  readonly arm64BootFile?: string;
+  /** The boot policy's answer to "which file does this client boot first". */
+  readonly booter: FirstStageBooter;
   readonly logger: Logger;
   readonly hooks?: DhcpHooks;
 }
@@ -94,7 +94,7 @@ export class DhcpServer {
       mode: o.mode,
       serverIp: o.serverIp,
       httpPort: o.httpPort,
-      arm64BootFile: o.arm64BootFile ?? DEFAULT_ARM64_BOOT_FILE,
+      booter: o.booter,
       pool,
       store,
       hooks: o.hooks,

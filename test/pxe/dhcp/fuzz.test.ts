@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { nullLogger } from '../../../src/lib/log.js';
 import { buildReply, describeRequest, DhcpHandler, LeasePool, parseDhcpPacket } from '../../../src/pxe/dhcp/index.js';
+import { testBooter } from './booter.js';
 import { fuzzPackets } from './fuzz.js';
 
 describe('parser fuzz', () => {
@@ -34,8 +35,8 @@ describe('parser fuzz', () => {
   it('20 000 mutated packets through the proxy and full-mode handlers: never throws', async () => {
     const pool = new LeasePool({ start: '10.0.0.10', end: '10.0.3.250', netmask: '255.255.252.0', leaseSeconds: 600 });
     const handlers = [
-      new DhcpHandler({ mode: 'proxy', serverIp: '10.0.0.1', httpPort: 80, logger: nullLogger(), ports: { server: 67, client: 68, broadcastAddress: '255.255.255.255' } }),
-      new DhcpHandler({ mode: 'full', serverIp: '10.0.0.1', httpPort: 80, pool, logger: nullLogger(), ports: { server: 67, client: 68, broadcastAddress: '255.255.255.255' } }),
+      new DhcpHandler({ mode: 'proxy', serverIp: '10.0.0.1', httpPort: 80, booter: testBooter(), logger: nullLogger(), ports: { server: 67, client: 68, broadcastAddress: '255.255.255.255' } }),
+      new DhcpHandler({ mode: 'full', serverIp: '10.0.0.1', httpPort: 80, booter: testBooter(), pool, logger: nullLogger(), ports: { server: 67, client: 68, broadcastAddress: '255.255.255.255' } }),
     ];
     let answered = 0;
     for (const [i, pkt] of fuzzPackets(99, 20_000).entries()) {

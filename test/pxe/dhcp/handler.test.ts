@@ -8,6 +8,7 @@ import {
   DhcpHandler,
   type DhcpHooks,
   type DhcpMode,
+  type FirstStageBooter,
   LeasePool,
   LeaseStore,
   type Outgoing,
@@ -16,6 +17,7 @@ import {
   type PxeRequestInfo,
   type DhcpPacket,
 } from '../../../src/pxe/dhcp/index.js';
+import { testBooter } from './booter.js';
 import { httpBootDiscover, ipxeBiosDiscover, opt, ovmfDiscover, paddedPxeDiscover, rawPacket, udhcpcDiscover } from './packets.js';
 
 const SERVER = '10.9.0.1';
@@ -30,8 +32,8 @@ function reply(out: Outgoing | undefined): DhcpPacket {
   return r.packet;
 }
 
-function handler(mode: DhcpMode, extra: { pool?: LeasePool; store?: LeaseStore; hooks?: DhcpHooks } = {}): DhcpHandler {
-  return new DhcpHandler({ mode, serverIp: SERVER, httpPort: 8080, logger: nullLogger(), ports: PORTS, ...extra });
+function handler(mode: DhcpMode, extra: { pool?: LeasePool; store?: LeaseStore; hooks?: DhcpHooks; booter?: FirstStageBooter } = {}): DhcpHandler {
+  return new DhcpHandler({ mode, serverIp: SERVER, httpPort: 8080, logger: nullLogger(), ports: PORTS, booter: testBooter(), ...extra });
 }
 
 function request(xid: number, mac: string, o: { requested?: string; server?: string; ciaddr?: string; type?: number; clientId?: boolean } = {}): Buffer {
@@ -146,16 +148,30 @@ describe('proxy mode', () => {
     expect(reply(out).giaddr).toBe('10.20.0.1');
   });
 
-  it('a throwing hook does not stop the answer, and efiLoaderFor picks ipxe.efi', async () => {
+  it('a throwing hook does not stop the answer, and the booter\'s per-host EFI loader picks ipxe.efi', async () => {
     const h = handler('proxy', {
       hooks: {
         onPxeRequest: () => {
           throw new Error('boom');
         },
-        efiLoaderFor: () => 'ipxe.efi',
       },
+      booter: testBooter({ ipxeEfiMacs: [MAC] }),
     });
     expect(reply(await h.handle(ovmfDiscover(12, MAC), FROM68, 'dhcp')).file).toBe('ipxe.efi');
+  });
+
+  it('a throwing booter is no boot file: proxy mode stays silent instead of failing the message', async () => {
+    const seen: PxeRequestInfo[] = [];
+    const h = handler('proxy', {
+      hooks: { onPxeRequest: (i) => seen.push(i) },
+      booter: {
+        firstStage: () => {
+          throw new Error('policy bug');
+        },
+      },
+    });
+    expect(await h.handle(ovmfDiscover(14, MAC), FROM68, 'dhcp')).toBeUndefined();
+    expect(seen).toEqual([]);
   });
 
   it('mode off answers nothing', async () => {

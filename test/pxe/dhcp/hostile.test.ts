@@ -11,6 +11,7 @@ import { DhcpHandler, LeasePool, parseDhcpPacket, type PoolConfig, type PxeReque
 import { forgetDatabase, openDatabase } from '../../../src/domain/database.js';
 import { EventLog } from '../../../src/domain/events.js';
 import { HostService } from '../../../src/domain/hosts.js';
+import { testBooter } from './booter.js';
 import { ovmfDiscover } from './packets.js';
 
 const SERVER = '10.9.0.1';
@@ -35,7 +36,7 @@ describe('a PXE request whose hardware address is 16 bytes', () => {
     const pending: Array<Promise<unknown>> = [];
     // The hook as the appliance wires it: every PXE request becomes a host sighting.
     const h = new DhcpHandler({
-      mode: 'proxy', serverIp: SERVER, httpPort: 8080, logger: nullLogger(), ports: PORTS,
+      mode: 'proxy', serverIp: SERVER, httpPort: 8080, booter: testBooter(), logger: nullLogger(), ports: PORTS,
       hooks: { onPxeRequest: (info) => {
         seen.push(info);
         pending.push(hosts.sighted({ mac: info.mac, ip: info.ip ?? null }).catch((err: unknown) => failures.push(err)));

@@ -5,21 +5,21 @@
  */
 import { pino } from 'pino';
 import { DhcpServer, type DhcpServerOptions } from '../../../src/pxe/dhcp/index.js';
+import { testBooter, type TestBooterOptions } from './booter.js';
 
-type RunnerConfig = Omit<DhcpServerOptions, 'logger' | 'hooks'> & { ipxeEfiMacs?: string[] };
+type RunnerConfig = Omit<DhcpServerOptions, 'logger' | 'hooks' | 'booter'> & TestBooterOptions;
 
 const chunks: Buffer[] = [];
 for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
 const config = JSON.parse(Buffer.concat(chunks).toString('utf8')) as RunnerConfig;
 const logger = pino({ level: 'debug' }, pino.destination(2));
-const ipxeEfi = new Set(config.ipxeEfiMacs ?? []);
 
 const server = new DhcpServer({
   ...config,
   logger,
+  booter: testBooter(config),
   hooks: {
     onPxeRequest: (info) => process.stdout.write(`HOOK ${JSON.stringify(info)}\n`),
-    efiLoaderFor: (mac) => (ipxeEfi.has(mac) ? 'ipxe.efi' : 'snponly.efi'),
   },
 });
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nullLogger } from '../../../src/lib/log.js';
 import { type DhcpMode, DhcpServer, parseDhcpPacket } from '../../../src/pxe/dhcp/index.js';
+import { testBooter } from './booter.js';
 import { fuzzPackets } from './fuzz.js';
 import { opt, ovmfDiscover, rawPacket } from './packets.js';
 
@@ -74,6 +75,7 @@ describe('DhcpServer on loopback', () => {
       broadcastAddress: '127.0.0.1',
       pool: { start: '10.50.0.10', end: '10.50.255.250', netmask: '255.255.0.0', leaseSeconds: 600 },
       leaseFile: join(dir, 'leases.json'),
+      booter: testBooter(),
       logger: nullLogger(),
     });
     await server.start();
@@ -99,7 +101,7 @@ describe('DhcpServer on loopback', () => {
 
   it('a port already in use fails start with a message naming it', async () => {
     const s = await start('proxy');
-    const other = new DhcpServer({ mode: 'proxy', serverIp: '127.0.0.1', httpPort: 1, bindAddress: '127.0.0.1', ports: { dhcp: s.boundPorts.dhcp, proxy: 0 }, logger: nullLogger() });
+    const other = new DhcpServer({ mode: 'proxy', serverIp: '127.0.0.1', httpPort: 1, bindAddress: '127.0.0.1', ports: { dhcp: s.boundPorts.dhcp, proxy: 0 }, booter: testBooter(), logger: nullLogger() });
     await expect(other.start()).rejects.toThrow(new RegExp(`127\\.0\\.0\\.1:${s.boundPorts.dhcp}`));
   });
 
@@ -109,8 +111,8 @@ describe('DhcpServer on loopback', () => {
   });
 
   it('configuration errors are refused up front', () => {
-    expect(() => new DhcpServer({ mode: 'proxy', serverIp: 'server', httpPort: 80, logger: nullLogger() })).toThrow(/serverIp/);
-    expect(() => new DhcpServer({ mode: 'full', serverIp: '10.0.0.1', httpPort: 80, logger: nullLogger() })).toThrow(/pool/);
+    expect(() => new DhcpServer({ mode: 'proxy', serverIp: 'server', httpPort: 80, booter: testBooter(), logger: nullLogger() })).toThrow(/serverIp/);
+    expect(() => new DhcpServer({ mode: 'full', serverIp: '10.0.0.1', httpPort: 80, booter: testBooter(), logger: nullLogger() })).toThrow(/pool/);
   });
 
   for (const mode of ['proxy', 'full'] as const) {
