@@ -10,6 +10,7 @@ import { importFile } from '../../src/imaging/image-import.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { NbdGrants } from '../../src/transport/grants.js';
 import { StoreExportSource } from '../../src/transport/store-exports.js';
+import { TransferMeter } from '../../src/transport/transfer-meter.js';
 import type { CommittedVersion, ReadyMessage, ServerReply, ServerRequest } from './server-protocol.js';
 
 const logger = nullLogger();
@@ -44,7 +45,7 @@ async function handle(req: ServerRequest): Promise<ServerReply> {
     }
     case 'deploy': {
       const { source } = storeAt(req.dir);
-      const g = await grants.grant({ kind: 'deploy', image: req.image, ttlSeconds: TTL_SECONDS, open: () => source.openDeploy(req.image) });
+      const g = await grants.grant({ kind: 'deploy', image: req.image, ttlSeconds: TTL_SECONDS, meter: new TransferMeter('deploy'), open: () => source.openDeploy(req.image) });
       return { id: req.id, ok: true, exportName: g.name };
     }
     case 'capture': {
@@ -56,6 +57,7 @@ async function handle(req: ServerRequest): Promise<ServerReply> {
         kind: 'capture',
         image: req.image,
         ttlSeconds: TTL_SECONDS,
+        meter: new TransferMeter('capture'),
         open: () =>
           source.openCapture(req.image, req.size, 512, 'bench', {
             onCommitted: (v) => settle.resolve({ version: v.version, digest: v.digest, dataBytes: v.dataBytes, committedAt: performance.timeOrigin + performance.now() }),

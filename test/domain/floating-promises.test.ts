@@ -17,7 +17,7 @@ const REVIEWED = new Map<string, string>([
   ['src/transport/grants.ts: this.sweeper = setInterval(() => void this.sweep(), 10_000);', 'sweep only calls revoke(), which catches close failures'],
   ["src/transport/grants.ts: if (grant.opened.finished() && grant.connections === 0) void this.revoke(name, 'finished');", 'revoke() catches close failures'],
   ['src/serve/runtime.ts: if (events) void events.record(\'error\', message);', 'EventLog.record never rejects'],
-  ["src/serve/runtime.ts: onCommitted: (v) => void core.events.record('info', `image ${req.image} version ${v.version} committed from an nbd:// URL`),", 'EventLog.record never rejects'],
+  ["src/serve/runtime.ts: onCommitted: (v) => void core.events.record('info', `image ${req.image} version ${v.version} committed from an nbd:// URL: ${meter.describe()}`),", 'EventLog.record never rejects'],
   [
     "src/serve/runtime.ts: onFailed: (reason) => void core.events.record('warn', `capture of ${req.image} through an nbd:// URL failed: ${reason}${diskFullAdvice(reason, config.imagesDir)}`),",
     'EventLog.record never rejects',
