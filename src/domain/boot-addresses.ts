@@ -10,7 +10,7 @@
  * Kept in memory only: an exchange older than the window proves nothing, and after a restart the
  * PC's next network boot notes it again.
  */
-import { plainAddress } from '../lib/addresses.js';
+import { plainAddress } from '../lib/ipv4.js';
 import { normalizeMac } from '../lib/mac.js';
 
 /** A network boot goes from DHCP to the boot script in seconds; minutes cover a slow firmware and a menu. */

@@ -9,6 +9,7 @@
 import { isIPv4 } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { ipToNumber } from '../lib/ipv4.js';
 
 export type DhcpMode = 'off' | 'proxy' | 'full';
 
@@ -137,10 +138,6 @@ export function parseDuration(key: string, value: string): number {
   return n;
 }
 
-export function ipToInt(ip: string): number {
-  return ip.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
-}
-
 /** Layer overrides (file first, then flags) on the embedded defaults and validate the result. */
 export function resolveConfig(...layers: ConfigOverrides[]): Config {
   const o: ConfigOverrides = Object.assign({}, ...layers);
@@ -152,8 +149,8 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
     if (!m) throw new ConfigError(`dhcp-range: "${o['dhcp-range']}" must look like 192.168.50.100-192.168.50.200`);
     const start = ipv4('dhcp-range', m[1]);
     const end = ipv4('dhcp-range', m[2]);
-    if (ipToInt(start) > ipToInt(end)) throw new ConfigError(`dhcp-range: start ${start} is after end ${end}`);
-    if (ipToInt(end) - ipToInt(start) > 65535) throw new ConfigError('dhcp-range: more than 65536 addresses; use a smaller range');
+    if (ipToNumber(start) > ipToNumber(end)) throw new ConfigError(`dhcp-range: start ${start} is after end ${end}`);
+    if (ipToNumber(end) - ipToNumber(start) > 65535) throw new ConfigError('dhcp-range: more than 65536 addresses; use a smaller range');
     dhcpRange = { start, end };
   }
   if (dhcp === 'full' && dhcpRange === null) {

@@ -1,8 +1,8 @@
 /**
  * lowdb adapter that survives power loss: lowdb's own JSONFile renames a temp file
  * without fsync, so a crash right after a write can leave an empty or stale file.
- * Here: write temp → fsync → rename → fsync directory, one write at a time, with
- * later writes coalesced while one is in flight.
+ * Here: lib/durable-write (temp → fsync → rename → fsync directory), one write at a time,
+ * with later writes coalesced while one is in flight.
  *
  * A write that fails (disk full, I/O error) rejects for the callers whose changes it
  * carried, with a message that says what to do, and leaves the file as it was. lowdb keeps
@@ -11,38 +11,13 @@
  * changes.
  */
 import { EventEmitter } from 'node:events';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Adapter } from 'lowdb';
+import { writeFileDurably } from '../lib/durable-write.js';
 
 /** How long after a failed write the adapter tries again on its own. */
 export const RETRY_AFTER_FAILURE_MS = 5000;
-
-export async function writeFileDurably(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  let renamed = false;
-  try {
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-    renamed = true;
-    const dir = await open(path.dirname(file), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (err) {
-    // On a full disk the half-written temp file holds the very space the next attempt needs.
-    if (!renamed) await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-}
 
 /** The error a failed database write rejects with: names the file, keeps the system error's code. */
 export class DatabaseWriteError extends Error {
@@ -128,7 +103,8 @@ export class DurableJsonFile<T> extends EventEmitter implements Adapter<T> {
       return;
     }
     this.pending = null;
-    this.writing = writeFileDurably(this.file, JSON.stringify(batch.data, null, 1))
+    // 0o600: only netclone reads its state, and the database holds password hashes.
+    this.writing = writeFileDurably(this.file, JSON.stringify(batch.data, null, 1), { mode: 0o600 })
       .then(
         () => {
           const failures = this.failures;

@@ -18,7 +18,7 @@
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { chunkCountFor, chunkLength } from './manifest.js';
-import { tempName } from './durable.js';
+import { tempName } from '../lib/durable-write.js';
 import { ChunkTable } from './chunk-table.js';
 import type { ChunkBuffer } from './codec-pool.js';
 import type { HashPin, ImagePiece, StoreContext, VersionInfo } from './types.js';

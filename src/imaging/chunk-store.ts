@@ -15,7 +15,7 @@
  */
 import { readdir, rename, stat, unlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDir } from './durable.js';
+import { fsyncDir } from '../lib/durable-write.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zstd from 'zstd-napi/binding.js';
 import { CHUNK_HEADER_SIZE, ChunkCodec, ChunkFormatError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, decodeChunkHeader, encodeChunkHeader } from './chunk-format.js';
-import { tempName } from './durable.js';
+import { tempName } from '../lib/durable-write.js';
 import type { CodecRequest, CodecResponse, LoadRequest, StoreRequest } from './codec-protocol.js';
 
 // Async (libuv thread pool): creating a file while another's fsync commits the journal blocks for

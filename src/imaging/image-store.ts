@@ -22,7 +22,7 @@ import { CodecPool, ChunkCorruptError } from './codec-pool.js';
 import { ChunkStore } from './chunk-store.js';
 import { AsyncMutex } from './mutex.js';
 import { ByteLru } from './lru.js';
-import { fsyncDir, writeFileDurable } from './durable.js';
+import { fsyncDir, writeFileDurably } from '../lib/durable-write.js';
 import { assertValidImageName, isValidImageName } from './names.js';
 import { DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunk-format.js';
 import {
@@ -431,7 +431,7 @@ export class ImageStore implements StoreContext {
         await fsyncDir(this.imageDir(name));
         await fsyncDir(this.imagesDir);
       }
-      await writeFileDurable(this.tmpDir, this.manifestPath(name, version), bytes);
+      await writeFileDurably(this.manifestPath(name, version), bytes, { mode: 0o666, tempDir: this.tmpDir, syncDir: false });
       // The rename is the commit: from here on the version exists, whatever fails after it.
       this.chunks.settle(unique.keys());
       this.log.info({ image: name, version, size: c.size, dataBytes: header.dataBytes, storedBytes, digest }, 'capture committed');

@@ -5,6 +5,7 @@
 import { createSocket } from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { isIPv4 } from 'node:net';
+import { broadcastAddress } from './ipv4.js';
 import { macToBytes, normalizeMac } from './mac.js';
 
 export const WOL_PORT = 9;
@@ -28,11 +29,7 @@ export interface WolTarget {
 export function broadcastFor(interfaceName: string | null): string {
   if (interfaceName) {
     const addr = networkInterfaces()[interfaceName]?.find((a) => a.family === 'IPv4' && !a.internal);
-    if (addr) {
-      const ip = addr.address.split('.').map(Number);
-      const mask = addr.netmask.split('.').map(Number);
-      return ip.map((b, i) => (b | (~mask[i] & 0xff)) & 0xff).join('.');
-    }
+    if (addr) return broadcastAddress(addr.address, addr.netmask);
   }
   return '255.255.255.255';
 }

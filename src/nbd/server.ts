@@ -15,6 +15,7 @@
  * - Payload memory across all connections is bounded by one MemoryBudget.
  */
 import net from 'node:net';
+import { plainAddress } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 import type { ExportResolver, NbdExport } from './export.js';
 import { NbdConnection, type TransferEvent } from './connection.js';
@@ -164,7 +165,7 @@ export class NbdServer {
       socket.destroy();
       return;
     }
-    const source = address.startsWith('::ffff:') ? address.slice(7) : address;
+    const source = plainAddress(address);
     if (!this.makeHandshakeRoom(source, id)) {
       this.log.warn({ conn: id, peer: `${address}:${port}`, handshaking: this.handshaking.size }, 'nbd: connection refused: every handshake slot is taken by a client still negotiating');
       socket.on('error', () => undefined);

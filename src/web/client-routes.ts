@@ -14,7 +14,7 @@ import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
 import { TransferError, type ExportSource, type TransferService } from '../domain/transfers.js';
 import { normalizeMac } from '../lib/mac.js';
-import { plainAddress } from '../lib/addresses.js';
+import { plainAddress } from '../lib/ipv4.js';
 import { httpBaseFor } from './boot-routes.js';
 import type { Logger } from '../lib/log.js';
 

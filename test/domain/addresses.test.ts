@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { plainAddress } from '../../src/lib/addresses.js';
+import { plainAddress } from '../../src/lib/ipv4.js';
 
 describe('plainAddress', () => {
   it('turns IPv4-mapped IPv6 into IPv4 and leaves other addresses alone', () => {

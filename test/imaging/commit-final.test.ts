@@ -14,8 +14,8 @@ import { tempDir } from './helpers.js';
 
 const failing = vi.hoisted(() => ({ dir: null as string | null, hits: 0 }));
 
-vi.mock('../../src/imaging/durable.js', async (importOriginal) => {
-  const orig = await importOriginal<typeof import('../../src/imaging/durable.js')>();
+vi.mock('../../src/lib/durable-write.js', async (importOriginal) => {
+  const orig = await importOriginal<typeof import('../../src/lib/durable-write.js')>();
   return {
     ...orig,
     fsyncDir: async (dir: string): Promise<void> => {

@@ -16,6 +16,7 @@ import {
   SNAME_LENGTH,
   SNAME_OFFSET,
 } from './constants.js';
+import { bytesToIp, ipToBytes } from '../../lib/ipv4.js';
 
 export interface DhcpPacket {
   readonly op: number;
@@ -60,37 +61,6 @@ export type DhcpParseResult =
 
 function fail(code: DhcpParseErrorCode, message: string, offset?: number): DhcpParseResult {
   return { ok: false, error: { kind: 'dhcp-parse-error', code, message, offset } };
-}
-
-export function bytesToIp(buf: Uint8Array, offset = 0): string {
-  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
-}
-
-const ipPattern = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** Strict dotted quad → 4 bytes; undefined when it is not one. */
-export function tryIpToBytes(ip: string): Buffer | undefined {
-  const m = ipPattern.exec(ip);
-  if (!m) return undefined;
-  const parts = m.slice(1, 5).map(Number);
-  if (parts.some((p) => p > 255)) return undefined;
-  return Buffer.from(parts);
-}
-
-export function ipToBytes(ip: string): Buffer {
-  const b = tryIpToBytes(ip);
-  if (!b) throw new RangeError(`"${ip}" is not a dotted-quad IPv4 address; fix the configuration value`);
-  return b;
-}
-
-export function ipToNumber(ip: string): number {
-  return ipToBytes(ip).readUInt32BE(0);
-}
-
-export function numberToIp(n: number): string {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0, 0);
-  return bytesToIp(b);
 }
 
 /** Colon-separated lowercase hex, the form iPXE's ${net0/mac} and our host table use. */

@@ -1,9 +1,9 @@
 /**
- * Leases on disk: one JSON file, replaced atomically (write temp, fsync, rename, fsync directory)
+ * Leases on disk: one JSON file, replaced atomically by lib/durable-write (temp, fsync, rename, fsync directory)
  * so a crash or power cut leaves either the old or the new file, never half of one.
  */
-import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile, rename } from 'node:fs/promises';
+import { writeFileDurably } from '../../lib/durable-write.js';
 import type { Logger } from '../../lib/log.js';
 import type { LeaseRecord, LeaseState } from './leases.js';
 
@@ -88,25 +88,6 @@ export class LeaseStore {
 
   private async writeAtomic(records: LeaseRecord[]): Promise<void> {
     const body: LeaseFile = { version: FORMAT_VERSION, leases: records };
-    const tmp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.tmp`);
-    const fh = await open(tmp, 'w', 0o644);
-    try {
-      await fh.writeFile(JSON.stringify(body, null, 1));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    try {
-      await rename(tmp, this.path);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
-    const dir = await open(dirname(this.path), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeFileDurably(this.path, JSON.stringify(body, null, 1), { mode: 0o644 });
   }
 }

@@ -3,7 +3,7 @@
  * which is what makes double allocation impossible. No I/O: persistence is lease-store.ts, the
  * clock is injected so tests can move time.
  */
-import { ipToNumber, numberToIp, tryIpToBytes } from './codec.js';
+import { ipToNumber, numberToIp, tryIpToBytes } from '../../lib/ipv4.js';
 
 export interface PoolConfig {
   /** First and last address handed out, inclusive. */

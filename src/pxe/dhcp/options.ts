@@ -3,7 +3,7 @@
  * Decoders return undefined for a value of the wrong shape: a malformed option is treated as absent,
  * which is what clients and other servers do, rather than rejecting the whole packet.
  */
-import { bytesToIp, ipToBytes } from './codec.js';
+import { bytesToIp, ipToBytes } from '../../lib/ipv4.js';
 
 export function decodeIp(v: Uint8Array | undefined): string | undefined {
   return v && v.length === 4 ? bytesToIp(v) : undefined;

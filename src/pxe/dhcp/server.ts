@@ -12,7 +12,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import type { Logger } from '../../lib/log.js';
-import { tryIpToBytes } from './codec.js';
+import { tryIpToBytes } from '../../lib/ipv4.js';
 import { messageTypeName } from './constants.js';
 import { type DhcpHooks, DhcpHandler, type DhcpMode, type FirstStageBooter, type Via } from './handler.js';
 import { LeasePool, type PoolConfig } from './leases.js';
