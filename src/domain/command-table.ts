@@ -77,8 +77,6 @@ const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
   ['admin.token.create', (c, a, args) => c.createApiToken(a, optStr(args, 'name') ?? 'cli')],
 ]);
 
-export const COMMAND_NAMES: readonly string[] = [...TABLE.keys()];
-
 export async function runCommand(commands: Commands, actor: Actor, name: string, args: Args, progress: Progress): Promise<unknown> {
   const entry = TABLE.get(name);
   if (!entry) throw new CommandError(400, `unknown command ${name}`);

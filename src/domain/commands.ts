@@ -17,7 +17,7 @@ import type { ApiTokenRecord, Database, HostRecord, LocalBoot, TaskKind, TaskRec
 import type { EventLog } from './events.js';
 import type { HostService } from './hosts.js';
 import { isActive, type TaskService } from './tasks.js';
-import type { NbdAccess, NbdUrl } from './context.js';
+import type { NbdAccess, NbdUrl } from './running-server.js';
 import { createApiToken, listApiTokens, revokeApiToken, setAdminPassword, type NewApiToken } from './users.js';
 import type { ImageStore, VerifyResult } from '../imaging/image-store.js';
 import { describeImage, type ImageDetails } from '../imaging/image-details.js';
@@ -45,12 +45,16 @@ export type Actor =
   /** A technician who typed a login at one PC's menu: acts on that PC only. */
   | { readonly kind: 'technician'; readonly name: string; readonly via: PcMenu; readonly mac: string; readonly ip: string };
 
-export type CommandName =
-  | 'image.list' | 'image.show' | 'image.verify' | 'image.rm' | 'image.rm-version' | 'image.rename' | 'image.gc' | 'image.url'
-  | 'image.import' | 'image.export'
-  | 'host.add' | 'host.list' | 'host.update' | 'host.rm' | 'host.register'
-  | 'task.create' | 'task.list' | 'task.show' | 'task.cancel' | 'task.start-at-pc'
-  | 'admin.passwd' | 'admin.token.create' | 'admin.token.list' | 'admin.token.revoke';
+/** Every command, as the authorisation hook and the logs name it. */
+export const COMMAND_NAMES = [
+  'image.list', 'image.show', 'image.verify', 'image.rm', 'image.rm-version', 'image.rename', 'image.gc', 'image.url',
+  'image.import', 'image.export',
+  'host.add', 'host.list', 'host.update', 'host.rm', 'host.register',
+  'task.create', 'task.list', 'task.show', 'task.cancel', 'task.start-at-pc',
+  'admin.passwd', 'admin.token.create', 'admin.token.list', 'admin.token.revoke',
+] as const;
+
+export type CommandName = (typeof COMMAND_NAMES)[number];
 
 /** What a command acts on, for the authorisation hook. */
 export interface CommandTarget {

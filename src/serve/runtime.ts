@@ -10,7 +10,7 @@ import type http from 'node:http';
 import type { Config } from '../domain/config.js';
 import { openCore, type OpenCore } from '../domain/core.js';
 import { SERVER_PURPOSE } from '../domain/lock.js';
-import type { NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from '../domain/context.js';
+import type { NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from '../domain/running-server.js';
 import { NbdGrants } from '../transport/grants.js';
 import { TransferMeter } from '../transport/transfer-meter.js';
 import { TransferService } from '../domain/transfers.js';

@@ -5,7 +5,7 @@ import type { EventLog } from '../domain/events.js';
 import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
 import type { Commands } from '../domain/commands.js';
-import type { ServiceStatus } from '../domain/context.js';
+import type { ServiceStatus } from '../domain/running-server.js';
 import type { Logger } from '../lib/log.js';
 
 /**

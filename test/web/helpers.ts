@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import request from 'supertest';
 import { resolveConfig } from '../../src/domain/config.js';
-import type { NbdAccess, NbdUrlRequest, ServiceStatus } from '../../src/domain/context.js';
+import type { NbdAccess, NbdUrlRequest, ServiceStatus } from '../../src/domain/running-server.js';
 import { Commands } from '../../src/domain/commands.js';
 import type { WakeSender } from '../../src/lib/wake-on-lan.js';
 import { forgetDatabase, openDatabase } from '../../src/domain/database.js';

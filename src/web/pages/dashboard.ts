@@ -1,4 +1,4 @@
-import type { ServiceStatus } from '../../domain/context.js';
+import type { ServiceStatus } from '../../domain/running-server.js';
 import type { EventRecord, TaskRecord } from '../../domain/database.js';
 import { formatAgo, formatBytes, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';

@@ -1,13 +1,7 @@
 /**
- * What the servers of one running appliance share. The web app, the boot routes and
- * the client API take this, never globals, so tests can build one on a temp dir.
+ * What only a running server provides to the commands and pages: the state of its network
+ * services, and nbd:// URLs (they need a live NBD listener).
  */
-import type { Config } from './config.js';
-import type { Database } from './database.js';
-import type { EventLog } from './events.js';
-import type { HostService } from './hosts.js';
-import type { TaskService } from './tasks.js';
-import type { Logger } from '../lib/log.js';
 
 export interface ServiceStatus {
   readonly name: 'http' | 'nbd' | 'tftp' | 'dhcp' | 'control';
@@ -35,15 +29,4 @@ export interface NbdUrlRequest {
 export interface NbdAccess {
   /** Issue an unguessable export name for an image (read: newest version; write: a new capture). */
   createUrl(request: NbdUrlRequest): Promise<NbdUrl>;
-}
-
-export interface AppContextBase {
-  readonly config: Config;
-  readonly logger: Logger;
-  readonly db: Database;
-  readonly events: EventLog;
-  readonly hosts: HostService;
-  readonly tasks: TaskService;
-  readonly nbd: NbdAccess;
-  services(): ServiceStatus[];
 }
