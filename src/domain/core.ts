@@ -10,21 +10,13 @@ import { HostService } from './hosts.js';
 import { TaskService } from './tasks.js';
 import { acquireLock, type DataLock } from './lock.js';
 import { ImageStore } from '../imaging/image-store.js';
-import type { NbdAccess } from './context.js';
-import { Commands } from './commands.js';
-import type { Database } from './database.js';
+import type { NbdAccess } from './running-server.js';
+import { Commands, type CommandDeps } from './commands.js';
 import type { WakeSender } from '../lib/wake-on-lan.js';
 import type { Logger } from '../lib/log.js';
 
 /** One open data directory: its services, its store, and the commands over them. */
-export interface Core {
-  readonly config: Config;
-  readonly logger: Logger;
-  readonly db: Database;
-  readonly events: EventLog;
-  readonly hosts: HostService;
-  readonly tasks: TaskService;
-  readonly store: ImageStore;
+export interface Core extends Omit<CommandDeps, 'nbd' | 'wake' | 'authorize'> {
   readonly commands: Commands;
   /** Present only inside a running server: NBD URLs need a live NBD listener. */
   nbd: NbdAccess | null;

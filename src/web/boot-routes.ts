@@ -12,7 +12,8 @@
  *   appliance's users. A GET there changes nothing. Image names are listed only after a login.
  *   The same actions come from the imaging client in menu mode (menu-routes.ts) for loaders that
  *   cannot POST: both go through one login check (TechnicianLogins) and one set of rules
- *   (performTechnicianAction).
+ *   (performTechnicianAction in domain/pc-menu.ts), which run as commands of the technician
+ *   logged in at this PC.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';

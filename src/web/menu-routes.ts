@@ -9,11 +9,11 @@
  *   the boot menu's failure limit per address (TechnicianLogins) and answers a short-lived
  *   session, bound to the address and MAC it was asked for, kept in memory only.
  * - `POST /api/client/v1/menu/action` with that session (`Authorization: Bearer`) runs the same
- *   rules as the boot menu's POST (performTechnicianAction).
+ *   rules as the boot menu's POST (performTechnicianAction, domain/pc-menu.ts).
  * - Nothing here answers a GET with anything but 405: no GET changes state.
  *
- * Registered by the boot routes (they own the shared login limiter), in a plugin of its own:
- * the task-token hook of client-routes.ts is scoped to that plugin and never sees these routes.
+ * Registered by the boot routes, which hand it the login limiter they use too, in a plugin of its
+ * own: the task-token hook of client-routes.ts is scoped to that plugin and never sees these routes.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';

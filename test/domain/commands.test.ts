@@ -64,7 +64,8 @@ async function status(p: Promise<unknown> | (() => unknown)): Promise<number | '
     await (typeof p === 'function' ? p() : p);
     return 'ok';
   } catch (err) {
-    if (err instanceof CommandError || (err instanceof Error && typeof (err as { status?: unknown }).status === 'number')) return (err as { status: number }).status;
+    const s = (err as { status?: unknown }).status;
+    if (err instanceof CommandError || (err instanceof Error && typeof s === 'number')) return s as number;
     throw err;
   }
 }
