@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../lib/log.js';
-import type { CodecRequest, CodecResponse } from './codec-protocol.js';
+import type { CodecRequest, CodecResponse, StoreResult } from './codec-protocol.js';
 
 export class ChunkCorruptError extends Error {
   constructor(
@@ -56,27 +56,11 @@ export class ChunkBuffer {
   }
 }
 
-export interface StoreOutcome {
-  /** Every byte was zero: nothing was hashed or written. */
-  readonly zero: boolean;
-  readonly hash: string;
-  /** Size of the chunk file on disk. */
-  readonly stored: number;
-  /**
-   * A chunk file of that name already existed and decoded to exactly these bytes, so nothing was
-   * written. False when the file was written now (new, or replacing a damaged one).
-   */
-  readonly existed: boolean;
-  /**
-   * No file of that name existed before: no committed manifest can name it, so it is the writing
-   * capture's to drop. False when a damaged file was replaced: a manifest may name that one.
-   */
-  readonly fresh: boolean;
-  /** The new file, fsynced in the temp directory: ChunkStore.adopt() renames it into place. Null when nothing was written. */
-  readonly tmpPath: string | null;
-  /** The caller's bytes, handed back: release() them, or store() them again. */
-  readonly data: ChunkBuffer;
-}
+/**
+ * What a store of one chunk did: the worker's answer (see StoreResult for each field), with the
+ * caller's bytes handed back as an owned buffer to release() or store() again.
+ */
+export type StoreOutcome = Omit<StoreResult, 'id' | 'ok' | 'op' | 'data'> & { readonly data: ChunkBuffer };
 
 interface Pending {
   resolve(r: CodecResponse): void;
