@@ -3,6 +3,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { PxeRequestInfo } from '../../../src/pxe/dhcp/index.js';
 
+export { waitFor } from '../../lib/wait.js';
+
 const here = fileURLToPath(new URL('.', import.meta.url));
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -104,15 +106,4 @@ export async function runIn(ns: string, cmd: string, args: string[]): Promise<{ 
   proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
   return { code, stdout, stderr };
-}
-
-/** Poll until `check` returns a value; the deadline only guards against a hang. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, deadlineMs = 30_000): Promise<T> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }

@@ -3,10 +3,10 @@
  * Deliberately independent of the server's transfer logic; it shares only the codec.
  */
 import dgram, { type Socket } from 'node:dgram';
-import { spawn } from 'node:child_process';
 import { decodePacket, encodeAck, encodeError, encodeRequest, type TftpOptions } from '../../../src/pxe/tftp/codec.js';
 
 import { prng } from '../../lib/prng.js';
+import { run as runProgram, type RunOptions, type RunResult } from '../../lib/run.js';
 
 export { prng };
 
@@ -155,30 +155,9 @@ export async function exchange(pkt: Buffer, port: number, ms = 2000): Promise<{ 
   }
 }
 
-export interface RunResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type { RunResult };
 
-/** Runs a real program with a hard deadline; the child is killed by PID if it overruns. */
-export async function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const t = setTimeout(() => {
-      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-    }, opts.timeoutMs ?? 60_000);
-    child.on('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
+/** Runs a real program with a hard deadline (60 s unless given); the child is killed by PID if it overruns. */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return runProgram(cmd, args, { timeoutMs: 60_000, ...opts });
 }

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { TftpServer, type TransferInfo } from '../../../src/pxe/tftp/server.js';
 import { ErrorCode, decodePacket, encodeAck, encodeRequest } from '../../../src/pxe/tftp/codec.js';
 import { bindSocket, exchange, fetchFile, prng, run } from './helpers.js';
+import { waitFor } from '../../lib/wait.js';
 
 const LOADER = '/usr/lib/ipxe/undionly.kpxe';
 
@@ -152,7 +153,7 @@ describe('TftpServer against real clients', () => {
     const full = await fetchFile({ port, file: 'undionly.kpxe', options: { tsize: '0', blksize: '1468' } });
     expect(full.error).toBeUndefined();
     expect(full.data.equals(loader)).toBe(true);
-    await waitFor(() => transfers.length >= before + 2);
+    await waitFor('both transfers to be logged', () => transfers.length >= before + 2, { timeoutMs: 5000 });
     const [first, second] = transfers.slice(before);
     expect(first).toMatchObject({ status: 'client-abort', endedAfterOack: true, clientError: { code: 8 } });
     expect(second).toMatchObject({ status: 'complete', size: loader.length });
@@ -173,7 +174,7 @@ describe('TftpServer against real clients', () => {
         intruder.send(encodeAck(1), tid, '127.0.0.1');
       },
     });
-    await waitFor(() => intruderGot.length > 0);
+    await waitFor('an answer to the intruder', () => intruderGot.length > 0, { timeoutMs: 5000 });
     intruder.close();
     expect(decodePacket(intruderGot[0].msg)).toMatchObject({ op: 'ERROR', code: ErrorCode.UnknownTransferId });
     // From the transfer's own port, as RFC 1350 §4 has it; not from the request port or a third one.
@@ -199,7 +200,7 @@ describe('TftpServer against real clients', () => {
       // With the bug every duplicate re-sends data and the count roughly doubles.
       const limit = r.blocks * (1 + 0.1 * windowsize * 2) + 10;
       expect(r.dataPackets, `windowsize ${windowsize}`).toBeLessThanOrEqual(limit);
-      await waitFor(() => transfers.some((t) => t.client.port === r.clientPort));
+      await waitFor('the transfer to be logged', () => transfers.some((t) => t.client.port === r.clientPort), { timeoutMs: 5000 });
       const info = transfers.find((t) => t.client.port === r.clientPort);
       expect(info?.status).toBe('complete');
       expect(info?.duplicateAcks).toBeGreaterThan(0);
@@ -228,11 +229,3 @@ describe('TftpServer against real clients', () => {
     expect(info).toMatchObject({ status: 'complete', blocks: 65538, size });
   });
 });
-
-async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
