@@ -1,6 +1,6 @@
 /** Child processes for benches: running commands, free ports, nbdkit, and sampling a process's RSS and CPU. */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { run } from '../../test/lib/run.js';
+import { spawn, execFileSync } from 'node:child_process';
+import { run, type RunOptions } from '../../test/lib/run.js';
 import { readFileSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -14,9 +14,9 @@ export interface CommandResult {
   readonly ms: number;
 }
 
-export async function runCommand(cmd: string, args: readonly string[], onSpawn?: (p: ChildProcess) => void): Promise<CommandResult> {
+export async function runCommand(cmd: string, args: readonly string[], options?: RunOptions): Promise<CommandResult> {
   const t0 = performance.now();
-  const r = await run(cmd, args, onSpawn);
+  const r = await run(cmd, args, options);
   return { ...r, ms: performance.now() - t0 };
 }
 

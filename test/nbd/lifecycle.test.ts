@@ -9,6 +9,7 @@ import { MemoryExport } from './memory-export.js';
 import type { TransferEvent } from '../../src/nbd/server.js';
 import { CMD, CMD_FLAG, ERRNO, OPT, REP, REPLY_TYPE } from '../../src/nbd/protocol.js';
 import { RawClient, goData, optionBytes, rawGo, rawGreet, readChunk, readOptionReply, readSimpleReply, request, run, startServer, type Started } from './helpers.js';
+import { start } from '../lib/run.js';
 
 const MiB = 1024 * 1024;
 
@@ -94,8 +95,9 @@ describe('lifecycle', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'ncnbd-'));
     try {
       writeFileSync(path.join(dir, 'src.raw'), Buffer.alloc(64 * MiB, 0x5a));
-      const done = run('nbdcopy', ['--connections=1', path.join(dir, 'src.raw'), s.url('e')], (p) => (child = p));
-      const res = await done;
+      const copy = start('nbdcopy', ['--connections=1', path.join(dir, 'src.raw'), s.url('e')]);
+      child = copy.proc;
+      const res = await copy.result;
       expect(res.signal).toBe('SIGKILL');
       g.open();
       const d = await e.waitForDetach(1);
