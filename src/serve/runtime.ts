@@ -165,13 +165,15 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
     };
     core.nbd = nbd;
 
+    // One boot policy for the whole server: DHCP and the boot routes ask the same instance.
+    const booter = policyBooter(serviceFacts(core.hosts, core.tasks), booterOptions(config));
     const web = await buildWebApp(
       { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, commands: core.commands, services: () => [...statuses.values()] },
       {
         extraPlugins: [
           bootRoutes({
             config, logger: logger.child({ component: 'boot' }), hosts: core.hosts, tasks: core.tasks, bootAddresses: core.hosts.bootAddresses,
-            commands: core.commands, logins: new TechnicianLogins(core.db),
+            commands: core.commands, logins: new TechnicianLogins(core.db), booter,
           }),
           clientRoutes({ config, logger: logger.child({ component: 'client-api' }), hosts: core.hosts, tasks: core.tasks, transfers, images: source, nbdPort: nbdAddr.port }),
         ],
@@ -228,7 +230,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
             }
           : undefined,
         leaseFile: path.join(config.dataDir, 'state', 'dhcp-leases.json'),
-        booter: policyBooter(serviceFacts(core.hosts, core.tasks), booterOptions(config)),
+        booter,
         logger,
         hooks: {
           onPxeRequest: (info) => {

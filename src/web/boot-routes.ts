@@ -20,7 +20,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../domain/config.js';
-import type { LocalBoot } from '../domain/database.js';
+import type { LocalBoot, TaskRecord } from '../domain/database.js';
 import type { BootAddresses } from '../domain/boot-addresses.js';
 import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
@@ -29,7 +29,7 @@ import { normalizeMac } from '../lib/mac.js';
 import type { Commands } from '../domain/commands.js';
 import { performTechnicianAction, technicianAt, type TechnicianLogins } from '../domain/pc-menu.js';
 import { menuRoutes } from './menu-routes.js';
-import { booterOptions, firmwareOfIpxe, localBootMethod, platformOf, policyBooter, serviceFacts } from '../domain/boot-policy.js';
+import { firmwareOfIpxe, localBootMethod, platformOf, type Booter } from '../domain/boot-policy.js';
 import {
   scriptChainUndionly, scriptClient, scriptDeployChoice, scriptLocal, scriptMenu, scriptNotice, scriptUnconfirmed, scriptUnfinishedDeploy, type ScriptContext,
 } from '../pxe/ipxe-script.js';
@@ -47,6 +47,8 @@ export interface BootRoutesContext {
   readonly tasks: TaskService;
   /** Where DHCP saw each MAC lately; the runtime's DHCP service feeds it. */
   readonly bootAddresses: BootAddresses;
+  /** The one boot policy, the same instance DHCP asks. */
+  readonly booter: Booter<TaskRecord>;
 }
 
 /** The address:port the PC reached us on, unless the operator pinned one. */
@@ -97,7 +99,9 @@ export function bootRoutes(ctx: BootRoutesContext) {
       ({ httpBase: httpBaseFor(req, ctx.config), mac, menuTimeoutSeconds: ctx.config.menuTimeoutSeconds });
 
     // The policy decides; this route records the sighting first, then mints the token a 'client' decision needs.
-    const booter = policyBooter(serviceFacts(ctx.hosts, ctx.tasks), booterOptions(ctx.config));
+    const { booter } = ctx;
+    // What a UEFI HTTP boot may fetch here: the loaders the policy hands out over HTTP, the arm64 one included.
+    const loaderFiles = new Set([...LOADER_FILES, ...(/^[A-Za-z0-9._-]+$/.test(ctx.config.arm64BootFile) ? [ctx.config.arm64BootFile] : [])]);
     app.get<{ Querystring: BootQuery }>('/boot/ipxe', async (req, reply) => {
       const ip = plainAddress(req.ip);
       const mac = normalizeMac(String(req.query.mac ?? ''));
@@ -215,7 +219,7 @@ export function bootRoutes(ctx: BootRoutesContext) {
     });
 
     app.get<{ Params: { file: string } }>('/boot/:file', async (req, reply) => {
-      if (!LOADER_FILES.has(req.params.file)) return reply.code(404).type('text/plain').send('no such boot file\n');
+      if (!loaderFiles.has(req.params.file)) return reply.code(404).type('text/plain').send('no such boot file\n');
       const ip = plainAddress(req.ip);
       ctx.logger.info({ ip, mac: ctx.hosts.byIp(ip)?.mac, file: req.params.file }, 'boot: serving an iPXE loader over HTTP');
       return sendFile(reply, path.join(ctx.config.bootDir, 'loaders', req.params.file), 'the iPXE loader (run npm run setup:boot)');

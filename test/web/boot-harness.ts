@@ -25,6 +25,7 @@ import { importFile } from '../../src/imaging/image-import.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { Commands } from '../../src/domain/commands.js';
 import { TechnicianLogins } from '../../src/domain/pc-menu.js';
+import { booterOptions, policyBooter, serviceFacts } from '../../src/domain/boot-policy.js';
 import { buildWebApp } from '../../src/web/app.js';
 import { bootRoutes } from '../../src/web/boot-routes.js';
 import { clientRoutes } from '../../src/web/client-routes.js';
@@ -98,7 +99,7 @@ export async function makeBootHarness(options: { images?: string[] } = {}): Prom
     {
       announceSetup: false,
       extraPlugins: [
-        bootRoutes({ config, logger, hosts, tasks, bootAddresses: addresses, commands, logins: new TechnicianLogins(db) }),
+        bootRoutes({ config, logger, hosts, tasks, bootAddresses: addresses, commands, logins: new TechnicianLogins(db), booter: policyBooter(serviceFacts(hosts, tasks), booterOptions(config)) }),
         clientRoutes({ config, logger, hosts, tasks, transfers, images: source, nbdPort: 10809 }),
       ],
     },
