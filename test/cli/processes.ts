@@ -1,41 +1,17 @@
 /** The netclone command and server as child processes, for tests that drive them like a technician. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { start, type RunResult, type Running } from '../lib/run.js';
+import { waitFor } from '../lib/wait.js';
 
 export const BIN = path.resolve('bin/netclone.js');
 
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type CliResult = RunResult;
+export type CliRun = Running;
 
-export interface CliRun {
-  readonly proc: ChildProcess;
-  readonly result: Promise<CliResult>;
-  /** True once the command has exited. */
-  exited(): boolean;
-  /** What it wrote to stderr so far. */
-  stderr(): string;
-}
-
+/** The built command on a data directory, with no config file; stdin is a pipe that carries `input` (or nothing) and ends. */
 export function startCli(data: string, args: readonly string[], input?: Buffer): CliRun {
-  const proc = spawn(process.execPath, [BIN, ...args, '--data', data], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NETCLONE_CONFIG: '' } });
-  let done = false;
-  let stderr = '';
-  const result = new Promise<CliResult>((resolve, reject) => {
-    let stdout = '';
-    proc.stdout?.on('data', (d: Buffer) => (stdout += d));
-    proc.stderr?.on('data', (d: Buffer) => (stderr += d));
-    proc.on('error', reject);
-    proc.on('close', (code) => {
-      done = true;
-      resolve({ code, stdout, stderr });
-    });
-  });
-  if (input) proc.stdin?.end(input);
-  else proc.stdin?.end();
-  return { proc, result, exited: () => done, stderr: () => stderr };
+  return start(process.execPath, [BIN, ...args, '--data', data], { env: { ...process.env, NETCLONE_CONFIG: '' }, input: input ?? '' });
 }
 
 export function cli(data: string, args: readonly string[], input?: Buffer): Promise<CliResult> {
@@ -64,10 +40,10 @@ export function spawnServer(data: string, bootDir: string, extra: readonly strin
     proc,
     log: () => out,
     async up() {
-      while (!out.includes('netclone is up')) {
+      await waitFor('the server to log "netclone is up"', () => {
         if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`server exited (${proc.exitCode ?? proc.signalCode}): ${out}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+        return out.includes('netclone is up');
+      }, { timeoutMs: 60_000, context: () => out });
     },
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (proc.exitCode !== null || proc.signalCode !== null) return;

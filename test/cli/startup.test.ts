@@ -11,12 +11,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { cli, spawnServer, startCli, type ServerProcess } from './processes.js';
+import { waitFor } from '../lib/wait.js';
 
 let dir: string;
 let data: string;
 let server: ServerProcess | null = null;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Starts a server and freezes it after it took the lock and before its control socket exists. */
 async function frozenStartingServer(): Promise<ServerProcess> {
@@ -25,12 +24,11 @@ async function frozenStartingServer(): Promise<ServerProcess> {
   for (let attempt = 0; attempt < 10; attempt++) {
     const s = spawnServer(data, path.join(dir, 'boot'));
     const pid = s.proc.pid as number;
-    for (;;) {
-      const text = await readFile(lock, 'utf8').catch(() => '');
-      if (text.includes(`"pid":${pid}`)) break;
+    await waitFor(`server ${pid} to take the lock`, async () => {
+      if ((await readFile(lock, 'utf8').catch(() => '')).includes(`"pid":${pid}`)) return true;
       if (s.proc.exitCode !== null) throw new Error(`server exited: ${s.log()}`);
-      await sleep(1);
-    }
+      return false;
+    }, { everyMs: 1, context: () => s.log() });
     s.proc.kill('SIGSTOP');
     if (!existsSync(socket)) return s;
     await s.stop(); // it got as far as its socket before we froze it: try again
@@ -63,7 +61,7 @@ describe('a command while the server starts', () => {
   it('waits for the control socket and then acts through the server (image url needs the server)', async () => {
     const run = startCli(data, ['image', 'url', 'office']);
     // Before the fix the command failed at once with "in use by process N" instead.
-    while (!run.stderr().includes('is starting; waiting for its control socket') && !run.exited()) await sleep(10);
+    await waitFor('the command to say it waits for the server', () => run.stderr().includes('is starting; waiting for its control socket') || run.exited(), { everyMs: 10 });
     expect(run.exited(), run.stderr()).toBe(false);
     server?.proc.kill('SIGCONT');
     const r = await run.result;

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libDir } from './helpers.js';
+import { waitFor, type WaitOptions } from '../lib/wait.js';
 
 interface Received {
   readonly url: string;
@@ -19,7 +20,7 @@ interface Received {
 
 const tmp = mkdtempSync(join(tmpdir(), 'ncclient-hb-'));
 const received: Received[] = [];
-let waiters: Array<() => void> = [];
+const waiting: WaitOptions = { timeoutMs: 20_000, context: () => `received: ${JSON.stringify(received)}` };
 let server: Server;
 let port = 0;
 
@@ -31,26 +32,11 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
-async function until(what: string, ok: () => boolean): Promise<void> {
-  while (!ok()) {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; received: ${JSON.stringify(received)}`)), 20_000);
-      waiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-}
-
 beforeAll(async () => {
   server = createServer((req, res) => {
     void readBody(req).then((body) => {
       received.push({ url: req.url ?? '', auth: req.headers.authorization ?? '', body });
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
-      const w = waiters;
-      waiters = [];
-      w.forEach((f) => f());
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -85,11 +71,11 @@ describe('client heartbeat', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     const phases = (): string[] => received.map((r) => (JSON.parse(r.body) as { phase: string }).phase);
 
-    await until('three transferring heartbeats', () => phases().filter((p) => p === 'transferring').length >= 3);
+    await waitFor('three transferring heartbeats', () => phases().filter((p) => p === 'transferring').length >= 3, waiting);
     writeFileSync(go, '');
-    await until('two verifying heartbeats', () => phases().filter((p) => p === 'verifying').length >= 2);
+    await waitFor('two verifying heartbeats', () => phases().filter((p) => p === 'verifying').length >= 2, waiting);
     writeFileSync(stop, '');
-    while (!existsSync(stopped)) await new Promise((r) => setTimeout(r, 50));
+    await waitFor('the shell to stop its heartbeat', () => existsSync(stopped), waiting);
     const atStop = received.length;
     expect(await exited).toBe(0);
 

@@ -4,7 +4,6 @@
  * they would from the PC's console, and the client must end up with a task id and token the client
  * API accepts, exactly as if they had come on the kernel command line.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { makeBootHarness, type BootHarness } from '../web/boot-harness.js';
 import { PASSWORD } from '../web/helpers.js';
 import { libDir } from './helpers.js';
+import { run } from '../lib/run.js';
 
 const MAC = '52:54:00:ab:cd:01';
 const tmp = mkdtempSync(join(tmpdir(), 'ncclient-menu-'));
@@ -49,24 +49,11 @@ fetched=""
 [ "$rc" = 0 ] && fetched=$(api_get "task?mac=$MAC")
 printf '\\n@@rc=%s\\n@@task=%s\\n@@token=%s\\n@@err=%s\\n@@fetched=%s\\n' "$rc" "$NC_TASK" "$NC_TOKEN" "$MENU_ERR" "$fetched"
 `;
-  const child = spawn('busybox', ['sh', '-c', script], {
+  const { code, stdout: out, stderr: err } = await run('busybox', ['sh', '-c', script], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NC_SERVER: server, MAC, NC_API_ERR: join(tmp, 'api.err'), NC_API_TIMEOUT: '20', TMPDIR: tmp, NC_MENU_IDLE: String(options.idleSeconds ?? 600) },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const input = answers.map((a) => `${a}\n`).join('');
-  if (options.keepOpen) child.stdin.write(input);
-  else child.stdin.end(input);
-  const code = await new Promise<number | null>((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('close', (c) => {
-      clearTimeout(timer);
-      child.stdin.destroy();
-      resolve(c);
-    });
+    input: answers.map((a) => `${a}\n`).join(''),
+    keepStdinOpen: options.keepOpen,
+    timeoutMs: 60_000,
   });
   if (code !== 0) throw new Error(`the menu script exited ${code}:\n${out}\n${err}`);
   const field = (name: string): string => new RegExp(`^@@${name}=(.*)$`, 'm').exec(out)?.[1] ?? '';

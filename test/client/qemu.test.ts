@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { distDir, ensureClientBuild, imageDigest, repoRoot } from './helpers.js';
+import { waitFor } from '../lib/wait.js';
 
 const NS = `ncclient-${process.pid}`;
 const HOST_IP = '10.231.7.1';
@@ -35,14 +36,6 @@ function start(name: string, cmd: string[]): ChildProcess {
 function stop(p: ChildProcess): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => { p.once('exit', () => resolve()); p.kill('SIGTERM'); });
-}
-
-async function waitFor(what: string, cond: () => boolean, capMs: number, context: () => string): Promise<void> {
-  const deadline = Date.now() + capMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}\n--- context ---\n${context()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 interface ApiRequest { method: string; path: string; query: Record<string, string>; authorization: string | null; contentType: string | null; body: string }
@@ -80,7 +73,7 @@ async function boot(s: Scenario): Promise<Run> {
       execFileSync('ip', ['netns', 'exec', NS, 'nbdinfo', '--size', `nbd://${HOST_IP}:${NBD_PORT}/`], { stdio: 'pipe' });
       return readFileSync(join(tmp, `${s.name}-api.log`), 'utf8').includes('listening');
     } catch { return false; }
-  }, 30_000, () => readFileSync(join(tmp, `${s.name}-nbdkit.log`), 'utf8'));
+  }, { timeoutMs: 30_000, everyMs: 200, context: () => readFileSync(join(tmp, `${s.name}-nbdkit.log`), 'utf8') });
 
   mkdirSync(artifacts, { recursive: true });
   const serialPath = join(artifacts, `${s.name}.serial.log`);
@@ -204,7 +197,7 @@ describe('thin client in QEMU', () => {
         imageInfo: { size: DISK_SIZE * 2, sectorSize: 512, chunkSize: 1 << 20, digest: '0'.repeat(64) } } });
     try {
       const reason = `disk vda is ${DISK_SIZE} bytes, smaller than the image (${DISK_SIZE * 2} bytes); refusing`;
-      await waitFor('the client to wait for a key', () => run.serial().includes('netclone: press any key to reboot'), 240_000, () => run.serial().slice(-3000));
+      await waitFor('the client to wait for a key', () => run.serial().includes('netclone: press any key to reboot'), { timeoutMs: 240_000, everyMs: 200, context: () => run.serial().slice(-3000) });
       expect(run.serial()).toContain(`netclone: FAILED: ${reason}`);
       expect(find(run, 'start')).toEqual([]);
       const results = find(run, 'result');

@@ -3,7 +3,6 @@
  * PCs that only boot (DHCP, /boot/ipxe) cannot grow the host table without bound.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +13,7 @@ import { HostError, HostService } from '../../src/domain/hosts.js';
 import { createApiToken } from '../../src/domain/users.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { login, makeHarness } from '../web/helpers.js';
+import { run, type RunResult } from '../lib/run.js';
 
 let dir: string;
 let db: Database;
@@ -83,27 +83,19 @@ describe('adding a host', () => {
 
   it('makes the CLI exit non-zero with the reason, and --rename renames', async () => {
     const data = await mkdtemp(path.join(tmpdir(), 'nc-hosts-cli-'));
-    const netclone = (...args: string[]): Promise<{ code: number | null; out: string; err: string }> =>
-      new Promise((resolve, reject) => {
-        const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', "const m = await import('./src/cli/main.ts'); await m.run(process.argv.slice(1));", ...args, '--data', data], {
-          env: { ...process.env, NETCLONE_CONFIG: '' },
-        });
-        let out = '';
-        let err = '';
-        p.stdout.on('data', (d: Buffer) => (out += d));
-        p.stderr.on('data', (d: Buffer) => (err += d));
-        p.on('error', reject);
-        p.on('close', (code) => resolve({ code, out, err }));
+    const netclone = (...args: string[]): Promise<RunResult> =>
+      run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', "const m = await import('./src/cli/main.ts'); await m.run(process.argv.slice(1));", ...args, '--data', data], {
+        env: { ...process.env, NETCLONE_CONFIG: '' },
       });
     try {
       expect((await netclone('host', 'add', '52:54:00:00:00:20', '--name', 'Desk 20')).code).toBe(0);
       const refused = await netclone('host', 'add', '52:54:00:00:00:20', '--name', 'Desk 21');
       expect(refused.code).toBe(1);
-      expect(refused.err).toMatch(/already registered as "Desk 20"; nothing was changed.*--rename/);
+      expect(refused.stderr).toMatch(/already registered as "Desk 20"; nothing was changed.*--rename/);
       const renamed = await netclone('host', 'add', '52:54:00:00:00:20', '--name', 'Desk 21', '--rename');
       expect(renamed.code).toBe(0);
       const list = await netclone('host', 'list', '--json');
-      expect(JSON.parse(list.out)).toMatchObject([{ mac: '52:54:00:00:00:20', name: 'Desk 21' }]);
+      expect(JSON.parse(list.stdout)).toMatchObject([{ mac: '52:54:00:00:00:20', name: 'Desk 21' }]);
     } finally {
       await rm(data, { recursive: true, force: true });
     }

@@ -8,6 +8,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { waitFor } from '../lib/wait.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
 export const artifactsDir = join(repoRoot, 'test-artifacts', 'e2e');
@@ -55,15 +56,6 @@ export function sweepStaleNamespaces(): void {
   for (const dir of readdirSync(tmpdir()).filter((n) => n.startsWith(PREFIX))) {
     const owner = Number(/^nce2e-(\d+)-/.exec(dir)?.[1]);
     if (Number.isInteger(owner) && !pidAlive(owner)) rmSync(join(tmpdir(), dir), { recursive: true, force: true });
-  }
-}
-
-/** Waits until `cond` holds. The cap only turns a hang into a readable failure; it is not an assertion. */
-export async function waitFor(what: string, cond: () => boolean, capMs: number, context: () => string): Promise<void> {
-  const deadline = Date.now() + capMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}\n--- context ---\n${context()}`);
-    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
@@ -197,7 +189,7 @@ export class Vm {
   /** Waits for text on the serial console (the cap turns a hang into a failure with the console tail). */
   async waitSerial(what: string | RegExp, capMs = 180_000): Promise<void> {
     const hit = (): boolean => (typeof what === 'string' ? this.serial().includes(what) : what.test(this.serial()));
-    await waitFor(`serial text ${String(what)} from VM ${this.spec.name}`, () => hit() || !this.running, capMs, () => this.serial().slice(-4000));
+    await waitFor(`serial text ${String(what)} from VM ${this.spec.name}`, () => hit() || !this.running, { timeoutMs: capMs, everyMs: 250, context: () => this.serial().slice(-4000) });
     if (!hit()) throw new Error(`VM ${this.spec.name} exited before printing ${String(what)}\n${this.serial().slice(-4000)}`);
   }
 
@@ -291,7 +283,7 @@ export class Lab {
     if (dhcp === 'full') args.push('--dhcp-range', DHCP_RANGE);
     const t = this.spawn(logName, args);
     const server = new NetcloneServer(t, dhcp);
-    await waitFor('netclone serve to start', () => t.output().includes('netclone is up') || !t.running, 30_000, () => t.output());
+    await waitFor('netclone serve to start', () => t.output().includes('netclone is up') || !t.running, { timeoutMs: 30_000, everyMs: 250, context: () => t.output() });
     if (!t.running) throw new Error(`netclone serve exited:\n${t.output()}`);
     const up = server.entries().find((e) => e.msg === 'netclone is up') as LogEntry & { services: Array<{ name: string; state: string; detail: string }> };
     const down = up.services.filter((s) => s.state !== 'running');

@@ -17,6 +17,7 @@ import {
   startServer,
   type Started,
 } from './helpers.js';
+import { prng } from '../lib/prng.js';
 
 const SIZE = 1024 * 1024;
 const pattern = Buffer.alloc(SIZE);
@@ -225,15 +226,7 @@ describe('hostile input', () => {
   });
 
   it('survives a seeded fuzz loop of random request streams', async () => {
-    let seed = 0xc0ffee;
-    const rnd = (): number => {
-      // mulberry32
-      seed = (seed + 0x6d2b79f5) >>> 0;
-      let t = seed;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    const rnd = prng(0xc0ffee);
     const int = (n: number): number => Math.floor(rnd() * n);
     const fuzzClient = async (): Promise<RawClient> => {
       const structured = int(2) === 0;

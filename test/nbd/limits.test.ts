@@ -10,6 +10,7 @@ import { MemoryBudget } from '../../src/nbd/memory-budget.js';
 import type { DetachInfo } from '../../src/nbd/export.js';
 import { CMD, OPT, REP } from '../../src/nbd/protocol.js';
 import { RawClient, goData, optionBytes, rawGo, rawGreet, readOptionReply, readSimpleReply, request, run, startServer, type Started } from './helpers.js';
+import { waitFor } from '../lib/wait.js';
 
 const MiB = 1024 * 1024;
 
@@ -25,14 +26,6 @@ function gate(): { promise: Promise<void>; open: () => void } {
   let open!: () => void;
   const promise = new Promise<void>((r) => (open = r));
   return { promise, open };
-}
-
-async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (cond()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting until ${what}`);
 }
 
 /** A connection that reads the greeting and then says nothing, as the issue's attacker did. */
@@ -88,7 +81,7 @@ describe('NBD limits', () => {
       }
     };
     const attackers = ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map(attacker);
-    await until('the server has dropped many attacker connections', () => dropped >= 300);
+    await waitFor('the server has dropped many attacker connections', () => dropped >= 300);
     const results = [];
     for (let i = 0; i < 20; i++) results.push(await run('nbdinfo', ['--size', s.url('e')]));
     stop = true;
@@ -107,7 +100,7 @@ describe('NBD limits', () => {
       talking.push(c);
     }
     const server = s.server;
-    await until('both have answered the greeting', () => server.stats().handshaking === 2);
+    await waitFor('both have answered the greeting', () => server.stats().handshaking === 2);
     const late = await RawClient.connect(s.port, '127.0.0.4');
     await late.waitClosed();
     expect(talking.every((c) => !c.closed)).toBe(true);
@@ -130,7 +123,7 @@ describe('NBD limits', () => {
     await expect(rawGo(s.port, 'e')).rejects.toThrow(/NBD connections attached \(limit 2\)/);
     a.c.write(request(CMD.DISC, 1n, 0n, 0));
     await a.c.waitClosed();
-    await until('the first connection is detached', () => s!.server.stats().exports[0]?.connections === 1);
+    await waitFor('the first connection is detached', () => s!.server.stats().exports[0]?.connections === 1);
     const c = await rawGo(s.port, 'e');
     c.c.destroy();
     b.c.destroy();
@@ -169,7 +162,7 @@ describe('NBD limits', () => {
       c.write(Buffer.concat([request(CMD.WRITE, BigInt(i), BigInt(i * 2 * MiB), 2 * MiB), Buffer.alloc(2 * MiB - 1, i)]));
     }
     const server = s.server;
-    await until('two payloads are buffered and four requests wait', () => {
+    await waitFor('two payloads are buffered and four requests wait', () => {
       const m = server.stats().memory;
       return m.usedBytes === 4 * MiB && m.waitingRequests === 4 && m.queuedBytes >= 4 * MiB - 2;
     });
@@ -178,7 +171,7 @@ describe('NBD limits', () => {
     // The four waiting connections together hold less than one of their payloads.
     expect(m.queuedBytes).toBeLessThan(4 * MiB + 2 * MiB);
     for (const c of clients) c.destroy();
-    await until('every connection is gone', () => server.stats().connections === 0);
+    await waitFor('every connection is gone', () => server.stats().connections === 0);
     expect(server.stats().memory).toEqual({ budgetBytes: 4 * MiB, usedBytes: 0, waitingRequests: 0, queuedBytes: 0 });
   });
 
@@ -191,9 +184,9 @@ describe('NBD limits', () => {
     const b = await rawGo(s.port, 'e');
     a.c.write(Buffer.concat([request(CMD.WRITE, 1n, 0n, MiB), Buffer.alloc(MiB, 0xaa)]));
     const server = s.server;
-    await until('the first write holds the budget', () => server.stats().memory.usedBytes === MiB);
+    await waitFor('the first write holds the budget', () => server.stats().memory.usedBytes === MiB);
     b.c.write(Buffer.concat([request(CMD.WRITE, 2n, BigInt(MiB), MiB), Buffer.alloc(MiB, 0xbb)]));
-    await until('the second write waits', () => server.stats().memory.waitingRequests === 1);
+    await waitFor('the second write waits', () => server.stats().memory.waitingRequests === 1);
     g.open();
     expect((await readSimpleReply(a.c)).errno).toBe(0);
     expect((await readSimpleReply(b.c)).errno).toBe(0);
@@ -205,7 +198,7 @@ describe('NBD limits', () => {
     a.c.write(request(CMD.READ, 3n, 0n, 2 * MiB));
     expect((await readSimpleReply(a.c)).errno).toBe(0);
     expect((await a.c.read(2 * MiB)).equals(expected.subarray(0, 2 * MiB))).toBe(true);
-    await until('the budget is back to zero', () => server.stats().memory.usedBytes === 0);
+    await waitFor('the budget is back to zero', () => server.stats().memory.usedBytes === 0);
     a.c.destroy();
     b.c.destroy();
   });
