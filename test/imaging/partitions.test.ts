@@ -21,24 +21,25 @@ function fileReader(buf: Buffer): ReadFn {
 describe('partition tables from real tools', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
+  /** A 64 MiB GPT disk made by sfdisk, with ext4 and swap inside; the tests read it and never change it. */
+  let gptImg: string;
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir('parts'));
+    gptImg = join(dir, 'gpt.img');
+    execFileSync('truncate', ['-s', '64M', gptImg]);
+    execFileSync('sfdisk', ['-q', gptImg], { input: 'label: gpt\nsize=8MiB, type=U, name="EFI"\nsize=40MiB, type=L, name="root"\ntype=S, name="swap"\n' });
+    execFileSync('mkfs.ext4', ['-F', '-q', '-E', `offset=${18432 * 512}`, gptImg, '40M']);
+    const swap = join(dir, 'swap.img');
+    execFileSync('truncate', ['-s', `${28672 * 512}`, swap]);
+    execFileSync('mkswap', ['-q', swap]);
+    execFileSync('dd', [`if=${swap}`, `of=${gptImg}`, 'bs=512', `seek=100352`, 'conv=notrunc', 'status=none']);
   });
   afterAll(async () => cleanup());
 
   it('reads a GPT made by sfdisk with ext4 and swap inside, through the store', async () => {
-    const img = join(dir, 'gpt.img');
-    execFileSync('truncate', ['-s', '64M', img]);
-    execFileSync('sfdisk', ['-q', img], { input: 'label: gpt\nsize=8MiB, type=U, name="EFI"\nsize=40MiB, type=L, name="root"\ntype=S, name="swap"\n' });
-    execFileSync('mkfs.ext4', ['-F', '-q', '-E', `offset=${18432 * 512}`, img, '40M']);
-    const swap = join(dir, 'swap.img');
-    execFileSync('truncate', ['-s', `${28672 * 512}`, swap]);
-    execFileSync('mkswap', ['-q', swap]);
-    execFileSync('dd', [`if=${swap}`, `of=${img}`, 'bs=512', `seek=100352`, 'conv=notrunc', 'status=none']);
-
     const store = await ImageStore.open(join(dir, 'store'), { logger: nullLogger() });
     try {
-      await importFile(store, 'gpt', img);
+      await importFile(store, 'gpt', gptImg);
       const d = await describeImage(store, 'gpt');
       expect(d.partitionError).toBeNull();
       const t = d.partitionTable!;
@@ -54,7 +55,7 @@ describe('partition tables from real tools', () => {
   });
 
   it('rejects a GPT whose header was damaged, and one with hostile entry counts', async () => {
-    const img = await readFile(join(dir, 'gpt.img'));
+    const img = await readFile(gptImg);
     const bad = Buffer.from(img);
     bad[512 + 60] ^= 0xff; // disk GUID byte: header CRC no longer matches
     await expect(readPartitionTable(512, bad.length, fileReader(bad))).rejects.toThrow(/GPT header CRC mismatch/);
@@ -134,7 +135,7 @@ describe('partition tables from real tools', () => {
 
   it('looks for the GPT header at LBA 1 of the image\'s own sector size', async () => {
     // sfdisk cannot make a 4Kn table in a plain file; a 512-byte table read as 4Kn must fail clearly.
-    const buf = await readFile(join(dir, 'gpt.img'));
+    const buf = await readFile(gptImg);
     await expect(readPartitionTable(4096, buf.length, fileReader(buf))).rejects.toThrow(/no "EFI PART" signature at LBA 1/);
   });
 });
