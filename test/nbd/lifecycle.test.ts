@@ -4,37 +4,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ExportError, type PeerInfo, type ReadPiece } from '../../src/nbd/export.js';
+import { ExportError, type PeerInfo } from '../../src/nbd/export.js';
 import { MemoryExport } from './memory-export.js';
+import { GatedExport, gate } from './gated-export.js';
 import type { TransferEvent } from '../../src/nbd/server.js';
 import { CMD, CMD_FLAG, ERRNO, OPT, REP, REPLY_TYPE } from '../../src/nbd/protocol.js';
 import { RawClient, goData, optionBytes, rawGo, rawGreet, readChunk, readOptionReply, readSimpleReply, request, run, startServer, type Started } from './helpers.js';
 import { start } from '../lib/run.js';
 
 const MiB = 1024 * 1024;
-
-/** A MemoryExport whose writes/reads can be held until the test releases them. */
-class GatedExport extends MemoryExport {
-  writeGate: Promise<void> | undefined;
-  readGates = new Map<number, Promise<void>>();
-  failRead: Error | undefined;
-  override async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    if (this.writeGate) await this.writeGate;
-    return super.write(offset, data, fua);
-  }
-  override async read(offset: number, length: number): Promise<ReadPiece[]> {
-    if (this.failRead) throw this.failRead;
-    const g = this.readGates.get(offset);
-    if (g) await g;
-    return super.read(offset, length);
-  }
-}
-
-function gate(): { promise: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const promise = new Promise<void>((r) => (open = r));
-  return { promise, open };
-}
 
 describe('lifecycle', () => {
   let s: Started | undefined;

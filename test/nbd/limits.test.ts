@@ -6,6 +6,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryExport } from './memory-export.js';
+import { GatedExport, gate } from './gated-export.js';
 import { MemoryBudget } from '../../src/nbd/memory-budget.js';
 import type { DetachInfo } from '../../src/nbd/export.js';
 import { CMD, OPT, REP } from '../../src/nbd/protocol.js';
@@ -13,20 +14,6 @@ import { RawClient, goData, optionBytes, rawGo, rawGreet, readOptionReply, readS
 import { waitFor } from '../lib/wait.js';
 
 const MiB = 1024 * 1024;
-
-class GatedExport extends MemoryExport {
-  writeGate: Promise<void> | undefined;
-  override async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    if (this.writeGate) await this.writeGate;
-    return super.write(offset, data, fua);
-  }
-}
-
-function gate(): { promise: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const promise = new Promise<void>((r) => (open = r));
-  return { promise, open };
-}
 
 /** A connection that reads the greeting and then says nothing, as the attacker did. */
 function greetingOnly(port: number, localAddress: string): Promise<net.Socket> {
