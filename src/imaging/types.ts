@@ -3,16 +3,7 @@ import type { Logger } from '../lib/log.js';
 import type { CodecPool } from './codec-pool.js';
 import type { ChunkStore } from './chunk-store.js';
 
-/** Same shape as the NBD layer's ReadPiece, so exports can pass pieces straight through. */
-export type ImagePiece =
-  | { readonly kind: 'data'; readonly offset: number; readonly data: Buffer }
-  | { readonly kind: 'hole'; readonly offset: number; readonly length: number };
-
-/** `base:allocation` style extent: flags 3 = hole reading as zeroes, 0 = data. */
-export interface ImageExtent {
-  readonly length: number;
-  readonly flags: number;
-}
+export type { ReadPiece as ImagePiece, Extent as ImageExtent } from '../lib/pieces.js';
 
 export const EXTENT_HOLE_ZERO = 3;
 export const EXTENT_DATA = 0;

@@ -8,16 +8,10 @@
  * when every connection ended cleanly.
  */
 
-/** A piece of a READ reply: real bytes, or a run the client may treat as zeroes. */
-export type ReadPiece =
-  | { readonly kind: 'data'; readonly offset: number; readonly data: Buffer }
-  | { readonly kind: 'hole'; readonly offset: number; readonly length: number };
+/** READ replies are made of pieces (data, or a run the client may treat as zeroes); BLOCK_STATUS of extents. */
+import type { Extent, ReadPiece } from '../lib/pieces.js';
 
-/** `base:allocation` flags (NBD_STATE_HOLE = 1, NBD_STATE_ZERO = 2). */
-export interface Extent {
-  readonly length: number;
-  readonly flags: number;
-}
+export type { Extent, ReadPiece };
 
 export interface ExportCapabilities {
   readonly readOnly: boolean;

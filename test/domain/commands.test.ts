@@ -5,58 +5,33 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { resolveConfig } from '../../src/domain/config.js';
-import { forgetDatabase, openDatabase } from '../../src/domain/database.js';
-import { EventLog } from '../../src/domain/events.js';
-import { HostService } from '../../src/domain/hosts.js';
-import { TaskService } from '../../src/domain/tasks.js';
 import { COMMAND_NAMES, CommandError, Commands, type Actor, type CommandName } from '../../src/domain/commands.js';
 import { runCommand } from '../../src/domain/command-table.js';
 import { technicianAt } from '../../src/domain/pc-menu.js';
-import { ImageStore } from '../../src/imaging/image-store.js';
-import { nullLogger } from '../../src/lib/log.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
+import { openTestDomain, type TestDomain } from '../lib/domain.js';
 
 const PC_A = '52:54:00:00:0a:01';
 const PC_B = '52:54:00:00:0b:02';
 const MiB = 1024 * 1024;
 
-interface World {
-  readonly dir: string;
-  readonly hosts: HostService;
-  readonly tasks: TaskService;
-  readonly store: ImageStore;
+interface World extends TestDomain {
   commands(authorize?: ConstructorParameters<typeof Commands>[0]['authorize']): Commands;
 }
 
 let w: World;
 
 beforeEach(async () => {
-  const dir = await mkdtemp(path.join(tmpdir(), 'netclone-commands-'));
-  const config = resolveConfig({ data: dir });
-  const logger = nullLogger();
-  const db = await openDatabase(dir);
-  const events = new EventLog(db, logger);
-  const hosts = new HostService(db, events);
-  const tasks = new TaskService(db, events);
-  const store = await ImageStore.open(config.imagesDir, { logger, workers: 1 });
+  const d = await openTestDomain('netclone-commands-');
   const nbd = { createUrl: async () => ({ uri: 'nbd://x/y', exportName: 'y', expiresAt: new Date().toISOString() }) };
-  w = {
-    dir, hosts, tasks, store,
-    commands: (authorize) => new Commands({ config, logger, db, events, hosts, tasks, store, nbd: () => nbd, authorize }),
-  };
+  w = { ...d, commands: (authorize) => new Commands({ ...d, nbd: () => nbd, authorize }) };
   const disk = Buffer.alloc(2 * MiB);
   disk.fill(7, 0, MiB);
   await w.commands().importImage(TEST_OPERATOR, 'golden', Readable.from([disk]), disk.length, 'test', () => undefined);
 });
 
 afterEach(async () => {
-  await w.store.close();
-  forgetDatabase(w.dir);
-  await rm(w.dir, { recursive: true, force: true });
+  await w.close();
 });
 
 async function status(p: Promise<unknown> | (() => unknown)): Promise<number | 'ok'> {

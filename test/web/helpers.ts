@@ -1,20 +1,16 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import request from 'supertest';
-import { resolveConfig } from '../../src/domain/config.js';
 import type { NbdAccess, NbdUrlRequest, ServiceStatus } from '../../src/domain/running-server.js';
 import { Commands } from '../../src/domain/commands.js';
 import type { WakeSender } from '../../src/lib/wake-on-lan.js';
-import { forgetDatabase, openDatabase } from '../../src/domain/database.js';
-import { EventLog } from '../../src/domain/events.js';
-import { HostService } from '../../src/domain/hosts.js';
-import { TaskService } from '../../src/domain/tasks.js';
+import type { HostService } from '../../src/domain/hosts.js';
+import type { TaskService } from '../../src/domain/tasks.js';
 import { setAdminPassword } from '../../src/domain/users.js';
-import { ImageStore } from '../../src/imaging/image-store.js';
+import type { ImageStore } from '../../src/imaging/image-store.js';
 import { importFile } from '../../src/imaging/image-import.js';
-import { nullLogger } from '../../src/lib/log.js';
+import { openTestDomain } from '../lib/domain.js';
 import { buildWebApp, type WebAppOptions, type WebContext } from '../../src/web/app.js';
 
 export const PASSWORD = 'correct horse battery';
@@ -42,14 +38,8 @@ export function tinyDisk(size = 3 * 1024 * 1024): Buffer {
 }
 
 export async function makeHarness(options: WebAppOptions & { admin?: boolean; images?: string[]; wake?: WakeSender } = {}): Promise<Harness> {
-  const dir = await mkdtemp(join(tmpdir(), 'netclone-web-'));
-  const config = resolveConfig({ data: dir });
-  const logger = nullLogger();
-  const db = await openDatabase(dir);
-  const events = new EventLog(db, logger);
-  const hosts = new HostService(db, events);
-  const tasks = new TaskService(db, events);
-  const store = await ImageStore.open(config.imagesDir, { logger, workers: 1 });
+  const domain = await openTestDomain('netclone-web-');
+  const { dir, config, logger, db, events, hosts, tasks, store } = domain;
   const nbdRequests: NbdUrlRequest[] = [];
   const services: ServiceStatus[] = [
     { name: 'http', state: 'running', detail: 'on 127.0.0.1' },
@@ -78,9 +68,7 @@ export async function makeHarness(options: WebAppOptions & { admin?: boolean; im
     ctx, app, store, dir, nbdRequests,
     async close() {
       await app.close();
-      await store.close();
-      forgetDatabase(dir);
-      await rm(dir, { recursive: true, force: true });
+      await domain.close();
     },
   };
 }
