@@ -8,6 +8,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { pathToFileURL } from 'node:url';
 import { nullLogger } from '../src/lib/log.js';
 import { DhcpServer, encodeDhcpPacket, encodeEncapsulated, parseDhcpPacket } from '../src/pxe/dhcp/index.js';
+import type { DhcpServerOptions } from '../src/pxe/dhcp/server.js';
 import { DEFAULT_ARM64_BOOT_FILE, policyBooter } from '../src/domain/boot-policy.js';
 
 /** The boot policy for PCs the appliance does not know yet: no host record, no task. */
@@ -60,6 +61,20 @@ function bindClient(): Promise<Socket> {
   });
 }
 
+/** Our server on loopback: port 0 (any free high port), broadcasts redirected to the bench's client socket. */
+function loopbackServer(client: Socket, mode: Pick<DhcpServerOptions, 'mode' | 'pool'>): DhcpServer {
+  return new DhcpServer({
+    ...mode,
+    serverIp: '127.0.0.1',
+    httpPort: 8080,
+    booter,
+    bindAddress: '127.0.0.1',
+    ports: { dhcp: 0, proxy: 0, client: client.address().port },
+    broadcastAddress: '127.0.0.1',
+    logger: nullLogger(),
+  });
+}
+
 export async function benchDhcp(count = 500): Promise<DhcpBenchResult> {
   const burst = await benchBurst(count);
   const flood = await benchFlood(2000, 50);
@@ -69,17 +84,7 @@ export async function benchDhcp(count = 500): Promise<DhcpBenchResult> {
 /** Full mode, a pool of `poolSize`: `count` DISCOVERs from made-up MACs, then one real client that keeps asking. */
 async function benchFlood(count: number, poolSize: number): Promise<{ floodOffers: number; realClientAckSeconds: number }> {
   const client = await bindClient();
-  const server = new DhcpServer({
-    mode: 'full',
-    serverIp: '127.0.0.1',
-    httpPort: 8080,
-    booter,
-    bindAddress: '127.0.0.1',
-    ports: { dhcp: 0, proxy: 0, client: client.address().port },
-    broadcastAddress: '127.0.0.1',
-    pool: { start: '10.60.0.1', end: `10.60.0.${poolSize}`, netmask: '255.255.255.0', leaseSeconds: 600 },
-    logger: nullLogger(),
-  });
+  const server = loopbackServer(client, { mode: 'full', pool: { start: '10.60.0.1', end: `10.60.0.${poolSize}`, netmask: '255.255.255.0', leaseSeconds: 600 } });
   await server.start();
   const port = server.boundPorts.dhcp;
   const real = 0xffff;
@@ -114,17 +119,7 @@ async function benchFlood(count: number, poolSize: number): Promise<{ floodOffer
 
 async function benchBurst(count: number): Promise<Pick<DhcpBenchResult, 'offersPerSecond' | 'sent' | 'offers' | 'seconds'>> {
   const client = await bindClient();
-  const server = new DhcpServer({
-    mode: 'proxy',
-    serverIp: '127.0.0.1',
-    httpPort: 8080,
-    booter,
-    bindAddress: '127.0.0.1',
-    // Port 0: any free high port; broadcasts redirected to our client socket on loopback.
-    ports: { dhcp: 0, proxy: 0, client: client.address().port },
-    broadcastAddress: '127.0.0.1',
-    logger: nullLogger(),
-  });
+  const server = loopbackServer(client, { mode: 'proxy' });
   await server.start();
   const packets = Array.from({ length: count }, (_, i) => discover(i));
   const answered = new Set<number>();
