@@ -13,7 +13,7 @@ import { ControlClient } from './control-client.js';
 import { controlSocketPath, ControlError, type ProgressUpdate } from '../serve/control-protocol.js';
 import { runCommand, type Args } from '../domain/command-table.js';
 import { CommandError, type Actor } from '../domain/commands.js';
-import { openCore } from '../domain/core.js';
+import { openCore } from '../domain/data-dir.js';
 import { LockError, SERVER_PURPOSE } from '../domain/lock.js';
 import { ProgressBar } from './progress.js';
 import { render } from './render.js';

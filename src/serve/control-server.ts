@@ -6,7 +6,7 @@
 import http from 'node:http';
 import { chmod, unlink } from 'node:fs/promises';
 import { ControlError, type ControlLine } from './control-protocol.js';
-import type { Core } from '../domain/core.js';
+import type { Core } from '../domain/data-dir.js';
 import type { Actor } from '../domain/commands.js';
 import { runCommand } from '../domain/command-table.js';
 import type { Logger } from '../lib/log.js';

@@ -8,7 +8,7 @@ import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import type http from 'node:http';
 import type { Config } from '../domain/config.js';
-import { openCore, type OpenCore } from '../domain/core.js';
+import { openCore, type OpenCore } from '../domain/data-dir.js';
 import { SERVER_PURPOSE } from '../domain/lock.js';
 import type { NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from '../domain/running-server.js';
 import { NbdGrants } from '../transport/grants.js';
