@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { resolveConfig } from '../../src/domain/config.js';
+import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
 import { run } from '../lib/run.js';
@@ -48,7 +48,7 @@ async function exported(name: string): Promise<Buffer> {
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'nc-cap-'));
-  app = await startAppliance(resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': path.join(dir, 'boot') }), (await import('../../src/lib/log.js')).nullLogger());
+  app = await startAppliance(loopbackConfig(dir), (await import('../../src/lib/log.js')).nullLogger());
   disk = mixed(256 * MiB);
   file = path.join(dir, 'disk.raw');
   await writeFile(file, disk);

@@ -9,7 +9,7 @@ import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { resolveConfig } from '../../src/domain/config.js';
+import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { runCommand } from '../../src/domain/command-table.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
@@ -57,8 +57,7 @@ async function tokenFor(mac: string): Promise<string> {
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'nc-concurrent-'));
-  const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': path.join(dir, 'boot') });
-  app = await startAppliance(config, nullLogger());
+  app = await startAppliance(loopbackConfig(dir), nullLogger());
   base = `http://127.0.0.1:${app.ports.http}`;
 });
 

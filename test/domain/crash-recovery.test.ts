@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { resolveConfig } from '../../src/domain/config.js';
+import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { importStream } from '../../src/imaging/image-import.js';
@@ -29,7 +29,7 @@ afterAll(async () => {
 
 describe('start after a crash', () => {
   it('removes orphan chunk files left by a killed capture, and keeps every committed version whole', async () => {
-    const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': path.join(dir, 'boot') });
+    const config = loopbackConfig(dir);
     const data = randomBytes(3 * 1024 * 1024);
     const store = await ImageStore.open(config.imagesDir, { logger: nullLogger() });
     await importStream(store, 'kept', Readable.from([data]), data.length, { source: 't' });

@@ -21,7 +21,7 @@ import { DatabaseWriteError } from '../../src/domain/durable-json-file.js';
 import { EventLog } from '../../src/domain/events.js';
 import { HostService } from '../../src/domain/hosts.js';
 import { nullLogger } from '../../src/lib/log.js';
-import { resolveConfig } from '../../src/domain/config.js';
+import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance } from '../../src/serve/runtime.js';
 import { runCommand } from '../../src/domain/command-table.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
@@ -240,8 +240,7 @@ describe('a task capture while state/ is full', () => {
       unhandled.push(reason);
     };
     process.on('unhandledRejection', onUnhandled);
-    const config = resolveConfig({ data: data2, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': path.join(dir, 'boot') });
-    const app = await startAppliance(config, pino({ level: 'info' }, sink));
+    const app = await startAppliance(loopbackConfig(data2, path.join(dir, 'boot')), pino({ level: 'info' }, sink));
     try {
       const base = `http://127.0.0.1:${app.ports.http}`;
       const v1 = Buffer.concat([noise(11, 2 * MiB), Buffer.alloc(2 * MiB)]);

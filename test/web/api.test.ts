@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
-import { resolveConfig } from '../../src/domain/config.js';
+import { loopbackConfig } from '../lib/appliance-config.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { createApiToken } from '../../src/domain/users.js';
@@ -254,8 +254,7 @@ describe('nbd:// URL on the running appliance', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'netclone-api-nbd-'));
-    const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': join(dir, 'boot') });
-    app = await startAppliance(config, nullLogger());
+    app = await startAppliance(loopbackConfig(dir), nullLogger());
     await writeFile(join(dir, 'win11.raw'), disk);
     await app.core.commands.importImage(TEST_OPERATOR, 'win11', createReadStream(join(dir, 'win11.raw')), disk.length, 'test import', () => undefined);
     bearer = { Authorization: `Bearer ${(await createApiToken(app.core.db, 'tests')).token}` };

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { PASSWORD, tinyDisk } from './helpers.js';
-import { resolveConfig } from '../../src/domain/config.js';
+import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
 import { setAdminPassword } from '../../src/domain/users.js';
@@ -42,8 +42,7 @@ let profile: string;
 beforeAll(async () => {
   await mkdir(ARTIFACTS, { recursive: true });
   dir = await mkdtemp(join(tmpdir(), 'netclone-browser-'));
-  const config = resolveConfig({ data: dir, listen: '127.0.0.1', 'http-port': '0', 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': join(dir, 'boot') });
-  app = await startAppliance(config, nullLogger());
+  app = await startAppliance(loopbackConfig(dir), nullLogger());
   await setAdminPassword(app.core.db, PASSWORD);
   await writeFile(join(dir, 'win11.raw'), IMAGE);
   await app.core.commands.importImage(TEST_OPERATOR, 'win11-office', createReadStream(join(dir, 'win11.raw')), IMAGE.length, 'test import', () => undefined);
