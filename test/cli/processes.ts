@@ -1,7 +1,7 @@
 /** The netclone command and server as child processes, for tests that drive them like a technician. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { start, type RunResult, type Running } from '../lib/run.js';
+import { start, stopProcess, type RunResult, type Running } from '../lib/run.js';
 import { waitFor } from '../lib/wait.js';
 
 export const BIN = path.resolve('bin/netclone.js');
@@ -35,7 +35,6 @@ export function spawnServer(data: string, bootDir: string, extra: readonly strin
   let out = '';
   proc.stdout?.on('data', (d: Buffer) => (out += d));
   proc.stderr?.on('data', (d: Buffer) => (out += d));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   return {
     proc,
     log: () => out,
@@ -47,9 +46,9 @@ export function spawnServer(data: string, bootDir: string, extra: readonly strin
     },
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
+      // A server frozen by a test (SIGSTOP) must run again to act on the signal.
       proc.kill('SIGCONT');
-      proc.kill(signal);
-      await exited;
+      await stopProcess(proc, signal);
     },
   };
 }

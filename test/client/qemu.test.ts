@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { distDir, ensureClientBuild, imageDigest, repoRoot } from './helpers.js';
+import { stopProcess } from '../lib/run.js';
 import { waitFor } from '../lib/wait.js';
 
 const NS = `ncclient-${process.pid}`;
@@ -31,11 +32,6 @@ function start(name: string, cmd: string[]): ChildProcess {
   children.add(p);
   p.on('exit', () => children.delete(p));
   return p;
-}
-
-function stop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => { p.once('exit', () => resolve()); p.kill('SIGTERM'); });
 }
 
 interface ApiRequest { method: string; path: string; query: Record<string, string>; authorization: string | null; contentType: string | null; body: string }
@@ -95,7 +91,7 @@ async function boot(s: Scenario): Promise<Run> {
     serial: () => serial,
     requests: () => readFileSync(reqLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ApiRequest),
     qemu, exited, diskPath,
-    cleanup: async () => { await stop(qemu); await stop(server); await stop(nbd); },
+    cleanup: async () => { await stopProcess(qemu); await stopProcess(server); await stopProcess(nbd); },
   };
 }
 

@@ -8,6 +8,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { stopProcess } from '../lib/run.js';
 import { waitFor } from '../lib/wait.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -57,18 +58,6 @@ export function sweepStaleNamespaces(): void {
     const owner = Number(/^nce2e-(\d+)-/.exec(dir)?.[1]);
     if (Number.isInteger(owner) && !pidAlive(owner)) rmSync(join(tmpdir(), dir), { recursive: true, force: true });
   }
-}
-
-function stopProcess(p: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
-  return new Promise((resolveStop) => {
-    const hard = setTimeout(() => p.kill('SIGKILL'), 10_000);
-    p.once('exit', () => {
-      clearTimeout(hard);
-      resolveStop();
-    });
-    p.kill(signal);
-  });
 }
 
 /** A process inside the namespace whose stdout+stderr go to a file and to memory. */

@@ -1,6 +1,6 @@
 /**
- * Child processes for tests and benches: run a program to completion collecting its output (`run`), or
- * start one and watch it while it runs (`start`). The one place tests spawn and collect, so a deadline,
+ * Child processes for tests and benches: run a program to completion collecting its output (`run`),
+ * start one and watch it while it runs (`start`), and stop one (`stopProcess`). The one place tests spawn and collect, so a deadline,
  * stdin handling or a kill is done the same way everywhere.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -71,4 +71,17 @@ export function start(cmd: string, args: readonly string[], options: RunOptions 
 /** Runs a program to completion and collects its output; a non-zero exit is a result, not an error. */
 export function run(cmd: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return start(cmd, args, options).result;
+}
+
+/** Signals a child (SIGTERM unless told) and waits until it has exited; one that ignores the signal is killed after `killAfterMs`. */
+export function stopProcess(p: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', killAfterMs = 10_000): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const hard = setTimeout(() => p.kill('SIGKILL'), killAfterMs);
+    p.once('exit', () => {
+      clearTimeout(hard);
+      resolve();
+    });
+    p.kill(signal);
+  });
 }
