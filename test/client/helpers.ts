@@ -1,5 +1,4 @@
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -33,17 +32,4 @@ export function runLib(script: string, env: Record<string, string> = {}): ShellR
   });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/**
- * The whole-image digest the client checks after a deploy: sha256 over "<sha256 hex of chunk>\n" for each
- * chunkSize piece of the first `size` bytes (the last piece may be shorter).
- */
-export function imageDigest(data: Buffer, size: number, chunkSize: number): string {
-  const outer = createHash('sha256');
-  for (let off = 0; off < size; off += chunkSize) {
-    const piece = data.subarray(off, Math.min(off + chunkSize, size));
-    outer.update(`${createHash('sha256').update(piece).digest('hex')}\n`);
-  }
-  return outer.digest('hex');
 }

@@ -7,7 +7,8 @@ import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rm
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { distDir, ensureClientBuild, imageDigest, repoRoot } from './helpers.js';
+import { distDir, ensureClientBuild, repoRoot } from './helpers.js';
+import { diskDigest } from '../lib/disk-digest.js';
 import { stopProcess } from '../lib/run.js';
 import { waitFor } from '../lib/wait.js';
 
@@ -168,7 +169,7 @@ describe('thin client in QEMU', () => {
     Buffer.from('BOOTSECTOR').copy(image, 0);
     execFileSync('dd', [`of=${imagePath}`, 'bs=1M', 'seek=20', 'conv=notrunc', 'status=none'], { input: image.subarray(20 << 20, (20 << 20) + 3_000_000) });
     execFileSync('dd', [`of=${imagePath}`, 'conv=notrunc', 'status=none'], { input: image.subarray(0, 10) });
-    const digest = imageDigest(image, imageSize, chunkSize);
+    const digest = diskDigest(image, imageSize, chunkSize);
     const run = await boot({ name: 'deploy', disk: randomBytes(DISK_SIZE), nbdkit: ['-r', 'file', imagePath],
       task: { id: 'task-dep', kind: 'deploy', image: 'office-pc', diskSerial: DISK_SERIAL, after: 'poweroff',
         imageInfo: { size: imageSize, sectorSize: 512, chunkSize, digest } } });

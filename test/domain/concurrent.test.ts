@@ -8,12 +8,12 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { runCommand } from '../../src/domain/command-table.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
-import { imageDigest } from '../../src/imaging/manifest.js';
+import { diskDigest } from '../lib/disk-digest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { run } from '../nbd/helpers.js';
 import type { TaskRecord } from '../../src/domain/database.js';
@@ -22,12 +22,6 @@ const CHUNK = 1024 * 1024;
 let dir: string;
 let app: RunningAppliance;
 let base: string;
-
-function digestOf(disk: Buffer): string {
-  const hashes: string[] = [];
-  for (let off = 0; off < disk.length; off += CHUNK) hashes.push(createHash('sha256').update(disk.subarray(off, Math.min(off + CHUNK, disk.length))).digest('hex'));
-  return imageDigest(hashes);
-}
 
 /** A disk of its own: random data, a zero run, text, and a marker that names it. */
 function makeDisk(tag: string, chunks: number): Buffer {
@@ -111,7 +105,7 @@ describe('two captures and two deploys at once through the client API', () => {
       if (pc.kind === 'deploy') {
         const got = await readFile(results[i].file);
         expect(got.subarray(0, pc.disk.length).equals(pc.disk), `${pc.mac} got another image's bytes`).toBe(true);
-        digest = digestOf(got.subarray(0, pc.disk.length));
+        digest = diskDigest(got, pc.disk.length, CHUNK);
         expect((await api('/api/client/v1/progress', tokens[i], { phase: 'verifying' })).status).toBe(200);
       }
       const done = await api('/api/client/v1/result', tokens[i], { ok: true, message: 'ok', digest });

@@ -8,12 +8,12 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { runCommand } from '../../src/domain/command-table.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
-import { imageDigest } from '../../src/imaging/manifest.js';
+import { diskDigest } from '../lib/disk-digest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { run, RawClient, rawGreet, optionBytes, goData, readOptionReply } from '../nbd/helpers.js';
 import { OPT } from '../../src/nbd/protocol.js';
@@ -24,12 +24,6 @@ let dir: string;
 let app: RunningAppliance;
 let base: string;
 let source: Buffer;
-
-function diskDigest(disk: Buffer, size: number): string {
-  const hashes: string[] = [];
-  for (let off = 0; off < size; off += CHUNK) hashes.push(createHash('sha256').update(disk.subarray(off, Math.min(off + CHUNK, size))).digest('hex'));
-  return imageDigest(hashes);
-}
 
 /** 24 MiB + a partial chunk: data, zero runs and compressible text. */
 function makeDisk(seed: number): Buffer {
@@ -78,7 +72,7 @@ async function finishedDeploy(mac: string): Promise<{ task: TaskRecord; token: s
   const out = path.join(dir, `deployed-${mac.replace(/:/g, '')}.raw`);
   const r = await run('nbdcopy', ['--flush', String(start.json.nbd), out]);
   expect(r.code, r.stderr).toBe(0);
-  const done = await api('/api/client/v1/result', token, { ok: true, message: 'ok', digest: diskDigest(await readFile(out), source.length) });
+  const done = await api('/api/client/v1/result', token, { ok: true, message: 'ok', digest: diskDigest(await readFile(out), source.length, CHUNK) });
   expect(done.json).toMatchObject({ state: 'done' });
   return { task, token };
 }
@@ -138,7 +132,7 @@ describe('deploy through the client API and a task export', () => {
     const { token } = await queuedDeploy(mac);
     const t = await api(`/api/client/v1/task?mac=${mac}`, token);
     expect(t.status).toBe(200);
-    expect(t.json).toMatchObject({ kind: 'deploy', image: 'golden', imageInfo: { size: source.length, sectorSize: 512, chunkSize: CHUNK, digest: diskDigest(source, source.length) } });
+    expect(t.json).toMatchObject({ kind: 'deploy', image: 'golden', imageInfo: { size: source.length, sectorSize: 512, chunkSize: CHUNK, digest: diskDigest(source, source.length, CHUNK) } });
     const hw = await api('/api/client/v1/hardware', token, {
       dmi: { vendor: 'QEMU', model: 'Standard PC', serial: 'S1', uuid: 'u' },
       disks: [{ name: 'vda', size: 64 * CHUNK, model: 'virt', serial: 'D1', logicalSectorSize: 512, physicalSectorSize: 512, rotational: false, removable: false, transport: 'virtio' }],
@@ -176,7 +170,7 @@ describe('deploy through the client API and a task export', () => {
 
     expect((await api('/api/client/v1/progress', token, { phase: 'verifying' })).status).toBe(200);
     expect(task.state).toBe('verifying');
-    const done = await api('/api/client/v1/result', token, { ok: true, message: 'ok', digest: diskDigest(disk, source.length) });
+    const done = await api('/api/client/v1/result', token, { ok: true, message: 'ok', digest: diskDigest(disk, source.length, CHUNK) });
     expect(done.json).toMatchObject({ state: 'done' });
     expect(task.result?.bytesOnWire).toBe(task.progress.bytes);
   });
