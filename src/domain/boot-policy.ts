@@ -275,7 +275,11 @@ export function booterOptions(config: Pick<Config, 'localBoot' | 'arm64BootFile'
   return { defaultLocalBoot: config.localBoot, biosUndionlyHop: true, arm64BootFile: config.arm64BootFile };
 }
 
-/** A PC the host table does not hold: the server sights a PC before asking, so only a test or a race gets here. */
+/**
+ * A PC the host table does not hold. The boot routes sight a PC before asking, but a sighting
+ * the auto-registration limits refused stores nothing (HostService.sighted), and a PC may be
+ * removed meanwhile: the policy treats such a PC as an unregistered one.
+ */
 const UNKNOWN_PC: BootHost = { name: '', registered: false, localBoot: null, efiLoader: DEFAULT_EFI_LOADER };
 
 export function policyBooter<T extends BootTask>(facts: BootFacts<T>, options: BooterOptions): Booter<T> {

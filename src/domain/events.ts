@@ -9,13 +9,13 @@ const LOG_EVERY_NTH_FAILURE = 12;
 
 /**
  * Things a technician wants to see afterwards ("PC aa:bb… booted the client",
- * "capture of win11 failed: disk smaller than image"), kept in the database and
- * pushed to live pages.
+ * "capture of win11 failed: disk smaller than image"), kept in the database and shown
+ * on the pages, which read them from memory when they poll.
  *
  * Recording an event never fails its caller: an event reports something that already
  * happened, so a database that cannot be saved (disk full) must not turn a finished
  * operation into a failed one, nor leave a promise rejected that nobody awaits. The
- * event stays in memory and on live pages, and is saved with the next write that succeeds.
+ * event stays in memory, where the pages read it, and is saved with the next write that succeeds.
  */
 export class EventLog extends EventEmitter {
   constructor(

@@ -1,4 +1,7 @@
-/** Hosts are PCs known by MAC: registered by hand or on first PXE boot. */
+/**
+ * Hosts are PCs known by MAC: added by a technician (registered), or recorded when they first
+ * network-boot (not registered until a technician registers them or gives them a task).
+ */
 import type { Database, Firmware, HardwareReport, HostRecord, LocalBoot } from './database.js';
 import type { EventLog } from './events.js';
 import { normalizeMac } from '../lib/mac.js';

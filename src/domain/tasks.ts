@@ -5,7 +5,8 @@
  *        ↘        ↘         ↘          ↘→ failed | cancelled
  *
  * queued:    created by a technician; waits for the PC to network-boot.
- * booting:   the boot policy handed the PC the thin client with a fresh one-time token.
+ * booting:   the PC was handed the imaging client with a fresh one-time token (by its boot
+ *            script, or after a technician's login at the PC).
  * running:   the client chose its disk and the NBD export is open.
  * verifying: the data is across; the server commits (capture) or the client reads back (deploy).
  *

@@ -164,7 +164,8 @@ export class TransferService {
       await this.grants.revokeTask(task.id, 'deploy finished');
     }
     if (this.tasks.get(task.id)?.state === 'done') {
-      // The PC boots its disk from now on: a registered host without a task goes local.
+      // A finished task leaves its PC registered (update() registers it) and, after a deploy, assigned
+      // the image now on its disk: the default for its next deploy.
       await this.hosts.update(task.mac, task.kind === 'deploy' ? { assignedImage: task.image } : {}).catch((err: unknown) => {
         // The task is done either way; the host's change is in memory and saved once the database can be.
         if (!(err instanceof DatabaseWriteError)) throw err;

@@ -54,7 +54,7 @@ export async function sendMagicPacket(mac: string, target: WolTarget): Promise<v
   }
 }
 
-/** A sender bound to one target; the web app takes one of these so tests can point it at loopback. */
+/** A sender bound to one target; the command layer takes one of these (CommandDeps.wake) so tests can point it at loopback. */
 export function wakeSender(targetFor: () => WolTarget): WakeSender {
   return async (mac) => {
     const target = targetFor();
