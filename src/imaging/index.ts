@@ -1,4 +1,7 @@
-/** Public surface of the image store; other modules import from here. */
+/**
+ * The image store's public surface in one module: the entry point when the store is compiled on its
+ * own (test/imaging/helpers.ts, build.test.ts). Modules under src/ import the files they need directly.
+ */
 export { ImageStore, ImageNotFoundError, DEFAULT_COMPRESSION_LEVEL } from './image-store.js';
 export type { ImageStoreOptions, StoredImage, VersionDetails, VerifyResult, ProgressFn } from './image-store.js';
 export { importStream, importFile } from './image-import.js';

@@ -201,7 +201,7 @@ export function validateHeader(raw: unknown): ManifestHeader {
   };
 }
 
-/** Length of the magic + length prefix; read this many bytes first, then headerLength(). */
+/** Length of the magic + length prefix; read this many bytes first, then manifestHeaderLength(). */
 export const MANIFEST_PREFIX_LENGTH = PREFIX;
 
 export function manifestHeaderLength(prefix: Buffer): number {

@@ -1,9 +1,9 @@
 /**
  * The one interface every NBD export implements, whatever stores its bytes.
  *
- * The server (src/nbd/server.ts) speaks the protocol and validates every request
- * (bounds, alignment, read-only) before it reaches an export, so an export only
- * ever sees in-range requests. Like nbdkit's plugin interface, an export knows
+ * The server speaks the protocol and validates every request (bounds, alignment,
+ * read-only: nbd/connection.ts with the checks in nbd/validate.ts) before it reaches
+ * an export, so an export only ever sees in-range requests. Like nbdkit's plugin interface, an export knows
  * nothing about the wire; unlike it, lifecycle hooks let a capture commit only
  * when every connection ended cleanly.
  */
@@ -101,7 +101,8 @@ export interface NbdExport {
 
 /**
  * Maps an export name (which carries an unguessable token) to an export.
- * Returning an Error refuses the client with NBD_REP_ERR_UNKNOWN or ERR_POLICY and a log line.
+ * Returning an ExportRefusal refuses the client with NBD_REP_ERR_UNKNOWN ('unknown') or
+ * NBD_REP_ERR_POLICY ('policy'), its reason as the message, and a log line.
  */
 export interface ExportResolver {
   resolve(name: string, peer: PeerInfo): NbdExport | ExportRefusal;

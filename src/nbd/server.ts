@@ -1,6 +1,8 @@
 /**
  * TCP listener for NBD: accepts connections, hands each to an NbdConnection, counts traffic per
- * export and lets the owner observe transfers (for task progress) and shut everything down.
+ * export (stats()), reports each request to an optional observer (onTransfer) and shuts everything
+ * down. Task progress is not counted here: each grant's export runs through a transfer meter
+ * (transport/transfer-meter.ts).
  *
  * Limits, so that nobody on the LAN can starve the clients that hold a token:
  * - Connections still in the handshake (unauthenticated: they have not named a valid export yet)
