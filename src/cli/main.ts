@@ -183,7 +183,7 @@ async function sizeOfInput(path: string): Promise<{ stream: Readable; size: numb
   try {
     const st = await fh.stat();
     if (st.isBlockDevice()) {
-      // A block device's stat size is 0: measure it by seeking to its end.
+      // A block device's stat size is 0: the kernel's size attribute in sysfs gives it (blockDeviceSize).
       return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), size: await blockDeviceSize(path) };
     }
     if (!st.isFile()) throw new UsageError(`${path} is not a file or block device`);

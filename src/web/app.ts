@@ -1,7 +1,7 @@
 /**
  * The web app: admin pages, the /api/v1 JSON API, login, and whatever extra plugins the
- * appliance passes in (boot script and thin-client API). Built from a context, never from
- * globals, so tests run it on a temp data directory.
+ * server (serve/runtime.ts) passes in (boot script and thin-client API). Built from a context,
+ * never from globals, so tests run it on a temp data directory.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';

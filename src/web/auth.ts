@@ -1,7 +1,8 @@
 /**
  * Who may do what: every admin page and /api/v1 route needs a session (browser) or an
- * API token (scripts). The boot and thin-client routes are exempt here because they carry
- * their own per-task tokens; static assets, login and setup are public.
+ * API token (scripts). The boot and thin-client routes are exempt here because they check
+ * their own callers (a task's token, a technician's login at the PC, the address DHCP tied to
+ * the MAC); static assets, login and setup are public.
  *
  * State-changing requests from a session must carry the CSRF token; token requests need not,
  * since a browser never attaches a bearer token by itself.

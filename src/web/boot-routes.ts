@@ -1,6 +1,6 @@
 /**
  * What a network-booting PC talks to over HTTP: its per-MAC iPXE script, the menu's
- * actions, the iPXE EFI binary (UEFI HTTP boot) and the imaging client's kernel and
+ * actions, the iPXE loaders (UEFI HTTP boot) and the imaging client's kernel and
  * initrd. The policy decides; this file only carries it out.
  *
  * Who gets what:

@@ -9,8 +9,9 @@ import type { ServiceStatus } from '../domain/running-server.js';
 import type { Logger } from '../lib/log.js';
 
 /**
- * What the admin web app is handed. Every change goes through `commands`; hosts, tasks and
- * events are read here for the pages' views, and the database only for logins, sessions and
+ * What the admin web app is handed. Every change goes through `commands`, except the first-run
+ * setup's admin password (no operator exists yet to run it as); hosts, tasks and events are read
+ * here for the pages' views, and the database only for logins, setup, the session secret and
  * API tokens.
  */
 export interface WebContext {

@@ -1,6 +1,7 @@
 /**
  * Admin sessions, held in memory: the cookie carries only a random id (signed with the
- * appliance's session secret), so logout and password changes end a session at once.
+ * appliance's session secret), so logout and a password change on the Settings page end
+ * sessions at once.
  * A restart logs everyone out, which an appliance can afford.
  */
 import { randomBytes } from 'node:crypto';

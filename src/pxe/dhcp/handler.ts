@@ -29,7 +29,7 @@ export interface PxeRequestInfo {
 }
 
 export interface DhcpHooks {
-  /** Told about every PXE request we answer, e.g. to register an unknown host. Must not throw (errors are logged). */
+  /** Told about every PXE request we answer, e.g. to record the PC in the host table and note its address. Must not throw (errors are logged). */
   onPxeRequest?(info: PxeRequestInfo): void;
 }
 
