@@ -1,6 +1,7 @@
 /** Child processes for benches: running commands, free ports, nbdkit, and sampling a process's RSS and CPU. */
 import { spawn, execFileSync } from 'node:child_process';
 import { run, type RunOptions } from '../../test/lib/run.js';
+import { waitFor } from '../../test/lib/wait.js';
 import { readFileSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -99,14 +100,14 @@ export async function startNbdkit(file: string, pidFile: string): Promise<Runnin
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let exited = false;
   const gone = new Promise<void>((resolve) => child.on('exit', () => ((exited = true), resolve())));
-  const deadline = Date.now() + 10_000;
-  while (!existsSync(pidFile) || readFileSync(pidFile, 'latin1').trim() === '') {
-    if (exited) throw new Error(`nbdkit exited before listening: ${stderr.trim()}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`nbdkit did not start within 10 s: ${stderr.trim()}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
+  try {
+    await waitFor('nbdkit to write its PID file (it does once it listens)', () => {
+      if (exited) throw new Error(`nbdkit exited before listening: ${stderr.trim()}`);
+      return existsSync(pidFile) && readFileSync(pidFile, 'latin1').trim() !== '';
+    }, { timeoutMs: 10_000, context: () => stderr.trim() });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
   }
   const pid = child.pid as number;
   return {

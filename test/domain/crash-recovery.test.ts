@@ -43,12 +43,7 @@ describe('start after a crash', () => {
 
     app = await startAppliance(config, nullLogger());
     expect(app.core.store.crashed).toBe(true);
-    let gone = false;
-    for (let i = 0; i < 100 && !gone; i++) {
-      gone = await access(orphanPath).then(() => false, () => true);
-      if (!gone) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(gone).toBe(true);
+    await expect.poll(() => access(orphanPath).then(() => false, () => true), { timeout: 5000, interval: 50 }).toBe(true);
     expect((await app.core.store.verify('kept')).ok).toBe(true);
     const r = await app.core.store.openVersion('kept');
     try {

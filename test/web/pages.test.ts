@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { login, makeHarness, type Harness } from './helpers.js';
+import { waitFor } from '../lib/wait.js';
 
 let h: Harness;
 let agent: Awaited<ReturnType<typeof login>>['agent'];
@@ -102,14 +103,11 @@ describe('pages', () => {
     expect(page.text).toContain('MBR partition table');
     const v = await agent.post('/images/win11/verify').set('HX-Request', 'true').type('form').send({ _csrf: csrf }).expect(200);
     expect(v.text).toContain('verify-box');
-    for (;;) {
+    const status = await waitFor('the verify to finish', async () => {
       const s = await agent.get('/images/win11/verify-status').expect(200);
-      if (!s.text.includes('verifying')) {
-        expect(s.text).toContain('verified');
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
+      return s.text.includes('verifying') ? undefined : s.text;
+    });
+    expect(status).toContain('verified');
     const url = await agent.post('/images/win11/url').set('HX-Request', 'true').type('form').send({ _csrf: csrf }).expect(200);
     expect(url.text).toContain('nbd://');
     await agent.post('/images/win11/rename').type('form').send({ _csrf: csrf, to: 'win11-v2' }).expect(303);
