@@ -84,10 +84,16 @@ export function firmwareOfClientArch(arch: number | undefined): Firmware {
       return 'bios';
     case ClientArch.EFI_X64_HTTP:
       return 'uefi-http';
+    case ClientArch.EFI_IA32:
+    case ClientArch.EFI_X64_BC:
+    case ClientArch.EFI_X64:
+      return 'uefi';
+    // The same arm64 machine, whether it boots by TFTP or by HTTP.
     case ClientArch.EFI_ARM64:
+    case ClientArch.EFI_ARM64_HTTP:
       return 'arm64';
     default:
-      return 'uefi';
+      return 'unknown';
   }
 }
 

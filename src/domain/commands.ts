@@ -177,6 +177,8 @@ export class Commands {
   private readonly authorize: Authorize;
   /** Called after an image is renamed, for state kept beside the store (the web's last verify results). */
   private readonly renameListeners: Array<(from: string, to: string) => void> = [];
+  /** Called after a password changed, so whoever keeps logins (the web's sessions) ends that user's. */
+  private readonly passwordListeners: Array<(username: string) => void> = [];
 
   constructor(private readonly deps: CommandDeps) {
     this.authorize = deps.authorize ?? defaultAuthorize;
@@ -184,6 +186,10 @@ export class Commands {
 
   onImageRenamed(listener: (from: string, to: string) => void): void {
     this.renameListeners.push(listener);
+  }
+
+  onPasswordChanged(listener: (username: string) => void): void {
+    this.passwordListeners.push(listener);
   }
 
   private allow(actor: Actor, command: CommandName, target: CommandTarget = {}): void {
@@ -475,7 +481,9 @@ export class Commands {
 
   async setAdminPassword(actor: Actor, password: string): Promise<{ ok: true }> {
     this.allow(actor, 'admin.passwd');
-    await setAdminPassword(this.deps.db, password);
+    const user = await setAdminPassword(this.deps.db, password);
+    // A password is changed because it may have leaked: whoever logged in with the old one is out.
+    for (const listener of this.passwordListeners) listener(user.username);
     await this.deps.events.record('info', 'admin password changed');
     return { ok: true };
   }

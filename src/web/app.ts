@@ -108,6 +108,7 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
     void ctx.events.record(state.state === 'ok' ? 'info' : 'error', `verify of image ${name}: ${state.message}`);
   });
   ctx.commands.onImageRenamed((from, to) => verifier.rename(from, to));
+  ctx.commands.onPasswordChanged((username) => sessions.destroyAllFor(username));
   const loginLimit = { max: options.loginRateLimit?.max ?? 10, timeWindow: options.loginRateLimit?.timeWindowMs ?? 60_000 };
 
   await app.register(cookie, { secret: await ensureSessionSecret(ctx.db) });

@@ -303,8 +303,8 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.post<{ Body: Static<typeof FormPassword> }>('/settings/password', { schema: { ...hide, body: FormPassword }, config: { rateLimit: deps.loginLimit } }, async (req, reply) => {
     const username = req.auth?.kind === 'session' ? req.auth.username : ADMIN_USERNAME;
     if (!(await checkLogin(ctx.db, username, req.body.current))) throw new UserError(400, 'the current password is wrong');
+    // Ends every session of this user, this one too; the person who changed it stays logged in.
     await commands.setAdminPassword(operatorOf(req), req.body.password);
-    sessions.destroyAllFor(username);
     startSession(reply, username);
     return reply.redirect('/settings', 303);
   });
