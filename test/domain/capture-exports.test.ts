@@ -12,7 +12,7 @@ import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
 import { run } from '../lib/run.js';
-import { waitFor } from '../lib/wait.js';
+import { sleep, waitFor } from '../lib/wait.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -89,7 +89,7 @@ describe('capture exports with real writers', () => {
 
   it('refuses an expired URL with an NBD error', async () => {
     const { uri } = await app.core.nbd!.createUrl({ image: 'mixed', write: false, ttlSeconds: 1 });
-    await new Promise((r) => setTimeout(r, 1300));
+    await sleep(1300);
     // libnbd prints the server's refusal message only in its debug output.
     const r = await run('env', ['LIBNBD_DEBUG=1', 'nbdinfo', uri]);
     expect(r.code).not.toBe(0);

@@ -11,7 +11,7 @@ import { MemoryBudget } from '../../src/nbd/memory-budget.js';
 import type { DetachInfo } from '../../src/nbd/export.js';
 import { CMD, OPT, REP } from '../../src/nbd/protocol.js';
 import { RawClient, goData, optionBytes, rawGo, rawGreet, readOptionReply, readSimpleReply, request, run, startServer, type Started } from './helpers.js';
-import { waitFor } from '../lib/wait.js';
+import { sleep, waitFor } from '../lib/wait.js';
 
 const MiB = 1024 * 1024;
 
@@ -64,7 +64,7 @@ describe('NBD limits', () => {
             dropped++;
           });
         }
-        await new Promise((r) => setTimeout(r, 1));
+        await sleep(1);
       }
     };
     const attackers = ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map(attacker);
@@ -129,7 +129,7 @@ describe('NBD limits', () => {
     const busy = await rawGo(s.port, 'e');
     busy.c.write(Buffer.concat([request(CMD.WRITE, 1n, 0n, 4096), Buffer.alloc(4096, 9)]));
     // Several idle periods pass while the export holds the write.
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     expect(busy.c.closed).toBe(false);
     g.open();
     expect((await readSimpleReply(busy.c)).errno).toBe(0);

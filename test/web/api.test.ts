@@ -15,7 +15,7 @@ import { sendMagicPacket, wakeSender } from '../../src/lib/wake-on-lan.js';
 import { makeHarness, tinyDisk, type Harness } from './helpers.js';
 import { rawGo, readSimpleReply, request as nbdRequest } from '../nbd/helpers.js';
 import { run } from '../lib/run.js';
-import { waitFor } from '../lib/wait.js';
+import { sleep, waitFor } from '../lib/wait.js';
 
 let h: Harness;
 let auth: { Authorization: string };
@@ -78,7 +78,7 @@ describe('hosts API', () => {
     await h.ctx.hosts.sighted({ mac: '52:54:00:00:00:21', ip: '10.0.0.21', firmware: 'bios' });
     expect(h.ctx.hosts.byIp('10.0.0.21')?.mac).toBe('52:54:00:00:00:21');
     expect(h.ctx.hosts.byIp('10.0.0.99')).toBeUndefined();
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     // The lease moved to another PC: the newer sighting wins.
     await h.ctx.hosts.sighted({ mac: '52:54:00:00:00:22', ip: '10.0.0.21', firmware: 'uefi' });
     expect(h.ctx.hosts.byIp('10.0.0.21')?.mac).toBe('52:54:00:00:00:22');

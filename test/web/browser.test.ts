@@ -17,6 +17,7 @@ import { setAdminPassword } from '../../src/domain/users.js';
 import { diskDigest } from '../lib/disk-digest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { rawGo, rawSimpleRead, type RawClient } from '../nbd/helpers.js';
+import { sleep } from '../lib/wait.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'web');
 const MAC = '52:54:00:ab:cd:01';
@@ -156,7 +157,7 @@ describe('admin page in Chromium', () => {
       const want = task.progress.percent;
       await expect.poll(async () => Number(await bar.getAttribute('value')), { timeout: 15_000 }).toBe(want);
       seen.push(want);
-      await new Promise((r) => setTimeout(r, 1100)); // lets the service measure a transfer rate between samples
+      await sleep(1100); // lets the service measure a transfer rate between samples
     }
     expect(seen[0]).toBeGreaterThan(0);
     expect(seen[1]).toBeGreaterThan(seen[0]);

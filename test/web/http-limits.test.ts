@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { buildWebApp, type HttpLimits } from '../../src/web/app.js';
 import { createApiToken } from '../../src/domain/users.js';
 import { makeHarness, type Harness } from './helpers.js';
+import { sleep, waitFor } from '../lib/wait.js';
 
 const limits: HttpLimits = { requestTimeoutMs: 1000, headersTimeoutMs: 500, connectionTimeoutMs: 10_000, timeoutCheckMs: 100, maxConnections: 3 };
 let h: Harness;
@@ -54,7 +55,6 @@ async function open(): Promise<Watched> {
   return { socket, closed: done, isClosed: () => closed, received: () => data };
 }
 
-const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('HTTP limits', () => {
   it('answers 408 and closes a connection whose body arrives a byte at a time', async () => {
@@ -67,7 +67,7 @@ describe('HTTP limits', () => {
     while (sent < length && !c.isClosed()) {
       c.socket.write('x');
       sent++;
-      await pause(100);
+      await sleep(100);
     }
     expect(sent).toBeLessThan(length);
     await c.closed;
@@ -79,7 +79,7 @@ describe('HTTP limits', () => {
     c.socket.write('GET /api/v1/status HTTP/1.1\r\nHost: test\r\n');
     let waited = 0;
     while (!c.isClosed() && waited < 400) {
-      await pause(50);
+      await sleep(50);
       waited++;
     }
     expect(c.isClosed()).toBe(true);
@@ -97,15 +97,13 @@ describe('HTTP limits', () => {
     for (const c of held) c.socket.destroy();
     await Promise.all(held.map((c) => c.closed));
     // The server learns of the closes asynchronously; ask until it has.
-    let status = 0;
-    for (let i = 0; i < 100 && status === 0; i++) {
+    const status = await waitFor('the server to answer a new connection', async () => {
       const c = await open();
       c.socket.write('GET /api/v1/status HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n');
       await c.closed;
       const m = /^HTTP\/1\.1 (\d{3}) /.exec(c.received());
-      if (m) status = Number(m[1]);
-      else await pause(20);
-    }
+      return m ? Number(m[1]) : undefined;
+    }, { timeoutMs: 10_000 });
     expect(status).toBe(401);
   });
 });
