@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { Database, EventRecord } from './database.js';
 import { DurableJsonFile, type DatabaseWriteError } from './durable-json-file.js';
 import type { Logger } from '../lib/log.js';
@@ -17,12 +16,11 @@ const LOG_EVERY_NTH_FAILURE = 12;
  * operation into a failed one, nor leave a promise rejected that nobody awaits. The
  * event stays in memory, where the pages read it, and is saved with the next write that succeeds.
  */
-export class EventLog extends EventEmitter {
+export class EventLog {
   constructor(
     private readonly db: Database,
     private readonly logger: Logger,
   ) {
-    super();
     const adapter = db.adapter;
     if (adapter instanceof DurableJsonFile) {
       adapter.on('writeFailed', (err: DatabaseWriteError, failures: number) => {
@@ -39,26 +37,20 @@ export class EventLog extends EventEmitter {
   }
 
   /** Adds an event to the in-memory list without saving it (the next write carries it). */
-  private keep(level: EventRecord['level'], message: string, mac: string | null = null): EventRecord {
+  private keep(level: EventRecord['level'], message: string, mac: string | null = null): void {
     const event: EventRecord = { at: new Date().toISOString(), level, mac, message };
     this.db.data.events.push(event);
     if (this.db.data.events.length > MAX_EVENTS) this.db.data.events.splice(0, this.db.data.events.length - MAX_EVENTS);
-    return event;
   }
 
   async record(level: EventRecord['level'], message: string, mac: string | null = null): Promise<void> {
     this.logger[level]({ mac: mac ?? undefined }, message);
-    const event = this.keep(level, message, mac);
+    this.keep(level, message, mac);
     try {
       await this.db.write();
     } catch (err) {
       // The adapter has logged the write failure itself; this line ties it to the event.
       this.logger.warn({ err: (err as Error).message }, `event kept in memory only until the database can be saved: ${message}`);
-    }
-    try {
-      this.emit('event', event);
-    } catch (err) {
-      this.logger.error({ err }, 'a listener failed on an event; the event itself is recorded');
     }
   }
 

@@ -301,7 +301,6 @@ export class TaskService extends EventEmitter {
     };
     task.updatedAt = new Date(now).toISOString();
     this.heard(task);
-    this.emit('progress', task);
     this.progressSave.request();
     return task.progress;
   }

@@ -31,7 +31,6 @@ export class DeployExport implements NbdExport {
   private readonly log: Logger;
   private readonly attached = new Set<number>();
   private closed = false;
-  bytesRead = 0;
 
   constructor(
     private readonly reader: VersionReader,
@@ -54,14 +53,13 @@ export class DeployExport implements NbdExport {
 
   detach(peer: PeerInfo, info: DetachInfo): void {
     this.attached.delete(peer.connectionId);
-    this.log.info({ connection: peer.connectionId, clean: info.clean, reason: info.reason, bytesRead: this.bytesRead }, 'deploy connection detached');
+    this.log.info({ connection: peer.connectionId, clean: info.clean, reason: info.reason }, 'deploy connection detached');
   }
 
   async read(offset: number, length: number): Promise<ReadPiece[]> {
     if (this.closed) throw new ExportError('ESHUTDOWN', 'export closed');
     try {
       const pieces = await this.reader.read(offset, length);
-      this.bytesRead += length;
       return pieces;
     } catch (e) {
       if (e instanceof ChunkCorruptError) {

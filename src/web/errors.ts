@@ -56,7 +56,7 @@ export function classifyError(error: unknown): HttpProblem {
     }
     return { status, message };
   }
-  if (err?.name === 'InvalidImageNameError' || err?.name === 'ImageNameError') return { status: 400, message };
+  if (err?.name === 'InvalidImageNameError') return { status: 400, message };
   if (typeof err?.name === 'string' && /NotFound/.test(err.name)) return { status: 404, message };
   return { status: 500, message: 'internal error; the server log has the details' };
 }
