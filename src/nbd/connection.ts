@@ -48,18 +48,10 @@ import {
 } from './protocol.js';
 import { checkReadPieces, checkRequest, clampExtents, commandName, isWriteCommand, type TransmissionContext } from './validate.js';
 
-export interface TransferEvent {
-  readonly op: 'read' | 'write' | 'zero' | 'trim';
-  readonly offset: number;
-  readonly length: number;
-  readonly peer: PeerInfo;
-}
-
 export interface ConnectionHooks {
   /** Called just before an export is attached; a string refuses the client with that message. */
   admit(conn: NbdConnection): string | undefined;
   attached(conn: NbdConnection, negotiated: Negotiated): void;
-  transfer(conn: NbdConnection, negotiated: Negotiated, event: TransferEvent): void;
   closed(conn: NbdConnection): void;
 }
 
@@ -496,7 +488,6 @@ export class NbdConnection {
           const checked = checkReadPieces(pieces, offset, h.length);
           if (typeof checked === 'string') throw new Error(`export returned a malformed read: ${checked}`);
           this.sendRead(h, offset, checked, () => this.release(hold));
-          this.transfer('read', offset, h.length);
           return true;
         }
         case CMD.WRITE: {
@@ -507,7 +498,6 @@ export class NbdConnection {
           }
           this.wrote(fua);
           this.replyOk(h);
-          this.transfer('write', offset, h.length);
           return false;
         }
         case CMD.WRITE_ZEROES: {
@@ -520,14 +510,12 @@ export class NbdConnection {
           }
           this.wrote(fua);
           this.replyOk(h);
-          this.transfer('zero', offset, h.length);
           return false;
         }
         case CMD.TRIM: {
           if (h.length > 0) await exp.trim(offset, h.length, fua);
           this.wrote(fua);
           this.replyOk(h);
-          this.transfer('trim', offset, h.length);
           return false;
         }
         case CMD.FLUSH: {
@@ -574,14 +562,6 @@ export class NbdConnection {
   private wrote(fua: boolean): void {
     // FUA writes are durable on reply; everything else needs a later FLUSH for a clean end.
     if (!fua) this.writeGen++;
-  }
-
-  private transfer(op: TransferEvent['op'], offset: number, length: number): void {
-    try {
-      this.o.hooks.transfer(this, this.tx!.negotiated, { op, offset, length, peer: this.peer });
-    } catch (err) {
-      this.log.error({ err }, 'nbd: transfer observer threw');
-    }
   }
 
   // ---------------------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 /**
- * TCP listener for NBD: accepts connections, hands each to an NbdConnection, counts traffic per
- * export (stats()), reports each request to an optional observer (onTransfer) and shuts everything
- * down. Task progress is not counted here: each grant's export runs through a transfer meter
- * (transport/transfer-meter.ts).
+ * TCP listener for NBD: accepts connections, hands each to an NbdConnection, counts connections
+ * per export (stats()) and shuts everything down. Bytes are not counted here: each grant's export
+ * runs through a transfer meter (transport/transfer-meter.ts), the one count of a transfer.
  *
  * Limits, so that nobody on the LAN can starve the clients that hold a token:
  * - Connections still in the handshake (unauthenticated: they have not named a valid export yet)
@@ -20,10 +19,9 @@ import net from 'node:net';
 import { plainAddress } from '../lib/ipv4.js';
 import type { Logger } from '../lib/log.js';
 import type { ExportResolver, NbdExport } from './export.js';
-import { NbdConnection, type TransferEvent } from './connection.js';
+import { NbdConnection } from './connection.js';
 import { MemoryBudget } from './memory-budget.js';
 
-export type { TransferEvent };
 
 const EVICTION_LOG_INTERVAL_MS = 10_000;
 
@@ -46,14 +44,11 @@ export interface NbdServerOptions {
   readonly maxInflightBytes?: number;
   /** Requests one connection may have in flight. Default 64. */
   readonly maxInflightRequests?: number;
-  /** Called after each successful READ/WRITE/WRITE_ZEROES/TRIM; must be cheap and must not throw. */
-  readonly onTransfer?: (exp: NbdExport, event: TransferEvent) => void;
 }
 
+/** Bytes are not counted here: every grant's export runs through the transfer meter (transport/transfer-meter.ts). */
 export interface ExportStats {
   readonly connections: number;
-  readonly bytesRead: number;
-  readonly bytesWritten: number;
 }
 
 export interface NbdMemoryStats {
@@ -71,16 +66,12 @@ export interface NbdServerStats {
   /** Of `connections`, those still in the handshake. */
   readonly handshaking: number;
   readonly memory: NbdMemoryStats;
-  readonly bytesRead: number;
-  readonly bytesWritten: number;
   /** Exports with at least one attached connection. */
   readonly exports: ReadonlyArray<ExportStats & { readonly export: NbdExport }>;
 }
 
 interface MutableExportStats {
   connections: number;
-  bytesRead: number;
-  bytesWritten: number;
 }
 
 export class NbdServer {
@@ -97,8 +88,6 @@ export class NbdServer {
   private readonly perExport = new WeakMap<NbdExport, MutableExportStats>();
   private readonly active = new Set<NbdExport>();
   private nextId = 1;
-  private bytesRead = 0;
-  private bytesWritten = 0;
   private closing = false;
   private closedWaiters: Array<() => void> = [];
 
@@ -146,8 +135,6 @@ export class NbdServer {
       connections: this.connections.size,
       handshaking: this.handshaking.size,
       memory: { budgetBytes: this.budget.limitBytes, usedBytes: this.budget.usedBytes, waitingRequests: this.budget.waiting, queuedBytes },
-      bytesRead: this.bytesRead,
-      bytesWritten: this.bytesWritten,
       exports,
     };
   }
@@ -196,22 +183,11 @@ export class NbdServer {
           this.transmitting++;
           let s = this.perExport.get(n.export);
           if (s === undefined) {
-            s = { connections: 0, bytesRead: 0, bytesWritten: 0 };
+            s = { connections: 0 };
             this.perExport.set(n.export, s);
           }
           s.connections++;
           this.active.add(n.export);
-        },
-        transfer: (_c, n, ev) => {
-          const s = this.perExport.get(n.export)!;
-          if (ev.op === 'read') {
-            s.bytesRead += ev.length;
-            this.bytesRead += ev.length;
-          } else if (ev.op === 'write') {
-            s.bytesWritten += ev.length;
-            this.bytesWritten += ev.length;
-          }
-          this.o.onTransfer?.(n.export, ev);
         },
         closed: (c) => this.onClosed(c),
       },

@@ -10,8 +10,11 @@ export class GatedExport extends MemoryExport {
   readonly readGates = new Map<number, Promise<void>>();
   /** While set, every read throws it. */
   failRead: Error | undefined;
+  /** Called as each write arrives, before the gate. */
+  onWrite: (() => void) | undefined;
 
   override async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.onWrite?.();
     if (this.writeGate) await this.writeGate;
     return super.write(offset, data, fua);
   }

@@ -56,7 +56,7 @@ async function startServe(mode: 'full' | 'proxy', mac: string): Promise<Serve> {
   proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise((resolve) => proc.once('exit', resolve));
-  await waitFor('netclone serve to start', () => (output.includes('netclone is up') || proc.exitCode !== null ? true : undefined), 60_000).catch((e: unknown) => {
+  await waitFor('netclone serve to start', () => (output.includes('netclone is up') || proc.exitCode !== null ? true : undefined), { timeoutMs: 60_000 }).catch((e: unknown) => {
     throw new Error(`${(e as Error).message}; its output so far:\n${output}`);
   });
   if (!output.includes('netclone is up')) throw new Error(`netclone serve did not start:\n${output}`);
@@ -136,7 +136,7 @@ describe('the appliance hands a task token only to the address its DHCP tied to 
       });
       const sent = await runSender(pc.ns, { bindAddress: '0.0.0.0', bindPort: 68, target: { address: '255.255.255.255', port: 67 }, packets: [request], waitForXids: [], maxWaitMs: 200 });
       expect(sent.replies).toEqual([]);
-      await waitFor('netclone to note the PXE REQUEST', () => (serve.output().includes('"mac":"' + pc.mac + '"') ? true : undefined), 10_000);
+      await waitFor('netclone to note the PXE REQUEST', () => (serve.output().includes('"mac":"' + pc.mac + '"') ? true : undefined), { timeoutMs: 10_000 });
       await runIn(pc.ns, 'ip', ['addr', 'add', '10.99.7.130/24', 'dev', pc.ifname]);
       await checkTokenGoesToPcOnly(serve, /10\.99\.7\.130/);
     } finally {
