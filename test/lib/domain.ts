@@ -6,23 +6,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { resolveConfig, type Config } from '../../src/domain/config.js';
-import { forgetDatabase, openDatabase, type Database } from '../../src/domain/database.js';
+import type { CommandDeps } from '../../src/domain/commands.js';
+import { resolveConfig } from '../../src/domain/config.js';
+import { forgetDatabase, openDatabase } from '../../src/domain/database.js';
 import { EventLog } from '../../src/domain/events.js';
 import { HostService } from '../../src/domain/hosts.js';
 import { TaskService } from '../../src/domain/tasks.js';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { nullLogger } from '../../src/lib/log.js';
 
-export interface TestDomain {
+export interface TestDomain extends Omit<CommandDeps, 'nbd' | 'wake' | 'authorize'> {
   readonly dir: string;
-  readonly config: Config;
-  readonly logger: Logger;
-  readonly db: Database;
-  readonly events: EventLog;
-  readonly hosts: HostService;
-  readonly tasks: TaskService;
-  readonly store: ImageStore;
   /** Closes the store, forgets the database and removes the directory. */
   close(): Promise<void>;
 }
