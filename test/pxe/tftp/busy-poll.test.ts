@@ -27,6 +27,17 @@ function manualClock(): { now: () => number; advance: (ms: number) => void } {
 /** One event-loop iteration: resolves from the check phase of the next iteration. */
 const nextIteration = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+/** Two loop turns for the poller to notice its window ended; then it stays off. Returns its iteration count. */
+async function expectStopped(poll: BusyPoll): Promise<number> {
+  await nextIteration();
+  await nextIteration();
+  expect(poll.active).toBe(false);
+  const stoppedAt = poll.iterations;
+  for (let i = 0; i < 10; i++) await nextIteration();
+  expect(poll.iterations).toBe(stoppedAt);
+  return stoppedAt;
+}
+
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {
   for (const f of cleanups.splice(0).reverse()) await f();
@@ -61,12 +72,7 @@ describe('BusyPoll window', () => {
     expect(poll.active).toBe(true);
 
     clock.advance(0.3);
-    await nextIteration();
-    await nextIteration();
-    expect(poll.active).toBe(false);
-    const stoppedAt = poll.iterations;
-    for (let i = 0; i < 10; i++) await nextIteration();
-    expect(poll.iterations).toBe(stoppedAt);
+    const stoppedAt = await expectStopped(poll);
 
     // A kick after the window has passed starts polling again.
     poll.kick();
@@ -177,12 +183,7 @@ describe('busy-poll in a real TFTP transfer (atftp client)', () => {
     expect(acks.filter((a) => a.spinsSincePrevious > 0).length).toBeGreaterThan(0);
 
     // The last ACK sent nothing, so nothing kicked: polling ends by itself and stays ended.
-    await nextIteration();
-    await nextIteration();
-    expect(poll.active).toBe(false);
-    const stoppedAt = poll.iterations;
-    for (let i = 0; i < 10; i++) await nextIteration();
-    expect(poll.iterations).toBe(stoppedAt);
+    await expectStopped(poll);
   });
 
   it('with the window at 0 the loop never polls: each ACK has to wake it', async () => {
