@@ -27,6 +27,22 @@ log() { printf 'build: %s\n' "$*"; }
 warn() { printf 'build: WARNING: %s\n' "$*" >&2; }
 die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# ---- stamp ------------------------------------------------------------------------------------
+# Which netclone built this client, from which sources. `netclone serve` compares the stamp in
+# manifest.txt with its own and says when the client is out of date; src/serve/boot-files.ts
+# (CLIENT_SOURCES) hashes the same inputs the same way. Whatever else this build puts into the
+# initramfs from the checkout belongs in both lists. `build.sh --print-stamp` prints it and exits.
+STAMP_INPUTS=(boot/build.sh boot/client)
+print_stamp() {
+  local root version
+  root=$(cd "$BOOT_DIR/.." && pwd)
+  version=$(sed -n 's/^  "version": "\([^"]*\)".*/\1/p' "$root/package.json" | head -n1)
+  [ -n "$version" ] || die "no \"version\" in $root/package.json (run from a netclone checkout)"
+  echo "netclone-version: $version"
+  echo "sources: sha256:$(cd "$root" && find "${STAMP_INPUTS[@]}" -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+}
+if [ "${1:-}" = --print-stamp ]; then print_stamp; exit 0; fi
+
 # ---- host tools -------------------------------------------------------------------------------
 ensure_host_tools() {
   local missing=() cmd pkg
@@ -88,6 +104,8 @@ fetch_deb() {
 
 # ---- main -------------------------------------------------------------------------------------
 [ -f "$CLIENT_DIR/init" ] || die "$CLIENT_DIR/init not found (run from a netclone checkout)"
+# Taken before anything is built: the stamp names the sources this build started from.
+STAMP=$(print_stamp)
 ensure_host_tools
 mkdir -p "$DEBS" "$DIST"
 # _apt cannot write into a root-owned cache dir; apt then downloads as root and warns. Harmless: silence it.
@@ -223,6 +241,7 @@ host_pkg_version() { dpkg-query -W -f '${Package}:${Architecture} ${Version}\n' 
   echo "# netclone thin client build manifest"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "kernel-version: $KVER"
+  echo "$STAMP"
   echo
   echo "[packages]"
   echo "$KPKG $(dpkg-deb -f "$KDEB" Version)"

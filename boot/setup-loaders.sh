@@ -2,11 +2,27 @@
 # Copies the iPXE network boot loaders shipped by Debian's `ipxe` package into the TFTP boot
 # directory. Binaries are copied at install time, never committed.
 #   usage: boot/setup-loaders.sh [DEST]     (default: boot/loaders next to this script)
+#          boot/setup-loaders.sh --print-stamp    (the stamp it writes into DEST/manifest.txt)
 # NETCLONE_IPXE_PACKAGE overrides the package name (tests use it to exercise the missing-package path).
 set -euo pipefail
 
 pkg="${NETCLONE_IPXE_PACKAGE:-ipxe}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# Which netclone set the loaders up, from which script. `netclone serve` compares the stamp in
+# DEST/manifest.txt with its own and says when the loaders are out of date; src/serve/boot-files.ts
+# (LOADER_SOURCES) hashes the same inputs the same way.
+stamp_inputs=(boot/setup-loaders.sh)
+print_stamp() {
+  local root version
+  root="$(cd "$here/.." && pwd)"
+  version="$(sed -n 's/^  "version": "\([^"]*\)".*/\1/p' "$root/package.json" | head -n1)"
+  if [ -z "$version" ]; then echo "setup-loaders: no \"version\" in $root/package.json (run from a netclone checkout)" >&2; return 1; fi
+  echo "netclone-version: $version"
+  echo "sources: sha256:$(cd "$root" && find "${stamp_inputs[@]}" -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+}
+if [ "${1:-}" = --print-stamp ]; then print_stamp; exit 0; fi
+stamp="$(print_stamp)"
 dest="${1:-$here/loaders}"
 # BIOS PXE ROM -> undionly.kpxe; UEFI PXE -> snponly.efi (uses firmware's NIC driver);
 # ipxe.efi carries its own NIC drivers for firmware whose SNP is broken.
@@ -37,4 +53,15 @@ for name in "${loaders[@]}"; do
   mv -f "$dest/.$name.tmp" "$dest/$name"
   echo "setup-loaders: $src -> $dest/$name"
 done
+if [ "$missing" = 0 ]; then
+  {
+    echo "# netclone iPXE loaders, copied by boot/setup-loaders.sh from Debian's $pkg package"
+    echo "copied: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "$stamp"
+    echo "ipxe-package: $pkg $(dpkg-query -W -f='${Version}' "$pkg")"
+    for name in "${loaders[@]}"; do echo "$name sha256:$(sha256sum "$dest/$name" | cut -d' ' -f1)"; done
+  } >"$dest/.manifest.txt.tmp"
+  mv -f "$dest/.manifest.txt.tmp" "$dest/manifest.txt"
+  echo "setup-loaders: stamped $dest/manifest.txt"
+fi
 exit "$missing"

@@ -7,10 +7,10 @@
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import type http from 'node:http';
-import type { Config } from '../domain/config.js';
+import { PACKAGE_ROOT, type Config } from '../domain/config.js';
 import { openCore, type OpenCore } from '../domain/data-dir.js';
 import { SERVER_PURPOSE } from '../domain/lock.js';
-import type { NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from '../domain/running-server.js';
+import type { BootFileProblem, NbdAccess, NbdUrl, NbdUrlRequest, ServiceStatus } from '../domain/running-server.js';
 import { NbdGrants } from '../transport/grants.js';
 import { TransferMeter } from '../transport/transfer-meter.js';
 import { TransferService } from '../domain/transfers.js';
@@ -28,6 +28,7 @@ import { broadcastFor, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
 import { bootRoutes } from '../web/boot-routes.js';
 import { clientRoutes } from '../web/client-routes.js';
 import { ipToNumber } from '../lib/ipv4.js';
+import { bootFixes, checkBootFiles, expectedStamps } from './boot-files.js';
 import type { Logger } from '../lib/log.js';
 import type { EventLog } from '../domain/events.js';
 
@@ -165,10 +166,19 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
     };
     core.nbd = nbd;
 
+    // Said at startup, not first by a PC that picked "Capture". The pages check again on each view,
+    // so a build run while the server is up clears the warning without a restart.
+    const stamps = await expectedStamps(PACKAGE_ROOT);
+    const fixes = bootFixes(config.bootDir, PACKAGE_ROOT);
+    const bootFiles = (): Promise<BootFileProblem[]> => checkBootFiles(config.bootDir, stamps, fixes);
+    for (const p of await bootFiles()) {
+      logger[p.state === 'missing' ? 'error' : 'warn']({ bootFiles: p.files, fix: p.fix }, `${p.message}; to fix it run: ${p.fix}`);
+    }
+
     // One boot policy for the whole server: DHCP and the boot routes ask the same instance.
     const booter = policyBooter(serviceFacts(core.hosts, core.tasks), booterOptions(config));
     const web = await buildWebApp(
-      { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, commands: core.commands, services: () => [...statuses.values()] },
+      { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, commands: core.commands, services: () => [...statuses.values()], bootFiles },
       {
         extraPlugins: [
           bootRoutes({

@@ -40,10 +40,11 @@ export function registerApi(app: FastifyInstance, ctx: WebContext, verifier: Ver
   });
   const security: Array<Record<string, string[]>> = [{ bearer: [] }, { session: [] }];
 
-  app.get('/api/v1/status', { schema: { tags: ['status'], summary: 'Services, store space, counts', security, response: { 200: S.Status, ...err } } }, async (req) => {
+  app.get('/api/v1/status', { schema: { tags: ['status'], summary: 'Services, boot files, store space, counts', security, response: { 200: S.Status, ...err } } }, async (req) => {
     const disk = await diskUsage(ctx.config.imagesDir);
     return {
       services: ctx.services(),
+      bootFiles: await ctx.bootFiles(),
       store: { path: ctx.config.imagesDir, totalBytes: disk?.total ?? null, freeBytes: disk?.free ?? null },
       hosts: ctx.hosts.list().length,
       images: (await commands.listImages(operatorOf(req))).length,

@@ -5,7 +5,7 @@ import type { EventLog } from '../domain/events.js';
 import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
 import type { Commands } from '../domain/commands.js';
-import type { ServiceStatus } from '../domain/running-server.js';
+import type { BootFileProblem, ServiceStatus } from '../domain/running-server.js';
 import type { Logger } from '../lib/log.js';
 
 /**
@@ -23,6 +23,8 @@ export interface WebContext {
   readonly tasks: Pick<TaskService, 'list' | 'require'>;
   readonly commands: Commands;
   services(): ServiceStatus[];
+  /** The loaders or imaging client that are missing or out of date, checked again on each call; empty when all are in place. */
+  bootFiles(): Promise<readonly BootFileProblem[]>;
 }
 export interface WebAppOptions {
   /** The boot script and thin-client routes (`/boot/*`, `/api/client/v1/*`); they bring their own auth. */

@@ -145,6 +145,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
     const hosts = ctx.hosts.list();
     const body = dashboard({
       services: ctx.services(),
+      bootFiles: await ctx.bootFiles(),
       disk: await diskUsage(ctx.config.imagesDir),
       imagesDir: ctx.config.imagesDir,
       active: ctx.tasks.list({ active: true }),

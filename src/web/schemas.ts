@@ -113,8 +113,16 @@ export const NbdUrlBody = Type.Object({ uri: Type.String(), exportName: Type.Str
 export const EventQuery = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 2000 })), mac: Type.Optional(Mac) });
 export const Event = Type.Object({ at: Type.String(), level: Type.String(), mac: Type.Union([Type.String(), Type.Null()]), message: Type.String() });
 
+export const BootFileProblem = Type.Object({
+  files: Type.Union([Type.Literal('loaders'), Type.Literal('client')]),
+  state: Type.Union([Type.Literal('missing'), Type.Literal('outdated')], { description: 'missing: PCs cannot boot (loaders) or be imaged (client); outdated: not built from this server\'s version' }),
+  message: Type.String(),
+  fix: Type.String({ description: 'the shell command that fixes it, run as root on the server' }),
+});
+
 export const Status = Type.Object({
   services: Type.Array(Type.Object({ name: Type.String(), state: Type.String(), detail: Type.String() })),
+  bootFiles: Type.Array(BootFileProblem, { description: 'the iPXE loaders or imaging client that are missing or out of date; empty when all are in place' }),
   store: Type.Object({ path: Type.String(), totalBytes: Type.Union([Type.Number(), Type.Null()]), freeBytes: Type.Union([Type.Number(), Type.Null()]) }),
   hosts: Type.Integer(), images: Type.Integer(), activeTasks: Type.Integer(),
 });

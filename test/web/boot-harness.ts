@@ -95,7 +95,7 @@ export async function makeBootHarness(options: { images?: string[] } = {}): Prom
     nbd: () => ({ createUrl: () => Promise.reject(new Error('the boot harness has no NBD URL service')) }),
   });
   const app = await buildWebApp(
-    { config, logger: quiet, db, events, hosts, tasks, commands, services: () => [] },
+    { config, logger: quiet, db, events, hosts, tasks, commands, services: () => [], bootFiles: async () => [] },
     {
       announceSetup: false,
       extraPlugins: [

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import request from 'supertest';
-import type { NbdAccess, NbdUrlRequest, ServiceStatus } from '../../src/domain/running-server.js';
+import type { BootFileProblem, NbdAccess, NbdUrlRequest, ServiceStatus } from '../../src/domain/running-server.js';
 import { Commands } from '../../src/domain/commands.js';
 import type { WakeSender } from '../../src/lib/wake-on-lan.js';
 import type { HostService } from '../../src/domain/hosts.js';
@@ -37,7 +37,8 @@ export function tinyDisk(size = 3 * 1024 * 1024): Buffer {
   return b;
 }
 
-export async function makeHarness(options: WebAppOptions & { admin?: boolean; images?: string[]; wake?: WakeSender } = {}): Promise<Harness> {
+/** `bootFiles`: what the server's boot file check reports (default: all in place). */
+export async function makeHarness(options: WebAppOptions & { admin?: boolean; images?: string[]; wake?: WakeSender; bootFiles?: readonly BootFileProblem[] } = {}): Promise<Harness> {
   const domain = await openTestDomain('netclone-web-');
   const { dir, config, logger, db, events, hosts, tasks, store } = domain;
   const nbdRequests: NbdUrlRequest[] = [];
@@ -54,14 +55,15 @@ export async function makeHarness(options: WebAppOptions & { admin?: boolean; im
     },
   };
   const commands = new Commands({ config, logger, db, events, hosts, tasks, store, nbd: () => nbd, wake: options.wake });
-  const ctx = { config, logger, db, events, hosts, tasks, commands, services: () => services };
+  const bootFiles = options.bootFiles ?? [];
+  const ctx = { config, logger, db, events, hosts, tasks, commands, services: () => services, bootFiles: async () => bootFiles };
   if (options.admin !== false) await setAdminPassword(db, PASSWORD);
   for (const name of options.images ?? []) {
     const file = join(dir, `${name}.raw`);
     await writeFile(file, tinyDisk());
     await importFile(store, name, file, { source: 'test import' });
   }
-  const { wake: _wake, admin: _admin, images: _images, ...webOptions } = options;
+  const { wake: _wake, admin: _admin, images: _images, bootFiles: _bootFiles, ...webOptions } = options;
   const app = await buildWebApp(ctx, { announceSetup: false, ...webOptions });
   await app.ready();
   return {

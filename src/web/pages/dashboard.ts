@@ -1,4 +1,4 @@
-import type { ServiceStatus } from '../../domain/running-server.js';
+import type { BootFileProblem, ServiceStatus } from '../../domain/running-server.js';
 import type { EventRecord, TaskRecord } from '../../domain/database.js';
 import { formatAgo, formatBytes, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
@@ -21,6 +21,16 @@ function serviceList(services: readonly ServiceStatus[]): SafeHtml {
   return html`<ul class="services">${services.map((s) => html`<li><span class="dot ${s.state}" aria-hidden="true"></span><strong>${s.name.toUpperCase()}</strong> ${s.state} <span class="muted">${s.detail}</span></li>`)}</ul>`;
 }
 
+const BOOT_FILE_NAMES: Readonly<Record<BootFileProblem['files'], string>> = { loaders: 'iPXE loaders', client: 'Imaging client' };
+
+/** Above everything else: until these are fixed, PCs cannot boot or cannot be imaged. */
+function bootFilesCard(problems: readonly BootFileProblem[]): SafeHtml | '' {
+  if (problems.length === 0) return '';
+  const title = problems.some((p) => p.state === 'missing') ? 'Boot files missing' : 'Boot files out of date';
+  return html`<section class="card error" role="alert" id="boot-files"><h2>${title}</h2><ul>${problems.map((p) => html`<li><strong>${BOOT_FILE_NAMES[p.files]}:</strong> ${p.message}.
+<br>Fix it on the server, as root: <code>${p.fix}</code></li>`)}</ul></section>`;
+}
+
 function diskBlock(disk: DiskSpace | null, imagesDir: string): SafeHtml {
   if (!disk) return html`<p class="error">Cannot read free space of ${imagesDir}; does the directory exist?</p>`;
   const used = disk.total - disk.free;
@@ -31,6 +41,7 @@ function diskBlock(disk: DiskSpace | null, imagesDir: string): SafeHtml {
 
 export interface DashboardData {
   readonly services: readonly ServiceStatus[];
+  readonly bootFiles: readonly BootFileProblem[];
   readonly disk: DiskSpace | null;
   readonly imagesDir: string;
   readonly active: readonly TaskRecord[];
@@ -42,6 +53,7 @@ export interface DashboardData {
 
 export function dashboard(d: DashboardData): SafeHtml {
   return html`<h1>Dashboard</h1>
+${bootFilesCard(d.bootFiles)}
 <div class="grid3">
 <section class="card"><h2>Services</h2>${serviceList(d.services)}</section>
 <section class="card"><h2>Image store</h2>${diskBlock(d.disk, d.imagesDir)}</section>

@@ -1,0 +1,28 @@
+/**
+ * The README's first command sets up everything a technician needs to image a PC. Without
+ * `npm run build:client` in it, the first PC that picked "Capture" got "could not load the imaging
+ * client"; without the client build's host tools, the build would stop at apt.
+ */
+import { describe, expect, it } from 'vitest';
+import { readFile } from 'node:fs/promises';
+
+/** Packages every Debian system has (Priority: required); boot/build.sh names them too. */
+const ALWAYS_THERE = new Set(['gzip', 'dpkg', 'apt', 'libc-bin']);
+
+describe("README's first command", () => {
+  it('installs the client build\'s host tools and runs setup:boot and build:client before npm start', async () => {
+    const readme = await readFile('README.md', 'utf8');
+    const first = /```sh\n#[^\n]*\n([^\n]+)\n/.exec(readme)?.[1] ?? '';
+    const steps = first.split(' && ');
+    expect(steps.slice(-3), first).toEqual(['npm run setup:boot', 'npm run build:client', 'npm start']);
+    const apt = steps.find((s) => s.startsWith('apt-get install -y '))?.split(' ').slice(3) ?? [];
+    expect(apt).toContain('ipxe');
+
+    // The "command:package" pairs boot/build.sh checks for before it builds.
+    const build = await readFile('boot/build.sh', 'utf8');
+    const pairs = /for pair in ([^;]+); do/.exec(build)?.[1].replace(/\\\n/g, ' ') ?? '';
+    const needed = new Set(pairs.trim().split(/\s+/).map((p) => p.split(':')[1]));
+    expect(needed.size).toBeGreaterThan(3);
+    for (const pkg of needed) if (!ALWAYS_THERE.has(pkg)) expect(apt, `${pkg} (needed by boot/build.sh)`).toContain(pkg);
+  });
+});
