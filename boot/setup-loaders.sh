@@ -2,7 +2,7 @@
 # Copies the iPXE network boot loaders shipped by Debian's `ipxe` package into the TFTP boot
 # directory. Binaries are copied at install time, never committed.
 #   usage: boot/setup-loaders.sh [DEST]     (default: boot/loaders next to this script)
-#          boot/setup-loaders.sh --print-stamp    (the stamp it writes into DEST/manifest.txt)
+#          boot/setup-loaders.sh --print-stamp    (the stamp it writes into DEST.manifest.txt)
 # NETCLONE_IPXE_PACKAGE overrides the package name (tests use it to exercise the missing-package path).
 set -euo pipefail
 
@@ -10,7 +10,7 @@ pkg="${NETCLONE_IPXE_PACKAGE:-ipxe}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Which netclone set the loaders up, from which script. `netclone serve` compares the stamp in
-# DEST/manifest.txt with its own and says when the loaders are out of date; src/serve/boot-files.ts
+# DEST.manifest.txt (beside DEST) with its own and says when the loaders are out of date; src/serve/boot-files.ts
 # (LOADER_SOURCES) hashes the same inputs the same way.
 stamp_inputs=(boot/setup-loaders.sh)
 print_stamp() {
@@ -60,8 +60,10 @@ if [ "$missing" = 0 ]; then
     echo "$stamp"
     echo "ipxe-package: $pkg $(dpkg-query -W -f='${Version}' "$pkg")"
     for name in "${loaders[@]}"; do echo "$name sha256:$(sha256sum "$dest/$name" | cut -d' ' -f1)"; done
-  } >"$dest/.manifest.txt.tmp"
-  mv -f "$dest/.manifest.txt.tmp" "$dest/manifest.txt"
-  echo "setup-loaders: stamped $dest/manifest.txt"
+  } >"${dest%/}.manifest.txt.tmp"
+  # Beside the folder, not in it: TFTP serves everything in the folder, and this is not a loader.
+  mv -f "${dest%/}.manifest.txt.tmp" "${dest%/}.manifest.txt"
+  rm -f "$dest/manifest.txt"
+  echo "setup-loaders: stamped ${dest%/}.manifest.txt"
 fi
 exit "$missing"

@@ -144,8 +144,16 @@ async function missingFiles(dir: string, names: readonly string[]): Promise<stri
   return missing;
 }
 
-async function readStamp(dir: string): Promise<Stamp | null> {
-  const text = await readFile(path.join(dir, MANIFEST), 'utf8').catch(() => null);
+/**
+ * The loaders' manifest sits beside their folder, not in it: the TFTP server serves every file in
+ * that folder to anyone, and versions are no business of a stranger's.
+ */
+export function loadersManifest(loadersDir: string): string {
+  return `${loadersDir.replace(/\/+$/, '')}.${MANIFEST}`;
+}
+
+async function readStamp(manifestPath: string): Promise<Stamp | null> {
+  const text = await readFile(manifestPath, 'utf8').catch(() => null);
   return text === null ? null : parseStamp(text);
 }
 
@@ -161,7 +169,7 @@ export async function checkBootFiles(bootDir: string, expected: ExpectedStamps, 
       message: `the iPXE loaders are missing from ${loaders}: ${missingLoaders.join(', ')}; PCs cannot network-boot (TFTP and UEFI HTTP boot have nothing to send them)`,
     });
   } else {
-    const why = staleness(await readStamp(loaders), { version: expected.version, sources: expected.loaders }, { verb: 'set up', sources: LOADER_SOURCES });
+    const why = staleness(await readStamp(loadersManifest(loaders)), { version: expected.version, sources: expected.loaders }, { verb: 'set up', sources: LOADER_SOURCES });
     if (why) problems.push({ files: 'loaders', state: 'outdated', fix: fixes.loaders, message: `the iPXE loaders in ${loaders} are out of date: ${why}` });
   }
 
@@ -173,7 +181,7 @@ export async function checkBootFiles(bootDir: string, expected: ExpectedStamps, 
       message: `the imaging client is missing from ${dist}: ${missingClient.join(', ')}; a PC that starts a capture or deploy stops at "could not load the imaging client"`,
     });
   } else {
-    const why = staleness(await readStamp(dist), { version: expected.version, sources: expected.client }, { verb: 'built', sources: CLIENT_SOURCES });
+    const why = staleness(await readStamp(path.join(dist, MANIFEST)), { version: expected.version, sources: expected.client }, { verb: 'built', sources: CLIENT_SOURCES });
     if (why) {
       problems.push({
         files: 'client', state: 'outdated', fix: fixes.client,

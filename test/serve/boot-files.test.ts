@@ -35,7 +35,7 @@ function stamp(version: string, sources: string | null): string {
 async function writeLoaders(names: readonly string[], manifest: string | null = stamp(EXPECTED.version, EXPECTED.loaders)): Promise<void> {
   await mkdir(path.join(dir, 'loaders'), { recursive: true });
   for (const n of names) await writeFile(path.join(dir, 'loaders', n), 'loader');
-  if (manifest !== null) await writeFile(path.join(dir, 'loaders', 'manifest.txt'), manifest);
+  if (manifest !== null) await writeFile(path.join(dir, 'loaders.manifest.txt'), manifest);
 }
 
 async function writeClient(names: readonly string[], manifest: string | null = stamp(EXPECTED.version, EXPECTED.client)): Promise<void> {
@@ -117,7 +117,7 @@ describe('checkBootFiles', () => {
       files: 'loaders', state: 'outdated', fix: 'FIX-LOADERS',
       message: `the iPXE loaders in ${path.join(dir, 'loaders')} are out of date: set up by netclone 1.3.0; this server is 1.2.0`,
     }]);
-    await rm(path.join(dir, 'loaders', 'manifest.txt'));
+    await rm(path.join(dir, 'loaders.manifest.txt'));
     problems = await checkBootFiles(dir, EXPECTED, FIXES);
     expect(problems[0].message).toContain('no manifest.txt says which netclone made them');
   });

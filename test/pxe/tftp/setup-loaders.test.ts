@@ -13,17 +13,18 @@ describe('boot/setup-loaders.sh', () => {
   });
   afterAll(async () => {
     await rm(dest, { recursive: true, force: true });
+    await rm(`${dest}.manifest.txt`, { force: true });
   });
 
   it('copies the three iPXE loaders byte-exact from the ipxe package', async () => {
     const r = await run('bash', [SCRIPT, dest]);
     expect(r.code, r.stderr).toBe(0);
-    // Beside the loaders, the stamp netclone serve checks them by (src/serve/boot-files.ts).
-    expect((await readdir(dest)).sort()).toEqual(['ipxe.efi', 'manifest.txt', 'snponly.efi', 'undionly.kpxe']);
+    // Only loaders in the folder TFTP serves; the stamp netclone serve checks them by sits beside it.
+    expect((await readdir(dest)).sort()).toEqual(['ipxe.efi', 'snponly.efi', 'undionly.kpxe']);
     for (const f of ['ipxe.efi', 'snponly.efi', 'undionly.kpxe']) {
       expect((await readFile(path.join(dest, f))).equals(await readFile(path.join('/usr/lib/ipxe', f))), f).toBe(true);
     }
-    expect(await readFile(path.join(dest, 'manifest.txt'), 'utf8')).toMatch(/^netclone-version: \S+\nsources: sha256:[0-9a-f]{64}\n/m);
+    expect(await readFile(`${dest}.manifest.txt`, 'utf8')).toMatch(/^netclone-version: \S+\nsources: sha256:[0-9a-f]{64}\n/m);
   });
 
   it('tells the user to apt-get install the package when it is missing', async () => {
