@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../lib/log.js';
 import type { CodecRequest, CodecResponse, StoreResult } from './codec-protocol.js';
+import type { ChunkCheck } from './chunk-format.js';
 
 export class ChunkCorruptError extends Error {
   constructor(
@@ -15,6 +16,17 @@ export class ChunkCorruptError extends Error {
   ) {
     super(`chunk ${hash} is damaged: ${detail}; run verify on the images using it and re-capture or restore them`);
     this.name = 'ChunkCorruptError';
+  }
+}
+
+/** The chunk file is of a chunk format newer than this code reads (see chunk-format.ts). */
+export class ChunkTooNewError extends Error {
+  constructor(
+    readonly hash: string,
+    readonly detail: string,
+  ) {
+    super(`chunk ${hash} cannot be read: ${detail}`);
+    this.name = 'ChunkTooNewError';
   }
 }
 
@@ -170,13 +182,16 @@ export class CodecPool {
   }
 
   /**
-   * Reads the chunk file at `path` in a worker, decodes it and checks it against its name; throws
-   * ChunkCorruptError when the file is missing, damaged or does not match.
+   * Reads the chunk file at `path` in a worker, decodes it and checks it as `check` says: 'fast' (the
+   * file's own content checksum; sha256 against the name for format-1 files, which have none) on the
+   * read path, 'full' (always sha256 against the name) for verify. Throws ChunkCorruptError when the
+   * file is missing, damaged or does not match, ChunkTooNewError when its format is newer than ours.
    */
-  async load(path: string, expectHash: string): Promise<Buffer> {
-    const res = await this.send((id) => ({ req: { id, op: 'load', path, expectHash }, transfer: [] }));
+  async load(path: string, expectHash: string, check: ChunkCheck): Promise<Buffer> {
+    const res = await this.send((id) => ({ req: { id, op: 'load', path, expectHash, check }, transfer: [] }));
     if (!res.ok) {
       if (res.kind === 'corrupt') throw new ChunkCorruptError(expectHash, res.message);
+      if (res.kind === 'too-new') throw new ChunkTooNewError(expectHash, res.message);
       throw new Error(`reading chunk ${expectHash} failed: ${res.message}`);
     }
     if (res.op !== 'load') throw new Error('codec worker answered the wrong operation');

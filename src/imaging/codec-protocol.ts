@@ -1,8 +1,9 @@
 /** Messages between the codec pool (main thread) and codec workers. Buffers travel as transferred ArrayBuffers. */
+import type { ChunkCheck } from './chunk-format.js';
 
 /**
- * Read the chunk file at `path`, decode it and check it against `expectHash`. The worker does the
- * file I/O so the main thread makes no fs calls and never holds the compressed bytes.
+ * Read the chunk file at `path`, decode it and check it as `check` says (see ChunkCheck). The worker
+ * does the file I/O so the main thread makes no fs calls and never holds the compressed bytes.
  */
 export interface LoadRequest {
   readonly id: number;
@@ -10,6 +11,7 @@ export interface LoadRequest {
   readonly path: string;
   /** Hex sha256 the decoded bytes must have; a mismatch is reported, never the bytes. */
   readonly expectHash: string;
+  readonly check: ChunkCheck;
 }
 
 /**
@@ -65,8 +67,11 @@ export interface StoreResult {
 export interface CodecFailure {
   readonly id: number;
   readonly ok: false;
-  /** 'corrupt' = the chunk file is missing, or its bytes do not decode or do not match their name. */
-  readonly kind: 'corrupt' | 'internal';
+  /**
+   * 'corrupt' = the chunk file is missing, or its bytes do not decode or do not match their checksum or name;
+   * 'too-new' = the file is of a chunk format newer than this code reads.
+   */
+  readonly kind: 'corrupt' | 'too-new' | 'internal';
   readonly message: string;
   /** A store request's buffer, handed back for reuse, if the worker still has it. */
   readonly data?: ArrayBuffer;

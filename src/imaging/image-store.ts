@@ -4,6 +4,7 @@
  *   <dir>/chunks/ab/<sha256>                 chunk files (see chunk-format.ts), shared by every image
  *   <dir>/images/<name>/versions/<n>.manifest  one per committed version (see manifest.ts)
  *   <dir>/tmp/                               temp files; emptied on open (leftovers of a crash)
+ *   <dir>/store.json                         the store's format version (see store-format.ts)
  *
  * A version exists once its manifest is renamed into place, after every chunk it names is durable,
  * so a capture killed at any moment leaves the previous version intact and only orphan chunks,
@@ -18,7 +19,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:f
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../lib/log.js';
-import { CodecPool, ChunkCorruptError } from './codec-pool.js';
+import { CodecPool, ChunkCorruptError, ChunkTooNewError } from './codec-pool.js';
 import { ChunkStore } from './chunk-store.js';
 import { AsyncMutex } from './mutex.js';
 import { ByteLru } from './lru.js';
@@ -40,6 +41,7 @@ import {
   type ManifestHeader,
 } from './manifest.js';
 import { VersionReader } from './version-reader.js';
+import { STORE_FORMAT, readStoreFormat, writeStoreFormat } from './store-format.js';
 import { Capture, type CaptureOptions } from './capture.js';
 import type { ChunkUse, HashPin, ImageSummary, StoreContext, VersionInfo } from './types.js';
 
@@ -167,7 +169,15 @@ export class ImageStore implements StoreContext {
     this.chunkSize = cs;
   }
 
+  /**
+   * Opens (or creates) the store in `dir`. A store of a newer format, or with an unreadable
+   * store.json, is refused (StoreFormatError) before anything in it is touched; a format-1 store (no
+   * store.json) is migrated by writing one (see store-format.ts).
+   */
   static async open(dir: string, opts: ImageStoreOptions): Promise<ImageStore> {
+    const found = await readStoreFormat(dir);
+    // Without store.json, a chunks directory means a store written up to issue 10 (format 1).
+    const old = found === null ? await stat(join(dir, 'chunks')).then(() => true, () => false) : found < STORE_FORMAT;
     const s = new ImageStore(dir, opts);
     try {
       // Anything in tmp/ belongs to a process that died mid-write; nothing committed refers to it.
@@ -177,6 +187,10 @@ export class ImageStore implements StoreContext {
       await mkdir(s.tmpDir, { recursive: true });
       await mkdir(s.imagesDir, { recursive: true });
       await s.chunks.init();
+      if (found !== STORE_FORMAT) {
+        await writeStoreFormat(dir, s.tmpDir);
+        if (old) s.log.info({ dir, from: found ?? 1, to: STORE_FORMAT }, 'image store migrated: its chunk files stay as they are and are checked against their sha256 name on every read; chunks written from now on carry a content checksum');
+      }
     } catch (e) {
       await s.pool.close();
       throw e;
@@ -212,7 +226,8 @@ export class ImageStore implements StoreContext {
     if (!p) {
       p = (async () => {
         try {
-          const data = await this.pool.load(this.chunks.pathOf(hash), hash);
+          // The file's own content checksum, not sha256: the read path's cost is this check (chunk-format.ts).
+          const data = await this.pool.load(this.chunks.pathOf(hash), hash, 'fast');
           this.cache.set(hash, data);
           return data;
         } finally {
@@ -225,6 +240,7 @@ export class ImageStore implements StoreContext {
       return await p;
     } catch (e) {
       if (e instanceof ChunkCorruptError) this.log.error({ chunk: hash, image: use.image, offset: use.offset, reason: e.detail }, 'damaged chunk: refusing to serve it');
+      if (e instanceof ChunkTooNewError) this.log.error({ chunk: hash, image: use.image, offset: use.offset, reason: e.detail }, 'chunk of a newer format: refusing to read it');
       throw e;
     }
   }
@@ -462,7 +478,10 @@ export class ImageStore implements StoreContext {
 
   // --- maintenance --------------------------------------------------------------------------
 
-  /** Re-reads every data chunk of a version (newest by default) from disk and checks it against its name. */
+  /**
+   * Re-reads every data chunk of a version (newest by default) from disk and checks it against its
+   * name (sha256), which also catches a file whose content checksum was forged to match wrong bytes.
+   */
   async verify(name: string, opts: { version?: number; onProgress?: ProgressFn } = {}): Promise<VerifyResult> {
     const reader = await this.openVersion(name, opts.version);
     try {
@@ -476,10 +495,10 @@ export class ImageStore implements StoreContext {
         let reason = seen.get(hash);
         if (reason === undefined) {
           try {
-            await this.pool.load(this.chunks.pathOf(hash), hash);
+            await this.pool.load(this.chunks.pathOf(hash), hash, 'full');
             reason = null;
           } catch (e) {
-            reason = e instanceof ChunkCorruptError ? e.detail : (e as Error).message;
+            reason = e instanceof ChunkCorruptError || e instanceof ChunkTooNewError ? e.detail : (e as Error).message;
             this.cache.delete(hash);
             this.log.error({ image: name, version: reader.version, chunk: hash, offset: i * reader.chunkSize, reason }, 'verify found a damaged chunk');
           }
