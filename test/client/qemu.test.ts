@@ -123,7 +123,7 @@ describe('thin client in QEMU', () => {
   }, 600_000);
 
   afterAll(async () => {
-    await Promise.all([...children].map(stop));
+    await Promise.all([...children].map((p) => stopProcess(p)));
     if (existsSync(`/run/netns/${NS}`)) ip('netns', 'del', NS);
     rmSync(tmp, { recursive: true, force: true });
   });
