@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
-type Layer = 'lib' | 'imaging' | 'nbd' | 'transport' | 'domain' | 'pxe' | 'web' | 'serve' | 'cli';
+type Layer = 'lib' | 'imaging' | 'nbd' | 'transport' | 'domain' | 'pxe' | 'web' | 'serve' | 'cli' | 'agent';
 
 /** Bottom to top. Each layer may import itself and the layers listed. */
 const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
@@ -19,14 +19,18 @@ const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
   web: ['lib', 'imaging', 'transport', 'domain', 'pxe'],
   serve: ['lib', 'imaging', 'nbd', 'transport', 'domain', 'pxe', 'web'],
   cli: ['lib', 'imaging', 'domain', 'serve'],
+  // The imaging agent runs on the PC, apart from the server: it shares only helpers and the chunk format.
+  agent: ['lib'],
 };
 
 /**
- * Single files a layer may reach into above itself. The boot servers render what the boot policy
- * decides, so they know its decision types, and nothing else of the domain (no database types).
+ * Single files a layer may reach into beyond its list. The boot servers render what the boot policy
+ * decides, so they know its decision types, and nothing else of the domain (no database types). The
+ * agent and the store share one chunk format module, so they cannot disagree on a chunk's bytes or name.
  */
 const EXTRA_FILES: Readonly<Partial<Record<Layer, readonly string[]>>> = {
   pxe: ['src/domain/boot-policy.ts'],
+  agent: ['src/imaging/chunk-format.ts'],
 };
 
 export interface Import {

@@ -4,9 +4,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from '../lib/log.js';
-import type { CodecRequest, CodecResponse, StoreResult } from './codec-protocol.js';
+import { startWorker } from '../lib/worker.js';
+import type { CodecRequest, CodecResponse, PutResult, StoreResult } from './codec-protocol.js';
 import type { ChunkCheck } from './chunk-format.js';
 
 export class ChunkCorruptError extends Error {
@@ -29,6 +29,20 @@ export class ChunkTooNewError extends Error {
     this.name = 'ChunkTooNewError';
   }
 }
+
+/** An uploaded chunk file failed a check (see PutRequest); `detail` says which, for a log line. */
+export class ChunkRejectedError extends Error {
+  constructor(
+    readonly hash: string,
+    readonly detail: string,
+  ) {
+    super(`uploaded chunk ${hash} refused: ${detail}`);
+    this.name = 'ChunkRejectedError';
+  }
+}
+
+/** What a put of one uploaded chunk file did (see PutResult for each field). */
+export type PutOutcome = Omit<PutResult, 'id' | 'ok' | 'op'>;
 
 const MAX_RESPAWNS = 16;
 /** Spare chunk buffers kept for reuse per size (16 MiB with 1 MiB chunks). */
@@ -84,25 +98,8 @@ interface Slot {
   outstanding: Map<number, Pending>;
 }
 
-/**
- * From `npm run build` output the worker is the compiled .js sibling. Under vitest or tsx this module
- * runs from its .ts source and the worker must be the .ts sibling compiled on the fly. On Node 20.20,
- * `execArgv: ['--import', 'tsx']` does not reach a worker's module loader (the worker still fails with
- * "Unknown file extension .ts"), so a tiny eval'd bootstrap registers tsx's ESM hooks inside the worker
- * first. tsx's CommonJS build of its API resolves its own files wrongly, hence the .mjs entry.
- */
 function spawnWorker(): Worker {
-  const url = import.meta.url;
-  if (!url.endsWith('.ts')) return new Worker(new URL('./codec-worker.js', url));
-  const target = new URL('./codec-worker.ts', url).href;
-  const from = fileURLToPath(url);
-  const code = [
-    "const { createRequire } = require('node:module');",
-    "const { pathToFileURL } = require('node:url');",
-    `const api = createRequire(${JSON.stringify(from)}).resolve('tsx/esm/api').replace(/\\.cjs$/, '.mjs');`,
-    `import(pathToFileURL(api).href).then((m) => { m.register(); return import(${JSON.stringify(target)}); });`,
-  ].join('\n');
-  return new Worker(code, { eval: true });
+  return startWorker(import.meta.url, 'codec-worker');
 }
 
 function toTransferable(b: Buffer): ArrayBuffer {
@@ -253,6 +250,25 @@ export class CodecPool {
     }
     if (res.op !== 'store') throw new Error('codec worker answered the wrong operation');
     return { zero: res.zero, hash: res.hash, stored: res.stored, existed: res.existed, fresh: res.fresh, tmpPath: res.tmpPath, data: new ChunkBuffer(Buffer.from(res.data, 0, length)) };
+  }
+
+  /**
+   * Checks an uploaded chunk file in a worker and, unless an intact file of that name is in place (or
+   * `force`), writes it to a temp file for ChunkStore.adopt(). `file` is copied, never taken. Throws
+   * ChunkRejectedError when a check fails (nothing is written then).
+   */
+  async put(file: Buffer, expectHash: string, maxLength: number, chunksDir: string, tmpDir: string, force = false): Promise<PutOutcome> {
+    const res = await this.send((id) => {
+      const copy = new ArrayBuffer(file.length);
+      new Uint8Array(copy).set(file);
+      return { req: { id, op: 'put', file: copy, expectHash, maxLength, chunksDir, tmpDir, force }, transfer: [copy] };
+    });
+    if (!res.ok) {
+      if (res.kind === 'rejected') throw new ChunkRejectedError(expectHash, res.message);
+      throw new Error(`storing uploaded chunk ${expectHash} failed: ${res.message}`);
+    }
+    if (res.op !== 'put') throw new Error('codec worker answered the wrong operation');
+    return { length: res.length, stored: res.stored, existed: res.existed, fresh: res.fresh, tmpPath: res.tmpPath };
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,71 @@
+/**
+ * A disk (or a file standing in for one) as the store sees it: aligned chunks of the store's chunk
+ * size, the last one shorter, each named by sha256 of its bytes or marked as all zeros. Reads run a
+ * few chunks ahead of the consumer and hashing runs on every core, so neither waits for the other.
+ */
+import { open } from 'node:fs/promises';
+import type { HashPool } from './hash-pool.js';
+
+export interface DiskChunk {
+  readonly index: number;
+  readonly offset: number;
+  readonly length: number;
+  /** sha256 of the bytes (the store's chunk name), or null when every byte is zero: a hole in the image. */
+  readonly hash: string | null;
+  /** The chunk's bytes, owned by this chunk: a caller may upload or compare them. */
+  readonly data: Buffer;
+}
+
+export interface ReadDiskOptions {
+  readonly chunkSize: number;
+  readonly pool: HashPool;
+  /** Bytes to read; default the file's size. A block device reports 0 there: the caller passes its size. */
+  readonly size?: number;
+  /** Chunks read and hashed ahead of the consumer (default 8): memory is this many chunks. */
+  readonly ahead?: number;
+}
+
+/** The chunks of `path` in order. Stops (and closes the file) when the consumer stops. */
+export async function* readDiskChunks(path: string, options: ReadDiskOptions): AsyncGenerator<DiskChunk> {
+  const { chunkSize, pool } = options;
+  const fh = await open(path, 'r');
+  try {
+    const size = options.size ?? (await fh.stat()).size;
+    const count = Math.ceil(size / chunkSize);
+    const zeros = Buffer.alloc(chunkSize);
+    const load = async (index: number): Promise<DiskChunk> => {
+      const offset = index * chunkSize;
+      const length = Math.min(chunkSize, size - offset);
+      const buffer = new ArrayBuffer(length);
+      const view = Buffer.from(buffer);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await fh.read(view, got, length - got, offset + got);
+        if (bytesRead === 0) throw new Error(`${path} ended at byte ${offset + got}, before its size ${size}: the disk shrank or could not be read`);
+        got += bytesRead;
+      }
+      if (view.equals(zeros.subarray(0, length))) return { index, offset, length, hash: null, data: view };
+      const { hash, buffer: back } = await pool.hash(buffer, length);
+      return { index, offset, length, hash, data: Buffer.from(back, 0, length) };
+    };
+    const ahead = Math.max(1, options.ahead ?? 8);
+    const queue: Promise<DiskChunk>[] = [];
+    let next = 0;
+    const fill = (): void => {
+      while (queue.length < ahead && next < count) {
+        const p = load(next++);
+        // Awaited in order below; a failure must not count as unhandled while it waits its turn.
+        p.catch(() => undefined);
+        queue.push(p);
+      }
+    };
+    fill();
+    while (queue.length > 0) {
+      const chunk = await queue.shift()!;
+      fill();
+      yield chunk;
+    }
+  } finally {
+    await fh.close();
+  }
+}

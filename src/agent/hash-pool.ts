@@ -1,0 +1,76 @@
+/**
+ * Chunk names on all cores: hashing a 500 GB disk with sha256 is the agent's heaviest CPU work, so it
+ * runs on one worker thread per core while the main thread reads the disk and talks to the server.
+ */
+import { availableParallelism } from 'node:os';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../lib/worker.js';
+
+export interface HashRequest {
+  readonly id: number;
+  readonly buffer: ArrayBuffer;
+  readonly length: number;
+}
+
+export interface HashResponse {
+  readonly id: number;
+  readonly hash: string;
+  /** The request's buffer, handed back: the caller may read or reuse it. */
+  readonly buffer: ArrayBuffer;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  busy: number;
+}
+
+export class HashPool {
+  private readonly slots: Slot[] = [];
+  private readonly pending = new Map<number, { resolve: (r: HashResponse) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(threads: number = availableParallelism()) {
+    for (let i = 0; i < Math.max(1, threads); i++) {
+      const worker = startWorker(import.meta.url, 'hash-worker');
+      worker.on('message', (res: HashResponse) => {
+        const p = this.pending.get(res.id);
+        if (!p) return;
+        this.pending.delete(res.id);
+        slot.busy--;
+        p.resolve(res);
+      });
+      worker.on('error', (err: Error) => this.failAll(new Error(`a hashing thread failed: ${err.message}`)));
+      worker.unref();
+      const slot: Slot = { worker, busy: 0 };
+      this.slots.push(slot);
+    }
+  }
+
+  /**
+   * The chunk name of `length` bytes at the start of `buffer`. The buffer is moved to the worker and
+   * comes back in the answer; until then the caller must not touch it.
+   */
+  hash(buffer: ArrayBuffer, length: number): Promise<HashResponse> {
+    if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
+    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const id = this.nextId++;
+    slot.busy++;
+    return new Promise<HashResponse>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      const req: HashRequest = { id, buffer, length };
+      slot.worker.postMessage(req, [buffer]);
+    });
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.failAll(new Error('the hash pool closed before the chunk was hashed'));
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
