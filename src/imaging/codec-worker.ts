@@ -11,9 +11,9 @@ import { parentPort } from 'node:worker_threads';
 import { close, closeSync, existsSync, fstatSync, fsync, open, openSync, readSync, unlink, writev } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CHUNK_FORMAT, CHUNK_HEADER_SIZE, ChunkCodecContext, ChunkFormatError, ChunkFormatTooNewError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, chunkName, maxChunkFileSize } from './chunk-format.js';
+import { CHUNK_FORMAT, CHUNK_HEADER_SIZE, ChunkCodecContext, ChunkFormatError, ChunkFormatTooNewError, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, chunkName, decodeChunkHeader, maxChunkFileSize } from './chunk-format.js';
 import { tempName } from '../lib/durable-write.js';
-import type { CodecRequest, CodecResponse, LoadRequest, StoreRequest } from './codec-protocol.js';
+import type { CodecRequest, CodecResponse, LoadRequest, PutRequest, StoreRequest } from './codec-protocol.js';
 
 // Async (libuv thread pool): creating a file while another's fsync commits the journal blocks for
 // about a millisecond, and this thread should be hashing and compressing the next chunk meanwhile.
@@ -223,6 +223,31 @@ async function store(req: StoreRequest): Promise<{ res: CodecResponse; transfer:
   return { res: { id: req.id, ok: true, op: 'store', zero: false, hash, stored, existed: false, fresh, tmpPath: tmp, data: req.data }, transfer: back };
 }
 
+/**
+ * An uploaded chunk file: every check runs on the bytes as the client sent them (see PutRequest), and
+ * the same bytes are what gets stored, so the file on disk is the one that was checked. Decoding goes
+ * into a buffer of the header's length, which the checks above bound by `maxLength`.
+ */
+async function put(req: PutRequest): Promise<{ res: CodecResponse; transfer: ArrayBuffer[] }> {
+  const file = Buffer.from(req.file);
+  const rejected = (message: string): { res: CodecResponse; transfer: ArrayBuffer[] } => ({ res: { id: req.id, ok: false, kind: 'rejected', message }, transfer: [] });
+  let data: Buffer;
+  try {
+    const h = decodeChunkHeader(file);
+    if (h.format !== CHUNK_FORMAT) return rejected(`chunk file is format ${h.format}; uploads must be format ${CHUNK_FORMAT} (one zstd frame with its content checksum)`);
+    if (h.uncompressedLength > req.maxLength) return rejected(`chunk decodes to ${h.uncompressedLength} bytes, more than the ${req.maxLength}-byte chunk size`);
+    data = codec.decodeChecked(file, req.expectHash, 'full');
+  } catch (e) {
+    if (e instanceof ChunkFormatError || e instanceof ChunkFormatTooNewError) return rejected(e.message);
+    throw e;
+  }
+  const dest = join(req.chunksDir, req.expectHash.slice(0, 2), req.expectHash);
+  const size = req.force ? (existsSync(dest) ? 0 : -1) : intactSize(dest, data);
+  if (size > 0) return { res: { id: req.id, ok: true, op: 'put', length: data.length, stored: size, existed: true, fresh: false, tmpPath: null }, transfer: [] };
+  const tmp = await writeTemp(req.tmpDir, [file]);
+  return { res: { id: req.id, ok: true, op: 'put', length: data.length, stored: file.length, existed: false, fresh: size < 0, tmpPath: tmp }, transfer: [] };
+}
+
 const port = parentPort;
 if (!port) throw new Error('codec-worker must run as a worker thread');
 const reply = (res: CodecResponse, transfer: ArrayBuffer[]): void => port.postMessage(res, transfer);
@@ -232,7 +257,7 @@ port.on('message', (req: CodecRequest) => {
     reply({ id: req.id, ok: false, kind: 'internal', message: (e as Error).message, data }, data ? [data] : []);
   };
   try {
-    const work = req.op === 'store' ? store(req) : load(req);
+    const work = req.op === 'store' ? store(req) : req.op === 'put' ? put(req) : load(req);
     work.then(({ res, transfer }) => reply(res, transfer), fail);
   } catch (e) {
     fail(e);

@@ -20,6 +20,8 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../lib/log.js';
 import { CodecPool, ChunkCorruptError, ChunkTooNewError } from './codec-pool.js';
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { ChunkStore } from './chunk-store.js';
 import { AsyncMutex } from './mutex.js';
 import { ByteLru } from './lru.js';
@@ -43,7 +45,8 @@ import {
 import { VersionReader } from './version-reader.js';
 import { STORE_FORMAT, readStoreFormat, writeStoreFormat } from './store-format.js';
 import { Capture, type CaptureOptions } from './capture.js';
-import type { ChunkUse, HashPin, ImageSummary, StoreContext, VersionInfo } from './types.js';
+import { ChunkUpload, type ChunkUploadOptions } from './chunk-upload.js';
+import type { ChunkUse, HashPin, ImageSummary, NewVersion, StoreContext, VersionInfo } from './types.js';
 
 export interface ImageStoreOptions {
   readonly logger: Logger;
@@ -147,7 +150,8 @@ export class ImageStore implements StoreContext {
   private readonly cache: ByteLru;
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly pins = new Map<HashPin, number>();
-  private readonly captures = new Map<string, Capture>();
+  /** Open captures and chunk uploads, one per image: either makes the image's next version. */
+  private readonly captures = new Map<string, Capture | ChunkUpload>();
   private closed = false;
   /** The last process using this store ended mid-write (its temp files were left): run gc() to drop its orphans. */
   crashed = false;
@@ -413,8 +417,8 @@ export class ImageStore implements StoreContext {
     if (!Number.isSafeInteger(opts.size) || opts.size <= 0 || opts.size > MAX_DISK_SIZE) throw new RangeError(`capture size ${opts.size} is out of range (1 byte to ${MAX_DISK_SIZE})`);
     const sectorSize = opts.sectorSize ?? 512;
     if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sector size ${sectorSize} is not 512 or 4096`);
-    if (this.captures.has(name)) throw new Error(`image ${name} is already being captured; wait for that capture to finish or abort it`);
-    const c = new Capture(this, name, this.chunkSize, { ...opts, sectorSize }, (cap) => this.commitCapture(cap), (cap) => {
+    this.checkNewVersion(name);
+    const c = new Capture(this, name, this.chunkSize, { ...opts, sectorSize }, (cap) => this.commitVersion({ name, size: cap.size, sectorSize: cap.sectorSize, chunkSize: cap.chunkSize, source: cap.source, entries: () => cap.table.entries(), via: 'capture' }), (cap) => {
       if (this.captures.get(name) === cap) this.captures.delete(name);
     });
     this.captures.set(name, c);
@@ -422,21 +426,91 @@ export class ImageStore implements StoreContext {
     return c;
   }
 
-  private async commitCapture(c: Capture): Promise<VersionInfo> {
+  /** Refuses a second capture or upload of an image (either would make its next version). */
+  private checkNewVersion(name: string): void {
+    const open = this.captures.get(name);
+    if (open instanceof Capture) throw new Error(`image ${name} is already being captured; wait for that capture to finish or abort it`);
+    if (open) throw new Error(`image ${name} is already being captured by a chunk upload; wait for it to finish or abort it`);
+  }
+
+  /**
+   * Starts a chunk upload: the client sends the chunks the store lacks as chunk files, then the
+   * ordered chunk list (see chunk-upload.ts). Refused like beginCapture.
+   */
+  beginUpload(name: string, opts: ChunkUploadOptions): ChunkUpload {
+    if (this.closed) throw new Error('image store is closed');
+    assertValidImageName(name);
+    if (!Number.isSafeInteger(opts.size) || opts.size <= 0 || opts.size > MAX_DISK_SIZE) throw new RangeError(`upload size ${opts.size} is out of range (1 byte to ${MAX_DISK_SIZE})`);
+    const sectorSize = opts.sectorSize ?? 512;
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sector size ${sectorSize} is not 512 or 4096`);
+    this.checkNewVersion(name);
+    const u = new ChunkUpload(
+      {
+        ctx: this,
+        chunkSize: this.chunkSize,
+        openLatest: () => this.openLatest(name),
+        commitVersion: (v) => this.commitVersion(v),
+        onEnd: (up) => {
+          if (this.captures.get(name) === up) this.captures.delete(name);
+        },
+      },
+      name,
+      { ...opts, sectorSize },
+    );
+    this.captures.set(name, u);
+    this.log.info({ image: name, size: opts.size, source: opts.source }, 'chunk upload started');
+    return u;
+  }
+
+  /** The newest version, opened (so pinned), or null when the image has none. */
+  private async openLatest(name: string): Promise<VersionReader | null> {
+    try {
+      return await this.openVersion(name);
+    } catch (e) {
+      if (e instanceof ImageNotFoundError) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * A stored chunk file as it is on disk, not decoded: a deploy client decodes and checks it itself.
+   * Only a chunk `pinnedBy` names is served (so a version's holder cannot fetch other images' chunks),
+   * and that open reader keeps the file from gc until it is closed. Chunk files are never modified in
+   * place: a damaged one is only ever replaced by a rename, so a stream already opened reads one file.
+   */
+  async chunkFile(hash: string, pinnedBy: VersionReader): Promise<{ readonly size: number; stream(): Readable }> {
+    if (pinnedBy.isClosed) throw new Error(`reader for ${pinnedBy.name} version ${pinnedBy.version} is closed; open the version again`);
+    if (!/^[0-9a-f]{64}$/.test(hash) || !pinnedBy.names(hash)) throw new Error(`version ${pinnedBy.version} of ${pinnedBy.name} has no chunk ${hash}`);
+    const path = this.chunks.pathOf(hash);
+    let size: number;
+    try {
+      size = (await stat(path)).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ChunkCorruptError(hash, 'chunk file is missing');
+      throw e;
+    }
+    return { size, stream: () => createReadStream(path, { start: 0, end: size - 1 }) };
+  }
+
+  /**
+   * The one commit path: writes the manifest of `nv` as the image's next version, after every chunk
+   * it names is durable, then prunes. Captures and chunk uploads both end here.
+   */
+  private async commitVersion(nv: NewVersion): Promise<VersionInfo> {
     return this.mutex.run(async () => {
       if (this.closed) throw new Error('image store is closed');
-      const name = c.name;
+      const name = nv.name;
       const vs = await this.versions(name);
       const version = (vs[vs.length - 1] ?? 0) + 1;
-      // Built from the touched chunks alone: a huge, mostly empty disk never gets a dense table in RAM.
-      const digest = imageDigestFromEntries(c.size, c.chunkSize, c.table.entries());
+      // Built from the data chunks alone: a huge, mostly empty disk never gets a dense table in RAM.
+      const digest = imageDigestFromEntries(nv.size, nv.chunkSize, nv.entries());
       const unique = new Map<string, number>();
-      for (const e of c.table.entries()) unique.set(e.hash.toString('hex'), e.size);
+      for (const e of nv.entries()) unique.set(e.hash.toString('hex'), e.size);
       let storedBytes = 0;
       for (const s of unique.values()) storedBytes += s;
       const { bytes, header } = encodeManifestFromEntries(
-        { version, size: c.size, sectorSize: c.sectorSize, chunkSize: c.chunkSize, digest, created: new Date().toISOString(), source: c.source, storedBytes },
-        () => c.table.entries(),
+        { version, size: nv.size, sectorSize: nv.sectorSize, chunkSize: nv.chunkSize, digest, created: new Date().toISOString(), source: nv.source, storedBytes },
+        () => nv.entries(),
       );
       // Chunk files were fsynced when written; their directory entries must be durable before the manifest.
       await this.chunks.syncDirs();
@@ -450,7 +524,7 @@ export class ImageStore implements StoreContext {
       await writeFileDurably(this.manifestPath(name, version), bytes, { mode: 0o666, tempDir: this.tmpDir, syncDir: false });
       // The rename is the commit: from here on the version exists, whatever fails after it.
       this.chunks.settle(unique.keys());
-      this.log.info({ image: name, version, size: c.size, dataBytes: header.dataBytes, storedBytes, digest }, 'capture committed');
+      this.log.info({ image: name, version, size: nv.size, dataBytes: header.dataBytes, storedBytes, digest }, nv.via === 'capture' ? 'capture committed' : 'chunk upload committed');
       try {
         await fsyncDir(vdir);
       } catch (e) {

@@ -13,6 +13,8 @@ export type { ImageDetails, DescribeSource } from './image-details.js';
 export { VersionReader } from './version-reader.js';
 export { Capture, CaptureClosedError } from './capture.js';
 export type { CaptureOptions } from './capture.js';
+export { ChunkUpload, ChunkUploadError, ChunkUploadClosedError, MissingChunksError } from './chunk-upload.js';
+export type { ChunkUploadOptions } from './chunk-upload.js';
 export { ChunkCorruptError } from './codec-pool.js';
 export { isValidImageName, assertValidImageName, InvalidImageNameError } from './names.js';
 export { imageDigest, zeroChunkHash, chunkHashesOf, parseManifest, encodeManifest, ManifestError, MAX_DISK_SIZE } from './manifest.js';

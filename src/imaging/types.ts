@@ -2,6 +2,7 @@
 import type { Logger } from '../lib/log.js';
 import type { CodecPool } from './codec-pool.js';
 import type { ChunkStore } from './chunk-store.js';
+import type { TableEntry } from './manifest.js';
 
 export type { ReadPiece as ImagePiece, Extent as ImageExtent } from '../lib/pieces.js';
 
@@ -54,4 +55,17 @@ export interface StoreContext {
   loadChunk(hash: string, use: ChunkUse): Promise<Buffer>;
   addPin(pin: HashPin): void;
   removePin(pin: HashPin): void;
+}
+
+/** A version to commit: what a capture or a chunk upload hands the store's one commit path. */
+export interface NewVersion {
+  readonly name: string;
+  readonly size: number;
+  readonly sectorSize: number;
+  readonly chunkSize: number;
+  readonly source: string;
+  /** The data chunks in ascending index order; called more than once, so it must yield the same each time. */
+  entries(): Iterable<TableEntry>;
+  /** For the log line: which path made the version. */
+  readonly via: 'capture' | 'upload';
 }

@@ -2,7 +2,7 @@
  * Read access to one committed version. Holds the manifest's table in memory (36 bytes per data chunk)
  * and pins it, so gc keeps every chunk it names until close(), even if the version is pruned.
  */
-import { chunkLength, dataIndexOf, manifestHashAt, type Manifest } from './manifest.js';
+import { chunkLength, dataIndexOf, manifestEntries, manifestHashAt, type Manifest, type TableEntry } from './manifest.js';
 import { EXTENT_DATA, EXTENT_HOLE_ZERO, type HashPin, type ImageExtent, type ImagePiece, type StoreContext } from './types.js';
 
 export class VersionReader {
@@ -16,6 +16,7 @@ export class VersionReader {
   readonly source: string;
   private closed = false;
   private readonly pin: HashPin;
+  private named: Set<string> | null = null;
 
   constructor(
     private readonly ctx: StoreContext,
@@ -46,6 +47,27 @@ export class VersionReader {
   /** Hex hash of chunk `index`, or null for a hole. */
   chunkHash(index: number): string | null {
     return manifestHashAt(this.manifest, index);
+  }
+
+  /** The data chunks in disk order (index, 32-byte hash, chunk file size); holes are skipped. */
+  entries(): Iterable<TableEntry> {
+    return manifestEntries(this.manifest);
+  }
+
+  /**
+   * Does this version name chunk `hash`? Lets a deploy serve a chunk file only to a holder of a version
+   * that uses it. The set is built on first use (≈100 bytes per distinct data chunk).
+   */
+  names(hash: string): boolean {
+    if (this.named === null) {
+      this.named = new Set();
+      for (const e of manifestEntries(this.manifest)) this.named.add(e.hash.toString('hex'));
+    }
+    return this.named.has(hash);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   chunkLength(index: number): number {
@@ -123,6 +145,7 @@ export class VersionReader {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.named = null;
     this.ctx.removePin(this.pin);
   }
 }
