@@ -67,8 +67,13 @@ function sameAddress(a: string, b: string): boolean {
   return plainAddress(a) === plainAddress(b);
 }
 
+/** Names of grants the sweep removed because they expired, kept a while so a late client hears "expired", not "unknown". */
+const EXPIRED_REMEMBERED = 1024;
+const EXPIRED_REMEMBER_MS = 3600_000;
+
 export class NbdGrants implements ExportResolver {
   private readonly grants = new Map<string, Grant>();
+  private readonly expired = new Map<string, number>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly logger: Logger) {
@@ -108,6 +113,10 @@ export class NbdGrants implements ExportResolver {
   resolve(name: string, peer: PeerInfo): NbdExport | ExportRefusal {
     const grant = this.grants.get(name);
     const who = `${peer.address}:${peer.port}`;
+    if (!grant && this.expired.has(name)) {
+      this.logger.warn({ peer: who }, 'NBD client used an expired export token');
+      return { refused: 'policy', reason: 'this export token has expired; ask netclone for a new URL' };
+    }
     if (!grant) {
       this.logger.warn({ peer: who }, 'NBD client asked for an unknown export name (wrong or expired token)');
       return { refused: 'unknown', reason: 'no such export: the token is wrong or has expired; ask netclone for a new URL' };
@@ -143,9 +152,13 @@ export class NbdGrants implements ExportResolver {
 
   private async sweep(): Promise<void> {
     const now = Date.now();
+    for (const [name, at] of this.expired) if (now - at > EXPIRED_REMEMBER_MS || this.expired.size > EXPIRED_REMEMBERED) this.expired.delete(name);
     for (const g of [...this.grants.values()]) {
       if (g.connections > 0) continue;
-      if (now > g.expiresAt) await this.revoke(g.name, 'expired');
+      if (now > g.expiresAt) {
+        this.expired.set(g.name, now);
+        await this.revoke(g.name, 'expired');
+      }
       // A capture that committed after its last connection left (CaptureExport waits a moment first) is done with its grant.
       else if (g.opened.finished()) await this.revoke(g.name, 'finished');
     }

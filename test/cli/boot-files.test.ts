@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { spawnServer, type ServerProcess } from './processes.js';
 import { PACKAGE_ROOT } from '../../src/domain/config.js';
-import { CLIENT_FILES, expectedStamps, LOADER_FILES, type ExpectedStamps } from '../../src/serve/boot-files.js';
+import { CLIENT_FILES, expectedStamps, LOADER_FILES, loadersManifest, type ExpectedStamps } from '../../src/serve/boot-files.js';
 
 interface LogLine {
   readonly level: number;
@@ -48,7 +48,8 @@ async function startupBootLines(name: string, bootDir: string): Promise<LogLine[
 async function writeSet(bootDir: string, sub: string, names: readonly string[], manifest: string): Promise<void> {
   await mkdir(path.join(bootDir, sub), { recursive: true });
   for (const n of names) await writeFile(path.join(bootDir, sub, n), 'boot file');
-  await writeFile(path.join(bootDir, sub, 'manifest.txt'), manifest);
+  // The loaders' manifest sits beside their folder (TFTP serves the folder); the client's inside dist/.
+  await writeFile(sub === 'loaders' ? loadersManifest(path.join(bootDir, sub)) : path.join(bootDir, sub, 'manifest.txt'), manifest);
 }
 
 const stamp = (version: string, sources: string | null): string => `netclone-version: ${version}\nsources: ${sources}\n`;

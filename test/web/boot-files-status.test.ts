@@ -13,7 +13,7 @@ import { createApiToken } from '../../src/domain/users.js';
 import type { BootFileProblem } from '../../src/domain/running-server.js';
 import { PACKAGE_ROOT } from '../../src/domain/config.js';
 import { nullLogger } from '../../src/lib/log.js';
-import { CLIENT_FILES, expectedStamps, LOADER_FILES } from '../../src/serve/boot-files.js';
+import { CLIENT_FILES, expectedStamps, LOADER_FILES, loadersManifest } from '../../src/serve/boot-files.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { loopbackConfig } from '../lib/appliance-config.js';
 import { login, makeHarness, type Harness } from './helpers.js';
@@ -90,7 +90,8 @@ describe('boot file problems on the dashboard and in the API', () => {
     for (const [sub, names, sources] of [['loaders', LOADER_FILES, stamps.loaders], ['dist', CLIENT_FILES, stamps.client]] as const) {
       await mkdir(path.join(bootDir, sub), { recursive: true });
       for (const n of names) await writeFile(path.join(bootDir, sub, n), 'boot file');
-      await writeFile(path.join(bootDir, sub, 'manifest.txt'), `netclone-version: ${stamps.version}\nsources: ${sources}\n`);
+      const manifest = sub === 'loaders' ? loadersManifest(path.join(bootDir, sub)) : path.join(bootDir, sub, 'manifest.txt');
+      await writeFile(manifest, `netclone-version: ${stamps.version}\nsources: ${sources}\n`);
     }
     expect(await status()).toEqual([]);
   });
