@@ -401,6 +401,34 @@ describe('chunk uploads', () => {
     expect(await chunkPaths(storeDir())).toEqual(await namedPaths(store, ['pc']));
   });
 
+  it('a commit under way refuses new puts and known(); an abort meanwhile waits and leaves the commit standing', async () => {
+    const disk = sampleDisk();
+    const up = store.beginUpload('pc', { size: disk.length, source: 'agent' });
+    const { list } = await uploadDisk(up, disk);
+    const committing = up.commit(list);
+    expect(up.status).toBe('committing');
+    await expect(up.put(sha256(Buffer.alloc(CHUNK, 1)), encodeChunk(Buffer.alloc(CHUNK, 1)))).rejects.toThrow(/is committing/);
+    await expect(up.known([list[0] as string])).rejects.toThrow(/is committing/);
+    await expect(up.commit(list)).rejects.toThrow(/is committing/);
+    await up.abort('too late');
+    expect(up.status).toBe('committed');
+    expect((await committing).version).toBe(1);
+    expect((await readAll(store, 'pc')).equals(disk)).toBe(true);
+  });
+
+  it('puts in flight when commit starts are waited for and count', async () => {
+    const disk = sampleDisk();
+    const up = store.beginUpload('pc', { size: disk.length, source: 'agent' });
+    const chunks = chunksOf(disk);
+    const list = chunks.map((c) => (c === null ? null : sha256(c)));
+    const puts = chunks.map((c, i) => (c === null ? Promise.resolve() : up.put(list[i] as string, encodeChunk(c))));
+    const info = await up.commit(list);
+    await Promise.all(puts);
+    expect(info.version).toBe(1);
+    expect((await readAll(store, 'pc')).equals(disk)).toBe(true);
+    expect(store.chunks.provisionalCount).toBe(0);
+  });
+
   it('commit asks again for a known chunk that vanished from disk', async () => {
     const disk = sampleDisk();
     const up1 = store.beginUpload('pc', { size: disk.length, source: 'agent' });
