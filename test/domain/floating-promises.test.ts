@@ -25,6 +25,7 @@ const REVIEWED = new Map<string, string>([
   ['src/domain/tasks.ts: this.watchdog = setInterval(() => void this.checkLiveness(), this.livenessCheckMs);', 'checkLiveness catches the failure of each fail() it makes'],
   ["src/web/app.ts: void ctx.events.record(state.state === 'ok' ? 'info' : 'error', `verify of image ${name}: ${state.message}`);", 'EventLog.record never rejects'],
   ['src/web/verify-tracker.ts: void promise.then((done) => {', 'promise has both handlers, so it never rejects; the callback only updates maps and calls onDone (which records an event)'],
+  ['src/imaging/chunk-upload.ts: void done.then(() => this.inflight.delete(done));', 'done has both handlers, so it never rejects; the callback only deletes from a set'],
   ['src/imaging/capture.ts: void tail.then(() => {', 'tail has both handlers, so it never rejects'],
   ['src/imaging/capture.ts: void pr.finally(() => this.releasing.delete(pr));', 'pr ends in .catch'],
   ['src/imaging/capture.ts: void pr.finally(() => {', 'pr ends in .catch'],
