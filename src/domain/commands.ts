@@ -226,6 +226,15 @@ export class Commands {
     return { ...d, versions: [...d.versions].sort((a, b) => b.version - a.version) };
   }
 
+  /**
+   * Refuses a verify of an image that is not there, before a background verify starts: the page and
+   * the API answer 404 at once instead of a verify that fails later.
+   */
+  async checkVerifiable(actor: Actor, name: string): Promise<void> {
+    this.allow(actor, 'image.verify', { image: name });
+    await this.requireExisting(name, '"netclone image list" and the Images page list them');
+  }
+
   async verifyImage(actor: Actor, name: string, options: { version?: number; progress?: Progress } = {}): Promise<VerifyResult> {
     this.allow(actor, 'image.verify', { image: name });
     await this.requireExisting(name, '"netclone image list" and the Images page list them');

@@ -85,7 +85,7 @@ export function registerApi(app: FastifyInstance, ctx: WebContext, verifier: Ver
     schema: { tags: ['images'], summary: 'Start a verify; poll GET /api/v1/images/:name for lastVerify', security, params: S.ImageParams, body: S.VerifyBody, response: { 202: S.VerifyStatus, ...err } },
   }, async (req, reply) => {
     const actor = operatorOf(req);
-    await commands.showImage(actor, req.params.name);
+    await commands.checkVerifiable(actor, req.params.name);
     return reply.code(202).send(verifier.start(req.params.name, req.body?.version, (name, version) => commands.verifyImage(actor, name, { version })));
   });
 

@@ -227,7 +227,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
 
   app.post<{ Params: Static<typeof ImageParams> }>('/images/:name/verify', { schema: { ...hide, params: ImageParams } }, async (req, reply) => {
     const actor = operatorOf(req);
-    await commands.showImage(actor, req.params.name);
+    await commands.checkVerifiable(actor, req.params.name);
     const state = verifier.start(req.params.name, undefined, (name, version) => commands.verifyImage(actor, name, { version }));
     if (req.headers['hx-request'] === 'true') return sendHtml(reply, verifyBox(req.params.name, state, csrfFor(req, reply)));
     return reply.redirect(`/images/${req.params.name}`, 303);
