@@ -123,9 +123,13 @@ describe('thin client in QEMU', () => {
   }, 600_000);
 
   afterAll(async () => {
-    await Promise.all([...children].map((p) => stopProcess(p)));
-    if (existsSync(`/run/netns/${NS}`)) ip('netns', 'del', NS);
-    rmSync(tmp, { recursive: true, force: true });
+    // The namespace goes whatever happens to the children: a cleanup that threw once left it behind.
+    try {
+      await Promise.allSettled([...children].map((p) => stopProcess(p)));
+    } finally {
+      if (existsSync(`/run/netns/${NS}`)) ip('netns', 'del', NS);
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it('captures its virtio disk: DHCP, task, hardware report, nbdcopy to the NBD export, result', async () => {
