@@ -1,0 +1,98 @@
+/**
+ * Compressing and decoding chunk files on all cores. zstd-napi's calls are synchronous: on the main
+ * thread they would stop the agent from reading the disk and talking to the server while they run,
+ * and would use one core of the client's several.
+ */
+import { availableParallelism } from 'node:os';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../lib/worker.js';
+
+export type CodecRequest =
+  | { readonly id: number; readonly op: 'encode'; readonly data: Uint8Array; readonly level: number }
+  | { readonly id: number; readonly op: 'decode'; readonly file: Uint8Array; readonly hash: string };
+
+export type CodecResponse =
+  | { readonly id: number; readonly ok: true; readonly bytes: Uint8Array }
+  | { readonly id: number; readonly ok: false; readonly error: string };
+
+/** A chunk file from the server failed its checks (damaged, or not the chunk it was asked for). */
+export class BadChunkError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadChunkError';
+  }
+}
+
+interface Slot {
+  readonly worker: Worker;
+  busy: number;
+}
+
+interface Pending {
+  readonly slot: Slot;
+  readonly op: CodecRequest['op'];
+  readonly resolve: (bytes: Buffer<ArrayBuffer>) => void;
+  readonly reject: (e: Error) => void;
+}
+
+export class CodecPool {
+  private readonly slots: Slot[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(threads: number = availableParallelism()) {
+    for (let i = 0; i < Math.max(1, threads); i++) {
+      const worker = startWorker(import.meta.url, 'codec-worker');
+      const slot: Slot = { worker, busy: 0 };
+      worker.on('message', (res: CodecResponse) => {
+        const p = this.pending.get(res.id);
+        if (!p) return;
+        this.pending.delete(res.id);
+        p.slot.busy--;
+        if (res.ok) p.resolve(Buffer.from(res.bytes.buffer as ArrayBuffer, res.bytes.byteOffset, res.bytes.byteLength));
+        else p.reject(p.op === 'decode' ? new BadChunkError(res.error) : new Error(`compressing a chunk failed: ${res.error}`));
+      });
+      worker.on('error', (err: Error) => this.failAll(new Error(`a compression thread failed: ${err.message}`)));
+      worker.unref();
+      this.slots.push(slot);
+    }
+  }
+
+  /** The chunk file (header and payload, format 2) of `data` at zstd `level`. */
+  encode(data: Uint8Array, level: number): Promise<Buffer<ArrayBuffer>> {
+    return this.run((id) => ({ id, op: 'encode', data, level }));
+  }
+
+  /**
+   * The decoded bytes of a chunk file, checked in full against `hash` (sha256 of the decoded bytes),
+   * whatever the file's format; a file that fails is a BadChunkError saying why.
+   */
+  decode(file: Uint8Array, hash: string): Promise<Buffer<ArrayBuffer>> {
+    return this.run((id) => ({ id, op: 'decode', file, hash }));
+  }
+
+  private run(make: (id: number) => CodecRequest): Promise<Buffer<ArrayBuffer>> {
+    if (this.closed) return Promise.reject(new Error('the compression pool is closed'));
+    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const id = this.nextId++;
+    slot.busy++;
+    const req = make(id);
+    return new Promise<Buffer<ArrayBuffer>>((resolve, reject) => {
+      this.pending.set(id, { slot, op: req.op, resolve, reject });
+      // Copied, not moved: the caller's buffer may be a view into a larger one it still uses.
+      slot.worker.postMessage(req);
+    });
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.failAll(new Error('the compression pool closed before the chunk was done'));
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Deploy over the chunk transport: fetch the version's chunk list, and for each chunk look at what the
+ * disk already holds there. Equal bytes stay (reused); a hole is zeroed only where the disk does not
+ * read zero; any other chunk is downloaded as the stored file, decoded and checked against its name
+ * here, and written. Then everything is flushed and the first `size` bytes are read back and
+ * digested, so the result reports what the disk holds, not what the agent meant to write.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import type { DeployStart } from './api.js';
+import { BadChunkError } from './codec-pool.js';
+import { readDiskChunks } from './disk-chunks.js';
+import { Jobs } from './jobs.js';
+import type { TransferContext } from './capture.js';
+import { createHash } from 'node:crypto';
+
+export interface DeployOutcome {
+  /** The image digest of what the disk holds after the deploy (equal to the version's, or deploy() throws). */
+  readonly digest: string;
+  readonly receivedBytes: number;
+}
+
+function hashAt(list: Buffer, index: number): string | null {
+  const raw = list.subarray(index * 32, index * 32 + 32);
+  return raw.every((b) => b === 0) ? null : raw.toString('hex');
+}
+
+async function writeAt(fh: FileHandle, data: Buffer, offset: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+    done += bytesWritten;
+  }
+}
+
+export async function deploy(ctx: TransferContext, start: DeployStart): Promise<DeployOutcome> {
+  const { api, counters, reporter, disk } = ctx;
+  const { chunkSize, size, chunkCount } = start;
+  if (chunkCount !== Math.ceil(size / chunkSize)) throw new Error(`start: the server describes ${chunkCount} chunks of ${chunkSize} bytes for ${size} bytes; the server and agent disagree, update the imaging client`);
+  const list = await api.list();
+  if (list.length !== chunkCount * 32) throw new Error(`chunk list: the server sent ${list.length} bytes, ${chunkCount * 32} expected (${chunkCount} chunks); retry the task`);
+
+  const zeros = Buffer.alloc(chunkSize);
+  const jobs = new Jobs(ctx.jobs);
+  let receivedBytes = 0;
+  const fh = await open(disk, 'r+');
+  try {
+    try {
+      for await (const c of readDiskChunks(disk, { chunkSize, pool: ctx.hashPool, size, ahead: Math.max(8, ctx.jobs) })) {
+        reporter.check();
+        counters.examined += c.length;
+        const want = hashAt(list, c.index);
+        if (want === null) {
+          counters.zeroChunks++;
+          if (c.hash !== null) await jobs.add(() => writeAt(fh, zeros.subarray(0, c.length), c.offset));
+          continue;
+        }
+        if (c.hash === want) {
+          counters.reusedChunks++;
+          continue;
+        }
+        await jobs.add(async () => {
+          const file = await api.getChunk(want);
+          receivedBytes += file.length;
+          let data: Buffer;
+          try {
+            data = await ctx.codec.decode(file, want);
+          } catch (err) {
+            if (!(err instanceof BadChunkError)) throw err;
+            throw new Error(`chunk ${want} (image chunk ${c.index}, disk byte ${c.offset}) came from the server damaged: ${err.message}. Nothing of it was written; the store may be corrupt: run "netclone image verify" on the server, then deploy again`, { cause: err });
+          }
+          if (data.length !== c.length) throw new Error(`chunk ${want} decodes to ${data.length} bytes but image chunk ${c.index} is ${c.length} bytes long; the server's chunk list is inconsistent, run "netclone image verify" on the server`);
+          await writeAt(fh, data, c.offset);
+          counters.sentChunks++;
+        });
+      }
+      await jobs.drain();
+    } finally {
+      await jobs.settle();
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  reporter.post();
+
+  await reporter.setPhase('verifying');
+  const digest = await readBack(ctx, start, list);
+  return { digest, receivedBytes };
+}
+
+/**
+ * The image digest of the disk's first `size` bytes as they read back now (sha256 over the lines
+ * "<sha256 of chunk>\n"), checked against the version's. A mismatch names the first chunk that differs.
+ */
+async function readBack(ctx: TransferContext, start: DeployStart, list: Buffer): Promise<string> {
+  const outer = createHash('sha256');
+  const zeroNames = new Map<number, string>();
+  let firstBad: { index: number; offset: number; got: string; want: string } | null = null;
+  for await (const c of readDiskChunks(ctx.disk, { chunkSize: start.chunkSize, pool: ctx.hashPool, size: start.size })) {
+    ctx.reporter.check();
+    let name = c.hash;
+    if (name === null) {
+      name = zeroNames.get(c.length) ?? createHash('sha256').update(Buffer.alloc(c.length)).digest('hex');
+      zeroNames.set(c.length, name);
+    }
+    outer.update(`${name}\n`);
+    const want = hashAt(list, c.index);
+    if (firstBad === null && (want === null ? c.hash !== null : want !== c.hash)) {
+      firstBad = { index: c.index, offset: c.offset, got: c.hash ?? 'all zeros', want: want ?? 'all zeros' };
+    }
+  }
+  const digest = outer.digest('hex');
+  if (firstBad !== null) {
+    throw new Error(`read-back check failed: chunk ${firstBad.index} (disk byte ${firstBad.offset}) reads back as ${firstBad.got}, the image has ${firstBad.want}; the disk may be failing or something else wrote to it, deploy again or replace the disk`);
+  }
+  if (digest !== start.digest) {
+    throw new Error(`read-back check failed: the disk's digest ${digest} differs from version ${start.version}'s ${start.digest} although every chunk matches the server's list; the server's list and digest disagree, run "netclone image verify" on the server`);
+  }
+  return digest;
+}

@@ -1,0 +1,75 @@
+/**
+ * One agent run: describe the disk to the server (start), move the data by the transport the server
+ * answers with, and say what happened. The thin client posts the task's result from what this returns.
+ */
+import { stat } from 'node:fs/promises';
+import { AgentApi, type StartAnswer } from './api.js';
+import type { AgentArgs } from './args.js';
+import { capture, type TransferContext } from './capture.js';
+import { CodecPool } from './codec-pool.js';
+import { deploy } from './deploy.js';
+import { HashPool } from './hash-pool.js';
+import { Counters, ProgressReporter } from './progress.js';
+
+/** The line the agent prints on success (the contract's fields). */
+export interface AgentResult {
+  readonly ok: true;
+  readonly digest: string | null;
+  readonly examined: number;
+  readonly sentChunks: number;
+  readonly reusedChunks: number;
+}
+
+export interface RunOptions {
+  /** Where retries and undelivered progress reports are told (stderr in the CLI). */
+  readonly warn: (message: string) => void;
+  /** Pause between progress reports (default 2 s). */
+  readonly progressMs?: number;
+  /** First pause before repeating a call the network lost (default 500 ms). */
+  readonly backoffMs?: number;
+}
+
+async function diskSize(args: AgentArgs): Promise<number> {
+  let st;
+  try {
+    st = await stat(args.disk);
+  } catch (err) {
+    throw new Error(`cannot open the disk ${args.disk}: ${(err as Error).message}; check the --disk path`, { cause: err });
+  }
+  if (args.size !== undefined) return args.size;
+  if (!st.isFile() || st.size === 0) throw new Error(`${args.disk} does not tell its size (a block device, or empty); pass --size BYTES`);
+  return st.size;
+}
+
+function checkStart(args: AgentArgs, answer: StartAnswer): asserts answer is Exclude<StartAnswer, { transport: 'nbd' }> {
+  if (answer.transport === 'nbd') throw new Error(`this task moves its disk over NBD (${answer.nbd}), not the chunk transport: the thin client runs nbdcopy for it, not the agent`);
+  if (answer.transport !== 'chunks') throw new Error(`start: the server answered with transport "${String((answer as { transport?: unknown }).transport)}", which this agent does not know; update the imaging client`);
+  if (answer.kind !== args.mode) throw new Error(`this task is a ${answer.kind}, but the agent was asked to ${args.mode}; the thin client must run "agent ${answer.kind}"`);
+  if (!(Number.isSafeInteger(answer.chunkSize) && answer.chunkSize > 0 && Number.isSafeInteger(answer.size) && answer.size > 0)) {
+    throw new Error(`start: the server's answer lacks a valid size and chunk size (${JSON.stringify(answer)}); update the imaging client`);
+  }
+}
+
+export async function runAgent(args: AgentArgs, options: RunOptions): Promise<AgentResult> {
+  const size = await diskSize(args);
+  const api = new AgentApi({ server: args.server, token: args.token, backoffMs: options.backoffMs, onRetry: options.warn });
+  const disk = { name: args.diskName, size, logicalSectorSize: args.sectorSize, ...(args.serial !== undefined ? { serial: args.serial } : {}) };
+  const answer = await api.start(disk);
+  checkStart(args, answer);
+  if (answer.kind === 'capture' && answer.size !== size) throw new Error(`start: the server expects ${answer.size} bytes of disk, this disk has ${size}; the server and agent disagree`);
+  if (answer.kind === 'deploy' && answer.size > size) throw new Error(`the image is ${answer.size} bytes, more than the ${size} bytes of ${args.disk}; deploy onto a larger disk`);
+
+  const counters = new Counters(Math.ceil(answer.size / answer.chunkSize));
+  const reporter = new ProgressReporter(api, counters, options.progressMs ?? 2000, options.warn);
+  const hashPool = new HashPool();
+  const codec = new CodecPool();
+  const ctx: TransferContext = { api, disk: args.disk, jobs: args.jobs, hashPool, codec, counters, reporter };
+  reporter.start();
+  try {
+    const digest = answer.kind === 'capture' ? (await capture(ctx, answer), null) : (await deploy(ctx, answer)).digest;
+    return { ok: true, digest, examined: counters.examined, sentChunks: counters.sentChunks, reusedChunks: counters.reusedChunks };
+  } finally {
+    await reporter.stop();
+    await Promise.all([hashPool.close(), codec.close()]);
+  }
+}
