@@ -150,6 +150,22 @@ export class ChunkStore {
     }
   }
 
+  /**
+   * An upload journal now names these chunks (see upload-journal.ts): like settle(), no release drops
+   * them any more; gc removes them once no manifest, pin or young journal names them.
+   */
+  handOver(hashes: Iterable<string>): void {
+    this.settle(hashes);
+  }
+
+  /**
+   * These chunk files may have been renamed into place by an earlier process that did not sync their
+   * directories (an upload cut by a crash): the next manifest that names them syncs those first.
+   */
+  markUnsynced(hashes: Iterable<string>): void {
+    for (const h of hashes) this.dirtyDirs.add(join(this.dir, h.slice(0, 2)));
+  }
+
   /** Provisional chunk files (written by open captures, not yet committed). */
   get provisionalCount(): number {
     return this.provisional.size;

@@ -5,15 +5,25 @@
  * The client is never trusted. Every uploaded file is checked in a codec worker before it is stored
  * (format, bounds, and sha256 of its decoded bytes against the name it was sent under: a poisoned chunk
  * in a dedup store would corrupt every image that uses it). known() tells the client only which of its
- * hashes this session can use without an upload: the ones this image's newest version names and the
- * ones uploaded here, never "anything in the store", which would let a token holder probe the store for
- * given data. commit() accepts only hashes of that kind.
+ * hashes this session can use without an upload: the ones this image's newest version names, the
+ * ones uploaded here, and the ones earlier uploads of this same image received (its upload journal,
+ * see upload-journal.ts), never "anything in the store", which would let a token holder probe the
+ * store for given data. commit() accepts only hashes of that kind.
+ *
+ * Resuming: every accepted chunk gets a line in the image's upload journal once its file is in place.
+ * An upload cut midway (aborted, or the server killed) leaves its chunks and the journal behind, and
+ * the next upload of the image counts them as known after checking each file is there with the size
+ * the journal recorded: a retried task sends only what the cut one had not. A commit removes the
+ * journal; gc keeps what a journal names for RESUME_WINDOW_MS after its last line.
  *
  * Chunk files are recorded through the chunk store's adopt/release/settle, as a capture's are: a file
- * this session was first to write is provisional (counted once per session that uploaded it), is
- * dropped on abort unless something else uses it, and becomes permanent when a manifest names it. The
- * session is a gc pin for what it uploaded, and keeps the previous version open (so pinned) until it
- * ends, so the chunks it counts as known stay on disk even if that version is pruned or removed.
+ * this session was first to write is provisional (counted once per session that uploaded it) until
+ * its journal line is written; from then on the journal, not the session, keeps it (ChunkStore
+ * handOver), so an abort leaves it for the next upload. A file whose line could not be written stays
+ * provisional and is dropped on abort unless something else uses it. A manifest naming a chunk makes
+ * it permanent. The session is a gc pin for what it uploaded or counts from its journal, and keeps the
+ * previous version open (so pinned) until it ends, so the chunks it counts as known stay on disk even
+ * if that version is pruned or removed.
  */
 import { stat } from 'node:fs/promises';
 import { ChunkRejectedError, type PutOutcome } from './codec-pool.js';
@@ -21,6 +31,7 @@ import { ChunkTable } from './chunk-table.js';
 import { maxChunkFileSize } from './chunk-format.js';
 import { chunkCountFor, chunkLength } from './manifest.js';
 import type { VersionReader } from './version-reader.js';
+import type { JournalEntry, JournalWriter, UploadJournals } from './upload-journal.js';
 import type { HashPin, NewVersion, StoreContext, VersionInfo } from './types.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
@@ -42,6 +53,8 @@ export interface UploadHost {
   openLatest(): Promise<VersionReader | null>;
   /** The store's one commit path. */
   commitVersion(v: NewVersion): Promise<VersionInfo>;
+  /** The store's upload journals (this session reads and appends to its image's). */
+  readonly journals: UploadJournals;
   /** The session ended (committed or aborted): the image is free for another capture or upload. */
   onEnd(u: ChunkUpload): void;
 }
@@ -80,6 +93,13 @@ interface Previous {
   readonly chunks: Map<string, UsableChunk>;
 }
 
+/** This image's upload journal as the session found it, and the writer for its own lines. */
+interface Journal {
+  /** Chunks earlier uploads received, not yet checked on disk (checked ones move to `resumed`). */
+  readonly entries: Map<string, JournalEntry>;
+  readonly writer: JournalWriter | null;
+}
+
 type UploadState = 'open' | 'committing' | 'committed' | 'aborted';
 
 export class ChunkUpload implements HashPin {
@@ -94,6 +114,11 @@ export class ChunkUpload implements HashPin {
   private readonly putting = new Map<string, number>();
   private readonly inflight = new Set<Promise<void>>();
   private readonly previous: Promise<Previous | null>;
+  private readonly journal: Promise<Journal>;
+  /** Journal entries of earlier uploads whose files were found in place: usable like uploaded ones. */
+  private readonly resumed = new Map<string, UsableChunk>();
+  /** Hashes this session wrote a journal line for. */
+  private readonly journaled = new Set<string>();
   private state: UploadState = 'open';
   private abortReason: string | undefined;
   private committing: Promise<VersionInfo> | null = null;
@@ -111,6 +136,7 @@ export class ChunkUpload implements HashPin {
     this.chunkCount = chunkCountFor(this.size, this.chunkSize);
     host.ctx.addPin(this);
     this.previous = this.loadPrevious();
+    this.journal = this.loadJournal();
   }
 
   get status(): UploadState {
@@ -123,7 +149,7 @@ export class ChunkUpload implements HashPin {
   }
 
   *hashBlocks(): Generator<Buffer> {
-    const hashes = new Set([...this.uploaded.keys(), ...this.putting.keys()]);
+    const hashes = new Set([...this.uploaded.keys(), ...this.putting.keys(), ...this.resumed.keys()]);
     if (hashes.size === 0) return;
     const b = Buffer.alloc(hashes.size * 32);
     let o = 0;
@@ -150,19 +176,72 @@ export class ChunkUpload implements HashPin {
     return { reader, chunks };
   }
 
+  private async loadJournal(): Promise<Journal> {
+    const { journals, ctx } = this.host;
+    try {
+      const found = await journals.read(this.name);
+      if (found.expired) {
+        // Appending to it would make its old lines young again; its chunks are gc's to remove.
+        await journals.remove(this.name);
+        return { entries: new Map(), writer: journals.writer(this.name, false) };
+      }
+      if (found.entries.size > 0) ctx.log.info({ image: this.name, chunks: found.entries.size }, 'chunk upload resumes: earlier uploads of this image left chunks it need not receive again');
+      return { entries: found.entries, writer: journals.writer(this.name, found.torn) };
+    } catch (e) {
+      // Without it the chunks of an earlier, cut upload are sent again: slower, never wrong.
+      ctx.log.error({ image: this.name, err: (e as Error).message }, 'chunk upload cannot read its upload journal; chunks sent before a cut will be sent again, and this upload cannot be resumed');
+      return { entries: new Map(), writer: null };
+    }
+  }
+
+  /**
+   * Moves the journal entries among `hashes` whose files are in place, with the size their line
+   * recorded, to `resumed`; the others are forgotten (the client is asked for them).
+   */
+  private async checkJournaled(hashes: readonly string[]): Promise<void> {
+    const { entries } = await this.journal;
+    const { chunks, log } = this.host.ctx;
+    const todo = [...new Set(hashes.filter((h) => entries.has(h) && !this.resumed.has(h)))];
+    const found: string[] = [];
+    for (let i = 0; i < todo.length; i += STAT_BATCH) {
+      await Promise.all(
+        todo.slice(i, i + STAT_BATCH).map(async (h) => {
+          const e = entries.get(h);
+          if (e === undefined) return;
+          let size: number | null = null;
+          try {
+            size = (await stat(chunks.pathOf(h))).size;
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          }
+          entries.delete(h);
+          if (size !== e.stored) {
+            log.warn({ image: this.name, chunk: h, expected: e.stored, found: size }, 'chunk upload: a chunk an earlier upload of this image left is missing or changed; asking the client for it');
+            return;
+          }
+          this.resumed.set(h, { stored: size, length: e.length });
+          found.push(h);
+        }),
+      );
+    }
+    chunks.markUnsynced(found);
+  }
+
   private closedError(): ChunkUploadClosedError {
     return new ChunkUploadClosedError(this.name, this.state, this.abortReason);
   }
 
   /**
    * Of `hashes` (lowercase hex sha256), those the client need not send: named by this image's newest
-   * committed version, or uploaded in this session. Never "any chunk in the store".
+   * committed version, uploaded in this session, or received by an earlier upload of this image and
+   * still on disk. Never "any chunk in the store".
    */
   async known(hashes: readonly string[]): Promise<Set<string>> {
     if (this.state !== 'open') throw this.closedError();
     const prev = await this.previous;
+    await this.checkJournaled(hashes.filter((h) => !this.uploaded.has(h) && prev?.chunks.has(h) !== true));
     const out = new Set<string>();
-    for (const h of hashes) if (this.uploaded.has(h) || prev?.chunks.has(h) === true) out.add(h);
+    for (const h of hashes) if (this.uploaded.has(h) || prev?.chunks.has(h) === true || this.resumed.has(h)) out.add(h);
     return out;
   }
 
@@ -215,12 +294,27 @@ export class ChunkUpload implements HashPin {
       if (this.uploaded.has(hash)) await chunks.release(hash);
       this.uploaded.set(hash, { stored, length: out.length });
       if (!out.existed) this.bytesReceived += file.length;
+      await this.journalPut(hash, { length: out.length, stored });
       return { stored, existed: out.existed };
     } finally {
       const n = this.putting.get(hash) ?? 1;
       if (n <= 1) this.putting.delete(hash);
       else this.putting.set(hash, n - 1);
     }
+  }
+
+  /** Records a chunk in place in the image's journal, which keeps it from then on (see the module comment). */
+  private async journalPut(hash: string, e: JournalEntry): Promise<void> {
+    const { writer } = await this.journal;
+    if (writer === null || this.journaled.has(hash)) return;
+    try {
+      await writer.append(hash, e);
+    } catch (err) {
+      this.host.ctx.log.warn({ image: this.name, chunk: hash, err: (err as Error).message }, 'chunk upload: writing the upload journal failed; if this upload is cut, this chunk will be sent again');
+      return;
+    }
+    this.journaled.add(hash);
+    this.host.ctx.chunks.handOver([hash]);
   }
 
   private async drain(): Promise<void> {
@@ -258,10 +352,14 @@ export class ChunkUpload implements HashPin {
     try {
       const info = await this.host.commitVersion({ name: this.name, size: this.size, sectorSize: this.sectorSize, chunkSize: this.chunkSize, source: this.source, entries: () => table.entries(), via: 'upload' });
       this.state = 'committed';
-      // Uploaded but not listed: dropped now unless something else uses them (a listed one was settled by the commit).
+      // Uploaded but not listed: dropped now unless something else uses them (a listed one was settled
+      // by the commit); journaled ones are left to gc, as is what the journal names and nothing lists.
       const listed = new Set(table.storedHashes());
       for (const h of this.uploaded.keys()) if (!listed.has(h)) await this.release(h);
       this.uploaded.clear();
+      await this.host.journals.remove(this.name).catch((e: unknown) => {
+        this.host.ctx.log.warn({ image: this.name, err: (e as Error).message }, 'chunk upload committed, but removing its upload journal failed; the next upload may count those chunks too, and gc keeps them until the journal expires');
+      });
       await this.finish();
       return info;
     } catch (e) {
@@ -273,13 +371,14 @@ export class ChunkUpload implements HashPin {
   /** The version's table from `list`, after checking every entry is usable here, the right length, and on disk. */
   private async tableOf(list: readonly (string | null)[]): Promise<ChunkTable> {
     const prev = await this.previous;
+    await this.checkJournaled(list.filter((h): h is string => typeof h === 'string' && !this.uploaded.has(h) && prev?.chunks.has(h) !== true));
     const missing = new Set<string>();
     const use = new Map<string, UsableChunk>();
     for (let i = 0; i < list.length; i++) {
       const h = list[i];
       if (h === null) continue;
       if (typeof h !== 'string' || !HASH_RE.test(h)) throw new ChunkUploadError(`chunk list entry ${i} is neither null nor a lowercase hex sha256`);
-      const k = this.uploaded.get(h) ?? prev?.chunks.get(h);
+      const k = this.uploaded.get(h) ?? prev?.chunks.get(h) ?? this.resumed.get(h);
       if (k === undefined) {
         missing.add(h);
         continue;
@@ -301,6 +400,7 @@ export class ChunkUpload implements HashPin {
             this.host.ctx.log.error({ image: this.name, chunk: h }, 'chunk upload: a chunk this session counted on is missing from disk; asking the client for it');
             missing.add(h);
             prev?.chunks.delete(h);
+            this.resumed.delete(h);
             if (this.uploaded.delete(h)) await this.release(h);
           }
         }),
@@ -322,8 +422,10 @@ export class ChunkUpload implements HashPin {
   }
 
   /**
-   * Drops the session: nothing is committed, and chunk files only it wrote are removed. Idempotent. A
-   * commit under way is not interrupted: abort waits for it, and aborts only if it did not commit.
+   * Drops the session: nothing is committed. Chunks in the image's upload journal stay for the next
+   * upload of the image (gc keeps them while the journal is young); chunk files only this session
+   * wrote and could not journal are removed. Idempotent. A commit under way is not interrupted: abort
+   * waits for it, and aborts only if it did not commit.
    */
   async abort(reason: string): Promise<void> {
     if (this.committing) await this.committing.catch(() => undefined);
@@ -334,8 +436,9 @@ export class ChunkUpload implements HashPin {
     if (this.state === 'aborted' || this.state === 'committed') return;
     this.state = 'aborted';
     this.abortReason = reason;
-    this.host.ctx.log.warn({ image: this.name, reason, uploadedChunks: this.uploaded.size }, 'chunk upload aborted; previous version left as it was');
+    this.host.ctx.log.warn({ image: this.name, reason, uploadedChunks: this.uploaded.size, journaledChunks: this.journaled.size }, 'chunk upload aborted; previous version left as it was, journaled chunks kept for the next upload of this image');
     await this.drain();
+    // A journaled chunk is no longer provisional: this release leaves it to the journal.
     for (const h of this.uploaded.keys()) await this.release(h);
     this.uploaded.clear();
     await this.finish();

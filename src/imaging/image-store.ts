@@ -3,6 +3,7 @@
  *
  *   <dir>/chunks/ab/<sha256>                 chunk files (see chunk-format.ts), shared by every image
  *   <dir>/images/<name>/versions/<n>.manifest  one per committed version (see manifest.ts)
+ *   <dir>/uploads/<name>.journal             chunks cut uploads of an image left for its next upload (upload-journal.ts)
  *   <dir>/tmp/                               temp files; emptied on open (leftovers of a crash)
  *   <dir>/store.json                         the store's format version (see store-format.ts)
  *
@@ -46,6 +47,7 @@ import { VersionReader } from './version-reader.js';
 import { STORE_FORMAT, readStoreFormat, writeStoreFormat } from './store-format.js';
 import { Capture, type CaptureOptions } from './capture.js';
 import { ChunkUpload, type ChunkUploadOptions } from './chunk-upload.js';
+import { UploadJournals } from './upload-journal.js';
 import type { ChunkUse, HashPin, ImageSummary, NewVersion, StoreContext, VersionInfo } from './types.js';
 
 export interface ImageStoreOptions {
@@ -146,6 +148,7 @@ export class ImageStore implements StoreContext {
   readonly keepVersions: number;
   readonly chunkSize: number;
   private readonly imagesDir: string;
+  private readonly journals: UploadJournals;
   private readonly mutex = new AsyncMutex();
   private readonly cache: ByteLru;
   private readonly loading = new Map<string, Promise<Buffer>>();
@@ -163,6 +166,7 @@ export class ImageStore implements StoreContext {
     this.log = opts.logger.child({ component: 'image-store' });
     this.tmpDir = join(dir, 'tmp');
     this.imagesDir = join(dir, 'images');
+    this.journals = new UploadJournals(join(dir, 'uploads'));
     this.chunks = new ChunkStore(join(dir, 'chunks'), this.tmpDir);
     this.pool = new CodecPool(this.log, opts.workers ?? availableParallelism());
     this.compressionLevel = opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
@@ -190,6 +194,8 @@ export class ImageStore implements StoreContext {
       await rm(s.tmpDir, { recursive: true, force: true });
       await mkdir(s.tmpDir, { recursive: true });
       await mkdir(s.imagesDir, { recursive: true });
+      // Journals are read when an upload starts or gc runs, and a torn last line is skipped then.
+      await s.journals.init();
       await s.chunks.init();
       if (found !== STORE_FORMAT) {
         await writeStoreFormat(dir, s.tmpDir);
@@ -450,6 +456,7 @@ export class ImageStore implements StoreContext {
         chunkSize: this.chunkSize,
         openLatest: () => this.openLatest(name),
         commitVersion: (v) => this.commitVersion(v),
+        journals: this.journals,
         onEnd: (up) => {
           if (this.captures.get(name) === up) this.captures.delete(name);
         },
@@ -595,7 +602,7 @@ export class ImageStore implements StoreContext {
     }
   }
 
-  /** Removes an image and all its versions; its chunks go at the next gc unless shared. */
+  /** Removes an image, all its versions and its upload journal; its chunks go at the next gc unless shared. */
   async remove(name: string): Promise<void> {
     await this.mutex.run(async () => {
       if (this.captures.has(name)) throw new Error(`image ${name} is being captured; abort the capture first`);
@@ -605,6 +612,8 @@ export class ImageStore implements StoreContext {
       await rename(this.imageDir(name), trash);
       await fsyncDir(this.imagesDir);
       await rm(trash, { recursive: true, force: true });
+      // Else a new image of that name would resume from the removed one's cut upload.
+      await this.journals.remove(name);
       this.log.info({ image: name }, 'image removed');
     });
   }
@@ -623,6 +632,8 @@ export class ImageStore implements StoreContext {
       }
       await rename(this.imageDir(from), this.imageDir(to));
       await fsyncDir(this.imagesDir);
+      // The image's cut upload resumes under its new name; one left under `to` belonged to another disk.
+      await this.journals.rename(from, to);
       this.log.info({ from, to }, 'image renamed');
     });
   }
@@ -640,9 +651,10 @@ export class ImageStore implements StoreContext {
   }
 
   /**
-   * Deletes chunk files no manifest, open reader or live capture names. Chunks put while gc runs are
-   * never deleted (ChunkStore tracks them), and a capture deduplicating against a chunk being deleted
-   * waits and writes it again.
+   * Deletes chunk files no manifest, open reader, live capture or young upload journal names, and
+   * upload journals that expired (unless their image has an upload open). Chunks put while gc runs
+   * are never deleted (ChunkStore tracks them), and a capture deduplicating against a chunk being
+   * deleted waits and writes it again.
    */
   async gc(): Promise<{ removedChunks: number; freedBytes: number; keptChunks: number; damagedManifests: string[] }> {
     return this.mutex.run(async () => {
@@ -674,6 +686,18 @@ export class ImageStore implements StoreContext {
             mark(m.hashes);
           }
         }
+        let expiredJournals = 0;
+        for (const image of await this.journals.images()) {
+          // An open upload of the image may count on its journal's chunks whatever its age.
+          const open = this.captures.has(image);
+          const j = await this.journals.read(image, open);
+          if (j.expired && !open) {
+            await this.journals.remove(image);
+            expiredJournals++;
+            continue;
+          }
+          for (const h of j.entries.keys()) candidates.delete(h);
+        }
         for (const pin of this.pins.keys()) for (const block of pin.hashBlocks()) mark(block);
         let removedChunks = 0;
         let freedBytes = 0;
@@ -686,7 +710,7 @@ export class ImageStore implements StoreContext {
             this.cache.delete(hash);
           }
         }
-        this.log.info({ removedChunks, freedBytes, candidates: total, damagedManifests: damaged.length }, 'gc finished');
+        this.log.info({ removedChunks, freedBytes, candidates: total, damagedManifests: damaged.length, expiredJournals }, 'gc finished');
         let keptChunks = 0;
         for await (const _c of this.chunks.list()) keptChunks++;
         return { removedChunks, freedBytes, keptChunks, damagedManifests: damaged };

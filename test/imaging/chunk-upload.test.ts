@@ -5,13 +5,14 @@
  * the list.
  */
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { readdir, readFile, rm, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { ChunkUploadError, MissingChunksError, type ChunkUpload } from '../../src/imaging/chunk-upload.js';
 import { CHUNK_HEADER_SIZE, ChunkCodecContext, maxChunkFileSize } from '../../src/imaging/chunk-format.js';
+import { RESUME_WINDOW_MS } from '../../src/imaging/upload-journal.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { tempDir, compressible, sha256, readAll, chunkPaths } from './helpers.js';
 
@@ -64,6 +65,13 @@ async function uploadDisk(up: ChunkUpload, disk: Buffer): Promise<{ sent: string
 /** 5 chunks and a short one: random, text, zeroes, random, text, short random tail. */
 function sampleDisk(seed = 1): Buffer {
   return Buffer.concat([randomBytes(CHUNK), compressible(CHUNK, seed), Buffer.alloc(CHUNK), randomBytes(CHUNK), compressible(CHUNK, seed + 1), randomBytes(1000)]);
+}
+
+/** Makes every upload journal of the store older than the resume window, as a week without retries would. */
+async function ageJournals(storeDir: string): Promise<void> {
+  const dir = join(storeDir, 'uploads');
+  const past = new Date(Date.now() - RESUME_WINDOW_MS - 60_000);
+  for (const f of await readdir(dir)) await utimes(join(dir, f), past, past);
 }
 
 async function readStream(s: Readable): Promise<Buffer> {
@@ -210,6 +218,10 @@ describe('chunk uploads', () => {
         await up.put(sha256(data), good());
         expect(await chunkPaths(storeDir())).toHaveLength(1);
         await up.abort('test');
+        // The good one is kept for the next upload of the image (its journal), until the journal expires.
+        expect(await chunkPaths(storeDir())).toEqual([store.chunks.pathOf(sha256(data))]);
+        await ageJournals(storeDir());
+        await store.gc();
         expect(await chunkPaths(storeDir())).toEqual([]);
       });
     }
@@ -277,7 +289,7 @@ describe('chunk uploads', () => {
     expect(await chunkPaths(storeDir())).toEqual(await namedPaths(store, ['a', 'b']));
   });
 
-  it('gc during an open session keeps its uploaded chunks; abort drops those nothing else uses', async () => {
+  it('gc during an open session keeps its uploaded chunks; after abort they stay until the journal expires', async () => {
     const shared = randomBytes(CHUNK);
     const base = Buffer.concat([shared, randomBytes(CHUNK)]);
     const a = store.beginUpload('a', { size: base.length, source: 'agent' });
@@ -294,6 +306,11 @@ describe('chunk uploads', () => {
     await up.abort('client went away');
     expect(up.status).toBe('aborted');
     await expect(up.commit(list)).rejects.toThrow(/aborted \(client went away\)/);
+    expect(await chunkPaths(storeDir())).toEqual(before);
+    expect((await store.gc()).removedChunks).toBe(0);
+    expect(await chunkPaths(storeDir())).toEqual(before);
+    await ageJournals(storeDir());
+    expect((await store.gc()).removedChunks).toBe(2);
     expect(await chunkPaths(storeDir())).toEqual(committed);
     expect(await chunkPaths(storeDir())).toEqual(await namedPaths(store, ['a', 'b']));
     expect(store.chunks.provisionalCount).toBe(0);
@@ -361,6 +378,10 @@ describe('chunk uploads', () => {
     await a.commit(ua.list);
     await store.gc();
     await b.abort('test');
+    // b's own chunks wait for b's next upload; once that journal expires only a's are left.
+    expect(await chunkPaths(storeDir())).toHaveLength(5);
+    await ageJournals(storeDir());
+    await store.gc();
     expect(await chunkPaths(storeDir())).toEqual(await namedPaths(store, ['a', 'b']));
     expect((await readAll(store, 'a')).equals(diskA)).toBe(true);
     // And both committing.
@@ -388,7 +409,7 @@ describe('chunk uploads', () => {
     expect(() => store.beginUpload('pc', { size: CHUNK, sectorSize: 1024 as 512, source: 'agent' })).toThrow(/sector size/);
   });
 
-  it('an image with an open upload cannot be removed; closing the store aborts the upload', async () => {
+  it('an image with an open upload cannot be removed; closing the store aborts the upload, which the next upload resumes', async () => {
     const disk = sampleDisk();
     const up1 = store.beginUpload('pc', { size: disk.length, source: 'agent' });
     await up1.commit((await uploadDisk(up1, disk)).list);
@@ -398,6 +419,14 @@ describe('chunk uploads', () => {
     await store.close();
     expect(up.status).toBe('aborted');
     store = await ImageStore.open(storeDir(), { logger: nullLogger(), chunkSize: CHUNK });
+    await store.gc();
+    const extra = store.chunks.pathOf(sha256(Buffer.alloc(CHUNK, 9)));
+    expect(await chunkPaths(storeDir())).toEqual([...(await namedPaths(store, ['pc'])), extra].sort());
+    const again = store.beginUpload('pc', { size: disk.length, source: 'agent' });
+    expect(await again.known([sha256(Buffer.alloc(CHUNK, 9))])).toEqual(new Set([sha256(Buffer.alloc(CHUNK, 9))]));
+    await again.abort('test');
+    await ageJournals(storeDir());
+    await store.gc();
     expect(await chunkPaths(storeDir())).toEqual(await namedPaths(store, ['pc']));
   });
 
