@@ -36,6 +36,8 @@ export class ProgressReporter {
   /** Switches phase and tells the server at once (deploy's read-back: the task shows "verifying"). */
   async setPhase(phase: ProgressReport['phase']): Promise<void> {
     this.phase = phase;
+    // A report still out would make post() skip this one.
+    await this.inFlight;
     this.post();
     await this.inFlight;
   }
