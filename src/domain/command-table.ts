@@ -31,6 +31,12 @@ export function parseSize(text: string): number {
   return n;
 }
 
+function transportArg(v: string | undefined): 'chunks' | 'nbd' | undefined {
+  if (v === undefined) return undefined;
+  if (v !== 'chunks' && v !== 'nbd') throw new CommandError(400, `--transport must be chunks or nbd, not "${v.slice(0, 40)}"`);
+  return v;
+}
+
 type Entry = (c: Commands, actor: Actor, args: Args, progress: Progress) => Promise<unknown>;
 
 const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
@@ -67,6 +73,7 @@ const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
       image: str(args, 'image', '--image NAME'),
       diskSerial: optStr(args, 'disk-serial') ?? null,
       after,
+      transport: transportArg(optStr(args, 'transport')),
     });
     return task;
   }],

@@ -13,7 +13,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from './config.js';
-import type { ApiTokenRecord, Database, HostRecord, LocalBoot, TaskKind, TaskRecord } from './database.js';
+import type { ApiTokenRecord, Database, HostRecord, LocalBoot, TaskKind, TaskRecord, TaskTransport } from './database.js';
 import type { EventLog } from './events.js';
 import type { HostService } from './hosts.js';
 import { isActive, type TaskService } from './tasks.js';
@@ -120,6 +120,8 @@ export interface StartTaskInput {
   readonly wake?: boolean;
   readonly after?: 'reboot' | 'poweroff';
   readonly diskSerial?: string | null;
+  /** How the PC moves its disk; the configured `transport` when absent. */
+  readonly transport?: TaskTransport;
 }
 
 export interface StartTaskResult {
@@ -421,6 +423,7 @@ export class Commands {
     const mac = requireMac(input.mac);
     this.allow(actor, 'task.create', { mac, image: input.image });
     if (input.after !== undefined && input.after !== 'reboot' && input.after !== 'poweroff') throw new CommandError(400, 'after must be reboot or poweroff');
+    if (input.transport !== undefined && input.transport !== 'chunks' && input.transport !== 'nbd') throw new CommandError(400, 'transport must be chunks or nbd');
     const known = this.deps.hosts.get(mac);
     let image: string;
     if (input.kind === 'capture') {
@@ -432,7 +435,7 @@ export class Commands {
       image = await this.requireExisting(chosen, 'capture one first or choose one that exists');
     }
     const host = await this.deps.hosts.register(mac);
-    const task = await this.deps.tasks.create({ kind: input.kind, mac, image, after: input.after ?? 'reboot', diskSerial: input.diskSerial ?? null });
+    const task = await this.deps.tasks.create({ kind: input.kind, mac, image, after: input.after ?? 'reboot', diskSerial: input.diskSerial ?? null, transport: input.transport ?? this.deps.config.transport });
     return { task, wake: input.wake ? await this.wakeFor(host, task) : null };
   }
 

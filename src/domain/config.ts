@@ -49,6 +49,8 @@ export interface Config {
   readonly clientTimeoutSeconds: number;
   /** The same while the client examines the disks, before the transfer starts. */
   readonly clientExamineTimeoutSeconds: number;
+  /** How a new task moves its disk unless it says otherwise: chunk files over HTTP (the imaging agent) or raw bytes over NBD. */
+  readonly transport: 'chunks' | 'nbd';
 }
 
 /** The directory of the netclone checkout or installed package (holds `images/` and `boot/`). */
@@ -68,13 +70,13 @@ export type ConfigKey =
   | 'data' | 'images' | 'boot-dir' | 'listen' | 'nbd-port' | 'http-port' | 'tftp-port' | 'dhcp' | 'interface'
   | 'server-ip' | 'dhcp-range' | 'dhcp-netmask' | 'dhcp-router' | 'dhcp-dns' | 'dhcp-lease-time' | 'keep-versions'
   | 'log-level' | 'local-boot' | 'menu-timeout' | 'url-ttl' | 'secure-cookies' | 'arm64-boot-file'
-  | 'tftp-busy-poll' | 'client-timeout' | 'client-examine-timeout';
+  | 'tftp-busy-poll' | 'client-timeout' | 'client-examine-timeout' | 'transport';
 
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   'data', 'images', 'boot-dir', 'listen', 'nbd-port', 'http-port', 'tftp-port', 'dhcp', 'interface', 'server-ip',
   'dhcp-range', 'dhcp-netmask', 'dhcp-router', 'dhcp-dns', 'dhcp-lease-time', 'keep-versions', 'log-level',
   'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file', 'tftp-busy-poll', 'client-timeout',
-  'client-examine-timeout',
+  'client-examine-timeout', 'transport',
 ];
 
 export type ConfigOverrides = Partial<Record<ConfigKey, string>>;
@@ -201,5 +203,6 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
     tftpBusyPoll: yes.includes(busyPoll),
     clientTimeoutSeconds,
     clientExamineTimeoutSeconds,
+    transport: oneOf('transport', o.transport ?? 'chunks', ['chunks', 'nbd'] as const),
   };
 }

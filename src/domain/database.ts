@@ -52,12 +52,31 @@ export type TaskKind = 'capture' | 'deploy';
 export type TaskState = 'queued' | 'booting' | 'running' | 'verifying' | 'done' | 'failed' | 'cancelled';
 
 export interface TaskProgress {
+  /** Bytes of the disk covered (NBD) or examined by the agent (chunks). */
   bytes: number;
   total: number;
   percent: number;
   mbps: number;
   etaSeconds: number | null;
+  /** Bytes on the wire so far, as the server counted them (chunk transport; absent in older records). */
+  wireBytes?: number;
+  /** The agent's chunk counters (chunk transport only). */
+  chunks?: ChunkCounters;
 }
+
+export interface ChunkCounters {
+  /** Chunks the other side already held: not sent. */
+  reused: number;
+  /** Chunks that crossed the wire. */
+  sent: number;
+  /** All-zero chunks (holes): never sent. */
+  zero: number;
+  /** Chunks of the disk (or image) in all. */
+  total: number;
+}
+
+/** How a task moves its disk: chunk files over HTTP (the imaging agent) or raw bytes over NBD. */
+export type TaskTransport = 'chunks' | 'nbd';
 
 export interface TaskRecord {
   id: string;
@@ -72,6 +91,11 @@ export interface TaskRecord {
   reason: string | null;
   diskSerial: string | null;
   after: 'reboot' | 'poweroff';
+  /**
+   * Records written before the chunk transport existed have none (migrate() fills in 'nbd'); code
+   * reads a missing one as 'nbd' too (see transportOf).
+   */
+  transport?: TaskTransport;
   /** sha256 of the client token; the token itself is only ever on the PC's kernel command line. */
   tokenHash: string;
   clientIp: string | null;
@@ -79,6 +103,11 @@ export interface TaskRecord {
   progress: TaskProgress;
   result: { version: number | null; digest: string | null; bytesOnWire: number } | null;
   log: Array<{ at: string; message: string }>;
+}
+
+/** The task's transport; a record without one moved its disk over NBD. */
+export function transportOf(task: Pick<TaskRecord, 'transport'>): TaskTransport {
+  return task.transport === 'chunks' ? 'chunks' : 'nbd';
 }
 
 export interface EventRecord {
@@ -153,6 +182,10 @@ export function migrate(raw: unknown, file = 'database'): DbData {
   }
   for (const key of ['hosts', 'tasks', 'events', 'users', 'apiTokens'] as const) {
     if (!Array.isArray(data[key])) throw new Error(`${file}: "${key}" is not a list; the file is damaged`);
+  }
+  // Tasks from before the chunk transport moved their disks over NBD.
+  for (const t of data.tasks as Array<Record<string, unknown>>) {
+    if (t !== null && typeof t === 'object' && t.transport !== 'chunks' && t.transport !== 'nbd') t.transport = 'nbd';
   }
   return data as unknown as DbData;
 }

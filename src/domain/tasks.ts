@@ -14,7 +14,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import type { Database, TaskKind, TaskProgress, TaskRecord, TaskState } from './database.js';
+import type { ChunkCounters, Database, TaskKind, TaskProgress, TaskRecord, TaskState, TaskTransport } from './database.js';
 import type { EventLog } from './events.js';
 import { DatabaseWriteError } from './durable-json-file.js';
 import { normalizeMac } from '../lib/mac.js';
@@ -51,6 +51,8 @@ export interface NewTask {
   readonly image: string;
   readonly diskSerial?: string | null;
   readonly after?: 'reboot' | 'poweroff';
+  /** The command layer passes the configured default; without one a task moves its disk over NBD. */
+  readonly transport?: TaskTransport;
 }
 
 const PROGRESS_WRITE_INTERVAL_MS = 2000;
@@ -169,6 +171,7 @@ export class TaskService extends EventEmitter {
       reason: null,
       diskSerial: input.diskSerial ?? null,
       after: input.after ?? 'reboot',
+      transport: input.transport ?? 'nbd',
       tokenHash: '',
       clientIp: null,
       disk: null,
@@ -293,6 +296,7 @@ export class TaskService extends EventEmitter {
     }
     const remaining = Math.max(total - bytes, 0);
     task.progress = {
+      ...task.progress,
       bytes,
       total: task.progress.total,
       percent: Math.min(100, Math.floor((bytes / total) * 1000) / 10),
@@ -303,6 +307,21 @@ export class TaskService extends EventEmitter {
     this.heard(task);
     this.progressSave.request();
     return task.progress;
+  }
+
+  /**
+   * The chunk transport's counters: what the agent examined (the progress bytes) and how its chunks
+   * went. The agent reports every few seconds; kept like progress().
+   */
+  chunkProgress(task: TaskRecord, examined: number, chunks: ChunkCounters): TaskProgress {
+    task.progress = { ...task.progress, chunks: { ...chunks } };
+    return this.progress(task, examined);
+  }
+
+  /** Bytes on the wire as the server counted them (the task's meter). */
+  wireBytes(task: TaskRecord, bytes: number): void {
+    task.progress = { ...task.progress, wireBytes: bytes };
+    this.progressSave.request();
   }
 
   /**
@@ -385,4 +404,30 @@ export class TaskService extends EventEmitter {
     }
     return n;
   }
+}
+
+const UNITS = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
+
+function decimalBytes(n: number): string {
+  let v = n;
+  let u = 0;
+  while (v >= 1000 && u < UNITS.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v >= 100 ? Math.round(v) : Math.round(v * 10) / 10} ${UNITS[u]}`;
+}
+
+/**
+ * The chunk transport's progress in one line, e.g. "examined 120 GB, sent 1.3 GB, 98.9 % reused"
+ * (a deploy "fetched" what it did not hold). Reused counts data chunks the other side already held;
+ * zero chunks are in neither count. Null for a task without chunk counters (NBD).
+ */
+export function progressLine(task: Pick<TaskRecord, 'kind' | 'progress'>): string | null {
+  const c = task.progress.chunks;
+  if (!c) return null;
+  const moved = task.kind === 'capture' ? 'sent' : 'fetched';
+  const data = c.reused + c.sent;
+  const reused = data === 0 ? '' : `, ${Math.floor((c.reused / data) * 1000) / 10} % reused`;
+  return `examined ${decimalBytes(task.progress.bytes)}, ${moved} ${decimalBytes(task.progress.wireBytes ?? 0)}${reused}`;
 }

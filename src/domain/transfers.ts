@@ -1,13 +1,15 @@
 /**
- * Turns a running task into an NBD export and its outcome into task state: the bridge
- * between the task lifecycle, the NBD access grants and the image store.
+ * Turns a running task into a transfer (an NBD export, or a chunk transfer for the imaging agent)
+ * and its outcome into task state: the bridge between the task lifecycle, the NBD access grants
+ * and the image store.
  */
-import type { TaskRecord } from './database.js';
+import { transportOf, type TaskRecord } from './database.js';
 import type { TaskService } from './tasks.js';
 import type { HostService } from './hosts.js';
 import type { NbdGrants } from '../transport/grants.js';
 import { TransferMeter } from '../transport/transfer-meter.js';
-import type { ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
+import { ExportRequestError, type ExportSource, type ImageVersionInfo } from '../transport/store-exports.js';
+import type { ChunkCaptureStart, ChunkDeployStart, ChunkTransfer } from '../transport/chunk-transfer.js';
 
 export type { CaptureHooks, ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
 import type { Logger } from '../lib/log.js';
@@ -27,15 +29,27 @@ export class TransferError extends Error {
   }
 }
 
+/** What the client's start is answered with: where to move the disk. */
+export type StartAnswer = { readonly transport: 'nbd'; readonly nbd: string } | ChunkCaptureStart | ChunkDeployStart;
+
 /** A task export lives as long as a long transfer could: a day; it is revoked when the task ends. */
 const TASK_EXPORT_TTL_SECONDS = 24 * 3600;
 /** How long the client's "ok" waits for the server-side commit after its last DISC. */
 const COMMIT_WAIT_MS = 120_000;
 
+/** Why `disk` cannot take `info`'s image, or null when it can. */
+function diskProblem(image: string, disk: ClientDisk, info: ImageVersionInfo): string | null {
+  if (disk.size < info.size) return `disk ${disk.name} (${disk.size} bytes) is smaller than image ${image} (${info.size} bytes)`;
+  if (disk.logicalSectorSize !== info.sectorSize) return `disk ${disk.name} has ${disk.logicalSectorSize}-byte sectors, image ${image} has ${info.sectorSize}-byte sectors`;
+  return null;
+}
+
 export class TransferService {
   private readonly captureOutcome = new Map<string, Promise<ImageVersionInfo>>();
   /** The meter of each running task's export: its wire bytes are the task's `bytesOnWire`. */
   private readonly meters = new Map<string, TransferMeter>();
+  /** Each running chunk-transport task's transfer, held until the task ends (a deploy's is its gc pin). */
+  private readonly chunkTransfers = new Map<string, ChunkTransfer>();
 
   constructor(
     private readonly source: ExportSource,
@@ -50,24 +64,82 @@ export class TransferService {
       if (task.state === 'cancelled' || task.state === 'failed') {
         this.captureOutcome.delete(task.id);
         this.meters.delete(task.id);
+        this.closeChunks(task, `task ${task.state}`);
         this.grants.revokeTask(task.id, `task ${task.state}`).catch((err: unknown) => this.logger.error({ err, task: task.id }, 'revoking the NBD exports of an ended task failed'));
       }
     });
   }
 
-  /** The client picked its disk: check it against the image and open the task's export. */
+  /**
+   * The client picked its disk: check it against the image and open the task's transfer over the
+   * task's transport. The answer is what the client's `start` call returns.
+   */
+  async begin(task: TaskRecord, disk: ClientDisk, clientIp: string, nbdHost: string, nbdPort: number): Promise<StartAnswer> {
+    if (transportOf(task) !== 'chunks') return { transport: 'nbd', nbd: await this.start(task, disk, clientIp, nbdHost, nbdPort) };
+    if (task.state !== 'booting') throw new TransferError(409, `task is ${task.state}; a transfer was already started`);
+    const meter = new TransferMeter(task.kind, (_step, m) => this.tasks.wireBytes(task, m.wireBytes));
+    if (task.kind === 'deploy') {
+      let transfer;
+      try {
+        transfer = await this.source.openChunkDeploy(task.image, meter);
+      } catch (err) {
+        if (err instanceof ExportRequestError) return this.refuse(task, `image ${task.image} has no committed version`);
+        throw err;
+      }
+      const info = transfer.info;
+      const problem = diskProblem(task.image, disk, info);
+      if (problem) {
+        await transfer.close();
+        return this.refuse(task, problem);
+      }
+      this.chunkTransfers.set(task.id, transfer);
+      this.meters.set(task.id, meter);
+      await this.tasks.markRunning(task, disk, clientIp, info.size);
+      this.progressOf(task);
+      return transfer.start();
+    }
+    let transfer;
+    try {
+      transfer = this.source.openChunkCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, meter);
+    } catch (err) {
+      if (err instanceof ExportRequestError) return this.refuse(task, err.message);
+      // The store refuses a second capture of the same image while one is open.
+      return this.refuse(task, (err as Error).message);
+    }
+    this.chunkTransfers.set(task.id, transfer);
+    this.meters.set(task.id, meter);
+    await this.tasks.markRunning(task, disk, clientIp, disk.size);
+    this.progressOf(task);
+    return transfer.start();
+  }
+
+  /** Chunk tasks show counters from the start (zeros until the agent reports). */
+  private progressOf(task: TaskRecord): void {
+    task.progress = { ...task.progress, wireBytes: 0, chunks: { reused: 0, sent: 0, zero: 0, total: 0 } };
+  }
+
+  /** The task's chunk transfer while it runs, or undefined (an NBD task, or none started). */
+  chunkTransfer(task: TaskRecord): ChunkTransfer | undefined {
+    return this.chunkTransfers.get(task.id);
+  }
+
+  private closeChunks(task: TaskRecord, reason: string): void {
+    const transfer = this.chunkTransfers.get(task.id);
+    if (!transfer) return;
+    this.chunkTransfers.delete(task.id);
+    const closing = transfer.kind === 'capture' ? transfer.close(reason) : transfer.close();
+    closing.catch((err: unknown) => this.logger.error({ err, task: task.id }, 'closing the chunk transfer of an ended task failed'));
+  }
+
+  /** The NBD transport: check the disk against the image and open the task's export; returns its URI. */
   async start(task: TaskRecord, disk: ClientDisk, clientIp: string, nbdHost: string, nbdPort: number): Promise<string> {
     if (task.state !== 'booting') throw new TransferError(409, `task is ${task.state}; a transfer was already started`);
     let name: string;
     if (task.kind === 'deploy') {
       const info = await this.source.latest(task.image);
       if (!info) return this.refuse(task, `image ${task.image} has no committed version`);
-      if (disk.size < info.size) {
-        return this.refuse(task, `disk ${disk.name} (${disk.size} bytes) is smaller than image ${task.image} (${info.size} bytes)`);
-      }
-      if (disk.logicalSectorSize !== info.sectorSize) {
-        return this.refuse(task, `disk ${disk.name} has ${disk.logicalSectorSize}-byte sectors, image ${task.image} has ${info.sectorSize}-byte sectors`);
-      }
+      const problem = diskProblem(task.image, disk, info);
+      if (problem) return this.refuse(task, problem);
       const meter = this.meter(task);
       ({ name } = await this.grants.grant({
         kind: 'deploy',
@@ -115,6 +187,26 @@ export class TransferService {
     return new TransferMeter(task.kind, (step) => this.tasks.progress(task, task.progress.bytes + step.covered));
   }
 
+  /**
+   * A chunk capture is done once the agent's commit made a version (nothing to wait for); a chunk
+   * deploy once the read-back matches the version the task deployed. The transfer closes either way.
+   */
+  private async finishChunks(task: TaskRecord, transfer: ChunkTransfer, digest: string | null, bytesOnWire: number): Promise<void> {
+    try {
+      if (transfer.kind === 'capture') {
+        const version = transfer.committed;
+        if (version) await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
+        else await this.tasks.fail(task, 'the imaging agent reported success but never committed its chunk list; start the task again');
+      } else if (digest !== transfer.info.digest) {
+        await this.tasks.fail(task, `read-back check failed: the disk's digest ${digest ?? '(none)'} differs from the image's ${transfer.info.digest}`);
+      } else {
+        await this.tasks.succeed(task, { version: transfer.info.version, digest, bytesOnWire }, `deployed ${task.image} version ${transfer.info.version}; read-back matches`);
+      }
+    } finally {
+      this.closeChunks(task, 'the task finished');
+    }
+  }
+
   /** The client says how it went. Capture success waits for the commit the NBD stream triggered. */
   async finish(task: TaskRecord, ok: boolean, message: string, digest: string | null): Promise<TaskRecord> {
     if (!ok) {
@@ -126,7 +218,12 @@ export class TransferService {
     }
     const bytesOnWire = this.meters.get(task.id)?.wireBytes ?? 0;
     this.meters.delete(task.id);
-    if (task.kind === 'capture') {
+    const chunks = this.chunkTransfers.get(task.id);
+    if (chunks) {
+      await this.finishChunks(task, chunks, digest, bytesOnWire);
+    } else if (transportOf(task) === 'chunks') {
+      await this.tasks.fail(task, 'no chunk transfer is open for this task (did the server restart?); start the task again');
+    } else if (task.kind === 'capture') {
       await this.tasks.markVerifying(task, 'committing the captured image');
       const outcome = this.captureOutcome.get(task.id);
       let version: ImageVersionInfo | null = null;

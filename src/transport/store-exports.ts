@@ -1,4 +1,7 @@
-/** Opens NBD exports on the image store for transfers and `image url`: the store side of ExportSource. */
+/**
+ * Opens NBD exports and chunk transfers on the image store for transfers and `image url`: the store
+ * side of ExportSource.
+ */
 import type { ImageStore } from '../imaging/image-store.js';
 import { ImageNotFoundError } from '../imaging/image-store.js';
 import { isValidImageName } from '../imaging/names.js';
@@ -7,6 +10,8 @@ import { DeployExport } from './deploy-export.js';
 import { CaptureExport } from './capture-export.js';
 import type { OpenedExport } from './grants.js';
 import type { Logger } from '../lib/log.js';
+import { ChunkCaptureTransfer, ChunkDeployTransfer } from './chunk-transfer.js';
+import type { TransferMeter } from './transfer-meter.js';
 
 export interface ImageVersionInfo {
   readonly version: number;
@@ -27,6 +32,10 @@ export interface ExportSource {
   latest(image: string): Promise<ImageVersionInfo | null>;
   openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }>;
   openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
+  /** A chunk-transport capture: the store's upload session begins now (the image is busy until it ends). */
+  openChunkCapture(image: string, size: number, sectorSize: number, source: string, meter: TransferMeter): ChunkCaptureTransfer;
+  /** A chunk-transport deploy of the newest version, opened (so pinned) until the transfer is closed. */
+  openChunkDeploy(image: string, meter: TransferMeter): Promise<ChunkDeployTransfer>;
 }
 
 /** A request for an export that cannot be met as asked (bad name, size, sector size, no such image). */
@@ -81,17 +90,39 @@ export class StoreExportSource implements ExportSource {
     };
   }
 
+  /** Refuses what no capture can take, with the sentence the client shows. */
+  private checkCapture(image: string, size: number, sectorSize: number): void {
+    if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
+    if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK_SIZE) {
+      throw new ExportRequestError(400, `disk size ${size} is out of range: a capture takes 1 byte to ${MAX_DISK_SIZE} bytes (64 TiB)`);
+    }
+    if (sectorSize !== 512 && sectorSize !== 4096) throw new ExportRequestError(400, `sector size ${sectorSize} is not supported: use 512 or 4096`);
+  }
+
+  openChunkCapture(image: string, size: number, sectorSize: number, source: string, meter: TransferMeter): ChunkCaptureTransfer {
+    this.checkCapture(image, size, sectorSize);
+    const upload = this.store.beginUpload(image, { size, sectorSize: sectorSize as 512 | 4096, source });
+    return new ChunkCaptureTransfer(upload, meter);
+  }
+
+  async openChunkDeploy(image: string, meter: TransferMeter): Promise<ChunkDeployTransfer> {
+    if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
+    try {
+      const reader = await this.store.openVersion(image);
+      return new ChunkDeployTransfer(reader, (hash, pinnedBy) => this.store.chunkFile(hash, pinnedBy), meter);
+    } catch (err) {
+      if (err instanceof ImageNotFoundError) throw new ExportRequestError(404, err.message);
+      throw err;
+    }
+  }
+
   /**
    * A capture export whose store capture begins at the first write (see CaptureExport): until then
    * the URL holds no lock on the image. The arguments are checked here, so a bad size or sector
    * size is refused when the URL or task starts, not at the client's first write.
    */
   async openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport> {
-    if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
-    if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK_SIZE) {
-      throw new ExportRequestError(400, `disk size ${size} is out of range: a capture takes 1 byte to ${MAX_DISK_SIZE} bytes (64 TiB)`);
-    }
-    if (sectorSize !== 512 && sectorSize !== 4096) throw new ExportRequestError(400, `sector size ${sectorSize} is not supported: use 512 or 4096`);
+    this.checkCapture(image, size, sectorSize);
     const exp = new CaptureExport(
       { name: image, size, begin: () => this.store.beginCapture(image, { size, sectorSize, source }) },
       {

@@ -54,6 +54,16 @@ export class TransferMeter {
     return observeExport(exp, { onWrite: (n) => count(n, n), onZero: (n) => count(0, n) });
   }
 
+  /**
+   * Bytes counted outside an NBD stream: the chunk transport's request and response bodies
+   * (chunk-transfer.ts), which cover no disk range by themselves (the agent reports what it examined).
+   */
+  add(wire: number, covered = 0): void {
+    this.wire += wire;
+    this.covered += covered;
+    this.listener?.({ wire, covered }, this);
+  }
+
   /** For log lines and events: "12345 bytes written over NBD (67890 bytes of disk covered)". */
   describe(): string {
     const verb = this.kind === 'deploy' ? 'read' : 'written';

@@ -9,13 +9,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../domain/config.js';
-import type { HardwareReport, TaskRecord } from '../domain/database.js';
+import { transportOf, type HardwareReport, type TaskRecord } from '../domain/database.js';
 import type { HostService } from '../domain/hosts.js';
 import type { TaskService } from '../domain/tasks.js';
 import { TransferError, type ExportSource, type TransferService } from '../domain/transfers.js';
 import { normalizeMac } from '../lib/mac.js';
 import { plainAddress } from '../lib/ipv4.js';
 import { httpBaseFor } from './boot-routes.js';
+import { clientChunkRoutes } from './client-chunk-routes.js';
 import type { Logger } from '../lib/log.js';
 
 export interface ClientRoutesContext {
@@ -54,7 +55,17 @@ const StartSchema = Type.Object({
     serial: Type.Optional(Str(128)),
   }),
 });
-const ProgressSchema = Type.Object({ phase: Type.Union([Type.Literal('transferring'), Type.Literal('verifying')]), message: Type.Optional(Str(500)) });
+const Count = Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 53 }));
+const ProgressSchema = Type.Object({
+  phase: Type.Union([Type.Literal('transferring'), Type.Literal('verifying')]),
+  message: Type.Optional(Str(500)),
+  // The imaging agent's counters (chunk transport); bytes on the wire are counted by the server.
+  examined: Count,
+  reusedChunks: Count,
+  sentChunks: Count,
+  zeroChunks: Count,
+  totalChunks: Count,
+});
 const ResultSchema = Type.Object({ ok: Type.Boolean(), message: Type.Optional(Str(2000)), digest: Type.Optional(Type.Union([Type.String({ pattern: '^[0-9a-f]{64}$' }), Type.Null()])) });
 
 declare module 'fastify' {
@@ -112,6 +123,7 @@ export function clientRoutes(ctx: ClientRoutesContext) {
       return {
         id: task.id,
         kind: task.kind,
+        transport: transportOf(task),
         image: task.image,
         diskSerial: task.diskSerial,
         after: task.after,
@@ -145,9 +157,9 @@ export function clientRoutes(ctx: ClientRoutesContext) {
         return reply.code(409).send({ error: 'this task token already started a transfer; reboot the PC for a new one' });
       }
       try {
-        const uri = await ctx.transfers.start(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.nbdPort);
-        ctx.logger.info({ mac: task.mac, task: task.id, disk: req.body.disk.name }, `client starts the ${task.kind}`);
-        return { nbd: uri };
+        const answer = await ctx.transfers.begin(task, { ...req.body.disk, serial: req.body.disk.serial ?? '' }, ip, nbdHost, ctx.nbdPort);
+        ctx.logger.info({ mac: task.mac, task: task.id, disk: req.body.disk.name, transport: answer.transport }, `client starts the ${task.kind}`);
+        return answer;
       } catch (err) {
         if (err instanceof TransferError) return reply.code(err.status).send({ error: err.message });
         throw err;
@@ -156,10 +168,16 @@ export function clientRoutes(ctx: ClientRoutesContext) {
 
     app.post<{ Body: Static<typeof ProgressSchema> }>('/api/client/v1/progress', { schema: { body: ProgressSchema } }, async (req) => {
       const task = req.clientTask as TaskRecord;
-      if (req.body.phase === 'verifying' && task.state === 'running') await ctx.tasks.markVerifying(task, 'reading the disk back to check it');
-      else if (req.body.message) await ctx.tasks.note(task, req.body.message);
+      const b = req.body;
+      if (b.examined !== undefined && (task.state === 'running' || task.state === 'verifying')) {
+        ctx.tasks.chunkProgress(task, b.examined, { reused: b.reusedChunks ?? 0, sent: b.sentChunks ?? 0, zero: b.zeroChunks ?? 0, total: b.totalChunks ?? 0 });
+      }
+      if (b.phase === 'verifying' && task.state === 'running') await ctx.tasks.markVerifying(task, 'reading the disk back to check it');
+      else if (b.message) await ctx.tasks.note(task, b.message);
       return { ok: true };
     });
+
+    await app.register(clientChunkRoutes({ logger: ctx.logger, transfers: ctx.transfers }));
 
     app.post<{ Body: Static<typeof ResultSchema> }>('/api/client/v1/result', { schema: { body: ResultSchema } }, async (req, reply) => {
       const task = req.clientTask as TaskRecord;
