@@ -1,0 +1,250 @@
+/**
+ * The imaging agent against a real appliance on loopback, as the thin client runs it: the boot script
+ * hands out the task token, the agent (a child process) does start, the chunk transfer and the deploy
+ * read-back, and the test then posts the result the way the thin client does. Disks are files.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm, unlink, writeFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { loopbackConfig } from '../lib/appliance-config.js';
+import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
+import { runCommand } from '../../src/domain/command-table.js';
+import { TEST_OPERATOR } from '../lib/actor.js';
+import { nullLogger } from '../../src/lib/log.js';
+import type { TaskRecord } from '../../src/domain/database.js';
+import { maxChunkFileSize } from '../../src/imaging/chunk-format.js';
+import { noise } from '../lib/prng.js';
+import type { RunResult } from '../lib/run.js';
+import { agentLine, agentReason, chunkList, distinctChunks, makeDisk, runAgentCli, scatterChanges } from './disks.js';
+
+const CHUNK = 1024 * 1024;
+const CHUNKS = 24;
+
+let dir: string;
+let app: RunningAppliance;
+let base: string;
+let macs = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'nc-agent-app-'));
+  app = await startAppliance(loopbackConfig(dir), nullLogger());
+  base = `http://127.0.0.1:${app.ports.http}`;
+});
+
+afterAll(async () => {
+  await app?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+afterEach(async () => {
+  for (const t of app.core.tasks.list({ active: true })) await app.core.tasks.cancel(t.id);
+});
+
+function nextMac(): string {
+  macs++;
+  return `52:54:00:00:a1:${macs.toString(16).padStart(2, '0')}`;
+}
+
+/** A chunk-transport task for a fresh PC, and the token its boot script carries. */
+async function queue(kind: 'capture' | 'deploy', image: string): Promise<{ task: TaskRecord; token: string }> {
+  const mac = nextMac();
+  const task = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind, mac, image, transport: 'chunks' }, () => undefined)) as TaskRecord;
+  app.core.hosts.bootAddresses.note(mac, '127.0.0.1');
+  const res = await fetch(`${base}/boot/ipxe?mac=${mac}&platform=efi&arch=x86_64&chip=undionly`);
+  const script = await res.text();
+  const m = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script);
+  if (!m) throw new Error(`no token in the boot script:\n${script}`);
+  return { task, token: m[1] };
+}
+
+function agent(mode: 'capture' | 'deploy', token: string, disk: string): Promise<RunResult> {
+  return runAgentCli([mode, '--server', base, '--token', token, '--disk', disk, '--disk-name', 'sda', '--serial', 'D1']);
+}
+
+/** What the thin client does after the agent: post the task's result from the agent's outcome. */
+async function postResult(token: string, r: RunResult): Promise<{ state: string; reason: string | null }> {
+  const body = r.code === 0 ? { ok: true, digest: agentLine(r).digest } : { ok: false, message: agentReason(r).replace(/^agent: /, '') };
+  const res = await fetch(`${base}/api/client/v1/result`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return (await res.json()) as { state: string; reason: string | null };
+}
+
+/** Captures `disk` into `image` through the agent; the task ends done. */
+async function capture(image: string, disk: Buffer, name: string): Promise<{ task: TaskRecord; r: RunResult }> {
+  const file = path.join(dir, name);
+  await writeFile(file, disk);
+  const { task, token } = await queue('capture', image);
+  const r = await agent('capture', token, file);
+  expect(r.code, r.stderr).toBe(0);
+  expect(await postResult(token, r)).toMatchObject({ state: 'done' });
+  return { task, r };
+}
+
+/** The newest version's chunk list as the store holds it, in the wire form. */
+async function storedList(image: string): Promise<Buffer> {
+  const reader = await app.core.store.openVersion(image);
+  try {
+    const out = Buffer.alloc(reader.chunkCount * 32);
+    for (let i = 0; i < reader.chunkCount; i++) {
+      const h = reader.chunkHash(i);
+      if (h !== null) out.write(h, i * 32, 32, 'hex');
+    }
+    return out;
+  } finally {
+    reader.close();
+  }
+}
+
+async function findChunkFile(hash: string): Promise<string> {
+  const found = (await readdir(dir, { recursive: true })).find((p) => path.basename(p) === hash);
+  if (!found) throw new Error(`chunk file ${hash} not found under ${dir}`);
+  return path.join(dir, found);
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+describe('capture with the agent', () => {
+  it('commits the disk as a new version, sending each distinct chunk once', async () => {
+    const disk = makeDisk(21, CHUNK, CHUNKS);
+    const { task, r } = await capture('office1', disk, 'office1-v1.raw');
+    expect(task.result?.version).toBe(1);
+    expect((await storedList('office1')).equals(chunkList(disk, CHUNK))).toBe(true);
+    const line = agentLine(r);
+    expect(line).toMatchObject({ ok: true, digest: null, examined: disk.length, sentChunks: distinctChunks(disk, CHUNK).size });
+    // Compressed chunk files: less crossed than the non-zero data (text chunks compress).
+    expect(task.result?.bytesOnWire).toBeGreaterThan(0);
+    expect(task.result?.bytesOnWire).toBeLessThan(distinctChunks(disk, CHUNK).size * CHUNK);
+  });
+
+  it('re-capture after scattered changes sends only the changed chunks', async () => {
+    const v1 = makeDisk(22, CHUNK, CHUNKS);
+    await capture('office2', v1, 'office2-v1.raw');
+    const v2 = Buffer.from(v1);
+    const changed = scatterChanges(v2, 5, CHUNK, 3);
+    const { task, r } = await capture('office2', v2, 'office2-v2.raw');
+    expect(task.result?.version).toBe(2);
+    expect((await storedList('office2')).equals(chunkList(v2, CHUNK))).toBe(true);
+    const line = agentLine(r);
+    expect(line.sentChunks).toBe(changed.length);
+    // The wire carried those chunk files, the known() calls and the list: not the disk.
+    const listBytes = Math.ceil(v2.length / CHUNK) * 32;
+    expect(task.result?.bytesOnWire).toBeLessThanOrEqual(changed.length * maxChunkFileSize(CHUNK) + listBytes + 64 * 1024);
+  });
+
+  it('uploads again a chunk the server counted as known but lacks at commit, and commits', async () => {
+    const v1 = makeDisk(23, CHUNK, CHUNKS);
+    await capture('office3', v1, 'office3-v1.raw');
+    // The previous version names this chunk, so known() counts it; its file is gone (a damaged store), so the commit asks for it.
+    const lost = createHash('sha256').update(v1.subarray(0, CHUNK)).digest('hex');
+    await unlink(await findChunkFile(lost));
+    const { task, r } = await capture('office3', v1, 'office3-v2.raw');
+    expect(task.result?.version).toBe(2);
+    expect(agentLine(r).sentChunks).toBe(1);
+    expect((await storedList('office3')).equals(chunkList(v1, CHUNK))).toBe(true);
+    await findChunkFile(lost);
+  });
+
+  it('two agents capturing different images that share chunks, at the same time', async () => {
+    const a = makeDisk(24, CHUNK, CHUNKS);
+    const b = Buffer.from(a);
+    scatterChanges(b, 9, CHUNK, 6);
+    const fa = path.join(dir, 'pair-a.raw');
+    const fb = path.join(dir, 'pair-b.raw');
+    await writeFile(fa, a);
+    await writeFile(fb, b);
+    const ta = await queue('capture', 'pair-a');
+    const tb = await queue('capture', 'pair-b');
+    const [ra, rb] = await Promise.all([agent('capture', ta.token, fa), agent('capture', tb.token, fb)]);
+    expect(ra.code, ra.stderr).toBe(0);
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(await postResult(ta.token, ra)).toMatchObject({ state: 'done' });
+    expect(await postResult(tb.token, rb)).toMatchObject({ state: 'done' });
+    expect((await storedList('pair-a')).equals(chunkList(a, CHUNK))).toBe(true);
+    expect((await storedList('pair-b')).equals(chunkList(b, CHUNK))).toBe(true);
+    const verified = await app.core.store.verify('pair-b');
+    expect(verified).toMatchObject({ ok: true });
+  });
+
+  it('refuses a wrong token: the agent says so and stores nothing', async () => {
+    const file = path.join(dir, 'wrong.raw');
+    await writeFile(file, makeDisk(25, CHUNK, 4));
+    const { task } = await queue('capture', 'wrongtoken');
+    const r = await agent('capture', 'X'.repeat(32), file);
+    expect(r.code).toBe(1);
+    expect(agentReason(r)).toMatch(/start: the server answered 403: this task token is not valid/);
+    expect(task.state).toBe('booting');
+    expect(r.stdout).toBe('');
+  });
+});
+
+describe('deploy with the agent', () => {
+  let v1: Buffer;
+  let v2: Buffer;
+  let changed: number[];
+  beforeAll(async () => {
+    v1 = makeDisk(31, CHUNK, CHUNKS);
+    await capture('golden', v1, 'golden-v1.raw');
+    v2 = Buffer.from(v1);
+    changed = scatterChanges(v2, 13, CHUNK, 4);
+    await capture('golden', v2, 'golden-v2.raw');
+  });
+
+  async function deployOnto(target: Buffer, name: string): Promise<{ task: TaskRecord; r: RunResult; token: string; after: Buffer }> {
+    const file = path.join(dir, name);
+    await writeFile(file, target);
+    const { task, token } = await queue('deploy', 'golden');
+    const r = await agent('deploy', token, file);
+    return { task, r, token, after: await readFile(file) };
+  }
+
+  it('onto a disk holding the previous version: fetches only the changed chunks, and the task is done', async () => {
+    const { task, r, token, after } = await deployOnto(v1, 'stale.raw');
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(after)).toBe(sha(v2));
+    const line = agentLine(r);
+    expect(line.sentChunks).toBe(changed.length);
+    const nonZero = distinctOrRepeatedNonZero(v2);
+    expect(line.reusedChunks).toBe(nonZero - changed.length);
+    expect(await postResult(token, r)).toMatchObject({ state: 'done' });
+    expect(task.result?.bytesOnWire).toBeLessThanOrEqual(changed.length * maxChunkFileSize(CHUNK) + Math.ceil(v2.length / CHUNK) * 32);
+  });
+
+  it('onto a random-filled disk: every chunk written, holes zeroed, the rest of the disk untouched', async () => {
+    const target = noise(4242, v2.length + 2 * CHUNK);
+    const { r, token, after } = await deployOnto(target, 'random.raw');
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(after.subarray(0, v2.length))).toBe(sha(v2));
+    expect(after.subarray(v2.length).equals(target.subarray(v2.length))).toBe(true);
+    expect(agentLine(r)).toMatchObject({ reusedChunks: 0, sentChunks: distinctOrRepeatedNonZero(v2), examined: v2.length });
+    expect(await postResult(token, r)).toMatchObject({ state: 'done' });
+  });
+
+  it('refuses a chunk damaged in the store, and the task fails saying why', async () => {
+    // A chunk only v2 has, so the other deploys above did not depend on it staying intact.
+    const i = changed[0];
+    const hash = sha(v2.subarray(i * CHUNK, Math.min((i + 1) * CHUNK, v2.length)));
+    const stored = await findChunkFile(hash);
+    const original = await readFile(stored);
+    const damaged = Buffer.from(original);
+    damaged[damaged.length - 10] ^= 0x55;
+    await writeFile(stored, damaged);
+    try {
+      const target = noise(777, v2.length);
+      const { task, r, token, after } = await deployOnto(target, 'damaged.raw');
+      expect(r.code).toBe(1);
+      expect(agentReason(r)).toMatch(new RegExp(`chunk ${hash} \\(image chunk ${i}, disk byte ${i * CHUNK}\\) came from the server damaged`));
+      expect(after.subarray(i * CHUNK, (i + 1) * CHUNK).equals(target.subarray(i * CHUNK, (i + 1) * CHUNK))).toBe(true);
+      expect(await postResult(token, r)).toMatchObject({ state: 'failed' });
+      expect(task.reason).toMatch(/came from the server damaged/);
+    } finally {
+      await writeFile(stored, original);
+    }
+  });
+});
+
+function distinctOrRepeatedNonZero(disk: Buffer): number {
+  let n = 0;
+  for (let off = 0; off < disk.length; off += CHUNK) if (!disk.subarray(off, Math.min(off + CHUNK, disk.length)).every((b) => b === 0)) n++;
+  return n;
+}
