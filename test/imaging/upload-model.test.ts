@@ -2,18 +2,24 @@
  * Model-based test of chunk uploads: seeded random streams of sessions over a few images at once,
  * against a real store. Disks are drawn from a small palette of chunk contents (so chunks deduplicate
  * within and across images and versions), sessions put chunks in random order and concurrently, send
- * some twice, send refused (corrupted) files, commit before everything is sent, abort, and race gc,
- * version removal and captures of other images. After each step the store must hold exactly: every
- * committed version equal to its model disk byte for byte, and no chunk file that no committed version
- * names once the sessions are over and gc ran.
+ * some twice, send refused (corrupted) files, commit before everything is sent, abort (after their
+ * puts or in the middle of them), and race gc, version removal and captures of other images; between
+ * rounds the store is sometimes closed and reopened (a restarted server). known() must answer exactly
+ * the image's newest version's chunks and what earlier, cut uploads of the same image sent since its
+ * last commit (its upload journal): never less (a retried upload resumes), never more (no probing).
+ * After each step the store must hold exactly: every committed version equal to its model disk byte
+ * for byte, and once the sessions are over and gc ran, no chunk file that neither a committed version
+ * nor an upload journal names; none past the journals' expiry.
  *
  * UPLOAD_MODEL_SEED=n replays one seed; UPLOAD_MODEL_SEEDS chooses how many.
  */
 import { describe, it, expect } from 'vitest';
+import { readdir, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageStore } from '../../src/imaging/image-store.js';
 import { ChunkUploadError, MissingChunksError, type ChunkUpload } from '../../src/imaging/chunk-upload.js';
 import { CHUNK_HEADER_SIZE, ChunkCodecContext, maxChunkFileSize } from '../../src/imaging/chunk-format.js';
+import { RESUME_WINDOW_MS } from '../../src/imaging/upload-journal.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { prng, noise } from '../lib/prng.js';
 import { tempDir, compressible, sha256, readAll, chunkPaths } from './helpers.js';
@@ -99,12 +105,25 @@ function poisoned(rnd: () => number, hash: string, data: Buffer): { hash: string
 interface Outcome {
   readonly committed: boolean;
   readonly disk: Buffer;
+  /** Chunks whose put was answered. */
+  readonly sent: Set<string>;
+}
+
+/** What known() may answer for an image: its newest version's chunks and what cut uploads of it sent since. */
+interface Knowable {
+  readonly previous: Set<string>;
+  readonly resumable: Set<string>;
 }
 
 /** One session, the way a careless or unlucky agent might run it. */
-async function session(store: ImageStore, rnd: () => number, up: ChunkUpload, disk: Buffer, problems: string[], tag: string): Promise<Outcome> {
+async function session(store: ImageStore, rnd: () => number, up: ChunkUpload, disk: Buffer, may: Knowable, problems: string[], tag: string): Promise<Outcome> {
   const { list, chunks } = listOf(disk);
+  const sent = new Set<string>();
   const known = await up.known([...chunks.keys()]);
+  for (const h of chunks.keys()) {
+    if (may.resumable.has(h) && !may.previous.has(h) && !known.has(h)) problems.push(`${tag}: a chunk a cut upload of this image sent is not known (${h})`);
+    if (known.has(h) && !may.previous.has(h) && !may.resumable.has(h)) problems.push(`${tag}: known() answered a chunk neither the previous version nor a cut upload of this image has (${h})`);
+  }
   const need = shuffle(rnd, [...chunks.keys()].filter((h) => !known.has(h)));
   // Some sends are held back to the first commit, which must name exactly them.
   const holdBack = new Set(need.filter(() => rnd() < 0.15));
@@ -123,14 +142,20 @@ async function session(store: ImageStore, rnd: () => number, up: ChunkUpload, di
           if (!(err instanceof ChunkUploadError)) problems.push(`${tag}: a poisoned chunk was accepted (${String(err)})`);
         }
         await up.put(h, encodeChunk(data));
+        sent.add(h);
         if (rnd() < 0.1) await up.put(h, encodeChunk(data));
       }),
     );
     if (rnd() < 0.1) await store.gc();
+    if (rnd() < 0.05) {
+      // Cut in the middle: the next upload of this image must not need what was sent so far.
+      await up.abort('model cut');
+      return { committed: false, disk, sent };
+    }
   }
   if (rnd() < 0.2) {
     await up.abort('model abort');
-    return { committed: false, disk };
+    return { committed: false, disk, sent };
   }
   if (holdBack.size > 0) {
     const err = await up.commit(list).then(
@@ -142,14 +167,20 @@ async function session(store: ImageStore, rnd: () => number, up: ChunkUpload, di
     await Promise.all([...holdBack].map((h) => up.put(h, encodeChunk(chunks.get(h) as Buffer))));
   }
   await up.commit(list);
-  return { committed: true, disk };
+  return { committed: true, disk, sent };
 }
+
+const hashesOf = (disk: Buffer | undefined): Set<string> => (disk === undefined ? new Set() : new Set(listOf(disk).chunks.keys()));
 
 async function runSeed(seed: number, dir: string): Promise<string[]> {
   const rnd = prng(seed);
   const problems: string[] = [];
-  const store = await ImageStore.open(join(dir, `s${seed}`), { logger: nullLogger(), chunkSize: CHUNK, keepVersions: 1 + Math.floor(rnd() * 3), workers: 2 });
+  const storeDir = join(dir, `s${seed}`);
+  const opts = { logger: nullLogger(), chunkSize: CHUNK, keepVersions: 1 + Math.floor(rnd() * 3), workers: 2 };
+  let store = await ImageStore.open(storeDir, opts);
   try {
+    /** Per image: what its cut uploads sent since its last commit. */
+    const resumable = new Map(IMAGES.map((n) => [n, new Set<string>()]));
     const pal = palette(rnd);
     const current = new Map<string, Buffer>();
     const sizes = new Map(IMAGES.map((n) => [n, (2 + Math.floor(rnd() * 10)) * CHUNK + (rnd() < 0.5 ? 1 + Math.floor(rnd() * (CHUNK - 1)) : 0)]));
@@ -162,8 +193,12 @@ async function runSeed(seed: number, dir: string): Promise<string[]> {
         const size = prev && rnd() < 0.85 ? prev.length : (sizes.get(name) as number);
         const disk = prev && prev.length === size ? mutate(rnd, pal, prev) : makeDisk(rnd, pal, size);
         const up = store.beginUpload(name, { size, source: `model ${seed}` });
-        const out = await session(store, own, up, disk, problems, `seed ${seed} round ${round} ${name}`);
-        if (out.committed) current.set(name, out.disk);
+        const cut = resumable.get(name) as Set<string>;
+        const out = await session(store, own, up, disk, { previous: hashesOf(prev), resumable: cut }, problems, `seed ${seed} round ${round} ${name}`);
+        if (out.committed) {
+          current.set(name, out.disk);
+          cut.clear();
+        } else for (const h of out.sent) cut.add(h);
       });
       const sideRnd = prng(seed * 7919 + round);
       const side = (async () => {
@@ -178,6 +213,11 @@ async function runSeed(seed: number, dir: string): Promise<string[]> {
         const got = await readAll(store, name);
         if (!got.equals(disk)) problems.push(`seed ${seed} round ${round}: ${name} does not read back as committed`);
       }
+      if (rnd() < 0.3) {
+        // A restarted server: what it held in memory about provisional chunks is gone, the journals stay.
+        await store.close();
+        store = await ImageStore.open(storeDir, opts);
+      }
     }
     await store.gc();
     const named = new Set<string>();
@@ -189,8 +229,17 @@ async function runSeed(seed: number, dir: string): Promise<string[]> {
       }
       if (current.has(name) && !(await store.verify(name)).ok) problems.push(`seed ${seed}: ${name} does not verify`);
     }
-    const onDisk = await chunkPaths(join(dir, `s${seed}`));
-    if (onDisk.join() !== [...named].sort().join()) problems.push(`seed ${seed}: ${onDisk.length} chunk files on disk, committed versions name ${named.size}`);
+    const journaled = new Set<string>();
+    for (const cut of resumable.values()) for (const h of cut) if (!named.has(store.chunks.pathOf(h))) journaled.add(store.chunks.pathOf(h));
+    const onDisk = await chunkPaths(storeDir);
+    if (onDisk.join() !== [...named, ...journaled].sort().join()) problems.push(`seed ${seed}: ${onDisk.length} chunk files on disk, committed versions name ${named.size} and upload journals ${journaled.size} more`);
+    // A week later the journals have expired: only what versions name is left.
+    const past = new Date(Date.now() - RESUME_WINDOW_MS - 60_000);
+    for (const f of await readdir(join(storeDir, 'uploads'))) await utimes(join(storeDir, 'uploads', f), past, past);
+    await store.gc();
+    const left = await chunkPaths(storeDir);
+    if (left.join() !== [...named].sort().join()) problems.push(`seed ${seed}: ${left.length} chunk files on disk after the journals expired, committed versions name ${named.size}`);
+    if ((await readdir(join(storeDir, 'uploads'))).length !== 0) problems.push(`seed ${seed}: expired upload journals were not removed`);
     if (store.chunks.provisionalCount !== 0) problems.push(`seed ${seed}: ${store.chunks.provisionalCount} chunks still provisional after every session ended`);
   } finally {
     await store.close();
