@@ -85,9 +85,9 @@ export class NetworkError extends Error {
 export interface ApiOptions {
   readonly server: string;
   readonly token: string;
-  /** Attempts of a repeatable call when the network fails (default 5). */
+  /** Attempts of a repeatable call when the network fails (default 8: about 45 s of trying, well inside the server's 2-minute client timeout). */
   readonly attempts?: number;
-  /** First pause before a repeat, doubled each time (default 500 ms). */
+  /** First pause before a repeat, doubled each time up to MAX_PAUSE_MS (default 500 ms). */
   readonly backoffMs?: number;
   /** A request without an answer for this long counts as a network failure (default 120 s). */
   readonly timeoutMs?: number;
@@ -105,6 +105,9 @@ interface Request {
   readonly contentType?: string;
   readonly repeatable: boolean;
 }
+
+/** Longest pause between two attempts of a call. */
+const MAX_PAUSE_MS = 15_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -130,7 +133,7 @@ export class AgentApi {
 
   constructor(private readonly options: ApiOptions) {
     this.base = options.server.replace(/\/+$/, '');
-    this.attempts = Math.max(1, options.attempts ?? 5);
+    this.attempts = Math.max(1, options.attempts ?? 8);
     this.backoffMs = options.backoffMs ?? 500;
     this.timeoutMs = options.timeoutMs ?? 120_000;
   }
@@ -147,7 +150,7 @@ export class AgentApi {
       } catch (err) {
         const cause = networkCause(err);
         if (attempt >= tries) throw new NetworkError(req.call, this.base, cause, attempt, err);
-        const pause = this.backoffMs * 2 ** (attempt - 1);
+        const pause = Math.min(MAX_PAUSE_MS, this.backoffMs * 2 ** (attempt - 1));
         this.options.onRetry?.(`${req.call}: ${cause}; trying again in ${pause} ms (attempt ${attempt + 1} of ${tries})`);
         await sleep(pause);
         continue;
@@ -227,7 +230,7 @@ export class AgentApi {
       } catch (err) {
         const cause = networkCause(err);
         if (attempt >= this.attempts) throw new NetworkError(req.call, this.base, cause, attempt, err);
-        const pause = this.backoffMs * 2 ** (attempt - 1);
+        const pause = Math.min(MAX_PAUSE_MS, this.backoffMs * 2 ** (attempt - 1));
         this.options.onRetry?.(`${req.call}: ${cause}; trying again in ${pause} ms (attempt ${attempt + 1} of ${this.attempts})`);
         await sleep(pause);
       }

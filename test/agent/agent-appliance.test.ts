@@ -17,7 +17,9 @@ import type { TaskRecord } from '../../src/domain/database.js';
 import { maxChunkFileSize } from '../../src/imaging/chunk-format.js';
 import { noise } from '../lib/prng.js';
 import type { RunResult } from '../lib/run.js';
-import { agentLine, agentReason, chunkList, distinctChunks, makeDisk, runAgentCli, scatterChanges } from './disks.js';
+import { agentLine, agentReason, chunkList, distinctChunks, makeDisk, runAgentCli, scatterChanges, startAgentCli } from './disks.js';
+import { stopProcess } from '../lib/run.js';
+import { waitFor } from '../lib/wait.js';
 
 const CHUNK = 1024 * 1024;
 const CHUNKS = 24;
@@ -178,6 +180,36 @@ describe('capture with the agent', () => {
   });
 });
 
+describe('a transfer cut midway', () => {
+  it('a capture whose agent was killed resumes in a retried task without sending again what had arrived', async () => {
+    // All data, so every chunk is an upload and the agent is still sending when it is killed.
+    const disk = noise(51, 48 * CHUNK + 999);
+    const file = path.join(dir, 'killed.raw');
+    await writeFile(file, disk);
+    const first = await queue('capture', 'killed');
+    const running = startAgentCli(['capture', '--server', base, '--token', first.token, '--disk', file, '--disk-name', 'sda', '--jobs', '1']);
+    const journal = await waitFor('the server to journal some uploaded chunks', async () => {
+      const found = (await readdir(dir, { recursive: true })).find((p) => path.basename(p) === 'killed.journal');
+      if (!found) return false;
+      const lines = (await readFile(path.join(dir, found), 'utf8')).split('\n').filter((l) => l.length > 0).length;
+      return lines >= 3 ? lines : false;
+    }, { context: () => running.stderr() });
+    expect(running.exited(), 'the agent finished before it could be killed').toBe(false);
+    await stopProcess(running.proc, 'SIGKILL');
+    await app.core.tasks.cancel(first.task.id);
+
+    const { task, token } = await queue('capture', 'killed');
+    const r = await agent('capture', token, file);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await postResult(token, r)).toMatchObject({ state: 'done' });
+    const line = agentLine(r);
+    expect(line.sentChunks).toBeLessThanOrEqual(distinctChunks(disk, CHUNK).size - journal);
+    expect(line.sentChunks + line.reusedChunks).toBe(distinctChunks(disk, CHUNK).size);
+    expect(task.result?.version).toBe(1);
+    expect((await storedList('killed')).equals(chunkList(disk, CHUNK))).toBe(true);
+  });
+});
+
 describe('deploy with the agent', () => {
   let v1: Buffer;
   let v2: Buffer;
@@ -240,6 +272,36 @@ describe('deploy with the agent', () => {
     } finally {
       await writeFile(stored, original);
     }
+  });
+});
+
+describe('deploy retried after a failure midway', () => {
+  it('re-checks the disk in place: what the failed run wrote is reused, the rest is fetched', async () => {
+    const image = noise(61, 16 * CHUNK + 333);
+    await capture('midway', image, 'midway-src.raw');
+    const victim = 10;
+    const hash = sha(image.subarray(victim * CHUNK, (victim + 1) * CHUNK));
+    const stored = await findChunkFile(hash);
+    const original = await readFile(stored);
+    const damaged = Buffer.from(original);
+    damaged[damaged.length - 10] ^= 0x55;
+    await writeFile(stored, damaged);
+    const file = path.join(dir, 'midway.raw');
+    await writeFile(file, noise(62, image.length));
+    const first = await queue('deploy', 'midway');
+    const failed = await agent('deploy', first.token, file);
+    expect(failed.code).toBe(1);
+    expect(await postResult(first.token, failed)).toMatchObject({ state: 'failed' });
+    await writeFile(stored, original);
+
+    const again = await queue('deploy', 'midway');
+    const r = await agent('deploy', again.token, file);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(await readFile(file))).toBe(sha(image));
+    // Chunks 0-9 were fetched before the damaged one and are all written before the agent gives up.
+    expect(agentLine(r).reusedChunks).toBeGreaterThanOrEqual(victim);
+    expect(agentLine(r).sentChunks + agentLine(r).reusedChunks).toBe(17);
+    expect(await postResult(again.token, r)).toMatchObject({ state: 'done' });
   });
 });
 

@@ -1,7 +1,7 @@
 /** Synthetic disks for agent tests, from a seed: data, zero runs, compressible text and a short last chunk. */
 import { chunkName, ChunkCodecContext, maxChunkFileSize } from '../../src/imaging/chunk-format.js';
 import { noise, prng } from '../lib/prng.js';
-import { run, type RunResult } from '../lib/run.js';
+import { run, start, type RunResult, type Running } from '../lib/run.js';
 
 /**
  * `chunks` full chunks and a partial one: chunk 0 and every 5th are random data, every 4th is text
@@ -71,9 +71,22 @@ export function distinctChunks(disk: Buffer, chunkSize: number): Set<string> {
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
-/** The agent as the thin client runs it: a child process from the source (tsx), killed if it hangs. */
+/**
+ * The agent's command line: from the source (tsx), or with AGENT_FROM_DIST=1 the build the initramfs
+ * ships (dist/agent/main.js, after npm run build), whose workers are .js files.
+ */
+function agentCommand(args: readonly string[]): string[] {
+  return process.env.AGENT_FROM_DIST === '1' ? ['dist/agent/main.js', ...args] : ['--import', 'tsx', 'src/agent/main.ts', ...args];
+}
+
+/** The agent as the thin client runs it: a child process, killed if it hangs. */
 export function runAgentCli(args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
-  return run(process.execPath, ['--import', 'tsx', 'src/agent/main.ts', ...args], { cwd: ROOT, timeoutMs });
+  return run(process.execPath, agentCommand(args), { cwd: ROOT, timeoutMs });
+}
+
+/** The agent started and left running, for a test that stops it midway. */
+export function startAgentCli(args: readonly string[], timeoutMs = 120_000): Running {
+  return start(process.execPath, agentCommand(args), { cwd: ROOT, timeoutMs });
 }
 
 /** The success line the agent prints. */
