@@ -47,8 +47,8 @@ export const COMMANDS: Readonly<Record<string, FlagSpecs>> = {
   'host add': { ...COMMON, name: { value: true, description: 'host name' }, rename: { value: false, description: 'rename a registered host' }, json: { value: false, description: 'JSON output' } },
   'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'host rm': COMMON,
-  'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
-  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, json: { value: false, description: 'JSON output' } },
+  'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, json: { value: false, description: 'JSON output' } },
+  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, json: { value: false, description: 'JSON output' } },
   'task list': { ...COMMON, all: { value: false, description: 'include ended tasks' }, json: { value: false, description: 'JSON output' } },
   'task show': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'task cancel': { ...COMMON, json: { value: false, description: 'JSON output' } },
@@ -75,8 +75,8 @@ const USAGE = `netclone — network disk imaging
   netclone image gc                                    remove chunks no image uses
   netclone image url NAME [--write --size BYTES] [--ttl DURATION]   nbd:// URL for qemu-img/nbdcopy
   netclone host add MAC [--name NAME [--rename]] | host list [--json] | host rm MAC
-  netclone task capture MAC --image NAME [--disk-serial S] [--after reboot|poweroff]
-  netclone task deploy MAC --image NAME [--disk-serial S] [--after reboot|poweroff]
+  netclone task capture MAC --image NAME [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
+  netclone task deploy MAC --image NAME [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
   netclone task list [--all] [--json] | task show ID [--json] | task cancel ID
   netclone admin passwd                                set the admin password (asked twice)
   netclone admin token create [--name NAME]            API token for scripts
@@ -343,7 +343,7 @@ async function main(argv: string[]): Promise<number> {
       need(1, 'MAC --image NAME');
       if (typeof flags.image !== 'string') throw new UsageError(`usage: netclone ${key} MAC --image NAME`);
       print(
-        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after }, 'task'),
+        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after, transport: flags.transport }, 'task'),
         'task',
       );
       return 0;

@@ -62,6 +62,8 @@ export interface TaskProgress {
   wireBytes?: number;
   /** The agent's chunk counters (chunk transport only). */
   chunks?: ChunkCounters;
+  /** The chunk transport's progress in one line, e.g. "examined 120 GB, sent 1.3 GB, 98.9 % reused" (tasks.ts progressLine). */
+  summary?: string;
 }
 
 export interface ChunkCounters {

@@ -315,13 +315,21 @@ export class TaskService extends EventEmitter {
    */
   chunkProgress(task: TaskRecord, examined: number, chunks: ChunkCounters): TaskProgress {
     task.progress = { ...task.progress, chunks: { ...chunks } };
-    return this.progress(task, examined);
+    this.progress(task, examined);
+    return this.summarize(task);
   }
 
   /** Bytes on the wire as the server counted them (the task's meter). */
   wireBytes(task: TaskRecord, bytes: number): void {
     task.progress = { ...task.progress, wireBytes: bytes };
+    this.summarize(task);
     this.progressSave.request();
+  }
+
+  private summarize(task: TaskRecord): TaskProgress {
+    const line = progressLine(task);
+    if (line !== null) task.progress.summary = line;
+    return task.progress;
   }
 
   /**

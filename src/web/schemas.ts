@@ -46,12 +46,19 @@ export const HostPatch = Type.Object({
   efiLoader: Type.Optional(Type.Union([Type.Literal('snponly.efi'), Type.Literal('ipxe.efi')])),
 }, { additionalProperties: false });
 
-export const Progress = Type.Object({ bytes: Type.Number(), total: Type.Number(), percent: Type.Number(), mbps: Type.Number(), etaSeconds: Type.Union([Type.Number(), Type.Null()]) });
+export const Progress = Type.Object({
+  bytes: Type.Number({ description: 'bytes of the disk covered (nbd) or examined by the imaging agent (chunks)' }),
+  total: Type.Number(), percent: Type.Number(), mbps: Type.Number(), etaSeconds: Type.Union([Type.Number(), Type.Null()]),
+  wireBytes: Type.Optional(Type.Number({ description: 'chunk transport: bytes on the wire, as the server counted them' })),
+  chunks: Type.Optional(Type.Object({ reused: Type.Number(), sent: Type.Number(), zero: Type.Number(), total: Type.Number() }, { description: 'chunk transport: the agent\'s chunk counters' })),
+  summary: Type.Optional(Type.String({ description: 'chunk transport: e.g. "examined 120 GB, sent 1.3 GB, 98.9 % reused"' })),
+});
 
 export const Task = Type.Object({
   id: Type.String(), kind: Type.String(), mac: Type.String(), image: Type.String(), state: Type.String(),
   createdAt: Type.String(), updatedAt: Type.String(), startedAt: Type.Union([Type.String(), Type.Null()]), finishedAt: Type.Union([Type.String(), Type.Null()]),
   reason: Type.Union([Type.String(), Type.Null()]), diskSerial: Type.Union([Type.String(), Type.Null()]), after: Type.String(),
+  transport: Type.Optional(Type.Union([Type.Literal('chunks'), Type.Literal('nbd')], { description: 'how the PC moves its disk (absent in records older than the chunk transport: nbd)' })),
   clientIp: Type.Union([Type.String(), Type.Null()]),
   disk: Type.Union([Type.Object({ name: Type.String(), size: Type.Number(), logicalSectorSize: Type.Number(), serial: Type.String() }), Type.Null()]),
   progress: Progress,
@@ -66,6 +73,7 @@ export const NewTask = Type.Object({
   wake: Type.Optional(Type.Boolean({ description: 'send a Wake-on-LAN magic packet' })),
   after: Type.Optional(Type.Union([Type.Literal('reboot'), Type.Literal('poweroff')])),
   diskSerial: Type.Optional(Type.String({ maxLength: 128 })),
+  transport: Type.Optional(Type.Union([Type.Literal('chunks'), Type.Literal('nbd')], { description: 'chunk files over HTTP (the imaging agent) or raw bytes over NBD; the server\'s configured default when absent' })),
 }, { additionalProperties: false });
 
 export const TaskQuery = Type.Object({

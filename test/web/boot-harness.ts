@@ -64,7 +64,8 @@ export function tokenIn(script: string): string | null {
 
 export async function makeBootHarness(options: { images?: string[] } = {}): Promise<BootHarness> {
   const dir = await mkdtemp(join(tmpdir(), 'netclone-boot-'));
-  const config = resolveConfig({ data: dir });
+  // The tests on this harness play an NBD client after start; the chunk transport has test/web/client-chunks.test.ts.
+  const config = resolveConfig({ data: dir, transport: 'nbd' });
   const quiet = nullLogger();
   const logs: LogLine[] = [];
   const sink = new Writable({

@@ -19,6 +19,7 @@ import { TEST_OPERATOR } from '../lib/actor.js';
 import { diskDigest } from '../lib/disk-digest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { ChunkCodecContext, maxChunkFileSize } from '../../src/imaging/chunk-format.js';
+import { taskProgress } from '../../src/web/pages/tasks.js';
 
 const CHUNK = 1024 * 1024;
 const codec = new ChunkCodecContext();
@@ -325,6 +326,49 @@ describe('chunk capture', () => {
     expect((await call('POST', '/api/client/v1/start', token, diskFor(4 * CHUNK))).status).toBe(200);
     expect((await call('POST', '/api/client/v1/result', token, { ok: true, digest: null })).json).toMatchObject({ state: 'failed' });
     expect(task.reason).toMatch(/never committed/);
+  });
+});
+
+describe('progress and the admin API', () => {
+  it('takes the transport in the API\'s task create and shows it, the counters and the summary line', async () => {
+    const admin = { authorization: `Bearer ${(await app.core.commands.createApiToken(TEST_OPERATOR, 'chunks-test')).token}`, 'content-type': 'application/json' };
+    const mac = '52:54:00:00:c4:01';
+    const created = await fetch(`${base}/api/v1/tasks`, { method: 'POST', headers: admin, body: JSON.stringify({ kind: 'capture', mac, image: 'viaapi', transport: 'chunks' }) });
+    expect(created.status).toBe(201);
+    const { task } = (await created.json()) as { task: TaskRecord };
+    expect(task.transport).toBe('chunks');
+    const bad = await fetch(`${base}/api/v1/tasks`, { method: 'POST', headers: admin, body: JSON.stringify({ kind: 'capture', mac: '52:54:00:00:c4:02', image: 'x', transport: 'ftp' }) });
+    expect(bad.status).toBe(400);
+
+    const token = tokenOf(await bootScript(mac));
+    const disk = makeDisk();
+    expect((await call('POST', '/api/client/v1/start', token, diskFor(disk.length))).status).toBe(200);
+    expect((await agentCapture(token, disk)).commit.status).toBe(200);
+    await call('POST', '/api/client/v1/progress', token, { phase: 'transferring', examined: 3_000_000, reusedChunks: 1, sentChunks: 3, zeroChunks: 1, totalChunks: 7 });
+    const shown = (await (await fetch(`${base}/api/v1/tasks/${task.id}`, { headers: admin })).json()) as TaskRecord;
+    expect(shown.transport).toBe('chunks');
+    expect(shown.progress).toMatchObject({ bytes: 3_000_000, total: disk.length, chunks: { reused: 1, sent: 3, zero: 1, total: 7 } });
+    expect(shown.progress.wireBytes).toBeGreaterThan(0);
+    expect(shown.progress.summary).toMatch(/^examined 3 MB, sent [\d.]+ [KM]B, 25 % reused$/);
+
+    const page = await app.core.commands.showTask(TEST_OPERATOR, task.id);
+    expect(taskProgress(page).value).toContain(shown.progress.summary as string);
+  });
+
+  it('takes many PUTs at once, the same chunk twice among them, and commits from them', async () => {
+    const { token } = await bootedTask('capture', '52:54:00:00:c4:03', 'busy');
+    const disk = Buffer.alloc(8 * CHUNK);
+    for (let i = 0; i < 8; i++) randomBytes(1024).copy(disk, i * CHUNK);
+    expect((await call('POST', '/api/client/v1/start', token, diskFor(disk.length))).status).toBe(200);
+    const pieces = piecesOf(disk);
+    const puts = [...pieces, pieces[0], pieces[5]].map((p) => call('PUT', `/api/client/v1/chunks/${p.hash}`, token, encode(p.data)));
+    const answers = await Promise.all(puts);
+    for (const a of answers) expect(a.status, JSON.stringify(a.json)).toBe(201);
+    const known = await call('POST', '/api/client/v1/chunks/known', token, { hashes: pieces.map((p) => p.hash as string) });
+    expect(known.json.known).toEqual(pieces.map((p) => p.hash));
+    const commit = await call('POST', '/api/client/v1/chunks/commit', token, listOf(pieces));
+    expect(commit.status, JSON.stringify(commit.json)).toBe(200);
+    expect(commit.json.digest).toBe(diskDigest(disk, disk.length, CHUNK));
   });
 });
 

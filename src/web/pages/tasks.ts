@@ -1,4 +1,4 @@
-import type { TaskRecord } from '../../domain/database.js';
+import { transportOf, type TaskRecord } from '../../domain/database.js';
 import { isActive } from '../../domain/tasks.js';
 import { formatAgo, formatBytes, formatDuration, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
@@ -33,7 +33,8 @@ export function taskProgress(task: TaskRecord): SafeHtml {
     <span>${formatBytes(p.bytes)} of ${known ? formatBytes(p.total) : '?'}</span>
     ${active ? html`<span>${p.mbps > 0 ? `${p.mbps} MB/s` : 'measuring speed…'}</span>
     <span>${p.etaSeconds !== null ? `about ${formatDuration(p.etaSeconds)} left` : ''}</span>` : ''}
-  </div>`
+  </div>
+  ${p.summary ? html`<div class="progress-summary muted">${p.summary}</div>` : ''}`
     : ''}
   ${task.state === 'failed' || task.state === 'cancelled' ? html`<p class="reason">${task.reason ?? 'no reason recorded'}</p>` : ''}
 </div>`;
@@ -90,6 +91,7 @@ export function taskDetail(task: TaskRecord, csrf: string, hostName: string): Sa
 <dt>Started</dt><dd>${formatTime(task.startedAt)}</dd>
 <dt>Finished</dt><dd>${formatTime(task.finishedAt)}</dd>
 <dt>Afterwards</dt><dd>${task.after}</dd>
+<dt>Transport</dt><dd>${transportOf(task) === 'chunks' ? 'chunks (the imaging agent sends only what changed)' : 'NBD (every byte of the disk)'}</dd>
 ${task.result ? html`<dt>Result</dt><dd>${task.result.version !== null ? `version ${task.result.version}` : ''} ${formatBytes(task.result.bytesOnWire)} on the wire</dd>` : ''}
 ${task.reason ? html`<dt>Reason</dt><dd>${task.reason}</dd>` : ''}
 </dl></section>
