@@ -28,6 +28,8 @@ export interface TransferContext {
   readonly codec: CodecPool;
   readonly counters: Counters;
   readonly reporter: ProgressReporter;
+  /** Where the agent tells what it works around (stderr in the CLI). */
+  readonly warn: (message: string) => void;
 }
 
 export interface CaptureOutcome extends CommitAnswer {

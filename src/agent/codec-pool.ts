@@ -49,7 +49,7 @@ export class CodecPool {
         const p = this.pending.get(res.id);
         if (!p) return;
         this.pending.delete(res.id);
-        p.slot.busy--;
+        if (--p.slot.busy === 0) worker.unref();
         if (res.ok) p.resolve(Buffer.from(res.bytes.buffer as ArrayBuffer, res.bytes.byteOffset, res.bytes.byteLength));
         else p.reject(p.op === 'decode' ? new BadChunkError(res.error) : new Error(`compressing a chunk failed: ${res.error}`));
       });
@@ -76,7 +76,8 @@ export class CodecPool {
     if (this.closed) return Promise.reject(new Error('the compression pool is closed'));
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
-    slot.busy++;
+    // A thread with work holds the process open (an idle one does not), as in HashPool.
+    if (slot.busy++ === 0) slot.worker.ref();
     const req = make(id);
     return new Promise<Buffer<ArrayBuffer>>((resolve, reject) => {
       this.pending.set(id, { slot, op: req.op, resolve, reject });

@@ -5,7 +5,7 @@
  * here, and written. Then everything is flushed and the first `size` bytes are read back and
  * digested, so the result reports what the disk holds, not what the agent meant to write.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import type { DeployStart } from './api.js';
 import { BadChunkError } from './codec-pool.js';
 import { readDiskChunks } from './disk-chunks.js';
@@ -84,8 +84,24 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
   reporter.post();
 
   await reporter.setPhase('verifying');
+  await dropCaches(ctx);
   const digest = await readBack(ctx, start, list);
   return { digest, receivedBytes };
+}
+
+/**
+ * A block device's read-back must come from the disk, not from the page cache the writes just filled.
+ * Node can neither open with O_DIRECT into aligned buffers nor call BLKFLSBUF, but the thin client
+ * runs as root and owns the machine, so it drops the clean caches as the shell client did. A regular
+ * file (the host's stand-in disk) is left alone: its cache is the host's.
+ */
+async function dropCaches(ctx: TransferContext): Promise<void> {
+  if (!(await stat(ctx.disk)).isBlockDevice()) return;
+  try {
+    await writeFile('/proc/sys/vm/drop_caches', '3');
+  } catch (err) {
+    ctx.warn(`could not drop the page cache before the read-back (${(err as Error).message}); the check may read cached bytes instead of the disk`);
+  }
 }
 
 /**

@@ -37,7 +37,7 @@ export class HashPool {
         const p = this.pending.get(res.id);
         if (!p) return;
         this.pending.delete(res.id);
-        slot.busy--;
+        if (--slot.busy === 0) worker.unref();
         p.resolve(res);
       });
       worker.on('error', (err: Error) => this.failAll(new Error(`a hashing thread failed: ${err.message}`)));
@@ -55,7 +55,9 @@ export class HashPool {
     if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
-    slot.busy++;
+    // A thread with work holds the process open (an idle one does not): a caller awaiting only a hash
+    // would otherwise see Node exit under it with an unsettled promise.
+    if (slot.busy++ === 0) slot.worker.ref();
     return new Promise<HashResponse>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       const req: HashRequest = { id, buffer, length };

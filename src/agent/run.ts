@@ -63,7 +63,7 @@ export async function runAgent(args: AgentArgs, options: RunOptions): Promise<Ag
   const reporter = new ProgressReporter(api, counters, options.progressMs ?? 2000, options.warn);
   const hashPool = new HashPool();
   const codec = new CodecPool();
-  const ctx: TransferContext = { api, disk: args.disk, jobs: args.jobs, hashPool, codec, counters, reporter };
+  const ctx: TransferContext = { api, disk: args.disk, jobs: args.jobs, hashPool, codec, counters, reporter, warn: options.warn };
   reporter.start();
   try {
     const digest = answer.kind === 'capture' ? (await capture(ctx, answer), null) : (await deploy(ctx, answer)).digest;
