@@ -613,7 +613,7 @@ export class ImageStore implements StoreContext {
       await fsyncDir(this.imagesDir);
       await rm(trash, { recursive: true, force: true });
       // Else a new image of that name would resume from the removed one's cut upload.
-      await this.journals.remove(name);
+      await this.journals.remove(name, true);
       this.log.info({ image: name }, 'image removed');
     });
   }

@@ -111,9 +111,13 @@ export class UploadJournals {
     return names.filter((n) => n.endsWith(SUFFIX)).map((n) => n.slice(0, -SUFFIX.length)).filter(isValidImageName).sort();
   }
 
-  /** Removes the image's journal, if any. */
-  async remove(image: string): Promise<void> {
+  /**
+   * Removes the image's journal, if any. `durable`: also syncs the directory, where a journal coming
+   * back after a power cut would hand its chunks to another disk of that name (a removed image's).
+   */
+  async remove(image: string, durable = false): Promise<void> {
     await rm(this.pathOf(image), { force: true });
+    if (durable) await fsyncDir(this.dir);
   }
 
   /**
