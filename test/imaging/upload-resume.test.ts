@@ -287,3 +287,18 @@ describe('resumed chunk uploads', () => {
     expect(await chunkPaths(storeDir())).toEqual([]);
   });
 });
+
+describe('upload journal lines', () => {
+  const h = (c: string): string => c.repeat(64);
+  it('counts whole, well-formed lines only: a torn last line, zeros and garbage are skipped', () => {
+    const text = [`${h('a')} 65536 1200\n`, 'garbage\n', `${h('B')} 65536 1200\n`, `${h('c')} 0 12\n`, '\0\0\0\n', `${h('d')} 4096 4100\n`, `${h('e')} 65536 12`].join('');
+    const { entries, torn } = parseJournal(text);
+    expect([...entries]).toEqual([
+      [h('a'), { length: 65536, stored: 1200 }],
+      [h('d'), { length: 4096, stored: 4100 }],
+    ]);
+    expect(torn).toBe(true);
+    expect(parseJournal(`${h('a')} 1 2\n`).torn).toBe(false);
+    expect(parseJournal('').entries.size).toBe(0);
+  });
+});
