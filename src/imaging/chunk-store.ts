@@ -11,7 +11,9 @@
  * counted per chunk slot of open captures that use it; when a capture overwrites or zeroes a chunk, or
  * aborts, its count drops, and at zero the file is unlinked at once. So a client that rewrites the
  * same blocks over and over (a filesystem on nbd-client) does not fill the disk with superseded
- * chunks, and an aborted capture leaves no orphans behind. A commit makes its chunks permanent.
+ * chunks, and an aborted capture leaves no orphans behind. A commit makes its chunks permanent. A
+ * chunk upload hands each chunk it recorded in its image's upload journal to gc (handOver): an abort
+ * leaves it for the next upload of that image, and gc removes it once the journal is gone or expired.
  */
 import { readdir, rename, stat, unlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
