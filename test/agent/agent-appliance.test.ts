@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { loopbackConfig } from '../lib/appliance-config.js';
+import { resolveConfig } from '../../src/domain/config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
 import { runCommand } from '../../src/domain/command-table.js';
 import { TEST_OPERATOR } from '../lib/actor.js';
@@ -207,6 +208,52 @@ describe('a transfer cut midway', () => {
     expect(line.sentChunks + line.reusedChunks).toBe(distinctChunks(disk, CHUNK).size);
     expect(task.result?.version).toBe(1);
     expect((await storedList('killed')).equals(chunkList(disk, CHUNK))).toBe(true);
+  });
+});
+
+describe('a server restarted under a capture', () => {
+  it('the agent stops with the server\'s reason, and the retried task sends only what had not arrived', async () => {
+    // An appliance of its own, on a fixed port so the agent's retries reach the restarted one.
+    const own = await mkdtemp(path.join(tmpdir(), 'nc-agent-restart-'));
+    let server = await startAppliance(loopbackConfig(own), nullLogger());
+    const port = server.ports.http;
+    const config = (): ReturnType<typeof loopbackConfig> => resolveConfig({ data: own, listen: '127.0.0.1', 'http-port': String(port), 'nbd-port': '0', 'tftp-port': '0', dhcp: 'off', 'boot-dir': path.join(own, 'boot') });
+    const url = `http://127.0.0.1:${port}`;
+    const token = async (): Promise<string> => {
+      const mac = '52:54:00:00:a2:01';
+      await runCommand(server.core.commands, TEST_OPERATOR, 'task.create', { kind: 'capture', mac, image: 'restarted', transport: 'chunks' }, () => undefined);
+      server.core.hosts.bootAddresses.note(mac, '127.0.0.1');
+      const script = await (await fetch(`${url}/boot/ipxe?mac=${mac}&platform=efi&arch=x86_64&chip=undionly`)).text();
+      return (/netclone\.token=([A-Za-z0-9_-]+)/.exec(script) as RegExpExecArray)[1];
+    };
+    try {
+      const disk = noise(71, 48 * CHUNK + 5);
+      const file = path.join(own, 'restarted.raw');
+      await writeFile(file, disk);
+      const running = startAgentCli(['capture', '--server', url, '--token', await token(), '--disk', file, '--disk-name', 'sda', '--jobs', '1']);
+      const journal = await waitFor('the server to journal some uploaded chunks', async () => {
+        const found = (await readdir(own, { recursive: true })).find((p) => path.basename(p) === 'restarted.journal');
+        if (!found) return false;
+        const lines = (await readFile(path.join(own, found), 'utf8')).split('\n').filter((l) => l.length > 0).length;
+        return lines >= 3 ? lines : false;
+      }, { context: () => running.stderr() });
+      expect(running.exited(), 'the agent finished before the server could be restarted').toBe(false);
+      await server.stop();
+      server = await startAppliance(config(), nullLogger());
+      const cut = await running.result;
+      expect(cut.code).toBe(1);
+      expect(agentReason(cut)).toMatch(/this task token is not valid \(wrong, or its task has ended\)/);
+
+      const again = await token();
+      const r = await runAgentCli(['capture', '--server', url, '--token', again, '--disk', file, '--disk-name', 'sda']);
+      expect(r.code, r.stderr).toBe(0);
+      const line = agentLine(r);
+      expect(line.sentChunks).toBeLessThanOrEqual(distinctChunks(disk, CHUNK).size - journal);
+      expect(line.sentChunks + line.reusedChunks).toBe(distinctChunks(disk, CHUNK).size);
+    } finally {
+      await server.stop();
+      await rm(own, { recursive: true, force: true });
+    }
   });
 });
 
