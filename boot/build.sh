@@ -32,7 +32,10 @@ die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
 # manifest.txt with its own and says when the client is out of date; src/serve/boot-files.ts
 # (CLIENT_SOURCES) hashes the same inputs the same way. Whatever else this build puts into the
 # initramfs from the checkout belongs in both lists. `build.sh --print-stamp` prints it and exits.
-STAMP_INPUTS=(boot/build.sh boot/client)
+# The agent's sources are all of src/agent, the modules of ours it imports and package-lock.json (which
+# pins the zstd-napi it ships); src/lib is listed whole so the list cannot go stale when the agent
+# starts importing another helper there.
+STAMP_INPUTS=(boot/build.sh boot/client src/agent src/imaging/chunk-format.ts src/lib package-lock.json)
 print_stamp() {
   local root version
   root=$(cd "$BOOT_DIR/.." && pwd)
@@ -47,7 +50,7 @@ if [ "${1:-}" = --print-stamp ]; then print_stamp; exit 0; fi
 ensure_host_tools() {
   local missing=() cmd pkg
   for pair in cpio:cpio depmod:kmod modprobe:kmod xz:xz-utils gzip:gzip nbdcopy:libnbd-bin nbdinfo:libnbd-bin \
-              dpkg-deb:dpkg apt-get:apt apt-cache:apt ldd:libc-bin; do
+              dpkg-deb:dpkg apt-get:apt apt-cache:apt ldd:libc-bin strip:binutils; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/sbin:/usr/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   done
@@ -148,22 +151,155 @@ install -m 0755 "$CLIENT_DIR/udhcpc.script" "$ROOTFS/usr/share/netclone/udhcpc.s
 mkdir -p "$ROOTFS/usr/share/netclone/lib"
 install -m 0644 "$CLIENT_DIR"/lib/*.sh "$ROOTFS/usr/share/netclone/lib/"
 
-# ---- nbdcopy, nbdinfo and their libraries (from the host's libnbd-bin) ------------------------
+# ---- the imaging agent: Node, the compiled agent and the zstd addon ----------------------------
+# A chunks-transport task runs src/agent on Node (boot/client/README.md). /opt/netclone mirrors a
+# checkout: dist/ holds the compiled agent and exactly the modules of ours it imports, node_modules/
+# the packages those import, and package.json marks the .js files as ES modules.
+ROOT=$(cd "$BOOT_DIR/.." && pwd)
+AGENT_HOME=/opt/netclone
+# The packages the agent may import, shipped with what they need at run time (not their sources).
+AGENT_PACKAGES="zstd-napi"
+NODE_BIN=$(command -v node || true)
+[ -n "$NODE_BIN" ] || die "no node on PATH; the imaging agent ships the build host's Node 20 (install nodejs, then npm ci)"
+NODE_BIN=$(readlink -f "$NODE_BIN")
+TSC="$ROOT/node_modules/typescript/bin/tsc"
+[ -f "$TSC" ] || die "TypeScript is not installed in $ROOT/node_modules; run 'npm ci' first"
+
+# Compiles the agent on its own, into the work tree: what ships never depends on whether dist/ was
+# rebuilt after the last edit, and a type error anywhere else in the checkout does not block it.
+compile_agent() {
+  local out=$1 entries
+  entries=$(cd "$ROOT" && find src/agent -name '*.ts' ! -name '*.d.ts' | LC_ALL=C sort)
+  [ -n "$entries" ] || die "no agent sources in $ROOT/src/agent"
+  # shellcheck disable=SC2086
+  node -e '
+    const [root, out, ...entries] = process.argv.slice(1);
+    process.stdout.write(JSON.stringify({
+      extends: `${root}/tsconfig.json`,
+      compilerOptions: { rootDir: `${root}/src`, outDir: out, noEmit: false, sourceMap: false, declaration: false },
+      files: entries.map((e) => `${root}/${e}`), include: [],
+    }));' "$ROOT" "$out" $entries >"$WORK/agent-tsconfig.json"
+  node "$TSC" -p "$WORK/agent-tsconfig.json" >"$WORK/agent-tsc.log" 2>&1 \
+    || die "compiling the agent (src/agent) failed:"$'\n'"$(head -n 20 "$WORK/agent-tsc.log")"
+}
+
+# Prints "file REL" for every compiled module the agent's modules reach by import (REL under the
+# compile output) and "package NAME" for every package they import. TypeScript's own import scanner
+# reads the compiled JS, so the list follows the code. Every module under agent/ is a root because
+# worker threads are started by a computed path (lib/worker.ts), which no scanner can follow.
+agent_closure() {
+  (cd "$ROOT" && node --input-type=module -e '
+    import { existsSync, readFileSync, readdirSync } from "node:fs";
+    import { isBuiltin } from "node:module";
+    import path from "node:path";
+    import ts from "typescript";
+    const out = path.resolve(process.argv[1]);
+    const queue = readdirSync(path.join(out, "agent"), { recursive: true })
+      .filter((f) => f.endsWith(".js")).map((f) => path.join(out, "agent", f));
+    const files = new Set(), packages = new Set();
+    while (queue.length > 0) {
+      const file = queue.pop();
+      if (files.has(file)) continue;
+      files.add(file);
+      for (const { fileName: spec } of ts.preProcessFile(readFileSync(file, "utf8"), true, true).importedFiles) {
+        if (spec.startsWith(".")) {
+          const target = path.resolve(path.dirname(file), spec);
+          if (!target.startsWith(out + path.sep) || !existsSync(target)) {
+            console.error(`${path.relative(out, file)} imports ${spec}, which is not among the compiled sources`);
+            process.exit(1);
+          }
+          queue.push(target);
+        } else if (!isBuiltin(spec)) {
+          packages.add(spec.split("/").slice(0, spec.startsWith("@") ? 2 : 1).join("/"));
+        }
+      }
+    }
+    for (const f of [...files].sort()) console.log(`file ${path.relative(out, f)}`);
+    for (const p of [...packages].sort()) console.log(`package ${p}`);
+  ' "$1")
+}
+
+# copy_package NAME DEST: package.json, licence files, the JS outside its sources and native addons.
+copy_package() {
+  local src="$ROOT/node_modules/$1" dest=$2 f
+  [ -f "$src/package.json" ] || die "package $1 is not installed in $ROOT/node_modules; run 'npm ci' first"
+  mkdir -p "$dest"
+  while read -r f; do
+    mkdir -p "$dest/$(dirname "$f")"
+    cp "$src/$f" "$dest/$f"
+  done < <(cd "$src" && find . \( -path ./src -o -path ./deps -o -path ./node_modules -o -path ./test -o -path ./build \) -prune \
+             -o -type f \( -name '*.js' -o -name '*.cjs' -o -name '*.json' -o -name 'LICENSE*' -o -name 'NOTICE*' \) -print)
+  if [ -d "$src/build" ]; then
+    while read -r f; do
+      mkdir -p "$dest/$(dirname "$f")"
+      strip --strip-unneeded -o "$dest/$f" "$src/$f" || die "strip of $src/$f failed"
+    done < <(cd "$src" && find build/Release -maxdepth 1 -name '*.node' 2>/dev/null)
+  fi
+}
+
+compile_agent "$WORK/agent-js"
+agent_closure "$WORK/agent-js" >"$WORK/agent-closure.txt" || die "following the agent's imports failed (see above)"
+grep -q '^file agent/' "$WORK/agent-closure.txt" || die "the compiled agent has no modules under agent/"
+AGENT_ROOT="$ROOTFS$AGENT_HOME"
+mkdir -p "$AGENT_ROOT/dist" "$AGENT_ROOT/node_modules"
+while read -r what name; do
+  case "$what" in
+    file) mkdir -p "$AGENT_ROOT/dist/$(dirname "$name")"; install -m 0644 "$WORK/agent-js/$name" "$AGENT_ROOT/dist/$name" ;;
+    package)
+      case " $AGENT_PACKAGES " in *" $name "*) ;; *)
+        die "the agent imports package $name, which build.sh does not ship; add it to AGENT_PACKAGES (check it needs nothing beyond its JS and addons) or drop the import" ;;
+      esac
+      copy_package "$name" "$AGENT_ROOT/node_modules/$name" ;;
+  esac
+done <"$WORK/agent-closure.txt"
+printf '{"name":"netclone-agent","version":"%s","private":true,"type":"module"}\n' \
+  "$(sed -n 's/^netclone-version: //p' <<<"$STAMP")" >"$AGENT_ROOT/package.json"
+# Node's symbol and debug tables are a sixth of its size and unused at run time; the dynamic symbols
+# native addons link against (napi_*) are not touched by --strip-unneeded.
+strip --strip-unneeded -o "$ROOTFS/usr/bin/node" "$NODE_BIN" || die "strip of $NODE_BIN failed"
+chmod 0755 "$ROOTFS/usr/bin/node"
+
+# ---- shared libraries of nbdcopy, nbdinfo, node and the addons (found with ldd) ---------------
 LIBS_FILE="$WORK/libs.txt"
 : >"$LIBS_FILE"
-for bin in /usr/bin/nbdcopy /usr/bin/nbdinfo; do
-  install -m 0755 "$bin" "$ROOTFS/usr/bin/"
-  ldd "$bin" | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }' >>"$LIBS_FILE"
+for bin in /usr/bin/nbdcopy /usr/bin/nbdinfo; do install -m 0755 "$bin" "$ROOTFS/usr/bin/"; done
+NATIVE=(/usr/bin/nbdcopy /usr/bin/nbdinfo "$NODE_BIN")
+while read -r f; do NATIVE+=("$f"); done < <(find "$AGENT_ROOT/node_modules" -name '*.node')
+for bin in "${NATIVE[@]}"; do
+  out=$(ldd "$bin") || die "ldd $bin failed: $out"
+  printf '%s\n' "$out" | awk '/=>/ { print $3 } !/=>/ && $1 ~ /^\// { print $1 }' >>"$LIBS_FILE"
+  grep -q 'not found' <<<"$out" && die "$bin needs a library the build host lacks: $(grep 'not found' <<<"$out" | head -n1)"
 done
 sort -u "$LIBS_FILE" -o "$LIBS_FILE"
 while read -r lib; do
   [ -n "$lib" ] || continue
   real=$(readlink -f "$lib")
-  [ -f "$real" ] || die "library $lib (needed by nbdcopy) not found"
+  [ -f "$real" ] || die "library $lib (needed by ${NATIVE[*]}) not found"
   mkdir -p "$ROOTFS$(dirname "$lib")"
   cp -L "$real" "$ROOTFS$lib"
 done <"$LIBS_FILE"
-grep -q 'ld-linux' "$LIBS_FILE" || die "ldd named no dynamic loader for nbdcopy"
+LOADER=$(grep -m1 'ld-linux' "$LIBS_FILE") || die "ldd named no dynamic loader for nbdcopy"
+
+# The tree's node, with only the tree's libraries, must import the agent's chunk codec and its zstd
+# addon and run a worker thread: a PC would otherwise find out at its first chunks task.
+tree_node() {
+  local dirs
+  dirs=$(while read -r lib; do printf '%s%s\n' "$ROOTFS" "$(dirname "$lib")"; done <"$LIBS_FILE" | sort -u | paste -sd:)
+  "$ROOTFS$LOADER" --library-path "$dirs" "$ROOTFS/usr/bin/node" "$@"
+}
+smoke=$(tree_node --input-type=module -e '
+  import { Worker } from "node:worker_threads";
+  const { ChunkCodecContext, chunkName, maxChunkFileSize, CHUNK_HEADER_SIZE } = await import(process.argv[1]);
+  const data = Buffer.alloc(1 << 20, "netclone ");
+  const [head, payload] = new ChunkCodecContext().encode(data, 3, Buffer.alloc(maxChunkFileSize(data.length) - CHUNK_HEADER_SIZE));
+  const back = new ChunkCodecContext().decodeChecked(Buffer.concat([head, payload]), chunkName(data), "full");
+  if (!back.equals(data)) throw new Error("chunk round trip changed the bytes");
+  const w = new Worker(`import("node:worker_threads").then((m) => m.parentPort.postMessage(7))`, { eval: true });
+  const got = await new Promise((resolve, reject) => { w.once("message", resolve); w.once("error", reject); });
+  await w.terminate();
+  console.log(`node ${process.version}: chunk round trip ok (${payload.length} bytes), worker ${got}`);
+' "$AGENT_ROOT/dist/imaging/chunk-format.js" 2>&1) || die "the initramfs node cannot run the agent's chunk codec: $smoke"
+log "$smoke"
 
 # ---- kernel modules ---------------------------------------------------------------------------
 KMODDIR="$WORK/kernel/lib/modules/$KVER"
@@ -229,9 +365,21 @@ fi
 
 # ---- pack ------------------------------------------------------------------------------------
 # Fixed mtimes and sorted names keep the archive reproducible for identical inputs.
+# gzip -6, chosen by measurement (2026-12-04, this 2-core host under load, the 153 MB tree with Node):
+#   compressor     initrd    build-host compress   kernel unpack in a QEMU TCG VM (-m 512 -smp 1)
+#   gzip -6        58.3 MB    13 s                  4.8 s
+#   gzip -9        58.0 MB    46 s                  (same decoder)
+#   zstd -19       44.5 MB   169 s                  7.0 s
+#   xz -6          39.8 MB   121 s                 22.8 s
+# xz would save 18 MB on the wire but costs 18 s of every TCG boot (and seconds on a slow PC); zstd
+# saves 14 MB (~0.1 s at gigabit) for 2 s more unpacking and a much slower build. gzip -9 buys 0.5 %.
 find "$ROOTFS" -exec touch -h -d @0 {} +
 (cd "$ROOTFS" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
-  | gzip -9 -n >"$WORK/initrd.img" || die "packing the initrd failed"
+  | gzip -6 -n >"$WORK/initrd.img" || die "packing the initrd failed"
+# What a PC downloads at every boot: keep it well under what a PXE loader and a small PC's RAM take.
+INITRD_LIMIT=80000000
+[ "$(stat -c %s "$WORK/initrd.img")" -lt "$INITRD_LIMIT" ] \
+  || die "the initrd is $(stat -c %s "$WORK/initrd.img") bytes, over the $INITRD_LIMIT-byte limit; see what grew in the tree ($ROOTFS)"
 install -m 0644 "$VMLINUZ" "$DIST/vmlinuz.new"
 install -m 0644 "$WORK/initrd.img" "$DIST/initrd.img.new"
 
@@ -242,16 +390,21 @@ host_pkg_version() { dpkg-query -W -f '${Package}:${Architecture} ${Version}\n' 
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "kernel-version: $KVER"
   echo "$STAMP"
+  echo "initrd-bytes: $(stat -c %s "$DIST/initrd.img.new")"
   echo
   echo "[packages]"
   echo "$KPKG $(dpkg-deb -f "$KDEB" Version)"
   echo "busybox-static $(dpkg-deb -f "$BBDEB" Version)"
   # nbdcopy and its libraries come from the host's installed packages.
-  owners=$( { echo /usr/bin/nbdcopy; cat "$LIBS_FILE"; } | while read -r f; do
+  owners=$( { echo /usr/bin/nbdcopy; echo "$NODE_BIN"; cat "$LIBS_FILE"; } | while read -r f; do
       dpkg -S "$(readlink -f "$f")" 2>/dev/null || dpkg -S "$f" 2>/dev/null || true
     done | cut -d: -f1 | sort -u)
   for p in $owners; do host_pkg_version "$p"; done
   printf '%s' "$FW_VERSIONS"
+  echo "node $("$NODE_BIN" --version) ($NODE_BIN, stripped)"
+  echo
+  echo "[agent files]"
+  (cd "$ROOTFS" && find "./${AGENT_HOME#/}" -type f | sed 's|^\./||' | LC_ALL=C sort)
   echo
   echo "[firmware]"
   if [ -n "$FIRMWARE_NOTE" ]; then echo "WARNING: $FIRMWARE_NOTE"; else echo "included: $FIRMWARE_DIRS"; fi

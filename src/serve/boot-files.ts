@@ -6,7 +6,8 @@
  *
  * What counts as outdated. Each script writes a stamp into its manifest.txt: the netclone version
  * from package.json and a sha256 over the sources that define what it makes (its own script, and
- * for the client also boot/client/, documentation left out). The files are current
+ * for the client also boot/client/ and the imaging agent's sources with the lock file that pins its
+ * zstd addon, documentation left out). The files are current
  * only when both equal this server's. The version alone would not do: the client's shell code and
  * its use of the client API change between commits without a version bump, and a client built
  * before such a change fails at the PC, not here. The hash alone would not do where the sources
@@ -33,7 +34,7 @@ export const MANIFEST = 'manifest.txt';
  * boot/setup-loaders.sh name the same lists and print their stamp with `--print-stamp`;
  * test/serve/boot-files.test.ts checks that both sides agree.
  */
-export const CLIENT_SOURCES: readonly string[] = ['boot/build.sh', 'boot/client'];
+export const CLIENT_SOURCES: readonly string[] = ['boot/build.sh', 'boot/client', 'src/agent', 'src/imaging/chunk-format.ts', 'src/lib', 'package-lock.json'];
 export const LOADER_SOURCES: readonly string[] = ['boot/setup-loaders.sh'];
 
 export interface Stamp {

@@ -142,7 +142,11 @@ describe('stamps', () => {
     await writeFile(path.join(dir, 'boot', 'client', 'lib', 'a.sh'), 'a\n');
     await writeFile(path.join(dir, 'boot', 'client', 'lib', 'B.sh'), 'b\n');
     await writeFile(path.join(dir, 'boot', 'client', 'README.md'), 'docs\n');
-    const { stdout } = await exec('bash', ['-c', "find boot/build.sh boot/client -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1"], { cwd: dir });
+    for (const f of ['src/agent/main.ts', 'src/imaging/chunk-format.ts', 'src/lib/worker.ts', 'package-lock.json']) {
+      await mkdir(path.dirname(path.join(dir, f)), { recursive: true });
+      await writeFile(path.join(dir, f), `${f}\n`);
+    }
+    const { stdout } = await exec('bash', ['-c', `find ${CLIENT_SOURCES.join(' ')} -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1`], { cwd: dir });
     const before = await sourcesHash(dir, CLIENT_SOURCES);
     expect(before).toBe(`sha256:${stdout.trim()}`);
     await writeFile(path.join(dir, 'boot', 'client', 'README.md'), 'other docs\n');
