@@ -115,6 +115,10 @@ describe('capture with the agent', () => {
     expect((await storedList('office1')).equals(chunkList(disk, CHUNK))).toBe(true);
     const line = agentLine(r);
     expect(line).toMatchObject({ ok: true, digest: null, examined: disk.length, sentChunks: distinctChunks(disk, CHUNK).size });
+    // The agent's last progress report reached the task: its counters and the line the task page shows.
+    expect(task.progress.chunks).toEqual({ reused: line.reusedChunks, sent: line.sentChunks, zero: CHUNKS + 1 - line.reusedChunks - line.sentChunks, total: CHUNKS + 1 });
+    expect(task.progress.bytes).toBe(disk.length);
+    expect(task.progress.summary).toMatch(/^examined .*, sent .*, [\d.]+ % reused/);
     // Compressed chunk files: less crossed than the non-zero data (text chunks compress).
     expect(task.result?.bytesOnWire).toBeGreaterThan(0);
     expect(task.result?.bytesOnWire).toBeLessThan(distinctChunks(disk, CHUNK).size * CHUNK);
