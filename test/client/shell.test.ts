@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runLib } from './helpers.js';
+import { repoRoot, runLib } from './helpers.js';
 import { diskDigest } from '../lib/disk-digest.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ncclient-shell-'));
@@ -207,5 +207,51 @@ describe('read-back digest (image_digest)', () => {
     const r = runLib('image_digest "$F" 100 0', { F: file });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain('chunk size');
+  });
+});
+
+describe('imaging agent run (nc_agent)', () => {
+  let n = 0;
+  /** Runs SCRIPT with nc_agent pointed at the fake agent; FAKE_* say how the fake behaves. */
+  const withFakeAgent = (script: string, fake: Record<string, string>): ReturnType<typeof runLib> & { args: string[] } => {
+    const dir = join(tmp, `agent${n++}`);
+    mkdirSync(dir);
+    const r = runLib(script, {
+      NC_NODE: process.execPath, NC_AGENT: join(repoRoot, 'test', 'client', 'fixtures', 'fake-agent.mjs'),
+      NC_AGENT_OUT: join(dir, 'out'), NC_AGENT_ERR: join(dir, 'err'), NC_SERVER: '10.0.0.1:8080', NC_TOKEN: 'tok-1',
+      FAKE_AGENT_ARGS: join(dir, 'args.json'), ...fake,
+    });
+    return { ...r, args: JSON.parse(readFileSync(join(dir, 'args.json'), 'utf8')) as string[] };
+  };
+  const outcome = '{"ok":true,"digest":null,"examined":1048576,"sentChunks":1,"reusedChunks":0}';
+
+  it('passes the contract\'s command line and keeps stdout (the outcome) apart from stderr (shown on the console)', () => {
+    const r = withFakeAgent('nc_agent capture /dev/sda sda 1048576 512 "WD 1"; echo "rc=$?"; nc_agent_result', {
+      FAKE_AGENT_STDERR: 'agent: PUT chunk 3 failed, retrying|agent: progress report not delivered', FAKE_AGENT_STDOUT: outcome,
+    });
+    expect(r.args).toEqual(['capture', '--server', 'http://10.0.0.1:8080', '--token', 'tok-1', '--disk', '/dev/sda', '--disk-name', 'sda',
+      '--size', '1048576', '--sector-size', '512', '--serial', 'WD 1']);
+    expect(r.stdout).toBe(`rc=0\n${outcome}\n`);
+    // say() writes to stderr when no console is set up: each agent line reaches the technician as it comes.
+    expect(r.stderr).toBe('netclone: agent: PUT chunk 3 failed, retrying\nnetclone: agent: progress report not delivered\n');
+  });
+
+  it('leaves --serial out when the disk has none', () => {
+    const r = withFakeAgent('nc_agent deploy /dev/nvme0n1 nvme0n1 4096 4096 ""', { FAKE_AGENT_STDOUT: outcome });
+    expect(r.status).toBe(0);
+    expect(r.args).toEqual(['deploy', '--server', 'http://10.0.0.1:8080', '--token', 'tok-1', '--disk', '/dev/nvme0n1', '--disk-name', 'nvme0n1',
+      '--size', '4096', '--sector-size', '4096']);
+  });
+
+  it('fails with the agent\'s exit status and gives its last stderr line as the reason', () => {
+    const r = withFakeAgent('nc_agent capture /dev/sda sda 1048576 512 ""; echo "rc=$?"; nc_agent_error', {
+      FAKE_AGENT_STDERR: 'agent: PUT chunk 3 failed, retrying|agent: commit refused: 2 chunks missing', FAKE_AGENT_EXIT: '1',
+    });
+    expect(r.stdout).toBe('rc=1\ncommit refused: 2 chunks missing');
+  });
+
+  it('says how the agent ended when it died without a reason', () => {
+    const r = withFakeAgent('nc_agent capture /dev/sda sda 1048576 512 ""; echo "rc=$?"; nc_agent_error', { FAKE_AGENT_EXIT: '3', FAKE_AGENT_STDOUT: '' });
+    expect(r.stdout).toBe('rc=1\nthe imaging agent exited with status 3 and gave no reason');
   });
 });

@@ -1,4 +1,45 @@
-# Disk transfers with nbdcopy and the read-back digest.
+# Disk transfers: the imaging agent (chunks transport), nbdcopy (nbd transport) and the read-back digest.
+
+# ---- the imaging agent (src/agent, shipped by boot/build.sh) ------------------------------------
+NC_NODE=${NC_NODE:-/usr/bin/node}
+NC_AGENT=${NC_AGENT:-/opt/netclone/dist/agent/main.js}
+NC_AGENT_OUT=${NC_AGENT_OUT:-/tmp/agent.out}
+NC_AGENT_ERR=${NC_AGENT_ERR:-/tmp/agent.err}
+
+# nc_agent capture|deploy DEVICE NAME SIZE SECTOR_SIZE [SERIAL] -> runs the agent against DEVICE (it posts
+# start, moves the chunks, posts progress itself and, for deploy, reads the disk back). Each stderr line
+# is shown on the consoles as it comes and kept in $NC_AGENT_ERR; stdout (one JSON line) goes to
+# $NC_AGENT_OUT. Returns 0 when the agent exited 0. The exit status is kept in a file because the agent
+# runs inside a pipeline.
+nc_agent() {
+  _kind=$1; _dev=$2; _name=$3; _size=$4; _lss=$5; _serial=${6:-}
+  rm -f "$NC_AGENT_OUT.rc" "$NC_AGENT_OUT"; : >"$NC_AGENT_ERR"
+  set -- "$_kind" --server "http://$NC_SERVER" --token "$NC_TOKEN" --disk "$_dev" --disk-name "$_name" \
+    --size "$_size" --sector-size "$_lss"
+  [ -n "$_serial" ] && set -- "$@" --serial "$_serial"
+  { "$NC_NODE" "$NC_AGENT" "$@" 2>&1 >"$NC_AGENT_OUT" </dev/null; echo $? >"$NC_AGENT_OUT.rc"; } | _agent_lines
+  _rc=$(cat "$NC_AGENT_OUT.rc" 2>/dev/null)
+  [ "$_rc" = 0 ]
+}
+
+_agent_lines() {
+  while IFS= read -r _l; do
+    say "$_l"
+    printf '%s\n' "$_l" >>"$NC_AGENT_ERR"
+  done
+}
+
+# nc_agent_result -> the agent's stdout JSON line (its outcome).
+nc_agent_result() { head -n 1 "$NC_AGENT_OUT" 2>/dev/null; }
+
+# nc_agent_error -> the agent's reason for failing: the last line it wrote on stderr.
+nc_agent_error() {
+  _last=$(grep -v '^[[:space:]]*$' "$NC_AGENT_ERR" 2>/dev/null | tail -n 1 | sed 's/^agent: //')
+  [ -n "$_last" ] && { printf '%s' "$_last"; return 0; }
+  printf 'the imaging agent exited with status %s and gave no reason' "$(cat "$NC_AGENT_OUT.rc" 2>/dev/null || echo '?')"
+}
+
+# ---- nbdcopy ----------------------------------------------------------------------------------
 
 # nc_copy SRC DST -> runs nbdcopy, printing a progress line every 10 % on the consoles.
 # Its exit status is kept in a file because it runs inside a pipeline.
