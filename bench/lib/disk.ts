@@ -34,10 +34,10 @@ export interface DiskLayout {
 export const DEFAULT_DISK: DiskSpec = { size: 1024 * 1024 * 1024, zeroFraction: 0.4, textFraction: 0.3, seed: 20240601 };
 
 const BLOCK = 4096;
-const CORPUS_SIZE = 16 * 1024 * 1024;
+export const CORPUS_SIZE = 16 * 1024 * 1024;
 
 
-function buildCorpus(rand: () => number): Buffer {
+export function buildCorpus(rand: () => number): Buffer {
   const letters = 'etaoinshrdlcumwfgypbvkjxqz';
   const words: Buffer[] = [];
   for (let i = 0; i < 2000; i++) {

@@ -1,0 +1,99 @@
+/**
+ * The bench's handle on an appliance child process (appliance-child.ts): started directly, or inside a
+ * network namespace through `ip netns exec NS` (exec keeps the PID, so /proc/PID/stat is the server's).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { SERVER_NODE_FLAGS } from '../../src/serve/node-flags.js';
+import type { ApplianceReady, ApplianceReply, ApplianceRequest, TaskView } from './appliance-protocol.js';
+
+type RequestBody = ApplianceRequest extends infer R ? (R extends ApplianceRequest ? Omit<R, 'id'> : never) : never;
+
+export interface ApplianceChildOptions {
+  readonly dataDir: string;
+  /** The address the server listens on (127.0.0.1, or the server namespace's address). */
+  readonly listen: string;
+  /** Run inside this network namespace (created by the caller). */
+  readonly netns?: string;
+}
+
+export class ApplianceChild {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve(r: ApplianceReply): void; reject(e: Error): void }>();
+  private exited = false;
+  private readonly gone: Promise<void>;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly base: string,
+    readonly nbdPort: number,
+  ) {
+    this.gone = new Promise((resolve) => child.once('exit', () => resolve()));
+    child.on('message', (m: ApplianceReply) => {
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      w.resolve(m);
+    });
+    child.on('exit', (code, signal) => {
+      this.exited = true;
+      for (const w of this.waiting.values()) w.reject(new Error(`appliance process exited (${code ?? signal}) with a request pending`));
+      this.waiting.clear();
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  static async start(opts: ApplianceChildOptions): Promise<ApplianceChild> {
+    const entry = fileURLToPath(new URL('./appliance-child.ts', import.meta.url));
+    const node = [process.execPath, '--import', 'tsx', ...SERVER_NODE_FLAGS, entry, opts.dataDir, opts.listen];
+    const [cmd, ...args] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node] : node;
+    const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const ready = await new Promise<ApplianceReady>((resolve, reject) => {
+      const onExit = (code: number | null): void => reject(new Error(`appliance process exited with ${code} before it was ready`));
+      child.once('message', (m: ApplianceReady) => {
+        child.off('exit', onExit);
+        resolve(m);
+      });
+      child.once('exit', onExit);
+    });
+    return new ApplianceChild(child, `http://${opts.listen}:${ready.http}`, ready.nbd);
+  }
+
+  private async call(body: RequestBody): Promise<Extract<ApplianceReply, { ok: true }>> {
+    if (this.exited) throw new Error('the appliance process has exited');
+    const id = this.nextId++;
+    const reply = await new Promise<ApplianceReply>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.child.send({ ...body, id });
+    });
+    if (!reply.ok) throw new Error(`appliance process: ${body.op} failed: ${reply.error}`);
+    return reply;
+  }
+
+  async queue(kind: 'capture' | 'deploy', image: string, transport: 'chunks' | 'nbd', clientIp: string): Promise<TaskView> {
+    return (await this.call({ op: 'queue', kind, image, transport, clientIp })).task as TaskView;
+  }
+
+  async task(taskId: string): Promise<TaskView> {
+    return (await this.call({ op: 'task', taskId })).task as TaskView;
+  }
+
+  /** Stops the appliance cleanly; killed by PID if it has not exited 15 s later. */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const timer = setTimeout(() => this.kill(), 15_000);
+    try {
+      await this.call({ op: 'shutdown' }).catch(() => this.kill());
+      await this.gone;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(): void {
+    if (!this.exited && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
+  }
+}
