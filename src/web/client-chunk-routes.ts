@@ -77,10 +77,11 @@ function bounded(req: FastifyRequest, payload: Readable, limit: number, what: st
   return payload.pipe(counted);
 }
 
-/** Bytes of the answer that went out (none when the stream was cut). */
-function answerBytes(reply: FastifyReply): number {
-  if (!reply.raw.writableFinished) return 0;
-  const length = Number(reply.raw.getHeader('content-length') ?? 0);
+/** Bytes of the answer's body: counted as it is sent (a stream by its content-length). */
+function answerBytes(reply: FastifyReply, payload: unknown): number {
+  if (typeof payload === 'string') return Buffer.byteLength(payload);
+  if (Buffer.isBuffer(payload)) return payload.length;
+  const length = Number(reply.getHeader('content-length') ?? 0);
   return Number.isFinite(length) ? length : 0;
 }
 
@@ -113,8 +114,10 @@ export function clientChunkRoutes(ctx: ClientChunkRoutesContext) {
       req.chunkTransfer = transfer;
     });
 
-    app.addHook('onResponse', async (req, reply) => {
-      req.chunkTransfer?.countWire((req.chunkBodyBytes ?? 0) + answerBytes(reply));
+    // Counted when the answer goes out, so the count is complete before the client can act on the answer.
+    app.addHook('onSend', async (req, reply, payload) => {
+      req.chunkTransfer?.countWire((req.chunkBodyBytes ?? 0) + answerBytes(reply, payload));
+      return payload;
     });
 
     const captureOf = (req: FastifyRequest) => {
@@ -172,12 +175,13 @@ export function clientChunkRoutes(ctx: ClientChunkRoutesContext) {
       },
     );
 
-    app.get('/api/client/v1/chunks/list', { config: { chunkRoute: 'deploy' } }, async (req, reply) => {
+    // No HEAD routes: a HEAD of a chunk file would open the file only to send nothing.
+    app.get('/api/client/v1/chunks/list', { config: { chunkRoute: 'deploy' }, exposeHeadRoute: false }, async (req, reply) => {
       const list = deployOf(req).list();
       return reply.type('application/octet-stream').send(list);
     });
 
-    app.get<{ Params: { hash: string } }>('/api/client/v1/chunks/:hash', { config: { chunkRoute: 'deploy' } }, async (req, reply) => {
+    app.get<{ Params: { hash: string } }>('/api/client/v1/chunks/:hash', { config: { chunkRoute: 'deploy' }, exposeHeadRoute: false }, async (req, reply) => {
       const file = await deployOf(req).chunkFile(req.params.hash);
       return reply.type('application/octet-stream').header('content-length', file.size).send(file.stream());
     });

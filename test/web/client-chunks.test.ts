@@ -83,6 +83,8 @@ function tokenOf(script: string): string {
 interface Answer {
   readonly status: number;
   readonly json: Record<string, unknown>;
+  /** Body bytes both ways: what the server should count on the wire for a chunk route. */
+  readonly bytes: number;
 }
 
 async function call(method: string, pathname: string, token: string | null, body?: unknown): Promise<Answer> {
@@ -98,7 +100,8 @@ async function call(method: string, pathname: string, token: string | null, body
   }
   const res = await fetch(`${base}${pathname}`, { method, headers, body: payload });
   const text = await res.text();
-  return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  const bytes = (payload === undefined ? 0 : typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length) + Buffer.byteLength(text);
+  return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {}, bytes };
 }
 
 async function download(pathname: string, token: string): Promise<{ status: number; body: Buffer; length: string | null }> {
@@ -114,8 +117,8 @@ async function bootedTask(kind: 'capture' | 'deploy', mac: string, image: string
 
 const diskFor = (size: number) => ({ disk: { name: 'sda', size, logicalSectorSize: 512, serial: 'S1' } });
 
-/** What a well-behaved agent does for a capture: ask, upload what is asked for, commit. Returns the hashes it sent. */
-async function agentCapture(token: string, disk: Buffer): Promise<{ sent: string[]; commit: Answer }> {
+/** What a well-behaved agent does for a capture: ask, upload what is asked for, commit. Returns the hashes it sent and the body bytes. */
+async function agentCapture(token: string, disk: Buffer): Promise<{ sent: string[]; commit: Answer; bytes: number }> {
   const pieces = piecesOf(disk);
   const hashes = [...new Set(pieces.flatMap((p) => (p.hash ? [p.hash] : [])))];
   const known = await call('POST', '/api/client/v1/chunks/known', token, { hashes });
@@ -130,9 +133,13 @@ async function agentCapture(token: string, disk: Buffer): Promise<{ sent: string
     puts.push(call('PUT', `/api/client/v1/chunks/${h}`, token, encode(piece.data)));
   }
   // All in flight at once, as the agent does with its --jobs.
-  for (const r of await Promise.all(puts)) expect(r.status, JSON.stringify(r.json)).toBe(201);
+  let bytes = known.bytes;
+  for (const r of await Promise.all(puts)) {
+    expect(r.status, JSON.stringify(r.json)).toBe(201);
+    bytes += r.bytes;
+  }
   const commit = await call('POST', '/api/client/v1/chunks/commit', token, listOf(pieces));
-  return { sent, commit };
+  return { sent, commit, bytes: bytes + commit.bytes };
 }
 
 beforeAll(async () => {
@@ -185,7 +192,7 @@ describe('chunk capture', () => {
     const start = await call('POST', '/api/client/v1/start', first.token, diskFor(disk.length));
     expect(start.json).toEqual({ transport: 'chunks', kind: 'capture', size: disk.length, sectorSize: 512, chunkSize: CHUNK, knownBatch: 1024 });
     expect(first.task.state).toBe('running');
-    const { sent, commit } = await agentCapture(first.token, disk);
+    const { sent, commit, bytes } = await agentCapture(first.token, disk);
     expect(commit.status, JSON.stringify(commit.json)).toBe(200);
     const digest = diskDigest(disk, disk.length, CHUNK);
     expect(commit.json).toMatchObject({ version: 1, digest });
@@ -199,7 +206,7 @@ describe('chunk capture', () => {
     expect(done.json).toMatchObject({ state: 'done' });
     expect(first.task.result).toMatchObject({ version: 1, digest });
     // The server's own count: the chunk files and lists that crossed, not the disk.
-    expect(first.task.result?.bytesOnWire).toBeGreaterThan(sent.length * 16);
+    expect(first.task.result?.bytesOnWire).toBe(bytes);
     expect(first.task.result?.bytesOnWire).toBe(first.task.progress.wireBytes);
     expect(progressLine(first.task)).toMatch(/^examined 6\.3 MB, sent [\d.]+ [KM]B, 0 % reused$/);
     expect((await app.core.commands.showImage(TEST_OPERATOR, 'office')).versions.at(-1)?.digest).toBe(digest);
@@ -212,6 +219,7 @@ describe('chunk capture', () => {
     const again = await agentCapture(second.token, changed);
     expect(again.commit.status, JSON.stringify(again.commit.json)).toBe(200);
     expect(again.sent).toEqual([sha(changed.subarray(3 * CHUNK, 4 * CHUNK))]);
+    expect(second.task.progress.wireBytes).toBe(again.bytes);
     expect(again.commit.json).toMatchObject({ version: 2, digest: diskDigest(changed, changed.length, CHUNK) });
     await call('POST', '/api/client/v1/progress', second.token, { phase: 'transferring', examined: changed.length, reusedChunks: 4, sentChunks: 1, zeroChunks: 2, totalChunks: 7 });
     expect(progressLine(second.task)).toMatch(/^examined 6\.3 MB, sent [\d.]+ [KM]B, 80 % reused$/);
@@ -302,7 +310,7 @@ describe('chunk capture', () => {
     const many = Array.from({ length: 1025 }, (_, i) => sha(Buffer.from(String(i))));
     expect((await call('POST', '/api/client/v1/chunks/known', token, { hashes: many })).status).toBe(400);
     const ok = await call('POST', '/api/client/v1/chunks/known', token, { hashes: many.slice(0, 1024) });
-    expect(ok).toEqual({ status: 200, json: { known: [] } });
+    expect(ok).toMatchObject({ status: 200, json: { known: [] } });
   });
 
   it('aborts the upload when the task is cancelled: the image is free and nothing was committed', async () => {
@@ -383,6 +391,7 @@ describe('chunk deploy', () => {
     expect(list.body.length).toBe(7 * 32);
     const disk = Buffer.alloc(golden.length);
     const fetched = new Map<string, Promise<Buffer>>();
+    let fileBytes = 0;
     for (let i = 0; i < 7; i++) {
       const entry = list.body.subarray(i * 32, i * 32 + 32);
       if (entry.every((b) => b === 0)) continue;
@@ -391,6 +400,7 @@ describe('chunk deploy', () => {
         fetched.set(hash, download(`/api/client/v1/chunks/${hash}`, token).then((r) => {
           expect(r.status).toBe(200);
           expect(r.length).toBe(String(r.body.length));
+          fileBytes += r.body.length;
           return codec.decodeChecked(r.body, hash, 'full');
         }));
       }
@@ -401,8 +411,8 @@ describe('chunk deploy', () => {
     expect(task.state).toBe('verifying');
     const done = await call('POST', '/api/client/v1/result', token, { ok: true, digest: diskDigest(disk, golden.length, CHUNK) });
     expect(done.json).toMatchObject({ state: 'done' });
-    const files = [...fetched.keys()].length;
-    expect(task.result?.bytesOnWire).toBeGreaterThan(7 * 32 + files * 16);
+    // The server's count: the list and each chunk file it sent, as stored.
+    expect(task.result?.bytesOnWire).toBe(7 * 32 + fileBytes);
     expect(progressLine(task)).toMatch(/^examined 6\.3 MB, fetched [\d.]+ [KM]B, 0 % reused$/);
   });
 
