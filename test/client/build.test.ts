@@ -1,8 +1,15 @@
-import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { distDir, ensureClientBuild } from './helpers.js';
+
+/** The libraries `ldd` names for a host binary, as absolute paths (the dynamic loader included). */
+function lddPaths(binary: string): string[] {
+  return execFileSync('ldd', [binary], { encoding: 'utf8' })
+    .split('\n').map((l) => (/=>\s*(\/\S+)/.exec(l) ?? /^\s*(\/\S+)/.exec(l))?.[1]).filter((p): p is string => !!p);
+}
 
 describe('thin client build (boot/build.sh)', () => {
   let entries: Set<string>;
@@ -34,8 +41,7 @@ describe('thin client build (boot/build.sh)', () => {
   it('packs nbdcopy, nbdinfo, their shared libraries and the dynamic loader', () => {
     expect(entries.has('usr/bin/nbdcopy')).toBe(true);
     expect(entries.has('usr/bin/nbdinfo')).toBe(true);
-    const needed = execFileSync('ldd', ['/usr/bin/nbdcopy'], { encoding: 'utf8' })
-      .split('\n').map((l) => (/=>\s*(\/\S+)/.exec(l) ?? /^\s*(\/\S+)/.exec(l))?.[1]).filter((p): p is string => !!p);
+    const needed = lddPaths('/usr/bin/nbdcopy');
     expect(needed.some((p) => p.includes('ld-linux'))).toBe(true);
     for (const lib of needed) expect(entries.has(lib.replace(/^\//, '')), lib).toBe(true);
   });
@@ -68,5 +74,83 @@ describe('thin client build (boot/build.sh)', () => {
     }
     const initrdLine = /^initrd\.img (\d+) sha256:([0-9a-f]{64})$/m.exec(manifest);
     expect(Number(initrdLine?.[1])).toBe(statSync(join(distDir, 'initrd.img')).size);
+  });
+
+  it('records the initrd size, under 80 MB', () => {
+    const bytes = Number(/^initrd-bytes: (\d+)$/m.exec(manifest)?.[1]);
+    expect(bytes).toBe(statSync(join(distDir, 'initrd.img')).size);
+    expect(bytes).toBeLessThan(80_000_000);
+  });
+
+  it('packs node, the agent with the modules it imports, and the zstd addon with their libraries', () => {
+    for (const f of ['usr/bin/node', 'opt/netclone/package.json', 'opt/netclone/dist/agent/main.js', 'opt/netclone/dist/agent/hash-worker.js',
+      'opt/netclone/dist/imaging/chunk-format.js', 'opt/netclone/dist/lib/worker.js', 'opt/netclone/node_modules/zstd-napi/package.json',
+      'opt/netclone/node_modules/zstd-napi/binding.js', 'opt/netclone/node_modules/zstd-napi/build/Release/binding.node']) {
+      expect(entries.has(f), f).toBe(true);
+    }
+    // Only what the agent imports: no server layers, no tests, no sources.
+    const shipped = [...entries].filter((e) => e.startsWith('opt/netclone/dist/'));
+    expect(shipped.filter((e) => /\/(domain|web|transport|nbd|serve|cli|pxe)\//.test(e) || /\.(ts|map)$/.test(e))).toEqual([]);
+    expect([...entries].filter((e) => e.startsWith('opt/netclone/node_modules/') && !e.startsWith('opt/netclone/node_modules/zstd-napi'))).toEqual([]);
+    for (const lib of [...lddPaths('/usr/bin/node'), ...lddPaths(join('node_modules', 'zstd-napi', 'build', 'Release', 'binding.node'))]) {
+      expect(entries.has(lib.replace(/^\//, '')), lib).toBe(true);
+    }
+    expect(manifest).toMatch(/^node v20\.\S+ \(\S+, stripped\)$/m);
+    expect(manifest).toMatch(/\[agent files\]\nopt\/netclone\/dist\/agent\//);
+  });
+
+  describe('the unpacked tree', () => {
+    let root: string;
+    /** Runs the tree's node through the tree's dynamic loader with only the tree's library directories. */
+    let treeNode: (args: string[]) => ReturnType<typeof spawnSync>;
+
+    beforeAll(() => {
+      root = mkdtempSync(join(tmpdir(), 'ncclient-tree-'));
+      execFileSync('sh', ['-c', `gzip -dc '${join(distDir, 'initrd.img')}' | (cd '${root}' && cpio -idm --quiet)`], { maxBuffer: 64 << 20 });
+      const libs = lddPaths('/usr/bin/node');
+      const loader = libs.find((l) => l.includes('ld-linux'));
+      expect(loader).toBeDefined();
+      const dirs = [...new Set(libs.map((l) => join(root, dirname(l))))].join(':');
+      treeNode = (args) => spawnSync(join(root, loader ?? ''), ['--library-path', dirs, join(root, 'usr/bin/node'), ...args],
+        { encoding: 'utf8', env: { PATH: '/nonexistent' }, cwd: root });
+    }, 120_000);
+    afterAll(() => { if (root) rmSync(root, { recursive: true, force: true }); });
+
+    it('runs the agent: its modules and the addon load, and it answers a bad command line with its usage', () => {
+      const r = treeNode([join(root, 'opt/netclone/dist/agent/main.js')]);
+      expect(r.stderr).toContain('usage: agent capture|deploy');
+      expect(r.status).toBe(1);
+    });
+
+    it('round-trips a chunk through the shipped chunk codec (zstd addon, content checksum, sha256 name)', () => {
+      const r = treeNode(['--input-type=module', '-e', `
+        const { ChunkCodecContext, chunkName, maxChunkFileSize, CHUNK_HEADER_SIZE } = await import(process.argv[1]);
+        const data = Buffer.alloc(1 << 20);
+        for (let i = 0; i < data.length; i += 4096) data.write(\`block \${i}\`, i);
+        const [head, payload] = new ChunkCodecContext().encode(data, 3, Buffer.alloc(maxChunkFileSize(data.length) - CHUNK_HEADER_SIZE));
+        const file = Buffer.concat([head, payload]);
+        const back = new ChunkCodecContext().decodeChecked(file, chunkName(data), 'full');
+        file[file.length - 1] ^= 1;
+        let refused = false;
+        try { new ChunkCodecContext().decodeChecked(file, chunkName(data), 'full'); } catch { refused = true; }
+        console.log(JSON.stringify({ equal: back.equals(data), compressed: file.length < data.length / 10, refused}));
+      `, join(root, 'opt/netclone/dist/imaging/chunk-format.js')]);
+      expect(r.stderr).toBe('');
+      expect(JSON.parse(String(r.stdout))).toMatchObject({ equal: true, compressed: true, refused: true });
+    });
+
+    it('maps no file from outside the tree: node, its libraries and the addon all come from the initramfs', () => {
+      const r = treeNode(['-e', `
+        require(process.argv[1]);
+        const files = require('node:fs').readFileSync('/proc/self/maps', 'utf8').split('\\n')
+          .map((l) => l.split(/\\s+/)[5] ?? '').filter((f) => f.startsWith('/') && !f.startsWith('/dev/'));
+        console.log(JSON.stringify([...new Set(files)]));
+      `, join(root, 'opt/netclone/node_modules/zstd-napi/binding.js')]);
+      expect(r.stderr).toBe('');
+      const mapped = JSON.parse(String(r.stdout)) as string[];
+      expect(mapped).toContain(join(root, 'opt/netclone/node_modules/zstd-napi/build/Release/binding.node'));
+      expect(mapped).toContain(join(root, 'usr/bin/node'));
+      expect(mapped.filter((f) => !f.startsWith(`${root}/`))).toEqual([]);
+    });
   });
 });
