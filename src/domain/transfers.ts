@@ -78,37 +78,40 @@ export class TransferService {
     if (transportOf(task) !== 'chunks') return { transport: 'nbd', nbd: await this.start(task, disk, clientIp, nbdHost, nbdPort) };
     if (task.state !== 'booting') throw new TransferError(409, `task is ${task.state}; a transfer was already started`);
     const meter = new TransferMeter(task.kind, (_step, m) => this.tasks.wireBytes(task, m.wireBytes));
+    let transfer: ChunkTransfer;
+    let total: number;
     if (task.kind === 'deploy') {
-      let transfer;
       try {
         transfer = await this.source.openChunkDeploy(task.image, meter);
       } catch (err) {
-        if (err instanceof ExportRequestError) return this.refuse(task, `image ${task.image} has no committed version`);
+        if (err instanceof ExportRequestError) return this.refuse(task, err.status === 404 ? `image ${task.image} has no committed version` : err.message);
         throw err;
       }
-      const info = transfer.info;
-      const problem = diskProblem(task.image, disk, info);
+      const problem = diskProblem(task.image, disk, transfer.info);
       if (problem) {
         await transfer.close();
         return this.refuse(task, problem);
       }
-      this.chunkTransfers.set(task.id, transfer);
-      this.meters.set(task.id, meter);
-      await this.tasks.markRunning(task, disk, clientIp, info.size);
-      this.progressOf(task);
-      return transfer.start();
-    }
-    let transfer;
-    try {
-      transfer = this.source.openChunkCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, meter);
-    } catch (err) {
-      if (err instanceof ExportRequestError) return this.refuse(task, err.message);
-      // The store refuses a second capture of the same image while one is open.
-      return this.refuse(task, (err as Error).message);
+      total = transfer.info.size;
+    } else {
+      try {
+        transfer = this.source.openChunkCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, meter);
+      } catch (err) {
+        // A bad size or sector size, or the store refusing a second capture of an image while one is open.
+        return this.refuse(task, (err as Error).message);
+      }
+      total = disk.size;
     }
     this.chunkTransfers.set(task.id, transfer);
     this.meters.set(task.id, meter);
-    await this.tasks.markRunning(task, disk, clientIp, disk.size);
+    try {
+      // The task may have been cancelled while the version was being opened: then this throws.
+      await this.tasks.markRunning(task, disk, clientIp, total);
+    } catch (err) {
+      this.meters.delete(task.id);
+      this.closeChunks(task, `the task could not start: ${(err as Error).message}`);
+      throw err;
+    }
     this.progressOf(task);
     return transfer.start();
   }

@@ -329,6 +329,17 @@ describe('chunk capture', () => {
     expect(await app.core.commands.listImages(TEST_OPERATOR)).not.toContainEqual(expect.objectContaining({ name: 'dropped' }));
   });
 
+  it('refuses a second capture of an image while one is open, and the refused task says why', async () => {
+    const first = await bootedTask('capture', '52:54:00:00:c1:07', 'contested');
+    expect((await call('POST', '/api/client/v1/start', first.token, diskFor(4 * CHUNK))).status).toBe(200);
+    const second = await bootedTask('capture', '52:54:00:00:c1:08', 'contested');
+    const refused = await call('POST', '/api/client/v1/start', second.token, diskFor(4 * CHUNK));
+    expect(refused.status).toBe(409);
+    expect(String(refused.json.error)).toMatch(/already being captured/);
+    expect(second.task.state).toBe('failed');
+    expect(first.task.state).toBe('running');
+  });
+
   it('fails a capture whose agent says ok without committing', async () => {
     const { task, token } = await bootedTask('capture', '52:54:00:00:c1:06', 'never');
     expect((await call('POST', '/api/client/v1/start', token, diskFor(4 * CHUNK))).status).toBe(200);
@@ -435,6 +446,18 @@ describe('chunk deploy', () => {
     expect((await download(`/api/client/v1/chunks/${mine}`, token)).status).toBe(200);
     await app.core.tasks.cancel(task.id);
     expect((await download(`/api/client/v1/chunks/${mine}`, token)).status).toBe(403);
+  });
+
+  it('refuses a disk smaller than the image or with other sectors, as over NBD', async () => {
+    const small = await bootedTask('deploy', '52:54:00:00:c2:05', 'golden');
+    const res = await call('POST', '/api/client/v1/start', small.token, diskFor(4 * CHUNK));
+    expect(res.status).toBe(409);
+    expect(String(res.json.error)).toMatch(/smaller than image golden/);
+    expect(small.task.state).toBe('failed');
+    const odd = await bootedTask('deploy', '52:54:00:00:c2:06', 'golden');
+    const sectors = await call('POST', '/api/client/v1/start', odd.token, { disk: { name: 'sda', size: golden.length, logicalSectorSize: 4096 } });
+    expect(sectors.status).toBe(409);
+    expect(String(sectors.json.error)).toMatch(/4096-byte sectors/);
   });
 
   it('fails a deploy whose read-back differs from the version it deployed', async () => {
