@@ -270,6 +270,31 @@ describe('chunk capture', () => {
     expect(task.state).toBe('running');
   });
 
+  it('bounds a chunk file sent without a length (chunked) as it arrives', async () => {
+    const { token } = await bootedTask('capture', '52:54:00:00:c1:09', 'streamed');
+    expect((await call('POST', '/api/client/v1/start', token, diskFor(4 * CHUNK))).status).toBe(200);
+    const piece = randomBytes(CHUNK);
+    const file = encode(piece);
+    const send = async (body: Buffer): Promise<Response> => {
+      const parts = [body.subarray(0, 1000), body.subarray(1000)];
+      const stream = new ReadableStream<Uint8Array>({
+        pull(c) {
+          const next = parts.shift();
+          if (next) c.enqueue(new Uint8Array(next));
+          else c.close();
+        },
+      });
+      return fetch(`${base}/api/client/v1/chunks/${sha(piece)}`, {
+        method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' }, body: stream, duplex: 'half',
+      } as RequestInit);
+    };
+    const tooBig = await send(Buffer.concat([file, Buffer.alloc(maxChunkFileSize(CHUNK))]));
+    expect(tooBig.status).toBe(413);
+    expect(((await tooBig.json()) as { error: string }).error).toMatch(/larger than/);
+    const ok = await send(file);
+    expect(ok.status).toBe(201);
+  });
+
   it('names the chunks missing at commit, and commits once they are uploaded', async () => {
     const mac = '52:54:00:00:c1:03';
     const disk = makeDisk();
