@@ -419,7 +419,8 @@ const UNITS = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
 function decimalBytes(n: number): string {
   let v = n;
   let u = 0;
-  while (v >= 1000 && u < UNITS.length - 1) {
+  // 999.5 would round to "1000": that is the next unit.
+  while (v >= 999.5 && u < UNITS.length - 1) {
     v /= 1000;
     u++;
   }
