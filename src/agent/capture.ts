@@ -5,12 +5,11 @@
  * answered by uploading those (read again from the disk) and committing again.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { ApiError, type AgentApi, type CaptureStart, type CommitAnswer } from './api.js';
-import type { CodecPool } from './codec-pool.js';
+import { ApiError, type CaptureStart, type CommitAnswer } from './api.js';
 import { readDiskChunks, type DiskChunk } from './disk-chunks.js';
-import type { HashPool } from './hash-pool.js';
 import { Jobs } from './jobs.js';
-import type { Counters, ProgressReporter } from './progress.js';
+import { hashAt, LIST_ENTRY_BYTES, setHash } from './chunk-list.js';
+import type { TransferContext } from './transfer-context.js';
 import { chunkName } from '../imaging/chunk-format.js';
 
 /** zstd level of uploads: level 3 compresses ~285 MB/s a core (chunk-format.ts), enough for gigabit on two cores with hashing beside it. */
@@ -20,25 +19,8 @@ const BATCH_BYTES = 32 * 1024 * 1024;
 /** Commits after the first that may still name missing chunks before the agent gives up. */
 const COMMIT_RETRIES = 3;
 
-export interface TransferContext {
-  readonly api: AgentApi;
-  readonly disk: string;
-  readonly jobs: number;
-  readonly hashPool: HashPool;
-  readonly codec: CodecPool;
-  readonly counters: Counters;
-  readonly reporter: ProgressReporter;
-  /** Where the agent tells what it works around (stderr in the CLI). */
-  readonly warn: (message: string) => void;
-}
-
 export interface CaptureOutcome extends CommitAnswer {
   readonly uploadedBytes: number;
-}
-
-function hashAt(list: Buffer, index: number): string | null {
-  const raw = list.subarray(index * 32, index * 32 + 32);
-  return raw.every((b) => b === 0) ? null : raw.toString('hex');
 }
 
 async function readAt(fh: FileHandle, disk: string, offset: number, length: number): Promise<Buffer> {
@@ -56,7 +38,7 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
   const { api, counters, reporter } = ctx;
   const { chunkSize, size } = start;
   const count = Math.ceil(size / chunkSize);
-  const list = Buffer.alloc(count * 32);
+  const list = Buffer.alloc(count * LIST_ENTRY_BYTES);
   const batchLimit = Math.max(1, Math.min(start.knownBatch, 1024, Math.floor(BATCH_BYTES / chunkSize)));
   // Hashes asked about, uploaded or on their way: a chunk that occurs again on the disk is not sent twice.
   const handled = new Set<string>();
@@ -100,7 +82,7 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
         counters.zeroChunks++;
         continue;
       }
-      Buffer.from(c.hash, 'hex').copy(list, c.index * 32);
+      setHash(list, c.index, c.hash);
       if (handled.has(c.hash)) {
         counters.reusedChunks++;
         continue;
@@ -137,7 +119,7 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
 async function uploadMissing(ctx: TransferContext, list: Buffer, chunkSize: number, size: number, missing: readonly string[]): Promise<number> {
   const wanted = new Set(missing);
   const at = new Map<string, number>();
-  const count = list.length / 32;
+  const count = list.length / LIST_ENTRY_BYTES;
   for (let i = 0; i < count && at.size < wanted.size; i++) {
     const h = hashAt(list, i);
     if (h !== null && wanted.has(h) && !at.has(h)) at.set(h, i);

@@ -10,18 +10,14 @@ import type { DeployStart } from './api.js';
 import { BadChunkError } from './codec-pool.js';
 import { readDiskChunks } from './disk-chunks.js';
 import { Jobs } from './jobs.js';
-import type { TransferContext } from './capture.js';
+import { hashAt, LIST_ENTRY_BYTES } from './chunk-list.js';
+import type { TransferContext } from './transfer-context.js';
 import { createHash } from 'node:crypto';
 
 export interface DeployOutcome {
   /** The image digest of what the disk holds after the deploy (equal to the version's, or deploy() throws). */
   readonly digest: string;
   readonly receivedBytes: number;
-}
-
-function hashAt(list: Buffer, index: number): string | null {
-  const raw = list.subarray(index * 32, index * 32 + 32);
-  return raw.every((b) => b === 0) ? null : raw.toString('hex');
 }
 
 async function writeAt(fh: FileHandle, data: Buffer, offset: number): Promise<void> {
@@ -37,7 +33,7 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
   const { chunkSize, size, chunkCount } = start;
   if (chunkCount !== Math.ceil(size / chunkSize)) throw new Error(`start: the server describes ${chunkCount} chunks of ${chunkSize} bytes for ${size} bytes; the server and agent disagree, update the imaging client`);
   const list = await api.list();
-  if (list.length !== chunkCount * 32) throw new Error(`chunk list: the server sent ${list.length} bytes, ${chunkCount * 32} expected (${chunkCount} chunks); retry the task`);
+  if (list.length !== chunkCount * LIST_ENTRY_BYTES) throw new Error(`chunk list: the server sent ${list.length} bytes, ${chunkCount * LIST_ENTRY_BYTES} expected (${chunkCount} chunks); retry the task`);
 
   const zeros = Buffer.alloc(chunkSize);
   const jobs = new Jobs(ctx.jobs);

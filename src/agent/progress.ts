@@ -20,6 +20,8 @@ export class ProgressReporter {
   private phase: ProgressReport['phase'] = 'transferring';
   private ended: Error | null = null;
   private busy = false;
+  /** A report was asked for while one was out: send it when that one is answered. */
+  private again = false;
 
   constructor(
     private readonly api: Pick<AgentApi, 'progress'>,
@@ -30,16 +32,17 @@ export class ProgressReporter {
 
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => this.post(), this.intervalMs);
+    // A tick while a report is out is skipped: a slow server gets one report at a time, not a queue.
+    this.timer = setInterval(() => {
+      if (!this.busy) this.post();
+    }, this.intervalMs);
   }
 
   /** Switches phase and tells the server at once (deploy's read-back: the task shows "verifying"). */
   async setPhase(phase: ProgressReport['phase']): Promise<void> {
     this.phase = phase;
-    // A report still out would make post() skip this one.
-    await this.inFlight;
     this.post();
-    await this.inFlight;
+    await this.idle();
   }
 
   /** Throws if the server said the task is over; transfers call it as they go. */
@@ -47,31 +50,50 @@ export class ProgressReporter {
     if (this.ended) throw this.ended;
   }
 
-  /** Sends the counters as they are now (one call at a time; a tick while one is out is skipped). */
+  /**
+   * Sends the counters as they are now. One call is out at a time; asked while one is out, it sends
+   * once that one is answered, with the counters as they are then, so the last report is never lost.
+   */
   post(): void {
-    if (this.busy) return;
+    if (this.ended) return;
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
     this.busy = true;
     const c = this.counters;
     const report: ProgressReport = { phase: this.phase, examined: c.examined, reusedChunks: c.reusedChunks, sentChunks: c.sentChunks, zeroChunks: c.zeroChunks, totalChunks: c.totalChunks };
     this.inFlight = this.api.progress(report).then(
-      () => {
-        this.busy = false;
-      },
+      () => this.answered(),
       (err: Error) => {
-        this.busy = false;
         if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
           this.ended = new Error(`the server ended this task (${err.serverError}); nothing more is sent`);
+          this.again = false;
         } else {
           this.warn(`progress report not delivered (${err.message}); the next one follows in ${this.intervalMs} ms`);
         }
+        this.answered();
       },
     );
   }
 
-  /** Stops the ticks and waits for a call still out, so none is sent after the agent reports its result. */
+  private answered(): void {
+    this.busy = false;
+    if (this.again) {
+      this.again = false;
+      this.post();
+    }
+  }
+
+  /** Waits until no report is out or waiting. */
+  private async idle(): Promise<void> {
+    while (this.busy) await this.inFlight;
+  }
+
+  /** Stops the ticks and waits for the reports still out or waiting, so none is sent after the agent reports its result. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.inFlight;
+    await this.idle();
   }
 }

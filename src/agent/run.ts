@@ -5,7 +5,8 @@
 import { stat } from 'node:fs/promises';
 import { AgentApi, type StartAnswer } from './api.js';
 import type { AgentArgs } from './args.js';
-import { capture, type TransferContext } from './capture.js';
+import { capture } from './capture.js';
+import type { TransferContext } from './transfer-context.js';
 import { CodecPool } from './codec-pool.js';
 import { deploy } from './deploy.js';
 import { HashPool } from './hash-pool.js';
