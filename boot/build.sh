@@ -365,11 +365,13 @@ fi
 
 # ---- pack ------------------------------------------------------------------------------------
 # Fixed mtimes and sorted names keep the archive reproducible for identical inputs.
-# gzip -6, chosen by measurement (2026-12-04, this 2-core host under load, the 153 MB tree with Node):
+# gzip -6, chosen by measurement (2026-12-04, this 2-core host shared with other jobs, load 8-22, the
+# 153 MB tree with Node; unpack = "Trying to unpack" to "Freeing initrd memory" in the kernel log):
 #   compressor     initrd    build-host compress   kernel unpack in a QEMU TCG VM (-m 512 -smp 1)
-#   gzip -6        58.3 MB    13 s                  4.8 s
+#   gzip -6        58.3 MB    13 s                  4.8, 6.3, 6.2 s
 #   gzip -9        58.0 MB    46 s                  (same decoder)
-#   zstd -19       44.5 MB   169 s                  7.0 s
+#   zstd -9        50.8 MB    11 s                  (not booted; zstd decodes about as fast at any level)
+#   zstd -19       44.5 MB   169 s                  7.0, 7.3 s
 #   xz -6          39.8 MB   121 s                 22.8 s
 # xz would save 18 MB on the wire but costs 18 s of every TCG boot (and seconds on a slow PC); zstd
 # saves 14 MB (~0.1 s at gigabit) for 2 s more unpacking and a much slower build. gzip -9 buys 0.5 %.
