@@ -14,6 +14,7 @@ import path from 'node:path';
 
 /** Reviewed fire-and-forget promises: "file: source line" → why it never rejects. */
 const REVIEWED = new Map<string, string>([
+  ['src/imaging/upload-journal.ts: if (!this.writing) void this.flush();', 'flush catches each append failure and hands it to the waiting callers; it cannot reject'],
   ['src/transport/grants.ts: this.sweeper = setInterval(() => void this.sweep(), 10_000);', 'sweep only calls revoke(), which catches close failures'],
   ["src/transport/grants.ts: if (grant.opened.finished() && grant.connections === 0) void this.revoke(name, 'finished');", 'revoke() catches close failures'],
   ['src/serve/runtime.ts: if (events) void events.record(\'error\', message);', 'EventLog.record never rejects'],
