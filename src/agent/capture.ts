@@ -6,7 +6,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { ApiError, type CaptureStart, type CommitAnswer } from './api.js';
-import { readDiskChunks, type DiskChunk } from './disk-chunks.js';
+import { readAheadFor, readDiskChunks, type DiskChunk } from './disk-chunks.js';
 import { Jobs } from './jobs.js';
 import { hashAt, LIST_ENTRY_BYTES, setHash } from './chunk-list.js';
 import type { TransferContext } from './transfer-context.js';
@@ -75,7 +75,7 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
   };
 
   try {
-    for await (const c of readDiskChunks(ctx.disk, { chunkSize, pool: ctx.hashPool, size })) {
+    for await (const c of readDiskChunks(ctx.disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize) })) {
       reporter.check();
       counters.examined += c.length;
       if (c.hash === null) {

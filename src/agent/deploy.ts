@@ -8,7 +8,7 @@
 import { open, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import type { DeployStart } from './api.js';
 import { BadChunkError } from './codec-pool.js';
-import { readDiskChunks } from './disk-chunks.js';
+import { readAheadFor, readDiskChunks } from './disk-chunks.js';
 import { Jobs } from './jobs.js';
 import { hashAt, LIST_ENTRY_BYTES } from './chunk-list.js';
 import type { TransferContext } from './transfer-context.js';
@@ -41,7 +41,7 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
   const fh = await open(disk, 'r+');
   try {
     try {
-      for await (const c of readDiskChunks(disk, { chunkSize, pool: ctx.hashPool, size, ahead: Math.max(8, ctx.jobs) })) {
+      for await (const c of readDiskChunks(disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize) })) {
         reporter.check();
         counters.examined += c.length;
         const want = hashAt(list, c.index);
@@ -108,7 +108,7 @@ async function readBack(ctx: TransferContext, start: DeployStart, list: Buffer):
   const outer = createHash('sha256');
   const zeroNames = new Map<number, string>();
   let firstBad: { index: number; offset: number; got: string; want: string } | null = null;
-  for await (const c of readDiskChunks(ctx.disk, { chunkSize: start.chunkSize, pool: ctx.hashPool, size: start.size })) {
+  for await (const c of readDiskChunks(ctx.disk, { chunkSize: start.chunkSize, pool: ctx.hashPool, size: start.size, ahead: readAheadFor(start.chunkSize) })) {
     ctx.reporter.check();
     let name = c.hash;
     if (name === null) {

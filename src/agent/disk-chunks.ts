@@ -25,6 +25,14 @@ export interface ReadDiskOptions {
   readonly ahead?: number;
 }
 
+/** Bytes of disk read ahead of a transfer: 8 chunks of the default 1 MiB, fewer of larger ones (at least 2). */
+const READ_AHEAD_BYTES = 8 * 1024 * 1024;
+
+/** The `ahead` for chunks of `chunkSize` bytes, so memory stays near READ_AHEAD_BYTES whatever the store's chunk size. */
+export function readAheadFor(chunkSize: number): number {
+  return Math.min(8, Math.max(2, Math.floor(READ_AHEAD_BYTES / chunkSize)));
+}
+
 /** The chunks of `path` in order. Stops (and closes the file) when the consumer stops. */
 export async function* readDiskChunks(path: string, options: ReadDiskOptions): AsyncGenerator<DiskChunk> {
   const { chunkSize, pool } = options;
