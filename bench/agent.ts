@@ -30,7 +30,7 @@ import { ApplianceChild } from './lib/appliance-host.js';
 import type { TaskView } from './lib/appliance-protocol.js';
 import { fixed, table } from './lib/format.js';
 import { createShapedLink, type ShapedLink } from './lib/netns.js';
-import { machineInfo, sampleProcess, startNbdkit, type MachineInfo } from './lib/proc.js';
+import { cpuSeconds as cpuSecondsOf, machineInfo, sampleProcess, startNbdkit, type MachineInfo } from './lib/proc.js';
 import { bootToken, LOOPBACK_CLIENT, postResult, startNbd, type ClientSide } from './lib/thin-client.js';
 
 const MiB = 1024 * 1024;
@@ -51,6 +51,8 @@ export interface Transfer {
   /** running → verifying in the task's log (agent deploys: the time before the read-back). */
   readonly transferMs: number | null;
   readonly serverCpuSeconds: number;
+  /** The agent's or nbdcopy's CPU seconds (all threads). */
+  readonly clientCpuSeconds: number;
   readonly sentChunks?: number;
   readonly reusedChunks?: number;
   /** Frames both veth ends sent (shaped runs only). */
@@ -60,8 +62,8 @@ export interface Transfer {
 export interface ConcurrentDeploy {
   readonly agents: number;
   readonly logicalBytes: number;
-  readonly ours: { ms: number; transferMs: number; cpuSeconds: number; wireBytes: number };
-  readonly nbdkit: { ms: number; cpuSeconds: number };
+  readonly ours: { ms: number; transferMs: number; cpuSeconds: number; wireBytes: number; clientCpuSeconds: number };
+  readonly nbdkit: { ms: number; cpuSeconds: number; clientCpuSeconds: number };
   /** ours / nbdkit logical bytes per second (whole agent runs, read-back included). */
   readonly ratio: number;
   /** The same with the agents' time up to their last verifying report (no read-back). */
@@ -86,22 +88,34 @@ const loadAverage = (): number[] => execFileSync('cat', ['/proc/loadavg'], { enc
 /** Processes the bench started and has not seen exit: killed by PID if the bench fails midway. */
 const live = new Set<Running>();
 
-function startTracked(side: ClientSide, cmd: string, args: readonly string[]): Running {
+interface Tracked {
+  readonly run: Running;
+  /** CPU seconds (user+sys, all threads) the process had used when last sampled, 50 ms before it exited at most. */
+  cpuSeconds(): number;
+}
+
+function startTracked(side: ClientSide, cmd: string, args: readonly string[]): Tracked {
   const [c, ...rest] = [...side.prefix, cmd, ...args];
   const r = start(c, rest, { cwd: ROOT, timeoutMs: 30 * 60_000 });
   live.add(r);
-  void r.result.finally(() => live.delete(r)).catch(() => undefined);
-  return r;
+  // `ip netns exec` execs the command, so the PID is the program's own.
+  let cpu = 0;
+  const timer = setInterval(() => {
+    const now = r.proc.pid === undefined ? NaN : cpuSecondsOf(r.proc.pid);
+    if (Number.isFinite(now)) cpu = now;
+  }, 50);
+  void r.result.finally(() => (clearInterval(timer), live.delete(r))).catch(() => undefined);
+  return { run: r, cpuSeconds: () => cpu };
 }
 
 function killLive(): void {
   for (const r of live) if (!r.exited() && r.proc.pid !== undefined) process.kill(r.proc.pid, 'SIGKILL');
 }
 
-async function finished(what: string, r: Running): Promise<RunResult> {
-  const res = await r.result;
+async function finished(what: string, t: Tracked): Promise<RunResult & { cpuSeconds: number }> {
+  const res = await t.run.result;
   if (res.code !== 0) throw new Error(`${what} failed (exit ${res.code ?? res.signal}): ${res.stderr.trim().split('\n').slice(-3).join(' / ')}`);
-  return res;
+  return { ...res, cpuSeconds: t.cpuSeconds() };
 }
 
 async function blankFile(path: string, size: number): Promise<void> {
@@ -155,6 +169,7 @@ class Bench {
     readonly side: ClientSide,
     readonly agentMain: string,
     readonly link: ShapedLink | null = null,
+    readonly nodeArgs: readonly string[] = [],
   ) {}
 
   private async ready(kind: 'capture' | 'deploy', image: string, transport: 'chunks' | 'nbd'): Promise<{ task: TaskView; token: string }> {
@@ -169,7 +184,7 @@ class Bench {
   }
 
   private agentArgs(mode: 'capture' | 'deploy', token: string, disk: string): string[] {
-    return [this.agentMain, mode, '--server', this.server.base, '--token', token, '--disk', disk, '--disk-name', 'sda', '--serial', 'BENCH'];
+    return [...this.nodeArgs, this.agentMain, mode, '--server', this.server.base, '--token', token, '--disk', disk, '--disk-name', 'sda', '--serial', 'BENCH'];
   }
 
   /** One agent run through its task, timed and metered. */
@@ -178,7 +193,7 @@ class Bench {
     const link0 = this.link?.counters();
     const sampler = sampleProcess(this.server.pid);
     const t0 = performance.now();
-    let res: RunResult;
+    let res: RunResult & { cpuSeconds: number };
     let cpu: number;
     try {
       res = await finished(`${what}: agent ${mode}`, startTracked(this.side, process.execPath, this.agentArgs(mode, token, disk)));
@@ -198,6 +213,7 @@ class Bench {
       ms,
       transferMs: transferMs(done),
       serverCpuSeconds: cpu,
+      clientCpuSeconds: res.cpuSeconds,
       sentChunks: line.sentChunks,
       reusedChunks: line.reusedChunks,
       ...(link0 && link1 ? { linkBytes: link1.serverTx - link0.serverTx + link1.clientTx - link0.clientTx } : {}),
@@ -212,10 +228,11 @@ class Bench {
     const t0 = performance.now();
     let ms: number;
     let cpu: number;
+    let clientCpuSeconds: number;
     try {
       const uri = await startNbd(this.side, this.server.base, token, size);
       const args = mode === 'capture' ? ['--flush', disk, uri] : ['--flush', uri, disk];
-      await finished(`${what}: nbdcopy ${args.join(' ')}`, startTracked(this.side, 'nbdcopy', args));
+      ({ cpuSeconds: clientCpuSeconds } = await finished(`${what}: nbdcopy ${args.join(' ')}`, startTracked(this.side, 'nbdcopy', args)));
       if (mode === 'capture') {
         // The commit is part of a capture: it ends when the result call returns.
         const answer = await postResult(this.side, this.server.base, token, null);
@@ -238,18 +255,19 @@ class Bench {
       ms,
       transferMs: null,
       serverCpuSeconds: cpu,
+      clientCpuSeconds,
       ...(link0 && link1 ? { linkBytes: link1.serverTx - link0.serverTx + link1.clientTx - link0.clientTx } : {}),
     };
   }
 
   /** `agents` agents deploying `image` onto blank files at once: wall time until the last is done. */
-  async agents(image: string, agents: number, dir: string, size: number): Promise<{ ms: number; transferMs: number; cpuSeconds: number; wireBytes: number }> {
+  async agents(image: string, agents: number, dir: string, size: number): Promise<ConcurrentDeploy['ours']> {
     const ready = await Promise.all(Array.from({ length: agents }, () => this.ready('deploy', image, 'chunks')));
     const files = ready.map((_, i) => join(dir, `blank-${i}.img`));
     for (const f of files) await blankFile(f, size);
     const sampler = sampleProcess(this.server.pid);
     const t0 = performance.now();
-    let results: RunResult[];
+    let results: Array<RunResult & { cpuSeconds: number }>;
     let cpuSeconds: number;
     try {
       results = await Promise.all(ready.map((r, i) => finished(`agent ${i + 1} of ${agents}`, startTracked(this.side, process.execPath, this.agentArgs('deploy', r.token, files[i])))));
@@ -268,12 +286,12 @@ class Bench {
       lastVerifying = Math.max(lastVerifying, logTime(done, /^reading the disk back/) ?? NaN);
     }
     for (const f of files) await rm(f, { force: true });
-    return { ms, transferMs: lastVerifying - (performance.timeOrigin + t0), cpuSeconds, wireBytes };
+    return { ms, transferMs: lastVerifying - (performance.timeOrigin + t0), cpuSeconds, wireBytes, clientCpuSeconds: results.reduce((sum, r) => sum + r.cpuSeconds, 0) };
   }
 }
 
 /** nbdkit serving `file` to `readers` nbdcopy --flush processes writing blank files, at once. */
-async function nbdkitReaders(file: string, readers: number, dir: string, size: number): Promise<{ ms: number; cpuSeconds: number }> {
+async function nbdkitReaders(file: string, readers: number, dir: string, size: number): Promise<ConcurrentDeploy['nbdkit']> {
   const kit = await startNbdkit(file, join(dir, 'nbdkit.pid'));
   try {
     const files = Array.from({ length: readers }, (_, i) => join(dir, `kit-${i}.img`));
@@ -281,14 +299,15 @@ async function nbdkitReaders(file: string, readers: number, dir: string, size: n
     const sampler = sampleProcess(kit.pid);
     const t0 = performance.now();
     let cpuSeconds: number;
+    let clients: Array<{ cpuSeconds: number }>;
     try {
-      await Promise.all(files.map((f, i) => finished(`nbdcopy ${i + 1} of ${readers} from nbdkit`, startTracked(LOOPBACK_CLIENT, 'nbdcopy', ['--flush', kit.uri, f]))));
+      clients = await Promise.all(files.map((f, i) => finished(`nbdcopy ${i + 1} of ${readers} from nbdkit`, startTracked(LOOPBACK_CLIENT, 'nbdcopy', ['--flush', kit.uri, f]))));
     } finally {
       cpuSeconds = sampler.stop().cpuSeconds;
     }
     const ms = performance.now() - t0;
     for (const f of files) await rm(f, { force: true });
-    return { ms, cpuSeconds };
+    return { ms, cpuSeconds, clientCpuSeconds: clients.reduce((sum, r) => sum + r.cpuSeconds, 0) };
   } finally {
     await kit.stop();
   }
@@ -298,6 +317,9 @@ export async function benchAgent(): Promise<AgentBenchResult> {
   const started = performance.now();
   const size = (Number(process.env.BENCH_AGENT_MIB) || 1024) * MiB;
   const skipShaped = process.env.BENCH_AGENT_SHAPED === '0';
+  // V8 CPU profiles of the server and of every agent process (main thread), for finding where time goes.
+  const profileDir = process.env.BENCH_AGENT_PROFILE;
+  const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const log = (line: string): void => console.log(`agent: ${line}`);
   const machine = machineInfo();
   const loadBefore = loadAverage();
@@ -321,8 +343,8 @@ export async function benchAgent(): Promise<AgentBenchResult> {
         `v2: ${changes.writes} writes, ${fixed(changes.bytes / MiB)} MiB, ${changes.chunksTouched} chunks touched`,
     );
 
-    server = await ApplianceChild.start({ dataDir: join(dir, 'appliance'), listen: '127.0.0.1' });
-    const b = new Bench(server, LOOPBACK_CLIENT, agentMain);
+    server = await ApplianceChild.start({ dataDir: join(dir, 'appliance'), listen: '127.0.0.1', nodeArgs: profile });
+    const b = new Bench(server, LOOPBACK_CLIENT, agentMain, null, profile);
     const capture = await b.agent('capture (new image)', 'capture', 'pc', v1, size);
     log(`capture: ${fixed(capture.wireBytes / MiB, 1)} MiB on the wire in ${fixed(capture.ms / 1000, 1)} s`);
     const recapture = await b.agent('re-capture after 5 % changes', 'capture', 'pc', v2, size);
@@ -405,19 +427,19 @@ const pct = (x: number): string => `${fixed(100 * x, 1)} %`;
 const mb = (bytes: number): string => fixed(bytes / 1e6, 1);
 
 export function formatAgent(r: AgentBenchResult): string {
-  const dataBytes = r.disk.data.nonZeroChunkBytes;
+  const dataBytes = r.disk.size - r.disk.zeroBytes;
   const wireRows = (['capture', 'recapture', 'deployOntoPrevious'] as const).map((k) => {
     const a = r.agent[k];
     const n = r.nbd[k];
     const target = k === 'capture' ? `zstd -3: ${mb(r.disk.data.zstd3Bytes)} MB (${pct(r.disk.data.zstd3Bytes / dataBytes)})` : `≤ 10 %: ${a.wireBytes <= 0.1 * dataBytes ? 'met' : 'MISSED'}`;
-    return [a.what, mb(a.wireBytes), pct(a.wireBytes / dataBytes), mb(n.wireBytes), pct(n.wireBytes / dataBytes), target, `${fixed(a.ms / 1000, 1)} / ${fixed(n.ms / 1000, 1)}`, `${fixed(a.serverCpuSeconds, 1)} / ${fixed(n.serverCpuSeconds, 1)}`];
+    return [a.what, mb(a.wireBytes), pct(a.wireBytes / dataBytes), mb(n.wireBytes), pct(n.wireBytes / dataBytes), target, `${fixed(a.ms / 1000, 1)} / ${fixed(n.ms / 1000, 1)}`, `${fixed(a.serverCpuSeconds, 1)} / ${fixed(n.serverCpuSeconds, 1)}`, `${fixed(a.clientCpuSeconds, 1)} / ${fixed(n.clientCpuSeconds, 1)}`];
   });
   const parts = [
-    `Disk ${r.disk.size / MiB} MiB: ${r.disk.data.nonZeroChunks} of ${r.disk.data.chunks} chunks hold data (${mb(dataBytes)} MB = "data" below); re-capture after ${r.changes.writes} scattered writes of ${mb(r.changes.bytes)} MB touching ${r.changes.chunksTouched} chunks.`,
-    table(['scenario', 'agent wire MB', 'of data', 'NBD wire MB', 'of data', 'reference / target', 'time s agent / NBD', 'server CPU s agent / NBD'], wireRows),
-    `deploy onto a blank disk (1 agent): ${mb(r.agent.deployBlank.wireBytes)} MB on the wire, ${fixed(r.agent.deployBlank.ms / 1000, 1)} s (${fixed((r.agent.deployBlank.transferMs ?? NaN) / 1000, 1)} s before the read-back)`,
+    `Disk ${r.disk.size / MiB} MiB: ${mb(dataBytes)} MB of data outside the zero runs ("data" below), in ${r.disk.data.nonZeroChunks} of ${r.disk.data.chunks} chunks (${mb(r.disk.data.nonZeroChunkBytes)} MB); re-capture after ${r.changes.writes} scattered writes of ${mb(r.changes.bytes)} MB touching ${r.changes.chunksTouched} chunks.`,
+    table(['scenario', 'agent wire MB', 'of data', 'NBD wire MB', 'of data', 'reference / target', 'time s agent / NBD', 'server CPU s agent / NBD', 'client CPU s agent / nbdcopy'], wireRows),
+    `deploy onto a blank disk (1 agent): ${mb(r.agent.deployBlank.wireBytes)} MB on the wire, ${fixed(r.agent.deployBlank.ms / 1000, 1)} s (${fixed((r.agent.deployBlank.transferMs ?? NaN) / 1000, 1)} s before the read-back), server ${fixed(r.agent.deployBlank.serverCpuSeconds, 1)} CPU-s, agent ${fixed(r.agent.deployBlank.clientCpuSeconds, 1)} CPU-s`,
     table(
-      ['agents at once', 'ours GiB/s (no read-back)', 'ours CPU-s/GiB', 'nbdkit GiB/s', 'nbdkit CPU-s/GiB', 'ratio (no read-back)', 'target ≥ 1.0×'],
+      ['agents at once', 'ours GiB/s (no read-back)', 'server CPU-s/GiB', 'nbdkit GiB/s', 'nbdkit CPU-s/GiB', 'ratio (no read-back)', 'target ≥ 1.0×', 'client CPU-s/GiB agents / nbdcopy'],
       r.concurrent.map((c) => {
         const gib = c.logicalBytes / GiB;
         return [
@@ -428,6 +450,7 @@ export function formatAgent(r: AgentBenchResult): string {
           fixed(c.nbdkit.cpuSeconds / gib, 2),
           `${fixed(c.ratio, 2)}× (${fixed(c.transferRatio, 2)}×)`,
           c.ratio >= 1 ? 'met' : 'MISSED',
+          `${fixed(c.ours.clientCpuSeconds / gib, 2)} / ${fixed(c.nbdkit.clientCpuSeconds / gib, 2)}`,
         ];
       }),
     ),
@@ -436,11 +459,11 @@ export function formatAgent(r: AgentBenchResult): string {
     parts.push(
       `Shaped link ${LINK_RATE} (tbf both ways); 2:1 disk of ${r.shaped.disk.size / MiB} MiB, no zero runs, zstd -3 ${fixed(r.shaped.disk.size / r.shaped.disk.zstd3Bytes, 2)}:1`,
       table(
-        ['scenario', 'disk MB/s', 'link MB/s (frames)', 'task wire MB', 'disk rate / link rate', 'target ≥ 1.8×', 'server CPU s'],
+        ['scenario', 'disk MB/s', 'link MB/s (frames)', 'task wire MB', 'disk rate / link rate', 'target ≥ 1.8×', 'server CPU s', 'client CPU s'],
         r.shaped.rows.map((t) => {
           const rate = t.logicalBytes / (t.ms / 1000);
           const agent = t.what.startsWith('agent');
-          return [t.what, fixed(rate / 1e6), fixed((t.linkBytes ?? NaN) / 1e6 / (t.ms / 1000)), mb(t.wireBytes), `${fixed(rate / LINK_BYTES_PER_SECOND, 2)}×`, agent ? (rate / LINK_BYTES_PER_SECOND >= 1.8 ? 'met' : 'MISSED') : '—', fixed(t.serverCpuSeconds, 1)];
+          return [t.what, fixed(rate / 1e6), fixed((t.linkBytes ?? NaN) / 1e6 / (t.ms / 1000)), mb(t.wireBytes), `${fixed(rate / LINK_BYTES_PER_SECOND, 2)}×`, agent ? (rate / LINK_BYTES_PER_SECOND >= 1.8 ? 'met' : 'MISSED') : '—', fixed(t.serverCpuSeconds, 1), fixed(t.clientCpuSeconds, 1)];
         }),
       ),
     );
@@ -450,7 +473,7 @@ export function formatAgent(r: AgentBenchResult): string {
 
 /** One line for the driver's summary table. */
 export function summarizeAgent(r: AgentBenchResult): string {
-  const data = r.disk.data.nonZeroChunkBytes;
+  const data = r.disk.size - r.disk.zeroBytes;
   const c8 = r.concurrent[r.concurrent.length - 1];
   const shaped = r.shaped?.rows.filter((t) => t.what.startsWith('agent')).map((t) => `${fixed(t.logicalBytes / (t.ms / 1000) / LINK_BYTES_PER_SECOND, 2)}×`).join('/');
   return [

@@ -15,6 +15,8 @@ export interface ApplianceChildOptions {
   readonly listen: string;
   /** Run inside this network namespace (created by the caller). */
   readonly netns?: string;
+  /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir=DIR'] to profile the server. */
+  readonly nodeArgs?: readonly string[];
 }
 
 export class ApplianceChild {
@@ -48,7 +50,7 @@ export class ApplianceChild {
 
   static async start(opts: ApplianceChildOptions): Promise<ApplianceChild> {
     const entry = fileURLToPath(new URL('./appliance-child.ts', import.meta.url));
-    const node = [process.execPath, '--import', 'tsx', ...SERVER_NODE_FLAGS, entry, opts.dataDir, opts.listen];
+    const node = [process.execPath, '--import', 'tsx', ...SERVER_NODE_FLAGS, ...(opts.nodeArgs ?? []), entry, opts.dataDir, opts.listen];
     const [cmd, ...args] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node] : node;
     const child = spawn(cmd, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const ready = await new Promise<ApplianceReady>((resolve, reject) => {
