@@ -138,7 +138,7 @@ export class AgentApi {
     this.timeoutMs = options.timeoutMs ?? 120_000;
   }
 
-  /** Sends the request (repeating it on network failures when allowed) and returns a successful response. */
+  /** Sends the request (repeating it on network failures and 503 answers when allowed) and returns a successful response. */
   private async send(req: Request): Promise<Response> {
     const tries = req.repeatable ? this.attempts : 1;
     for (let attempt = 1; ; attempt++) {
@@ -157,6 +157,13 @@ export class AgentApi {
       }
       if (res.ok) return res;
       const text = await res.text().catch(() => '');
+      // 503 means "not now": a server shutting down for a restart answers it to calls in flight.
+      if (res.status === 503 && attempt < tries) {
+        const pause = Math.min(MAX_PAUSE_MS, this.backoffMs * 2 ** (attempt - 1));
+        this.options.onRetry?.(`${req.call}: the server answered 503 (${text.slice(0, 120) || res.statusText}); trying again in ${pause} ms (attempt ${attempt + 1} of ${tries})`);
+        await sleep(pause);
+        continue;
+      }
       let error = text.slice(0, 500) || res.statusText;
       let missing: string[] = [];
       try {

@@ -2,7 +2,7 @@
  * Deploy over the chunk transport: fetch the version's chunk list, and for each chunk look at what the
  * disk already holds there. Equal bytes stay (reused); a hole is zeroed only where the disk does not
  * read zero; any other chunk is downloaded as the stored file, decoded and checked against its name
- * here, and written. Then everything is flushed and the first `size` bytes are read back and
+ * here, and written, once: a later place of the same chunk copies it from where it landed. Then everything is flushed and the first `size` bytes are read back and
  * digested, so the result reports what the disk holds, not what the agent meant to write.
  */
 import { open, stat, writeFile, type FileHandle } from 'node:fs/promises';
@@ -38,7 +38,25 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
   const zeros = Buffer.alloc(chunkSize);
   const jobs = new Jobs(ctx.jobs);
   let receivedBytes = 0;
+  /** Where each chunk of the image first landed on this disk (null: its download failed). */
+  const placed = new Map<string, Promise<number | null>>();
   const fh = await open(disk, 'r+');
+  /** Downloads chunk `index`, checks it against its name and writes it at `offset`. */
+  const fetchInto = async (index: number, offset: number, length: number): Promise<void> => {
+    const want = hashAt(list, index) as string;
+    const file = await api.getChunk(want);
+    receivedBytes += file.length;
+    let data: Buffer;
+    try {
+      data = await ctx.codec.decode(file, want);
+    } catch (err) {
+      if (!(err instanceof BadChunkError)) throw err;
+      throw new Error(`chunk ${want} (image chunk ${index}, disk byte ${offset}) came from the server damaged: ${err.message}. Nothing of it was written; the store may be corrupt: run "netclone image verify" on the server, then deploy again`, { cause: err });
+    }
+    if (data.length !== length) throw new Error(`chunk ${want} decodes to ${data.length} bytes but image chunk ${index} is ${length} bytes long; the server's chunk list is inconsistent, run "netclone image verify" on the server`);
+    await writeAt(fh, data, offset);
+    counters.sentChunks++;
+  };
   try {
     try {
       for await (const c of readDiskChunks(disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize) })) {
@@ -52,21 +70,24 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
         }
         if (c.hash === want) {
           counters.reusedChunks++;
+          if (!placed.has(want)) placed.set(want, Promise.resolve(c.offset));
           continue;
         }
+        const copyFrom = placed.get(want);
+        let written: (offset: number | null) => void = () => undefined;
+        if (copyFrom === undefined) placed.set(want, new Promise<number | null>((resolve) => (written = resolve)));
         await jobs.add(async () => {
-          const file = await api.getChunk(want);
-          receivedBytes += file.length;
-          let data: Buffer;
           try {
-            data = await ctx.codec.decode(file, want);
-          } catch (err) {
-            if (!(err instanceof BadChunkError)) throw err;
-            throw new Error(`chunk ${want} (image chunk ${c.index}, disk byte ${c.offset}) came from the server damaged: ${err.message}. Nothing of it was written; the store may be corrupt: run "netclone image verify" on the server, then deploy again`, { cause: err });
+            if (copyFrom !== undefined && (await copyLocally(ctx, fh, await copyFrom, want, c.offset, c.length))) {
+              counters.reusedChunks++;
+              return;
+            }
+            await fetchInto(c.index, c.offset, c.length);
+            written(c.offset);
+          } finally {
+            // A failed job ends the deploy; a waiting copy then fetches instead of waiting forever.
+            written(null);
           }
-          if (data.length !== c.length) throw new Error(`chunk ${want} decodes to ${data.length} bytes but image chunk ${c.index} is ${c.length} bytes long; the server's chunk list is inconsistent, run "netclone image verify" on the server`);
-          await writeAt(fh, data, c.offset);
-          counters.sentChunks++;
         });
       }
       await jobs.drain();
@@ -83,6 +104,28 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
   await dropCaches(ctx);
   const digest = await readBack(ctx, start, list);
   return { digest, receivedBytes };
+}
+
+/**
+ * An image often holds the same chunk at many places (a filled pattern, copies of one file). Once it
+ * is on this disk, later places copy it from there instead of downloading it again. The bytes are
+ * hashed again before they are written, so a copy is as checked as a download; a mismatch (the disk
+ * did not keep what was written) returns false and the caller downloads.
+ */
+async function copyLocally(ctx: TransferContext, fh: FileHandle, from: number | null, want: string, offset: number, length: number): Promise<boolean> {
+  if (from === null) return false;
+  const buffer = new ArrayBuffer(length);
+  const view = Buffer.from(buffer);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(view, got, length - got, from + got);
+    if (bytesRead === 0) return false;
+    got += bytesRead;
+  }
+  const { hash, buffer: back } = await ctx.hashPool.hash(buffer, length);
+  if (hash !== want) return false;
+  await writeAt(fh, Buffer.from(back, 0, length), offset);
+  return true;
 }
 
 /**

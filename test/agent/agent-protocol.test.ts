@@ -173,7 +173,12 @@ describe('deploy', () => {
     const line = agentLine(r);
     expect(line.digest).toBe(diskDigest(image, image.length, CHUNK));
     const nonZero = chunkList(image, CHUNK).length / 32 - zeroCount(image);
-    expect(line).toMatchObject({ examined: image.length, reusedChunks: 0, sentChunks: nonZero });
+    // Each distinct chunk is downloaded once; the image's repeated chunk is copied on the disk.
+    const distinct = distinctChunks(image, CHUNK);
+    const got = server.calls.filter((c) => c.method === 'GET' && /chunks\/[0-9a-f]{64}$/.test(c.path)).map((c) => c.path.split('/').pop());
+    expect(got.sort()).toEqual([...distinct].sort());
+    expect(distinct.size).toBeLessThan(nonZero);
+    expect(line).toMatchObject({ examined: image.length, reusedChunks: nonZero - distinct.size, sentChunks: distinct.size });
     expect(server.progress.some((p) => p.phase === 'verifying')).toBe(true);
   });
 

@@ -33,11 +33,16 @@ describe('agent command line', () => {
 describe('agent HTTP client', () => {
   let server: Server;
   let url: string;
+  let unavailable = 0;
   beforeAll(async () => {
     server = createServer((req, res) => {
       if (req.url === '/api/client/v1/chunks/commit') {
         res.writeHead(409, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: '2 listed chunks are missing', missing: ['a'.repeat(64), 'not-a-hash', 'b'.repeat(64)] }));
+      } else if (req.url === '/api/client/v1/chunks/' + 'f'.repeat(64)) {
+        unavailable++;
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'the server is shutting down' }));
       } else if (req.url === '/api/client/v1/chunks/list') {
         res.writeHead(502, { 'content-type': 'text/html' });
         res.end('<h1>Bad gateway</h1>');
@@ -61,6 +66,15 @@ describe('agent HTTP client', () => {
     expect((err as ApiError).message).toBe('commit: the server answered 409: 2 listed chunks are missing');
     expect((err as ApiError).missing).toEqual(['a'.repeat(64), 'b'.repeat(64)]);
     await expect(api.list()).rejects.toThrow(/chunk list: the server answered 502: <h1>Bad gateway<\/h1>/);
+  });
+
+  it('repeats a repeatable call the server answers 503 (it is restarting), and says so when that does not end', async () => {
+    const retries: string[] = [];
+    const api = new AgentApi({ server: url, token: 't'.repeat(32), attempts: 3, backoffMs: 1, onRetry: (m) => retries.push(m) });
+    unavailable = 0;
+    await expect(api.getChunk('f'.repeat(64))).rejects.toThrow(/^download of chunk f{64}: the server answered 503: the server is shutting down$/);
+    expect(unavailable).toBe(3);
+    expect(retries).toHaveLength(2);
   });
 
   it('keeps of a known answer only hashes it asked about', async () => {
