@@ -7,6 +7,9 @@
  * a whole transfer. start and commit are not repeated: the server acts on them once.
  */
 
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
 const HASH_RE = /^[0-9a-f]{64}$/;
 
 /** The disk as the agent describes it to the server in start. */
@@ -106,6 +109,13 @@ interface Request {
   readonly repeatable: boolean;
 }
 
+/** A whole answer: the status line, its headers and its body, read to the end. */
+interface Answer {
+  readonly status: number;
+  readonly statusText: string;
+  readonly body: Buffer<ArrayBuffer>;
+}
+
 /** Longest pause between two attempts of a call. */
 const MAX_PAUSE_MS = 15_000;
 
@@ -113,41 +123,133 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** The most specific words for a failed fetch: undici hides the system error (ECONNREFUSED, …) in `cause`. */
+/** The request took longer than the agent's timeout. */
+class AnswerTimeout extends Error {
+  constructor(ms: number) {
+    super(`no answer in ${ms} ms`);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** The most specific words for a failed request: the system error's code (ECONNREFUSED, …) first. */
 function networkCause(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   if (err.name === 'TimeoutError') return 'no answer in time';
+  const code = (err as Error & { code?: string }).code;
+  if (code) return `${code}: ${err.message}`;
   const cause = (err as Error & { cause?: unknown }).cause;
   if (cause instanceof Error) {
-    const code = (cause as Error & { code?: string }).code;
-    return code ? `${code}: ${cause.message}` : cause.message;
+    const inner = (cause as Error & { code?: string }).code;
+    return inner ? `${inner}: ${cause.message}` : cause.message;
   }
   return err.message;
 }
 
 export class AgentApi {
   private readonly base: string;
+  private readonly url: URL;
   private readonly attempts: number;
   private readonly backoffMs: number;
   private readonly timeoutMs: number;
+  /**
+   * Connections kept open between calls: a new TCP connection per 1 MiB chunk costs the agent and the
+   * server a handshake each. Node honours the server's keep-alive hint, so a socket is not reused just
+   * as the server closes it; a call that still meets such a socket is repeated at once (see send).
+   */
+  private readonly keepAlive: HttpAgent;
+  private readonly request: typeof httpRequest;
+  /** The server's host without IPv6 brackets, and the path the API lives under ('' at the root). */
+  private readonly host: string;
+  private readonly prefix: string;
 
   constructor(private readonly options: ApiOptions) {
     this.base = options.server.replace(/\/+$/, '');
+    this.url = new URL(this.base);
     this.attempts = Math.max(1, options.attempts ?? 8);
     this.backoffMs = options.backoffMs ?? 500;
     this.timeoutMs = options.timeoutMs ?? 120_000;
+    const https = this.url.protocol === 'https:';
+    this.keepAlive = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.request = https ? httpsRequest : httpRequest;
+    this.host = this.url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.prefix = this.url.pathname.replace(/\/+$/, '');
   }
 
-  /** Sends the request (repeating it on network failures and 503 answers when allowed) and returns a successful response. */
-  private async send(req: Request): Promise<Response> {
+  /** Closes the kept connections (the process may then end without waiting for the server to drop them). */
+  close(): void {
+    this.keepAlive.destroy();
+  }
+
+  /**
+   * One HTTP exchange, body read to the end into one Buffer. A repeatable call rides a kept-alive
+   * connection; start and commit get a fresh one, so a connection the server was just closing can
+   * never swallow them.
+   */
+  private exchange(req: Request): Promise<Answer> {
+    const body = typeof req.body === 'string' ? Buffer.from(req.body) : req.body;
+    const headers: Record<string, string | number> = { authorization: `Bearer ${this.options.token}` };
+    if (req.contentType) headers['content-type'] = req.contentType;
+    if (body !== undefined) headers['content-length'] = body.byteLength;
+    const reuse = req.repeatable;
+    if (!reuse) headers.connection = 'close';
+    return new Promise<Answer>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      };
+      const r = this.request(
+        { protocol: this.url.protocol, hostname: this.host, port: this.url.port, path: `${this.prefix}${req.path}`, method: req.method, headers, agent: reuse ? this.keepAlive : false },
+        (res) => {
+          const declared = res.headers['content-length'] === undefined ? NaN : Number(res.headers['content-length']);
+          // One buffer of the announced size, filled as pieces arrive: no list of pieces, no concat copy.
+          const whole = Number.isSafeInteger(declared) && declared >= 0 ? Buffer.allocUnsafeSlow(declared) : null;
+          const pieces: Buffer[] = [];
+          let got = 0;
+          res.on('data', (piece: Buffer) => {
+            if (whole && got + piece.length <= whole.length) piece.copy(whole, got);
+            else pieces.push(piece);
+            got += piece.length;
+          });
+          res.on('error', fail);
+          res.on('aborted', () => fail(Object.assign(new Error(`the connection closed after ${got} bytes of the answer`), { code: 'ECONNRESET' })));
+          res.on('end', () => {
+            if (whole && got !== whole.length) {
+              fail(new Error(`got ${got} of ${whole.length} bytes`));
+              return;
+            }
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', body: whole ?? Buffer.concat(pieces) });
+          });
+        },
+      );
+      // Errors and answers arrive asynchronously, so every path that clears this timer runs after it is set.
+      const timer = setTimeout(() => r.destroy(new AnswerTimeout(this.timeoutMs)), this.timeoutMs);
+      // A kept-alive connection that failed under a call: send() may repeat it at once (see there).
+      r.on('error', (err) => fail(Object.assign(err, { reusedSocket: r.reusedSocket })));
+      r.end(body);
+    });
+  }
+
+  /** Sends the request (repeating it on network failures and 503 answers when allowed) and returns a successful answer. */
+  private async send(req: Request): Promise<Answer> {
     const tries = req.repeatable ? this.attempts : 1;
+    let staleRetried = false;
     for (let attempt = 1; ; attempt++) {
-      let res: Response;
+      let res: Answer;
       try {
-        const headers: Record<string, string> = { authorization: `Bearer ${this.options.token}` };
-        if (req.contentType) headers['content-type'] = req.contentType;
-        res = await fetch(`${this.base}${req.path}`, { method: req.method, headers, body: req.body, signal: AbortSignal.timeout(this.timeoutMs) });
+        res = await this.exchange(req);
       } catch (err) {
+        // A kept connection the server closed as this call went out: not a network failure, go again at once.
+        if (req.repeatable && !staleRetried && (err as { reusedSocket?: boolean }).reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          staleRetried = true;
+          attempt--;
+          continue;
+        }
         const cause = networkCause(err);
         if (attempt >= tries) throw new NetworkError(req.call, this.base, cause, attempt, err);
         const pause = Math.min(MAX_PAUSE_MS, this.backoffMs * 2 ** (attempt - 1));
@@ -155,8 +257,8 @@ export class AgentApi {
         await sleep(pause);
         continue;
       }
-      if (res.ok) return res;
-      const text = await res.text().catch(() => '');
+      if (res.status >= 200 && res.status < 300) return res;
+      const text = res.body.toString('utf8');
       // 503 means "not now": a server shutting down for a restart answers it to calls in flight.
       if (res.status === 503 && attempt < tries) {
         const pause = Math.min(MAX_PAUSE_MS, this.backoffMs * 2 ** (attempt - 1));
@@ -180,7 +282,7 @@ export class AgentApi {
   private async json<T>(req: Request): Promise<T> {
     const res = await this.send(req);
     try {
-      return (await res.json()) as T;
+      return JSON.parse(res.body.toString('utf8')) as T;
     } catch (err) {
       throw new Error(`${req.call}: the server's answer is not JSON (${(err as Error).message}); is ${this.base} a netclone server of the same version?`, { cause: err });
     }
@@ -210,37 +312,23 @@ export class AgentApi {
 
   /** The deploy's chunk list, 32 bytes a chunk. */
   async list(): Promise<Buffer> {
-    return this.bytes({ call: 'chunk list', method: 'GET', path: '/api/client/v1/chunks/list', repeatable: true });
+    return (await this.send({ call: 'chunk list', method: 'GET', path: '/api/client/v1/chunks/list', repeatable: true })).body;
   }
 
-  /** A stored chunk file as the server holds it (not decoded). */
-  getChunk(hash: string): Promise<Buffer> {
-    return this.bytes({ call: `download of chunk ${hash}`, method: 'GET', path: `/api/client/v1/chunks/${hash}`, repeatable: true });
+  /**
+   * A stored chunk file as the server holds it (not decoded), in a buffer of its own (not a slice of
+   * a shared pool), so it can be moved to a worker thread. A connection cut while the body streams in
+   * is a network failure too: the whole request is repeated, not only the part before the headers.
+   */
+  async getChunk(hash: string): Promise<Buffer<ArrayBuffer>> {
+    const { body } = await this.send({ call: `download of chunk ${hash}`, method: 'GET', path: `/api/client/v1/chunks/${hash}`, repeatable: true });
+    if (body.byteOffset === 0 && body.byteLength === body.buffer.byteLength) return body as Buffer<ArrayBuffer>;
+    const own = Buffer.allocUnsafeSlow(body.length);
+    body.copy(own);
+    return own;
   }
 
   async progress(report: ProgressReport): Promise<void> {
     await this.send({ call: 'progress', method: 'POST', path: '/api/client/v1/progress', body: JSON.stringify(report), contentType: 'application/json', repeatable: false });
-  }
-
-  /**
-   * The body of a GET. A connection cut while the body streams in is a network failure too, so the
-   * whole request is repeated, not only the part before the headers.
-   */
-  private async bytes(req: Request): Promise<Buffer> {
-    for (let attempt = 1; ; attempt++) {
-      const res = await this.send(req);
-      try {
-        const body = Buffer.from(await res.arrayBuffer());
-        const declared = res.headers.get('content-length');
-        if (declared !== null && Number(declared) !== body.length) throw new Error(`got ${body.length} of ${declared} bytes`);
-        return body;
-      } catch (err) {
-        const cause = networkCause(err);
-        if (attempt >= this.attempts) throw new NetworkError(req.call, this.base, cause, attempt, err);
-        const pause = Math.min(MAX_PAUSE_MS, this.backoffMs * 2 ** (attempt - 1));
-        this.options.onRetry?.(`${req.call}: ${cause}; trying again in ${pause} ms (attempt ${attempt + 1} of ${this.attempts})`);
-        await sleep(pause);
-      }
-    }
   }
 }

@@ -54,6 +54,14 @@ function checkStart(args: AgentArgs, answer: StartAnswer): asserts answer is Exc
 export async function runAgent(args: AgentArgs, options: RunOptions): Promise<AgentResult> {
   const size = await diskSize(args);
   const api = new AgentApi({ server: args.server, token: args.token, backoffMs: options.backoffMs, onRetry: options.warn });
+  try {
+    return await transfer(args, options, api, size);
+  } finally {
+    api.close();
+  }
+}
+
+async function transfer(args: AgentArgs, options: RunOptions, api: AgentApi, size: number): Promise<AgentResult> {
   const disk = { name: args.diskName, size, logicalSectorSize: args.sectorSize, ...(args.serial !== undefined ? { serial: args.serial } : {}) };
   const answer = await api.start(disk);
   checkStart(args, answer);
