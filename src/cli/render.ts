@@ -1,5 +1,5 @@
 /** Plain-text output of CLI results for people; --json gives the same data for scripts. */
-import type { HostRecord, TaskRecord } from '../domain/database.js';
+import { transportOf, type HostRecord, type TaskRecord } from '../domain/database.js';
 import type { ImageDetails } from '../imaging/image-details.js';
 import type { VerifyResult } from '../imaging/image-store.js';
 import type { ImageSummary, VersionInfo } from '../imaging/types.js';
@@ -70,9 +70,9 @@ export function render(kind: RenderKind, value: unknown): string {
     case 'task': {
       const t = value as TaskRecord;
       return [
-        `task ${t.id}: ${t.kind} of ${t.image} on ${t.mac}`,
+        `task ${t.id}: ${t.kind} of ${t.image} on ${t.mac} over ${transportOf(t)}`,
         `state: ${t.state}${t.reason ? ` (${t.reason})` : ''}`,
-        `progress: ${t.progress.percent}% ${formatBytes(t.progress.bytes)} of ${formatBytes(t.progress.total)}${t.progress.mbps ? `, ${t.progress.mbps} MB/s` : ''}`,
+        `progress: ${t.progress.percent}% ${formatBytes(t.progress.bytes)} of ${formatBytes(t.progress.total)}${t.progress.mbps ? `, ${t.progress.mbps} MB/s` : ''}${t.progress.summary ? `; ${t.progress.summary}` : ''}`,
         ...t.log.map((l) => `  ${l.at}  ${l.message}`),
       ].join('\n') + '\n';
     }
