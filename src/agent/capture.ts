@@ -46,7 +46,8 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
   let uploadedBytes = 0;
 
   const upload = async (hash: string, data: Buffer): Promise<void> => {
-    const file = await ctx.codec.encode(data, CAPTURE_ZSTD_LEVEL);
+    // The chunk's bytes are not needed once compressed: moved to the thread, not copied.
+    const file = await ctx.codec.encode(data, CAPTURE_ZSTD_LEVEL, true);
     await api.putChunk(hash, file);
     uploadedBytes += file.length;
     counters.sentChunks++;
@@ -135,7 +136,7 @@ async function uploadMissing(ctx: TransferContext, list: Buffer, chunkSize: numb
         const offset = index * chunkSize;
         const data = await readAt(fh, ctx.disk, offset, Math.min(chunkSize, size - offset));
         if (chunkName(data) !== hash) throw new Error(`${ctx.disk} changed while it was captured (chunk ${index} at byte ${offset} no longer reads as it did); capture a disk nothing writes to`);
-        const file = await ctx.codec.encode(data, CAPTURE_ZSTD_LEVEL);
+        const file = await ctx.codec.encode(data, CAPTURE_ZSTD_LEVEL, true);
         await ctx.api.putChunk(hash, file);
         bytes += file.length;
         ctx.counters.sentChunks++;

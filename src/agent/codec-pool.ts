@@ -59,20 +59,24 @@ export class CodecPool {
     }
   }
 
-  /** The chunk file (header and payload, format 2) of `data` at zstd `level`. */
-  encode(data: Uint8Array, level: number): Promise<Buffer<ArrayBuffer>> {
-    return this.run((id) => ({ id, op: 'encode', data, level }));
+  /**
+   * The chunk file (header and payload, format 2) of `data` at zstd `level`. With `give`, a `data`
+   * that spans its whole ArrayBuffer is moved to the thread, not copied: the caller must not use it again.
+   */
+  encode(data: Uint8Array, level: number, give = false): Promise<Buffer<ArrayBuffer>> {
+    return this.run((id) => ({ id, op: 'encode', data, level }), give ? data : null);
   }
 
   /**
    * The decoded bytes of a chunk file, checked in full against `hash` (sha256 of the decoded bytes),
-   * whatever the file's format; a file that fails is a BadChunkError saying why.
+   * whatever the file's format; a file that fails is a BadChunkError saying why. With `give`, the
+   * file is moved to the thread as encode's data is.
    */
-  decode(file: Uint8Array, hash: string): Promise<Buffer<ArrayBuffer>> {
-    return this.run((id) => ({ id, op: 'decode', file, hash }));
+  decode(file: Uint8Array, hash: string, give = false): Promise<Buffer<ArrayBuffer>> {
+    return this.run((id) => ({ id, op: 'decode', file, hash }), give ? file : null);
   }
 
-  private run(make: (id: number) => CodecRequest): Promise<Buffer<ArrayBuffer>> {
+  private run(make: (id: number) => CodecRequest, given: Uint8Array | null): Promise<Buffer<ArrayBuffer>> {
     if (this.closed) return Promise.reject(new Error('the compression pool is closed'));
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
@@ -81,8 +85,10 @@ export class CodecPool {
     const req = make(id);
     return new Promise<Buffer<ArrayBuffer>>((resolve, reject) => {
       this.pending.set(id, { slot, op: req.op, resolve, reject });
-      // Copied, not moved: the caller's buffer may be a view into a larger one it still uses.
-      slot.worker.postMessage(req);
+      // Moved only when the caller gave it up and it is the whole of its memory (not a view into a
+      // larger buffer, such as Node's shared pool); otherwise copied.
+      const move = given !== null && given.byteOffset === 0 && given.byteLength === given.buffer.byteLength && given.buffer instanceof ArrayBuffer;
+      slot.worker.postMessage(req, move ? [given.buffer as ArrayBuffer] : []);
     });
   }
 

@@ -48,7 +48,8 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
     receivedBytes += file.length;
     let data: Buffer;
     try {
-      data = await ctx.codec.decode(file, want);
+      // The file is not needed once decoded: moved to the thread, not copied.
+      data = await ctx.codec.decode(file, want, true);
     } catch (err) {
       if (!(err instanceof BadChunkError)) throw err;
       throw new Error(`chunk ${want} (image chunk ${index}, disk byte ${offset}) came from the server damaged: ${err.message}. Nothing of it was written; the store may be corrupt: run "netclone image verify" on the server, then deploy again`, { cause: err });
