@@ -40,7 +40,6 @@ export async function* readDiskChunks(path: string, options: ReadDiskOptions): A
   try {
     const size = options.size ?? (await fh.stat()).size;
     const count = Math.ceil(size / chunkSize);
-    const zeros = Buffer.alloc(chunkSize);
     const load = async (index: number): Promise<DiskChunk> => {
       const offset = index * chunkSize;
       const length = Math.min(chunkSize, size - offset);
@@ -52,8 +51,7 @@ export async function* readDiskChunks(path: string, options: ReadDiskOptions): A
         if (bytesRead === 0) throw new Error(`${path} ended at byte ${offset + got}, before its size ${size}: the disk shrank or could not be read`);
         got += bytesRead;
       }
-      if (view.equals(zeros.subarray(0, length))) return { index, offset, length, hash: null, data: view };
-      const { hash, buffer: back } = await pool.hash(buffer, length);
+      const { hash, buffer: back } = await pool.name(buffer, length);
       return { index, offset, length, hash, data: Buffer.from(back, 0, length) };
     };
     const ahead = Math.max(1, options.ahead ?? 8);

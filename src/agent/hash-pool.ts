@@ -10,11 +10,14 @@ export interface HashRequest {
   readonly id: number;
   readonly buffer: ArrayBuffer;
   readonly length: number;
+  /** Answer null instead of a hash when every byte is zero (a hole of the image). */
+  readonly zeroIsNull: boolean;
 }
 
 export interface HashResponse {
   readonly id: number;
-  readonly hash: string;
+  /** Null only for all-zero bytes asked with zeroIsNull. */
+  readonly hash: string | null;
   /** The request's buffer, handed back: the caller may read or reuse it. */
   readonly buffer: ArrayBuffer;
 }
@@ -51,7 +54,20 @@ export class HashPool {
    * The chunk name of `length` bytes at the start of `buffer`. The buffer is moved to the worker and
    * comes back in the answer; until then the caller must not touch it.
    */
-  hash(buffer: ArrayBuffer, length: number): Promise<HashResponse> {
+  async hash(buffer: ArrayBuffer, length: number): Promise<HashResponse & { readonly hash: string }> {
+    const res = await this.post(buffer, length, false);
+    return res as HashResponse & { readonly hash: string };
+  }
+
+  /**
+   * As hash(), but null when all `length` bytes are zero: the zero check runs on the thread that reads
+   * the bytes anyway, not on the main thread.
+   */
+  name(buffer: ArrayBuffer, length: number): Promise<HashResponse> {
+    return this.post(buffer, length, true);
+  }
+
+  private post(buffer: ArrayBuffer, length: number, zeroIsNull: boolean): Promise<HashResponse> {
     if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
@@ -60,7 +76,7 @@ export class HashPool {
     if (slot.busy++ === 0) slot.worker.ref();
     return new Promise<HashResponse>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      const req: HashRequest = { id, buffer, length };
+      const req: HashRequest = { id, buffer, length, zeroIsNull };
       slot.worker.postMessage(req, [buffer]);
     });
   }
