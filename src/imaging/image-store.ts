@@ -21,8 +21,7 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../lib/log.js';
 import { CodecPool, ChunkCorruptError, ChunkTooNewError } from './codec-pool.js';
-import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { ChunkStore } from './chunk-store.js';
 import { AsyncMutex } from './mutex.js';
 import { ByteLru } from './lru.js';
@@ -483,20 +482,36 @@ export class ImageStore implements StoreContext {
    * A stored chunk file as it is on disk, not decoded: a deploy client decodes and checks it itself.
    * Only a chunk `pinnedBy` names is served (so a version's holder cannot fetch other images' chunks),
    * and that open reader keeps the file from gc until it is closed. Chunk files are never modified in
-   * place: a damaged one is only ever replaced by a rename, so a stream already opened reads one file.
+   * place: a damaged one is only ever replaced by a rename, so the file opened here is read whole as one file.
    */
-  async chunkFile(hash: string, pinnedBy: VersionReader): Promise<{ readonly size: number; stream(): Readable }> {
+  async chunkFile(hash: string, pinnedBy: VersionReader): Promise<{ readonly size: number; readonly bytes: Buffer; stream(): Readable }> {
     if (pinnedBy.isClosed) throw new Error(`reader for ${pinnedBy.name} version ${pinnedBy.version} is closed; open the version again`);
     if (!/^[0-9a-f]{64}$/.test(hash) || !pinnedBy.names(hash)) throw new Error(`version ${pinnedBy.version} of ${pinnedBy.name} has no chunk ${hash}`);
     const path = this.chunks.pathOf(hash);
-    let size: number;
+    let fh;
     try {
-      size = (await stat(path)).size;
+      fh = await open(path, 'r');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ChunkCorruptError(hash, 'chunk file is missing');
       throw e;
     }
-    return { size, stream: () => createReadStream(path, { start: 0, end: size - 1 }) };
+    // A chunk file is at most maxChunkFileSize (about one chunk): one read into one buffer, sent with
+    // one write, costs far less than a stream's 64 KiB pieces; the size comes from the open handle.
+    let bytes: Buffer;
+    try {
+      const { size } = await fh.stat();
+      bytes = Buffer.allocUnsafeSlow(size);
+      let got = 0;
+      while (got < size) {
+        const { bytesRead } = await fh.read(bytes, got, size - got, got);
+        if (bytesRead === 0) throw new ChunkCorruptError(hash, `chunk file ended at byte ${got} of ${size} while it was read`);
+        got += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+    const whole = bytes;
+    return { size: whole.length, bytes: whole, stream: () => Readable.from([whole], { objectMode: false }) };
   }
 
   /**

@@ -58,6 +58,8 @@ export interface ChunkDeployStart {
 /** A stored chunk file as it is on disk (see ImageStore.chunkFile). */
 export interface ChunkFile {
   readonly size: number;
+  /** The whole file (at most maxChunkFileSize bytes), read at once: the route sends it in one write. */
+  readonly bytes: Buffer;
   stream(): Readable;
 }
 

@@ -4,7 +4,7 @@
  * token only ever reaches its own task's transfer.
  *
  * Capture: known (which hashes need no upload), PUT of chunk files, commit of the ordered list.
- * Deploy: the version's chunk list and its chunk files, streamed as stored (never decoded here).
+ * Deploy: the version's chunk list and its chunk files, sent as stored (never decoded here).
  * A capture token cannot fetch chunk files and a deploy token cannot upload; every body is bounded
  * before it is read, by what this task's disk can need; the bytes of every body are counted on the
  * task's meter.
@@ -183,7 +183,7 @@ export function clientChunkRoutes(ctx: ClientChunkRoutesContext) {
 
     app.get<{ Params: { hash: string } }>('/api/client/v1/chunks/:hash', { config: { chunkRoute: 'deploy' }, exposeHeadRoute: false }, async (req, reply) => {
       const file = await deployOf(req).chunkFile(req.params.hash);
-      return reply.type('application/octet-stream').header('content-length', file.size).send(file.stream());
+      return reply.type('application/octet-stream').header('content-length', file.size).send(file.bytes);
     });
   };
 }
