@@ -77,7 +77,7 @@ async function boot(s: Scenario): Promise<Run> {
   const serialFile = createWriteStream(serialPath);
   let serial = '';
   const append = (b: Buffer): void => { serial += b.toString('latin1'); serialFile.write(b); };
-  const qemu = spawn('ip', ['netns', 'exec', NS, 'qemu-system-x86_64', '-accel', 'tcg', '-m', '512', '-smp', '1',
+  const qemu = spawn('ip', ['netns', 'exec', NS, 'qemu-system-x86_64', '-accel', 'tcg', '-m', '1024', '-smp', '1',
     '-nographic', '-no-reboot',
     '-kernel', join(distDir, 'vmlinuz'), '-initrd', join(distDir, 'initrd.img'),
     '-append', `console=ttyS0 console=tty0 netclone.server=${HOST_IP}:${API_PORT} netclone.task=${String(s.task.id)} netclone.token=${TOKEN}`,

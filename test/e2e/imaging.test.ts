@@ -1,4 +1,4 @@
-// Capture and deploy end to end (issue 4): the real thin client (boot/dist) network-boots in QEMU from
+// Capture and deploy end to end over the NBD transport (issue 4; the chunk transport's is agent.test.ts): the real thin client (boot/dist) network-boots in QEMU from
 // `netclone serve`, captures a GPT/ext4 disk built by the test into the image store, deploys it onto a
 // blank NVMe disk of a UEFI PC, verifies it, and the PC then boots locally. Plus a refused deploy onto a
 // disk too small, and a deploy with proxy DHCP next to an office DHCP server.
@@ -57,7 +57,7 @@ const clientFetches = (log: LogEntry[]): unknown[] => clientFetchEntries(log).ma
 const decisions = (log: LogEntry[], mac: string): unknown[] => log.filter((e) => e.component === 'boot' && e.mac === mac && typeof e.decision === 'string').map((e) => e.decision);
 
 async function createTask(kind: 'capture' | 'deploy', mac: string, image: string): Promise<TaskJson> {
-  return lab.cliJson<TaskJson>(['task', kind, mac, '--image', image]);
+  return lab.cliJson<TaskJson>(['task', kind, mac, '--image', image, '--transport', 'nbd']);
 }
 
 const showTask = (id: string): Promise<TaskJson> => lab.cliJson<TaskJson>(['task', 'show', id]);

@@ -153,11 +153,28 @@ export interface VmSpec {
   readonly disk?: VmDisk;
 }
 
+/** Bytes that crossed a VM's tap device, from the host's side of it. */
+export interface TapBytes {
+  /** Sent by the VM (tap rx). */
+  readonly fromVm: number;
+  /** Received by the VM (tap tx). */
+  readonly toVm: number;
+}
+
 export class Vm {
   constructor(
     private readonly t: LabProcess,
     readonly spec: VmSpec,
+    /** The tap device the VM's NIC is on, inside the lab's namespace. */
+    readonly tap: string,
+    private readonly ns: string,
   ) {}
+
+  /** The tap's counters (read while the tap exists: before Lab.close()). */
+  tapBytes(): TapBytes {
+    const read = (what: string): number => Number(run('ip', ['netns', 'exec', this.ns, 'cat', `/sys/class/net/${this.tap}/statistics/${what}`]).trim());
+    return { fromVm: read('rx_bytes'), toVm: read('tx_bytes') };
+  }
 
   get pid(): number | undefined {
     return this.t.proc.pid;
@@ -313,10 +330,11 @@ export class Lab {
     return tap;
   }
 
-  /** Powers on a VM (TCG, 512 MiB, one CPU, network first in the boot order); serial on stdio. */
+  /** Powers on a VM (TCG, 1 GiB, one CPU, network first in the boot order); serial on stdio. */
   startVm(spec: VmSpec): Vm {
     const tap = this.newTap();
-    const args = ['qemu-system-x86_64', '-accel', 'tcg', '-m', '512', '-smp', '1', '-nographic', '-no-reboot',
+    // The client's initramfs unpacks to ~150 MB of tmpfs; a 512 MiB OVMF VM runs out while unpacking it.
+    const args = ['qemu-system-x86_64', '-accel', 'tcg', '-m', '1024', '-smp', '1', '-nographic', '-no-reboot',
       '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`];
     if (spec.firmware === 'bios') {
       // QEMU's e1000 option ROM is iPXE; bootindex keeps SeaBIOS from trying a disk with a boot signature first.
@@ -333,7 +351,7 @@ export class Lab {
       if (spec.disk.bus === 'nvme') args.push('-device', `nvme,serial=${spec.disk.serial},drive=d0,bootindex=1`);
       else args.push('-device', 'ahci,id=ahci0', '-device', `ide-hd,drive=d0,bus=ahci0.0,serial=${spec.disk.serial},bootindex=1`);
     }
-    return new Vm(this.spawn(`${spec.name}.serial`, args, this.ns, 'pipe'), spec);
+    return new Vm(this.spawn(`${spec.name}.serial`, args, this.ns, 'pipe'), spec, tap, this.ns);
   }
 
   /** Runs the CLI (outside the namespace: it reaches the server through the control socket in the data dir). */

@@ -1,0 +1,135 @@
+// The chunk transport end to end (issue 11): the real thin client network-boots in QEMU and its agent
+// captures a disk, the disk changes a little, the agent captures it again, and a second PC whose disk
+// holds the first version gets the second. What crossed each VM's tap device must be about the change,
+// not the disk: the re-capture uploads only the changed chunks and the deploy fetches only those.
+import { closeSync, copyFileSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureClientBuild } from '../client/helpers.js';
+import { noise } from '../lib/prng.js';
+import { buildSourceDisk, MiB, type SourceDisk } from './disks.js';
+import { artifactsDir, Lab, repoRoot, type NetcloneServer, type TapBytes } from './lab.js';
+
+const DISK_SIZE = 128 * MiB;
+const SOURCE_MAC = '52:54:00:e2:0c:01';
+const TARGET_MAC = '52:54:00:e2:0c:02';
+/** Scattered changes between the two captures: disk offsets (inside the ext4 partition, 1 MiB to 65 MiB) and lengths. */
+const CHANGES: ReadonlyArray<readonly [number, number]> = [
+  [9 * MiB + 4096, 512 * 1024],
+  [23 * MiB, 1 * MiB],
+  [40 * MiB + 100_000, 256 * 1024],
+];
+/** The chunks those changes touch (1 MiB chunks): what a re-capture and a deploy must move. */
+const CHANGED_CHUNKS = new Set(CHANGES.flatMap(([off, len]) => {
+  const out: number[] = [];
+  for (let c = Math.floor(off / MiB); c <= Math.floor((off + len - 1) / MiB); c++) out.push(c);
+  return out;
+})).size;
+
+interface TaskJson {
+  id: string;
+  state: string;
+  reason: string | null;
+  transport: string;
+  result: { version: number | null; digest: string | null; bytesOnWire: number } | null;
+}
+
+interface ImageJson {
+  latestVersion: number;
+  dataBytes: number;
+  versions: Array<{ version: number; digest: string; dataBytes: number }>;
+}
+
+let lab: Lab;
+let server: NetcloneServer;
+let source: SourceDisk;
+const results: Record<string, unknown> = {};
+
+const fileSize = (p: string): number => statSync(p).size;
+/**
+ * A full TCP segment on the tap is 1448 bytes of payload in a 1514-byte frame (Ethernet, IPv4, TCP with
+ * timestamps): bytes a download puts on the wire per byte of file.
+ */
+const FRAMING = 1514 / 1448;
+/** What the boot itself sends a PC, as frames: its loader, the client kernel and initrd (scripts and DHCP are noise). */
+function bootDownloadBytes(firmware: 'bios' | 'uefi'): number {
+  const loader = firmware === 'bios' ? 'undionly.kpxe' : 'snponly.efi';
+  const files = fileSize(join(lab.bootDir, 'loaders', loader)) + fileSize(join(repoRoot, 'boot', 'dist', 'vmlinuz')) + fileSize(join(repoRoot, 'boot', 'dist', 'initrd.img'));
+  return Math.floor(files * FRAMING);
+}
+
+async function runTask(kind: 'capture' | 'deploy', mac: string, name: string, firmware: 'bios' | 'uefi', disk: string, bus: 'ahci' | 'nvme'): Promise<{ task: TaskJson; tap: TapBytes; serial: string }> {
+  const created = await lab.cliJson<TaskJson>(['task', kind, mac, '--image', 'office', '--transport', 'chunks']);
+  expect(created.transport).toBe('chunks');
+  const vm = lab.startVm({ name, firmware, mac, disk: { path: disk, bus, serial: `NCAG${name.length}` } });
+  let tap: TapBytes;
+  try {
+    expect(await vm.finished(420_000)).toBe(0);
+    tap = vm.tapBytes();
+  } finally {
+    await vm.kill();
+  }
+  const task = await lab.cliJson<TaskJson>(['task', 'show', created.id]);
+  return { task, tap, serial: vm.serial() };
+}
+
+beforeAll(async () => {
+  ensureClientBuild();
+  lab = await Lab.create('agent');
+  source = buildSourceDisk(join(lab.tmp, 'source'), DISK_SIZE, 64 * MiB, 24 * MiB);
+  server = await lab.startServer('full', 'server-agent', ['--menu-timeout', '2']);
+}, 600_000);
+
+afterAll(async () => {
+  writeFileSync(join(artifactsDir, 'agent.results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  await server?.stop();
+  await lab?.close();
+}, 60_000);
+
+describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () => {
+  const target = (): string => join(lab.tmp, 'target.raw');
+
+  it('captures a BIOS PC, then after a few MiB change captures again sending about the change; a UEFI PC holding the first version gets the second', async () => {
+    expect((await lab.cli(['host', 'add', SOURCE_MAC])).code).toBe(0);
+
+    const first = await runTask('capture', SOURCE_MAC, 'agent-capture-1', 'bios', source.path, 'ahci');
+    expect(first.task, first.serial.slice(-3000)).toMatchObject({ state: 'done', result: { version: 1 } });
+    expect(first.serial).toContain('netclone: capture done');
+    const v1 = await lab.cliJson<ImageJson>(['image', 'show', 'office']);
+    // The first capture uploads the data (24 MiB of random file content is most of it), not the disk.
+    expect(first.tap.fromVm).toBeGreaterThan(24 * MiB);
+    expect(first.tap.fromVm).toBeLessThan(v1.dataBytes + 4 * MiB);
+
+    // The PC that will be restored holds version 1.
+    copyFileSync(source.path, target());
+
+    const fd = openSync(source.path, 'r+');
+    try {
+      CHANGES.forEach(([off, len], i) => writeSync(fd, noise(1100 + i, len), 0, len, off));
+    } finally {
+      closeSync(fd);
+    }
+    const second = await runTask('capture', SOURCE_MAC, 'agent-capture-2', 'bios', source.path, 'ahci');
+    expect(second.task, second.serial.slice(-3000)).toMatchObject({ state: 'done', result: { version: 2 } });
+    const image = await lab.cliJson<ImageJson>(['image', 'show', 'office']);
+    expect(image.latestVersion).toBe(2);
+    const v2 = image.versions.find((v) => v.version === 2) as ImageJson['versions'][number];
+    // Only the changed chunks went up: random data does not compress, so each is about 1 MiB on the wire.
+    const changedBytes = CHANGED_CHUNKS * MiB;
+    Object.assign(results, { changedChunks: CHANGED_CHUNKS, firstCaptureFromVm: first.tap.fromVm, recaptureFromVm: second.tap.fromVm, v1DataBytes: v1.dataBytes });
+    expect(second.tap.fromVm).toBeLessThan(changedBytes + 2 * MiB);
+    expect(second.tap.fromVm).toBeLessThan(first.tap.fromVm / 4);
+    expect(second.task.result?.bytesOnWire).toBeGreaterThanOrEqual(CHANGED_CHUNKS * 256 * 1024);
+    expect(second.task.result?.bytesOnWire).toBeLessThanOrEqual(changedBytes + 64 * 1024);
+
+    const deploy = await runTask('deploy', TARGET_MAC, 'agent-deploy', 'uefi', target(), 'nvme');
+    expect(deploy.task, deploy.serial.slice(-3000)).toMatchObject({ state: 'done', result: { version: 2, digest: v2.digest } });
+    expect(deploy.serial).toContain(`netclone: verified: digest ${v2.digest}`);
+    const fetched = deploy.tap.toVm - bootDownloadBytes('uefi');
+    results.deployToVmMinusBoot = fetched;
+    // The changed chunks' files, framed, plus a MiB for the chunk list, scripts, DHCP and TFTP; the image's data is 30 MiB.
+    expect(fetched).toBeLessThan(changedBytes * FRAMING + MiB);
+    // Byte for byte the changed source: the unchanged chunks already on the disk and the fetched ones.
+    expect(readFileSync(target()).equals(readFileSync(source.path))).toBe(true);
+  }, 1_500_000);
+});
