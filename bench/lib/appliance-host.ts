@@ -6,8 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { SERVER_NODE_FLAGS } from '../../src/serve/node-flags.js';
 import type { ApplianceReady, ApplianceReply, ApplianceRequest, TaskView } from './appliance-protocol.js';
-
-type RequestBody = ApplianceRequest extends infer R ? (R extends ApplianceRequest ? Omit<R, 'id'> : never) : never;
+import { IpcRpc, type RequestBody } from './ipc-rpc.js';
 
 export interface ApplianceChildOptions {
   readonly dataDir: string;
@@ -20,28 +19,14 @@ export interface ApplianceChildOptions {
 }
 
 export class ApplianceChild {
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(r: ApplianceReply): void; reject(e: Error): void }>();
-  private exited = false;
-  private readonly gone: Promise<void>;
+  private readonly rpc: IpcRpc<ApplianceRequest, ApplianceReply>;
 
   private constructor(
     private readonly child: ChildProcess,
     readonly base: string,
     readonly nbdPort: number,
   ) {
-    this.gone = new Promise((resolve) => child.once('exit', () => resolve()));
-    child.on('message', (m: ApplianceReply) => {
-      const w = this.waiting.get(m.id);
-      if (!w) return;
-      this.waiting.delete(m.id);
-      w.resolve(m);
-    });
-    child.on('exit', (code, signal) => {
-      this.exited = true;
-      for (const w of this.waiting.values()) w.reject(new Error(`appliance process exited (${code ?? signal}) with a request pending`));
-      this.waiting.clear();
-    });
+    this.rpc = new IpcRpc(child, 'the appliance process');
   }
 
   get pid(): number {
@@ -64,15 +49,8 @@ export class ApplianceChild {
     return new ApplianceChild(child, `http://${opts.listen}:${ready.http}`, ready.nbd);
   }
 
-  private async call(body: RequestBody): Promise<Extract<ApplianceReply, { ok: true }>> {
-    if (this.exited) throw new Error('the appliance process has exited');
-    const id = this.nextId++;
-    const reply = await new Promise<ApplianceReply>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      this.child.send({ ...body, id });
-    });
-    if (!reply.ok) throw new Error(`appliance process: ${body.op} failed: ${reply.error}`);
-    return reply;
+  private call(body: RequestBody<ApplianceRequest>): Promise<Extract<ApplianceReply, { ok: true }>> {
+    return this.rpc.call(body);
   }
 
   async queue(kind: 'capture' | 'deploy', image: string, transport: 'chunks' | 'nbd', clientIp: string): Promise<TaskView> {
@@ -84,18 +62,11 @@ export class ApplianceChild {
   }
 
   /** Stops the appliance cleanly; killed by PID if it has not exited 15 s later. */
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    const timer = setTimeout(() => this.kill(), 15_000);
-    try {
-      await this.call({ op: 'shutdown' }).catch(() => this.kill());
-      await this.gone;
-    } finally {
-      clearTimeout(timer);
-    }
+  stop(): Promise<void> {
+    return this.rpc.stop(15_000);
   }
 
   kill(): void {
-    if (!this.exited && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
+    this.rpc.kill();
   }
 }

@@ -3,9 +3,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { SERVER_NODE_FLAGS } from '../../src/serve/node-flags.js';
 import { fileURLToPath } from 'node:url';
 import type { CommittedVersion, ReadyMessage, ServerReply, ServerRequest } from './server-protocol.js';
-
-/** A request without its id (distributes over the union so each op keeps its own fields). */
-type RequestBody = ServerRequest extends infer R ? (R extends ServerRequest ? Omit<R, 'id'> : never) : never;
+import { IpcRpc, type RequestBody } from './ipc-rpc.js';
 
 export interface ServerChildOptions {
   /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir=DIR'] to profile the server. */
@@ -13,25 +11,13 @@ export interface ServerChildOptions {
 }
 
 export class ServerChild {
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(r: ServerReply): void; reject(e: Error): void }>();
-  private exited = false;
+  private readonly rpc: IpcRpc<ServerRequest, ServerReply>;
 
   private constructor(
     private readonly child: ChildProcess,
     readonly port: number,
   ) {
-    child.on('message', (m: ServerReply) => {
-      const w = this.waiting.get(m.id);
-      if (!w) return;
-      this.waiting.delete(m.id);
-      w.resolve(m);
-    });
-    child.on('exit', (code, signal) => {
-      this.exited = true;
-      for (const w of this.waiting.values()) w.reject(new Error(`NBD server process exited (${code ?? signal}) with a request pending`));
-      this.waiting.clear();
-    });
+    this.rpc = new IpcRpc(child, 'NBD server process');
   }
 
   get pid(): number {
@@ -61,15 +47,8 @@ export class ServerChild {
     return `nbd://127.0.0.1:${this.port}/${exportName}`;
   }
 
-  private async call(body: RequestBody): Promise<Extract<ServerReply, { ok: true }>> {
-    if (this.exited) throw new Error('NBD server process has exited');
-    const id = this.nextId++;
-    const reply = await new Promise<ServerReply>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      this.child.send({ ...body, id });
-    });
-    if (!reply.ok) throw new Error(`NBD server process: ${body.op} failed: ${reply.error}`);
-    return reply;
+  private call(body: RequestBody<ServerRequest>): Promise<Extract<ServerReply, { ok: true }>> {
+    return this.rpc.call(body);
   }
 
   async openStore(dir: string): Promise<void> {
@@ -102,19 +81,11 @@ export class ServerChild {
   }
 
   /** Closes the server and stores cleanly, then waits for the process to exit (killed by PID after 10 s). */
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    const timer = setTimeout(() => this.kill(), 10_000);
-    try {
-      await this.call({ op: 'shutdown' }).catch(() => this.kill());
-      await gone;
-    } finally {
-      clearTimeout(timer);
-    }
+  stop(): Promise<void> {
+    return this.rpc.stop(10_000);
   }
 
   kill(): void {
-    if (!this.exited && this.child.pid !== undefined) process.kill(this.child.pid, 'SIGKILL');
+    this.rpc.kill();
   }
 }
