@@ -3,7 +3,7 @@
  * the agent writes exactly what the server checks and reads exactly what the server stores.
  */
 import { parentPort } from 'node:worker_threads';
-import { ChunkCodecContext, maxChunkFileSize, CHUNK_HEADER_SIZE } from '../imaging/chunk-format.js';
+import { ChunkCodecContext, maxChunkFileSize, CHUNK_HEADER_SIZE, chunkName } from '../imaging/chunk-format.js';
 import type { CodecRequest, CodecResponse } from './codec-pool.js';
 
 const port = parentPort;
@@ -12,7 +12,15 @@ if (!port) throw new Error('codec-worker.ts runs only as a worker thread (CodecP
 const codec = new ChunkCodecContext();
 let scratch = Buffer.alloc(0);
 
-function handle(req: CodecRequest): Uint8Array {
+/** Compared against for the zero check of 'name'; grown to the longest chunk asked about. */
+let zeros = Buffer.alloc(0);
+
+function allZero(view: Buffer): boolean {
+  if (zeros.length < view.length) zeros = Buffer.alloc(view.length);
+  return view.equals(zeros.subarray(0, view.length));
+}
+
+function handle(req: Exclude<CodecRequest, { op: 'name' }>): Uint8Array {
   if (req.op === 'encode') {
     const data = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
     const need = maxChunkFileSize(data.length) - CHUNK_HEADER_SIZE;
@@ -25,6 +33,12 @@ function handle(req: CodecRequest): Uint8Array {
 }
 
 port.on('message', (req: CodecRequest) => {
+  if (req.op === 'name') {
+    const view = Buffer.from(req.buffer, 0, req.length);
+    const named: CodecResponse = { id: req.id, ok: true, hash: req.zeroIsNull && allZero(view) ? null : chunkName(view), buffer: req.buffer };
+    port.postMessage(named, [req.buffer]);
+    return;
+  }
   let res: CodecResponse;
   try {
     const bytes = handle(req);
@@ -32,6 +46,6 @@ port.on('message', (req: CodecRequest) => {
   } catch (err) {
     res = { id: req.id, ok: false, error: (err as Error).message };
   }
-  const transfer = res.ok && res.bytes.byteLength === res.bytes.buffer.byteLength ? [res.bytes.buffer as ArrayBuffer] : [];
+  const transfer = res.ok && 'bytes' in res && res.bytes.byteLength === res.bytes.buffer.byteLength ? [res.bytes.buffer as ArrayBuffer] : [];
   port.postMessage(res, transfer);
 });

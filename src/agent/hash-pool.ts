@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../lib/worker.js';
+import type { CodecPool } from './codec-pool.js';
 
 export interface HashRequest {
   readonly id: number;
@@ -32,9 +33,18 @@ export class HashPool {
   private readonly pending = new Map<number, { resolve: (r: HashResponse) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private closed = false;
+  /** The compression pool whose threads name the chunks, when given one instead of a thread count. */
+  private readonly shared: CodecPool | null;
 
-  constructor(threads: number = availableParallelism()) {
-    for (let i = 0; i < Math.max(1, threads); i++) {
+  /**
+   * `threads` hashing threads of its own, or the threads of a CodecPool (the agent's run does that:
+   * each thread costs its start-up, and naming and compressing rarely peak at once). Closing this pool
+   * does not close a shared CodecPool.
+   */
+  constructor(threads: number | CodecPool = availableParallelism()) {
+    this.shared = typeof threads === 'number' ? null : threads;
+    const own = typeof threads === 'number' ? Math.max(1, threads) : 0;
+    for (let i = 0; i < own; i++) {
       const worker = startWorker(import.meta.url, 'hash-worker');
       worker.on('message', (res: HashResponse) => {
         const p = this.pending.get(res.id);
@@ -69,6 +79,10 @@ export class HashPool {
 
   private post(buffer: ArrayBuffer, length: number, zeroIsNull: boolean): Promise<HashResponse> {
     if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
+    if (this.shared) {
+      const id = this.nextId++;
+      return this.shared.name(buffer, length, zeroIsNull).then((r) => ({ id, hash: r.hash, buffer: r.buffer }));
+    }
     const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
     // A thread with work holds the process open (an idle one does not): a caller awaiting only a hash

@@ -70,8 +70,9 @@ async function transfer(args: AgentArgs, options: RunOptions, api: AgentApi, siz
 
   const counters = new Counters(Math.ceil(answer.size / answer.chunkSize));
   const reporter = new ProgressReporter(api, counters, options.progressMs ?? 2000, options.warn);
-  const hashPool = new HashPool();
   const codec = new CodecPool();
+  // Chunks are named on the compression threads: one set of threads to start, not two.
+  const hashPool = new HashPool(codec);
   const ctx: TransferContext = { api, disk: args.disk, jobs: args.jobs, hashPool, codec, counters, reporter, warn: options.warn };
   reporter.start();
   try {
