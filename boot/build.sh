@@ -35,7 +35,7 @@ die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
 # The agent's sources are all of src/agent, the modules of ours it imports and package-lock.json (which
 # pins the zstd-napi it ships); src/lib is listed whole so the list cannot go stale when the agent
 # starts importing another helper there.
-STAMP_INPUTS=(boot/build.sh boot/client src/agent src/imaging/chunk-format.ts src/lib package-lock.json)
+STAMP_INPUTS=(boot/build.sh boot/client src/agent src/imaging/chunk-format.ts src/transport/chunk-wire.ts src/lib package-lock.json)
 print_stamp() {
   local root version
   root=$(cd "$BOOT_DIR/.." && pwd)

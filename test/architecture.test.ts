@@ -19,18 +19,19 @@ const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
   web: ['lib', 'imaging', 'transport', 'domain', 'pxe'],
   serve: ['lib', 'imaging', 'nbd', 'transport', 'domain', 'pxe', 'web'],
   cli: ['lib', 'imaging', 'domain', 'serve'],
-  // The imaging agent runs on the PC, apart from the server: it shares only helpers and the chunk format.
+  // The imaging agent runs on the PC, apart from the server: it shares only helpers, the chunk format and the chunk transport's wire form.
   agent: ['lib'],
 };
 
 /**
  * Single files a layer may reach into beyond its list. The boot servers render what the boot policy
  * decides, so they know its decision types, and nothing else of the domain (no database types). The
- * agent and the store share one chunk format module, so they cannot disagree on a chunk's bytes or name.
+ * agent and the store share one chunk format module, so they cannot disagree on a chunk's bytes or name,
+ * and the agent and the server's chunk routes one wire module (answers, the chunk list's bytes).
  */
 const EXTRA_FILES: Readonly<Partial<Record<Layer, readonly string[]>>> = {
   pxe: ['src/domain/boot-policy.ts'],
-  agent: ['src/imaging/chunk-format.ts'],
+  agent: ['src/imaging/chunk-format.ts', 'src/transport/chunk-wire.ts'],
 };
 
 export interface Import {

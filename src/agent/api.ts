@@ -20,38 +20,8 @@ export interface DiskDescription {
   readonly serial?: string;
 }
 
-export interface CaptureStart {
-  readonly transport: 'chunks';
-  readonly kind: 'capture';
-  readonly size: number;
-  readonly sectorSize: number;
-  readonly chunkSize: number;
-  readonly knownBatch: number;
-}
-
-export interface DeployStart {
-  readonly transport: 'chunks';
-  readonly kind: 'deploy';
-  readonly size: number;
-  readonly sectorSize: number;
-  readonly chunkSize: number;
-  readonly chunkCount: number;
-  readonly version: number;
-  readonly digest: string;
-}
-
-export interface NbdStart {
-  readonly transport: 'nbd';
-  readonly nbd: string;
-}
-
-export type StartAnswer = CaptureStart | DeployStart | NbdStart;
-
-export interface CommitAnswer {
-  readonly version: number;
-  readonly digest: string;
-  readonly dataBytes: number;
-}
+export type { CaptureStart, CommitAnswer, DeployStart, NbdStart, StartAnswer } from '../transport/chunk-wire.js';
+import type { CommitAnswer, StartAnswer } from '../transport/chunk-wire.js';
 
 /** The counters the agent posts with each progress call (also its heartbeat). */
 export interface ProgressReport {

@@ -8,7 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { ApiError, type CaptureStart, type CommitAnswer } from './api.js';
 import { readAheadFor, readDiskChunks, type DiskChunk } from './disk-chunks.js';
 import { Jobs } from './jobs.js';
-import { hashAt, LIST_ENTRY_BYTES, setHash } from './chunk-list.js';
+import { hashAt, LIST_ENTRY_BYTES, setHash } from '../transport/chunk-wire.js';
 import type { TransferContext } from './transfer-context.js';
 import { chunkName } from '../imaging/chunk-format.js';
 

@@ -10,7 +10,7 @@ import type { DeployStart } from './api.js';
 import { BadChunkError } from './codec-pool.js';
 import { readAheadFor, readDiskChunks } from './disk-chunks.js';
 import { Jobs } from './jobs.js';
-import { hashAt, LIST_ENTRY_BYTES } from './chunk-list.js';
+import { hashAt, LIST_ENTRY_BYTES } from '../transport/chunk-wire.js';
 import type { TransferContext } from './transfer-context.js';
 import { createHash } from 'node:crypto';
 

@@ -9,7 +9,8 @@ import type { HostService } from './hosts.js';
 import type { NbdGrants } from '../transport/grants.js';
 import { TransferMeter } from '../transport/transfer-meter.js';
 import { ExportRequestError, type ExportSource, type ImageVersionInfo } from '../transport/store-exports.js';
-import type { ChunkCaptureStart, ChunkDeployStart, ChunkTransfer } from '../transport/chunk-transfer.js';
+import type { ChunkTransfer } from '../transport/chunk-transfer.js';
+import type { StartAnswer } from '../transport/chunk-wire.js';
 
 export type { CaptureHooks, ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
 import type { Logger } from '../lib/log.js';
@@ -30,7 +31,7 @@ export class TransferError extends Error {
 }
 
 /** What the client's start is answered with: where to move the disk. */
-export type StartAnswer = { readonly transport: 'nbd'; readonly nbd: string } | ChunkCaptureStart | ChunkDeployStart;
+export type { StartAnswer } from '../transport/chunk-wire.js';
 
 /** A task export lives as long as a long transfer could: a day; it is revoked when the task ends. */
 const TASK_EXPORT_TTL_SECONDS = 24 * 3600;

@@ -16,11 +16,11 @@ import type { VersionReader } from '../imaging/version-reader.js';
 import { maxChunkFileSize } from '../imaging/chunk-format.js';
 import type { TransferMeter } from './transfer-meter.js';
 import type { ImageVersionInfo } from './store-exports.js';
+import { hashAt, KNOWN_BATCH, LIST_ENTRY_BYTES, setHash, type CaptureStart, type DeployStart } from './chunk-wire.js';
 
-/** Hashes one `known` call may ask about. */
-export const KNOWN_BATCH = 1024;
+export { KNOWN_BATCH } from './chunk-wire.js';
+
 const HASH_RE = /^[0-9a-f]{64}$/;
-const HASH_BYTES = 32;
 
 /** What the client asked for cannot be done; `status` is the HTTP answer, `message` the sentence it shows. */
 export class ChunkTransferError extends Error {
@@ -33,26 +33,6 @@ export class ChunkTransferError extends Error {
     super(message);
     this.name = 'ChunkTransferError';
   }
-}
-
-export interface ChunkCaptureStart {
-  readonly transport: 'chunks';
-  readonly kind: 'capture';
-  readonly size: number;
-  readonly sectorSize: number;
-  readonly chunkSize: number;
-  readonly knownBatch: number;
-}
-
-export interface ChunkDeployStart {
-  readonly transport: 'chunks';
-  readonly kind: 'deploy';
-  readonly size: number;
-  readonly sectorSize: number;
-  readonly chunkSize: number;
-  readonly chunkCount: number;
-  readonly version: number;
-  readonly digest: string;
 }
 
 /** A stored chunk file as it is on disk (see ImageStore.chunkFile). */
@@ -71,14 +51,11 @@ function versionInfo(v: { version: number; size: number; sectorSize: number; chu
 
 /** The ordered chunk list on the wire: 32 raw bytes per chunk, all zeros for an all-zero chunk (a hole). */
 export function decodeChunkList(body: Buffer, chunkCount: number): (string | null)[] {
-  if (body.length !== chunkCount * HASH_BYTES) {
-    throw new ChunkTransferError(400, `chunk list is ${body.length} bytes; this disk has ${chunkCount} chunks, so it must be ${chunkCount * HASH_BYTES} bytes (32 per chunk)`);
+  if (body.length !== chunkCount * LIST_ENTRY_BYTES) {
+    throw new ChunkTransferError(400, `chunk list is ${body.length} bytes; this disk has ${chunkCount} chunks, so it must be ${chunkCount * LIST_ENTRY_BYTES} bytes (32 per chunk)`);
   }
   const list: (string | null)[] = new Array<string | null>(chunkCount);
-  for (let i = 0; i < chunkCount; i++) {
-    const entry = body.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
-    list[i] = entry.every((b) => b === 0) ? null : entry.toString('hex');
-  }
+  for (let i = 0; i < chunkCount; i++) list[i] = hashAt(body, i);
   return list;
 }
 
@@ -91,7 +68,7 @@ export class ChunkCaptureTransfer {
     private readonly meter: TransferMeter,
   ) {}
 
-  start(): ChunkCaptureStart {
+  start(): CaptureStart {
     const u = this.upload;
     return { transport: 'chunks', kind: 'capture', size: u.size, sectorSize: u.sectorSize, chunkSize: u.chunkSize, knownBatch: KNOWN_BATCH };
   }
@@ -103,7 +80,7 @@ export class ChunkCaptureTransfer {
 
   /** The exact length of this disk's chunk list. */
   get listBytes(): number {
-    return this.upload.chunkCount * HASH_BYTES;
+    return this.upload.chunkCount * LIST_ENTRY_BYTES;
   }
 
   /** Bytes of a request or response body that crossed the wire. */
@@ -170,7 +147,7 @@ export class ChunkDeployTransfer {
     this.info = versionInfo(reader);
   }
 
-  start(): ChunkDeployStart {
+  start(): DeployStart {
     const r = this.reader;
     return { transport: 'chunks', kind: 'deploy', size: r.size, sectorSize: r.sectorSize, chunkSize: r.chunkSize, chunkCount: r.chunkCount, version: r.version, digest: r.digest };
   }
@@ -182,10 +159,10 @@ export class ChunkDeployTransfer {
   /** The version's ordered chunk list, 32 bytes per chunk, zeros for a hole. */
   list(): Buffer {
     const r = this.reader;
-    const out = Buffer.alloc(r.chunkCount * HASH_BYTES);
+    const out = Buffer.alloc(r.chunkCount * LIST_ENTRY_BYTES);
     for (let i = 0; i < r.chunkCount; i++) {
       const h = r.chunkHash(i);
-      if (h !== null) out.write(h, i * HASH_BYTES, HASH_BYTES, 'hex');
+      if (h !== null) setHash(out, i, h);
     }
     return out;
   }

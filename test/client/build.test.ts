@@ -84,13 +84,13 @@ describe('thin client build (boot/build.sh)', () => {
 
   it('packs node, the agent with the modules it imports, and the zstd addon with their libraries', () => {
     for (const f of ['usr/bin/node', 'opt/netclone/package.json', 'opt/netclone/dist/agent/main.js', 'opt/netclone/dist/agent/hash-worker.js',
-      'opt/netclone/dist/imaging/chunk-format.js', 'opt/netclone/dist/lib/worker.js', 'opt/netclone/node_modules/zstd-napi/package.json',
+      'opt/netclone/dist/imaging/chunk-format.js', 'opt/netclone/dist/transport/chunk-wire.js', 'opt/netclone/dist/lib/worker.js', 'opt/netclone/node_modules/zstd-napi/package.json',
       'opt/netclone/node_modules/zstd-napi/binding.js', 'opt/netclone/node_modules/zstd-napi/build/Release/binding.node']) {
       expect(entries.has(f), f).toBe(true);
     }
-    // Only what the agent imports: no server layers, no tests, no sources.
+    // Only what the agent imports: no server layers (but the wire module it shares with them), no tests, no sources.
     const shipped = [...entries].filter((e) => e.startsWith('opt/netclone/dist/'));
-    expect(shipped.filter((e) => /\/(domain|web|transport|nbd|serve|cli|pxe)\//.test(e) || /\.(ts|map)$/.test(e))).toEqual([]);
+    expect(shipped.filter((e) => (/\/(domain|web|transport|nbd|serve|cli|pxe)\//.test(e) && !e.endsWith('/transport/chunk-wire.js')) || /\.(ts|map)$/.test(e))).toEqual([]);
     expect([...entries].filter((e) => e.startsWith('opt/netclone/node_modules/') && !e.startsWith('opt/netclone/node_modules/zstd-napi'))).toEqual([]);
     for (const lib of [...lddPaths('/usr/bin/node'), ...lddPaths(join('node_modules', 'zstd-napi', 'build', 'Release', 'binding.node'))]) {
       expect(entries.has(lib.replace(/^\//, '')), lib).toBe(true);
