@@ -27,11 +27,20 @@ const MAY_IMPORT: Readonly<Record<Layer, readonly Layer[]>> = {
  * Single files a layer may reach into beyond its list. The boot servers render what the boot policy
  * decides, so they know its decision types, and nothing else of the domain (no database types). The
  * agent and the store share one chunk format module, so they cannot disagree on a chunk's bytes or name,
- * and the agent and the server's chunk routes one wire module (answers, the chunk list's bytes).
+ * and the agent and the server's chunk routes one wire module (answers, the chunk list's bytes). The
+ * agent also reads partition tables and plans a restore onto a disk of another size with the store's
+ * own pure modules (issue 12), so the layout the server shows is the one the agent acts on.
  */
 const EXTRA_FILES: Readonly<Partial<Record<Layer, readonly string[]>>> = {
   pxe: ['src/domain/boot-policy.ts'],
-  agent: ['src/imaging/chunk-format.ts', 'src/transport/chunk-wire.ts'],
+  agent: [
+    'src/imaging/chunk-format.ts',
+    'src/transport/chunk-wire.ts',
+    'src/imaging/disk-layout.ts',
+    'src/imaging/partitions.ts',
+    'src/imaging/layout-plan.ts',
+    'src/imaging/partition-write.ts',
+  ],
 };
 
 export interface Import {

@@ -20,6 +20,7 @@ export interface DiskDescription {
   readonly serial?: string;
 }
 
+import type { DiskLayout } from '../imaging/disk-layout.js';
 export type { CaptureStart, CommitAnswer, DeployStart, NbdStart, StartAnswer } from '../transport/chunk-wire.js';
 import type { CommitAnswer, StartAnswer } from '../transport/chunk-wire.js';
 
@@ -273,6 +274,11 @@ export class AgentApi {
   /** Uploads one chunk file (header and payload as chunk-format encodes them). */
   async putChunk(hash: string, file: Uint8Array<ArrayBuffer>): Promise<{ stored: number; existed: boolean }> {
     return this.json({ call: `upload of chunk ${hash}`, method: 'PUT', path: `/api/client/v1/chunks/${hash}`, body: file, contentType: 'application/octet-stream', repeatable: true });
+  }
+
+  /** Tells the server what the probe learnt of the disk; the commit keeps it beside the version. Repeating it replaces it. */
+  async putLayout(layout: DiskLayout): Promise<void> {
+    await this.send({ call: 'disk layout', method: 'POST', path: '/api/client/v1/chunks/layout', body: JSON.stringify(layout), contentType: 'application/json', repeatable: true });
   }
 
   /** Commits the ordered chunk list (32 raw bytes a chunk, zeros for a hole). A 409 ApiError names the missing chunks. */

@@ -33,6 +33,7 @@ import { chunkCountFor, chunkLength } from './manifest.js';
 import type { VersionReader } from './version-reader.js';
 import type { JournalEntry, JournalWriter, UploadJournals } from './upload-journal.js';
 import type { HashPin, NewVersion, StoreContext, VersionInfo } from './types.js';
+import { freeChunkTest, type DiskLayout } from './disk-layout.js';
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 /** Chunk files stat'ed at once when commit checks they are on disk. */
@@ -122,6 +123,7 @@ export class ChunkUpload implements HashPin {
   private state: UploadState = 'open';
   private abortReason: string | undefined;
   private committing: Promise<VersionInfo> | null = null;
+  private diskLayout: DiskLayout | null = null;
   private bytesReceived = 0;
 
   constructor(
@@ -322,6 +324,18 @@ export class ChunkUpload implements HashPin {
   }
 
   /**
+   * Records what the agent learnt of the disk (issue 12), committed beside the version. It must
+   * describe this disk: same size, sector size and chunk size.
+   */
+  setLayout(layout: DiskLayout): void {
+    if (this.state !== 'open') throw this.closedError();
+    if (layout.diskSize !== this.size || layout.sectorSize !== this.sectorSize || layout.chunkSize !== this.chunkSize) {
+      throw new ChunkUploadError(`the disk layout describes a ${layout.diskSize}-byte disk of ${layout.sectorSize}-byte sectors in ${layout.chunkSize}-byte chunks; this upload is ${this.size} bytes, ${this.sectorSize}-byte sectors, ${this.chunkSize}-byte chunks`);
+    }
+    this.diskLayout = layout;
+  }
+
+  /**
    * Commits a new version whose chunk i is list[i] (null = all zeros). Throws MissingChunksError for
    * hashes this session cannot use or that are not on disk (the session stays open: upload them and
    * commit again), ChunkUploadError for a list that cannot be this disk's (wrong length, a chunk of
@@ -330,6 +344,11 @@ export class ChunkUpload implements HashPin {
   commit(list: readonly (string | null)[]): Promise<VersionInfo> {
     if (this.state !== 'open') return Promise.reject(this.closedError());
     if (list.length !== this.chunkCount) return Promise.reject(new ChunkUploadError(`chunk list has ${list.length} entries; a ${this.size}-byte disk has ${this.chunkCount} chunks of ${this.chunkSize} bytes`));
+    if (this.diskLayout) {
+      const free = freeChunkTest(this.diskLayout);
+      const bad = list.findIndex((h, i) => h !== null && free(i));
+      if (bad >= 0) return Promise.reject(new ChunkUploadError(`chunk ${bad} holds data, but the disk layout sent with this upload says it is free space; the agent's layout and list disagree, retry the task`));
+    }
     this.state = 'committing';
     const run = this.runCommit(list);
     this.committing = run;
@@ -350,7 +369,8 @@ export class ChunkUpload implements HashPin {
       throw e;
     }
     try {
-      const info = await this.host.commitVersion({ name: this.name, size: this.size, sectorSize: this.sectorSize, chunkSize: this.chunkSize, source: this.source, entries: () => table.entries(), via: 'upload' });
+      const layout = this.diskLayout ?? undefined;
+      const info = await this.host.commitVersion({ name: this.name, size: this.size, sectorSize: this.sectorSize, chunkSize: this.chunkSize, source: this.source, entries: () => table.entries(), via: 'upload', ...(layout ? { layout } : {}) });
       this.state = 'committed';
       // Uploaded but not listed: dropped now unless something else uses them (a listed one was settled
       // by the commit); journaled ones are left to gc, as is what the journal names and nothing lists.

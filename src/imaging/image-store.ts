@@ -48,6 +48,7 @@ import { Capture, type CaptureOptions } from './capture.js';
 import { ChunkUpload, type ChunkUploadOptions } from './chunk-upload.js';
 import { UploadJournals } from './upload-journal.js';
 import type { ChunkUse, HashPin, ImageSummary, NewVersion, StoreContext, VersionInfo } from './types.js';
+import { parseDiskLayout, type DiskLayout } from './disk-layout.js';
 
 export interface ImageStoreOptions {
   readonly logger: Logger;
@@ -269,6 +270,40 @@ export class ImageStore implements StoreContext {
 
   private manifestPath(name: string, version: number): string {
     return join(this.versionsDir(name), `${version}.manifest`);
+  }
+
+  /** The version's disk layout (issue 12), beside its manifest: written before the manifest, so a committed version's is complete. */
+  private layoutPath(name: string, version: number): string {
+    return join(this.versionsDir(name), `${version}.layout.json`);
+  }
+
+  /** Removes a version's layout file, if it has one. */
+  private async unlinkLayout(name: string, version: number): Promise<void> {
+    await unlink(this.layoutPath(name, version)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
+
+  /**
+   * What the capturing agent learnt of the version's disk (partition table, filesystems, free
+   * chunks), or null for a version captured without it (over NBD, or before issue 12).
+   */
+  async layout(name: string, version?: number): Promise<DiskLayout | null> {
+    const vs = await this.versions(name);
+    const v = version ?? vs[vs.length - 1];
+    if (v === undefined || !vs.includes(v)) throw new ImageNotFoundError(name, version);
+    let text: string;
+    try {
+      text = await readFile(this.layoutPath(name, v), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    try {
+      return parseDiskLayout(JSON.parse(text));
+    } catch (e) {
+      throw new Error(`${this.layoutPath(name, v)} is damaged (${(e as Error).message}); the version's data is intact, but it can only be restored at its own size: re-capture to get its layout back`, { cause: e });
+    }
   }
 
   /** Committed version numbers, ascending; [] if the image does not exist. */
@@ -558,6 +593,9 @@ export class ImageStore implements StoreContext {
         await fsyncDir(this.imageDir(name));
         await fsyncDir(this.imagesDir);
       }
+      // A layout left by a commit that failed after writing it must not describe this version.
+      if (nv.layout) await writeFileDurably(this.layoutPath(name, version), JSON.stringify(nv.layout), { mode: 0o666, tempDir: this.tmpDir, syncDir: false });
+      else await this.unlinkLayout(name, version);
       await writeFileDurably(this.manifestPath(name, version), bytes, { mode: 0o666, tempDir: this.tmpDir, syncDir: false });
       // The rename is the commit: from here on the version exists, whatever fails after it.
       this.chunks.settle(unique.keys());
@@ -580,7 +618,10 @@ export class ImageStore implements StoreContext {
   private async pruneLocked(name: string): Promise<void> {
     const vs = await this.versions(name);
     const drop = vs.slice(0, Math.max(0, vs.length - this.keepVersions));
-    for (const v of drop) await unlink(this.manifestPath(name, v));
+    for (const v of drop) {
+      await unlink(this.manifestPath(name, v));
+      await this.unlinkLayout(name, v);
+    }
     if (drop.length > 0) {
       await fsyncDir(this.versionsDir(name));
       this.log.info({ image: name, removed: drop }, 'pruned old versions');
@@ -674,6 +715,7 @@ export class ImageStore implements StoreContext {
       const vs = await this.versions(name);
       if (!vs.includes(version)) throw new ImageNotFoundError(name, version);
       await unlink(this.manifestPath(name, version));
+      await this.unlinkLayout(name, version);
       await fsyncDir(this.versionsDir(name));
       if (vs.length === 1 && !this.captures.has(name)) await rm(this.imageDir(name), { recursive: true, force: true });
       this.log.info({ image: name, version }, 'version removed');

@@ -1,4 +1,5 @@
 /** Types shared by the image store's modules and its callers. */
+import type { DiskLayout } from './disk-layout.js';
 import type { Logger } from '../lib/log.js';
 import type { CodecPool } from './codec-pool.js';
 import type { ChunkStore } from './chunk-store.js';
@@ -68,4 +69,6 @@ export interface NewVersion {
   entries(): Iterable<TableEntry>;
   /** For the log line: which path made the version. */
   readonly via: 'capture' | 'upload';
+  /** What the capturing agent learnt of the disk's partitions (issue 12), kept beside the manifest; absent for NBD captures. */
+  readonly layout?: DiskLayout;
 }

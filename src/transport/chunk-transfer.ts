@@ -15,6 +15,7 @@ import { ChunkUploadClosedError, ChunkUploadError, MissingChunksError, type Chun
 import type { VersionReader } from '../imaging/version-reader.js';
 import { maxChunkFileSize } from '../imaging/chunk-format.js';
 import type { TransferMeter } from './transfer-meter.js';
+import { DiskLayoutError, parseDiskLayout, type DiskLayout } from '../imaging/disk-layout.js';
 import type { ImageVersionInfo } from './store-exports.js';
 import { hashAt, KNOWN_BATCH, LIST_ENTRY_BYTES, setHash, type CaptureStart, type DeployStart } from './chunk-wire.js';
 
@@ -110,6 +111,24 @@ export class ChunkCaptureTransfer {
     return this.guard(() => this.upload.put(hash, file));
   }
 
+  /** Records the agent's description of the disk (issue 12); the commit keeps it beside the version. */
+  setLayout(json: unknown): void {
+    let layout: DiskLayout;
+    try {
+      layout = parseDiskLayout(json);
+    } catch (e) {
+      if (e instanceof DiskLayoutError) throw new ChunkTransferError(400, `${e.message}; update the imaging client`);
+      throw e;
+    }
+    try {
+      this.upload.setLayout(layout);
+    } catch (e) {
+      if (e instanceof ChunkUploadClosedError) throw new ChunkTransferError(409, e.message);
+      if (e instanceof ChunkUploadError) throw new ChunkTransferError(400, e.message);
+      throw e;
+    }
+  }
+
   /** Commits the version the ordered chunk list describes. */
   async commit(body: Buffer): Promise<ImageVersionInfo> {
     const list = decodeChunkList(body, this.upload.chunkCount);
@@ -143,13 +162,15 @@ export class ChunkDeployTransfer {
     private readonly reader: VersionReader,
     private readonly files: ChunkFileSource,
     private readonly meter: TransferMeter,
+    /** What the capture learnt of the source disk, or null (then the image is restored at its own size). */
+    readonly layout: DiskLayout | null = null,
   ) {
     this.info = versionInfo(reader);
   }
 
   start(): DeployStart {
     const r = this.reader;
-    return { transport: 'chunks', kind: 'deploy', size: r.size, sectorSize: r.sectorSize, chunkSize: r.chunkSize, chunkCount: r.chunkCount, version: r.version, digest: r.digest };
+    return { transport: 'chunks', kind: 'deploy', size: r.size, sectorSize: r.sectorSize, chunkSize: r.chunkSize, chunkCount: r.chunkCount, version: r.version, digest: r.digest, layout: this.layout };
   }
 
   countWire(bytes: number): void {

@@ -1,9 +1,10 @@
 /**
  * The chunk transport's wire form (issue 11; boot/client/README.md has the calls): the answers both
  * sides parse and the ordered chunk list's bytes. The server's routes (chunk-transfer.ts) and the
- * imaging agent (src/agent/) both use this one copy, so they cannot drift apart. It imports nothing:
- * the agent ships it into the thin client alone.
+ * imaging agent (src/agent/) both use this one copy, so they cannot drift apart. It imports only the
+ * disk layout's types: the agent ships it into the thin client.
  */
+import type { DiskLayout } from '../imaging/disk-layout.js';
 
 /** Bytes per entry of the ordered chunk list: the raw sha256, all zeros for an all-zero chunk (a hole). */
 export const LIST_ENTRY_BYTES = 32;
@@ -30,6 +31,8 @@ export interface DeployStart {
   readonly chunkCount: number;
   readonly version: number;
   readonly digest: string;
+  /** The source disk's partitions and free chunks (issue 12), or null for a version captured without them. */
+  readonly layout: DiskLayout | null;
 }
 
 /** start's answer for a task over NBD: the thin client copies the whole disk with nbdcopy. */

@@ -109,7 +109,14 @@ export class StoreExportSource implements ExportSource {
     if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
     try {
       const reader = await this.store.openVersion(image);
-      return new ChunkDeployTransfer(reader, (hash, pinnedBy) => this.store.chunkFile(hash, pinnedBy), meter);
+      let layout;
+      try {
+        layout = await this.store.layout(image, reader.version);
+      } catch (err) {
+        reader.close();
+        throw err;
+      }
+      return new ChunkDeployTransfer(reader, (hash, pinnedBy) => this.store.chunkFile(hash, pinnedBy), meter, layout);
     } catch (err) {
       if (err instanceof ImageNotFoundError) throw new ExportRequestError(404, err.message);
       throw err;

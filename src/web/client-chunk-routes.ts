@@ -45,6 +45,8 @@ const KnownSchema = Type.Object(
 );
 /** A known() request: 1024 quoted hashes and commas, with room for whitespace. */
 const KNOWN_BODY_LIMIT = 128 * 1024;
+/** A disk layout: its free-chunk runs grow with fragmentation; 16 MiB holds a badly fragmented multi-terabyte disk's. */
+const LAYOUT_BODY_LIMIT = 16 * 1024 * 1024;
 /** Static ceilings; the task's own bounds (its chunk size and chunk count) are checked before reading. */
 const PUT_BODY_CEILING = maxChunkFileSize(MAX_CHUNK_SIZE);
 const LIST_BODY_CEILING = 1024 * 1024 * 1024;
@@ -156,6 +158,19 @@ export function clientChunkRoutes(ctx: ClientChunkRoutesContext) {
         if (!Buffer.isBuffer(req.body)) throw new ChunkTransferError(400, 'send the chunk file as the body, with Content-Type: application/octet-stream');
         const out = await captureOf(req).put(req.params.hash, req.body);
         return reply.code(201).send({ stored: out.stored, existed: out.existed });
+      },
+    );
+
+    app.post<{ Body: unknown }>(
+      '/api/client/v1/chunks/layout',
+      {
+        config: { chunkRoute: 'capture' },
+        bodyLimit: LAYOUT_BODY_LIMIT,
+        preParsing: async (req, _reply, payload) => bounded(req, payload, LAYOUT_BODY_LIMIT, 'the disk layout'),
+      },
+      async (req, reply) => {
+        captureOf(req).setLayout(req.body);
+        return reply.code(204).send();
       },
     );
 
