@@ -18,6 +18,10 @@ export interface PartitionEntry {
   readonly startBytes: number;
   readonly sizeBytes: number;
   readonly bootable: boolean;
+  /** GPT unique partition GUID (upper case); null on MBR. */
+  readonly guid: string | null;
+  /** GPT attribute bits as a decimal string (64 bits do not fit a number); MBR: "128" when bootable, else "0". */
+  readonly attributes: string;
   /** ext4, ntfs, vfat (FAT32) …, or null when not recognised. */
   filesystem: string | null;
 }
@@ -188,6 +192,8 @@ export function parseGptEntries(entries: Buffer, h: GptHeader, sectorSize: numbe
       startBytes: firstLba * sectorSize,
       sizeBytes: (lastLba - firstLba + 1) * sectorSize,
       bootable: (arr.readBigUInt64LE(o + 48) & 4n) !== 0n,
+      guid: formatGuid(arr, o + 16),
+      attributes: arr.readBigUInt64LE(o + 48).toString(),
       filesystem: null,
     });
   }
@@ -207,6 +213,8 @@ function mbrEntry(index: number, e: MbrEntry, firstLba: number, sectorSize: numb
     startBytes: firstLba * sectorSize,
     sizeBytes: e.sectors * sectorSize,
     bootable: e.bootable,
+    guid: null,
+    attributes: e.bootable ? '128' : '0',
     filesystem: null,
   };
 }
