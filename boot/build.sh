@@ -35,7 +35,8 @@ die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
 # The agent's sources are all of src/agent, the modules of ours it imports and package-lock.json (which
 # pins the zstd-napi it ships); src/lib is listed whole so the list cannot go stale when the agent
 # starts importing another helper there.
-STAMP_INPUTS=(boot/build.sh boot/client src/agent src/imaging/chunk-format.ts src/transport/chunk-wire.ts src/lib package-lock.json)
+STAMP_INPUTS=(boot/build.sh boot/client src/agent src/imaging/chunk-format.ts src/imaging/disk-layout.ts src/imaging/partitions.ts
+              src/imaging/layout-plan.ts src/imaging/partition-write.ts src/transport/chunk-wire.ts src/lib package-lock.json)
 print_stamp() {
   local root version
   root=$(cd "$BOOT_DIR/.." && pwd)
@@ -47,10 +48,23 @@ print_stamp() {
 if [ "${1:-}" = --print-stamp ]; then print_stamp; exit 0; fi
 
 # ---- host tools -------------------------------------------------------------------------------
+# The programs the imaging agent runs on a PC's partitions (issue 12), as program:package. They ship
+# from the build host's installed packages with their ldd libraries, as nbdcopy does. partclone.<fs>
+# lists the used blocks of a filesystem (-D); ntfsresize and resize2fs/e2fsck give a filesystem's
+# minimum size and grow it; util-linux's blkid, mkswap, blockdev and losetup (package mount) replace busybox's
+# applets, which lack options the agent passes (blkid -p -o export, losetup --sizelimit, mkswap -U -L).
+DISK_TOOLS="partclone.ntfs:partclone partclone.extfs:partclone partclone.fat:partclone partclone.exfat:partclone
+            partclone.xfs:partclone partclone.btrfs:partclone partclone.f2fs:partclone partclone.hfsp:partclone
+            ntfsresize:ntfs-3g ntfsfix:ntfs-3g ntfslabel:ntfs-3g resize2fs:e2fsprogs e2fsck:e2fsprogs dumpe2fs:e2fsprogs
+            blkid:util-linux losetup:mount mkswap:util-linux blockdev:util-linux"
+# Shipped when the build host has them; never installed by the build (xfsprogs, btrfs-progs).
+OPTIONAL_DISK_TOOLS="xfs_growfs xfs_repair btrfs"
+
 ensure_host_tools() {
   local missing=() cmd pkg
+  # shellcheck disable=SC2086
   for pair in cpio:cpio depmod:kmod modprobe:kmod xz:xz-utils gzip:gzip nbdcopy:libnbd-bin nbdinfo:libnbd-bin \
-              dpkg-deb:dpkg apt-get:apt apt-cache:apt ldd:libc-bin strip:binutils; do
+              dpkg-deb:dpkg apt-get:apt apt-cache:apt ldd:libc-bin strip:binutils $DISK_TOOLS; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/sbin:/usr/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   done
@@ -259,11 +273,32 @@ printf '{"name":"netclone-agent","version":"%s","private":true,"type":"module"}\
 strip --strip-unneeded -o "$ROOTFS/usr/bin/node" "$NODE_BIN" || die "strip of $NODE_BIN failed"
 chmod 0755 "$ROOTFS/usr/bin/node"
 
-# ---- shared libraries of nbdcopy, nbdinfo, node and the addons (found with ldd) ---------------
+# ---- host programs: nbdcopy, nbdinfo and the disk tools, at their host paths ------------------
+HOST_PROGRAMS=(/usr/bin/nbdcopy /usr/bin/nbdinfo)
+for pair in $DISK_TOOLS; do
+  path=$(command -v "${pair%%:*}") || die "${pair%%:*} (package ${pair#*:}) is not on the build host; apt-get install ${pair#*:}"
+  HOST_PROGRAMS+=("$path")
+done
+for tool in $OPTIONAL_DISK_TOOLS; do
+  if path=$(command -v "$tool"); then HOST_PROGRAMS+=("$path"); else log "optional disk tool $tool not on the build host: not shipped"; fi
+done
+for bin in "${HOST_PROGRAMS[@]}"; do
+  mkdir -p "$ROOTFS$(dirname "$bin")"
+  install -m 0755 "$(readlink -f "$bin")" "$ROOTFS$bin"
+  # init's PATH starts with /bin, where busybox's applet of the same name would win. From ash (or
+  # busybox env) the name still runs the applet, which busybox prefers over PATH; the agent starts
+  # these from Node (execvp, no shell), which finds the program.
+  if [ -L "$ROOTFS/bin/${bin##*/}" ] && [ "$ROOTFS/bin/${bin##*/}" != "$ROOTFS$bin" ]; then rm -f "$ROOTFS/bin/${bin##*/}"; fi
+done
+# partclone writes its log to /var/log/partclone.log unless told otherwise. ntfsresize, ntfsfix and
+# resize2fs refuse to touch a filesystem when they cannot tell whether it is mounted; init mounts /proc.
+mkdir -p "$ROOTFS/var/log"
+ln -sfn /proc/self/mounts "$ROOTFS/etc/mtab"
+
+# ---- shared libraries of the host programs, node and the addons (found with ldd) ---------------
 LIBS_FILE="$WORK/libs.txt"
 : >"$LIBS_FILE"
-for bin in /usr/bin/nbdcopy /usr/bin/nbdinfo; do install -m 0755 "$bin" "$ROOTFS/usr/bin/"; done
-NATIVE=(/usr/bin/nbdcopy /usr/bin/nbdinfo "$NODE_BIN")
+NATIVE=("${HOST_PROGRAMS[@]}" "$NODE_BIN")
 while read -r f; do NATIVE+=("$f"); done < <(find "$AGENT_ROOT/node_modules" -name '*.node')
 for bin in "${NATIVE[@]}"; do
   out=$(ldd "$bin") || die "ldd $bin failed: $out"
@@ -279,13 +314,20 @@ while read -r lib; do
   cp -L "$real" "$ROOTFS$lib"
 done <"$LIBS_FILE"
 LOADER=$(grep -m1 'ld-linux' "$LIBS_FILE") || die "ldd named no dynamic loader for nbdcopy"
+TREE_LIB_DIRS=$(while read -r lib; do printf '%s%s\n' "$ROOTFS" "$(dirname "$lib")"; done <"$LIBS_FILE" | sort -u | paste -sd:)
+
+# The tree's loader searches the tree's library directories first and falls back to the host's: a
+# library a host program resolves outside the tree would be missing on the PC.
+for bin in "${HOST_PROGRAMS[@]}"; do
+  resolved=$("$ROOTFS$LOADER" --library-path "$TREE_LIB_DIRS" --list "$ROOTFS$bin" 2>&1) || die "the tree's loader cannot list $bin: $resolved"
+  outside=$(awk -v root="$ROOTFS/" '$2 == "=>" && index($3, root) != 1 { print $1 " => " $3 }' <<<"$resolved")
+  [ -z "$outside" ] || die "$bin needs libraries the initrd tree lacks: $outside"
+done
 
 # The tree's node, with only the tree's libraries, must import the agent's chunk codec and its zstd
 # addon and run a worker thread: a PC would otherwise find out at its first chunks task.
 tree_node() {
-  local dirs
-  dirs=$(while read -r lib; do printf '%s%s\n' "$ROOTFS" "$(dirname "$lib")"; done <"$LIBS_FILE" | sort -u | paste -sd:)
-  "$ROOTFS$LOADER" --library-path "$dirs" "$ROOTFS/usr/bin/node" "$@"
+  "$ROOTFS$LOADER" --library-path "$TREE_LIB_DIRS" "$ROOTFS/usr/bin/node" "$@"
 }
 smoke=$(tree_node --input-type=module -e '
   import { Worker } from "node:worker_threads";
@@ -397,13 +439,18 @@ host_pkg_version() { dpkg-query -W -f '${Package}:${Architecture} ${Version}\n' 
   echo "[packages]"
   echo "$KPKG $(dpkg-deb -f "$KDEB" Version)"
   echo "busybox-static $(dpkg-deb -f "$BBDEB" Version)"
-  # nbdcopy and its libraries come from the host's installed packages.
-  owners=$( { echo /usr/bin/nbdcopy; echo "$NODE_BIN"; cat "$LIBS_FILE"; } | while read -r f; do
-      dpkg -S "$(readlink -f "$f")" 2>/dev/null || dpkg -S "$f" 2>/dev/null || true
+  # The host programs, node and their libraries come from the host's installed packages. dpkg names
+  # a merged-/usr file by the path its package shipped (/sbin/resize2fs for /usr/sbin/resize2fs).
+  owners=$( { printf '%s\n' "${HOST_PROGRAMS[@]}"; echo "$NODE_BIN"; cat "$LIBS_FILE"; } | while read -r f; do
+      real=$(readlink -f "$f")
+      dpkg -S "$real" 2>/dev/null || dpkg -S "$f" 2>/dev/null || dpkg -S "${real#/usr}" 2>/dev/null || dpkg -S "${f#/usr}" 2>/dev/null || true
     done | cut -d: -f1 | sort -u)
   for p in $owners; do host_pkg_version "$p"; done
   printf '%s' "$FW_VERSIONS"
   echo "node $("$NODE_BIN" --version) ($NODE_BIN, stripped)"
+  echo
+  echo "[host programs]"
+  printf '%s\n' "${HOST_PROGRAMS[@]}"
   echo
   echo "[agent files]"
   (cd "$ROOTFS" && find "./${AGENT_HOME#/}" -type f | sed 's|^\./||' | LC_ALL=C sort)

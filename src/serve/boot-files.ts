@@ -34,7 +34,10 @@ export const MANIFEST = 'manifest.txt';
  * boot/setup-loaders.sh name the same lists and print their stamp with `--print-stamp`;
  * test/serve/boot-files.test.ts checks that both sides agree.
  */
-export const CLIENT_SOURCES: readonly string[] = ['boot/build.sh', 'boot/client', 'src/agent', 'src/imaging/chunk-format.ts', 'src/transport/chunk-wire.ts', 'src/lib', 'package-lock.json'];
+export const CLIENT_SOURCES: readonly string[] = [
+  'boot/build.sh', 'boot/client', 'src/agent', 'src/imaging/chunk-format.ts', 'src/imaging/disk-layout.ts', 'src/imaging/partitions.ts',
+  'src/imaging/layout-plan.ts', 'src/imaging/partition-write.ts', 'src/transport/chunk-wire.ts', 'src/lib', 'package-lock.json',
+];
 export const LOADER_SOURCES: readonly string[] = ['boot/setup-loaders.sh'];
 
 export interface Stamp {

@@ -11,6 +11,17 @@ function lddPaths(binary: string): string[] {
     .split('\n').map((l) => (/=>\s*(\/\S+)/.exec(l) ?? /^\s*(\/\S+)/.exec(l))?.[1]).filter((p): p is string => !!p);
 }
 
+/** The programs the imaging agent runs on a PC's partitions (issue 12), shipped from the build host. */
+const DISK_TOOLS = ['partclone.ntfs', 'partclone.extfs', 'partclone.fat', 'partclone.exfat', 'partclone.xfs', 'partclone.btrfs',
+  'ntfsresize', 'ntfsfix', 'ntfslabel', 'resize2fs', 'e2fsck', 'dumpe2fs', 'blkid', 'losetup', 'mkswap', 'blockdev'];
+
+/** Where the build host has PROGRAM (the build ships it at the same path). */
+function hostPath(program: string): string {
+  return execFileSync('sh', ['-c', 'command -v "$1"', 'sh', program], {
+    encoding: 'utf8', env: { PATH: `${process.env.PATH ?? ''}:/sbin:/usr/sbin` },
+  }).trim();
+}
+
 describe('thin client build (boot/build.sh)', () => {
   let entries: Set<string>;
   let manifest: string;
@@ -44,6 +55,20 @@ describe('thin client build (boot/build.sh)', () => {
     const needed = lddPaths('/usr/bin/nbdcopy');
     expect(needed.some((p) => p.includes('ld-linux'))).toBe(true);
     for (const lib of needed) expect(entries.has(lib.replace(/^\//, '')), lib).toBe(true);
+  });
+
+  it('packs the disk tools (partclone, ntfs-3g, e2fsprogs, util-linux) with their shared libraries, ahead of busybox', () => {
+    for (const tool of DISK_TOOLS) {
+      const path = hostPath(tool);
+      expect(entries.has(path.replace(/^\//, '')), `${tool} at ${path}`).toBe(true);
+      expect(manifest, tool).toContain(`\n${path}\n`);
+      for (const lib of lddPaths(path)) expect(entries.has(lib.replace(/^\//, '')), `${tool} needs ${lib}`).toBe(true);
+      // init's PATH starts with /bin: a busybox applet link there would shadow the real program.
+      expect(entries.has(`bin/${tool}`), `bin/${tool}`).toBe(false);
+    }
+    // ntfsresize, ntfsfix and resize2fs refuse to run when they cannot tell what is mounted.
+    expect(entries.has('etc/mtab'), 'etc/mtab').toBe(true);
+    for (const pkg of ['partclone', 'ntfs-3g', 'e2fsprogs', 'util-linux', 'mount']) expect(manifest).toMatch(new RegExp(`^${pkg}:amd64 \\S+$`, 'm'));
   });
 
   it('packs modules.dep and the NIC, USB and disk drivers', () => {
@@ -137,6 +162,35 @@ describe('thin client build (boot/build.sh)', () => {
       `, join(root, 'opt/netclone/dist/imaging/chunk-format.js')]);
       expect(r.stderr).toBe('');
       expect(JSON.parse(String(r.stdout))).toMatchObject({ equal: true, compressed: true, refused: true });
+    });
+
+    it('runs the disk tools with the tree\'s libraries: mkswap -U -L, blkid -p -o export, partclone -D, resize2fs -P', () => {
+      const libs = DISK_TOOLS.flatMap((t) => lddPaths(hostPath(t)));
+      const loader = libs.find((l) => l.includes('ld-linux')) ?? '';
+      const dirs = [...new Set(libs.map((l) => join(root, dirname(l))))].join(':');
+      const tool = (name: string, args: string[]): ReturnType<typeof spawnSync> =>
+        spawnSync(join(root, loader), ['--library-path', dirs, join(root, hostPath(name).slice(1)), ...args], { encoding: 'utf8', cwd: root });
+      const work = mkdtempSync(join(tmpdir(), 'ncclient-tools-'));
+      try {
+        const swap = join(work, 'swap.img');
+        execFileSync('truncate', ['-s', '4M', swap]);
+        expect(tool('mkswap', ['-U', '0b7c4f1e-5a2d-4c3b-9e8f-1a2b3c4d5e6f', '-L', 'SWAPPY', swap]).status).toBe(0);
+        const probe = tool('blkid', ['-p', '-o', 'export', swap]);
+        expect(String(probe.stdout)).toMatch(/^TYPE=swap$/m);
+        expect(String(probe.stdout)).toMatch(/^UUID=0b7c4f1e-5a2d-4c3b-9e8f-1a2b3c4d5e6f$/m);
+        expect(String(probe.stdout)).toMatch(/^LABEL=SWAPPY$/m);
+        const ext = join(work, 'ext.img');
+        execFileSync('mkfs.ext4', ['-q', '-F', ext, '8M'], { env: { PATH: `${process.env.PATH ?? ''}:/sbin:/usr/sbin` } });
+        const map = join(work, 'ext.map');
+        const mapped = tool('partclone.extfs', ['-D', '-s', ext, '-O', map, '-L', join(work, 'partclone.log')]);
+        expect(mapped.status, String(mapped.stderr)).toBe(0);
+        expect(readFileSync(map, 'utf8')).toMatch(/^0x[0-9A-F]+\s+0x[0-9A-F]+\s+\+$/m);
+        const min = tool('resize2fs', ['-P', ext]);
+        expect(min.status, String(min.stderr)).toBe(0);
+        expect(String(min.stdout)).toMatch(/minimum size of the filesystem: \d+/);
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+      }
     });
 
     it('maps no file from outside the tree: node, its libraries and the addon all come from the initramfs', () => {
