@@ -139,22 +139,45 @@ describe('buildWindowsDisk', () => {
     await truncate(big, bigSize);
     await expect(checkDisk(big, win)).rejects.toThrow(/sgdisk -v does not find the GPT clean/);
 
-    // Move Recovery to the new end (content unchanged) and rewrite the table for the new size.
+    // What a deploy onto a larger disk does: Recovery moves to the new end with its content, C: grows into the
+    // space (ntfsresize, which leaves the volume marked for chkdsk), the table is rewritten for the new size.
+    const c = part(win, 3);
     const rec = part(win, 4);
-    const newStart = bigSize - MiB - rec.sizeBytes;
+    const newRecStart = bigSize - MiB - rec.sizeBytes;
+    const newCSize = newRecStart - c.startBytes;
     const recCopy = join(dir, 'rec.img');
     await extractPartition(big, rec.startBytes, rec.sizeBytes, recCopy);
-    await must('dd', [`if=${recCopy}`, `of=${big}`, 'bs=1M', `seek=${newStart / MiB}`, 'conv=notrunc', 'status=none']);
+    await must('dd', [`if=${recCopy}`, `of=${big}`, 'bs=1M', `seek=${newRecStart / MiB}`, 'conv=notrunc', 'status=none']);
+    const cCopy = join(dir, 'c-grown.img');
+    await extractPartition(big, c.startBytes, c.sizeBytes, cCopy);
+    await truncate(cCopy, newCSize);
+    await must('ntfsresize', ['-f', '-f', '--no-progress-bar', '-s', String(newCSize), cCopy]);
+    await must('dd', [`if=${cCopy}`, `of=${big}`, 'bs=1M', `seek=${c.startBytes / MiB}`, 'conv=notrunc', 'status=none']);
     const dump = (await must('sfdisk', ['-d', big]))
       .split('\n')
       .filter((l) => !l.startsWith('last-lba:'))
-      .map((l) => (l.startsWith(`${big}4 `) ? l.replace(/start=\s*\d+/, `start=${newStart / 512}`) : l))
+      .map((l) => (l.startsWith(`${big}4 `) ? l.replace(/start=\s*\d+/, `start=${newRecStart / 512}`) : l))
+      .map((l) => (l.startsWith(`${big}3 `) ? l.replace(/size=\s*\d+/, `size=${newCSize / 512}`) : l))
       .join('\n');
     await must('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', big], dump);
-    await expect(checkDisk(big, win)).rejects.toThrow(`partition 4 (ntfs "Recovery") is at ${newStart}+${rec.sizeBytes} bytes, expected ${rec.startBytes}+${rec.sizeBytes}`);
-    await checkDisk(big, win, { placement: new Map([[4, { startBytes: newStart, sizeBytes: rec.sizeBytes }]]) });
+    await expect(checkDisk(big, win)).rejects.toThrow(`partition 3 (ntfs "Windows") is at ${c.startBytes}+${newCSize} bytes, expected ${c.startBytes}+${c.sizeBytes}`);
+    const placement = new Map([
+      [3, { startBytes: c.startBytes, sizeBytes: newCSize }],
+      [4, { startBytes: newRecStart, sizeBytes: rec.sizeBytes }],
+    ]);
+    await checkDisk(big, win, { placement });
     await rm(big);
     await rm(recCopy);
+    await rm(cCopy);
+  });
+
+  it('catches an NTFS volume its check finds not clean (a damaged alternate boot sector)', async () => {
+    const bad = join(dir, 'win-unclean.img');
+    await copyFile(win.path, bad);
+    const c = part(win, 3);
+    await flipByte(bad, c.startBytes + c.sizeBytes - 512 + 3);
+    await expect(checkDisk(bad, win)).rejects.toThrow(/partition 3 \(ntfs "Windows"\): the filesystem check finds it not clean/);
+    await rm(bad);
   });
 });
 
@@ -207,5 +230,18 @@ describe('buildLinuxDisk', () => {
     await expect(checkDisk(bad, lin)).rejects.toThrow(`partition 2 (swap "swap"): filesystem UUID is ${other}, built ${swap.uuid}`);
     await rm(bad);
     await rm(swapCopy);
+  });
+
+  it('catches an ext4 filesystem its check finds not clean (a wrong free-blocks count, which e2fsck -n reports but exits 0 on)', async () => {
+    const root = part(lin, 1);
+    const copy = join(dir, 'root.img');
+    await extractPartition(lin.path, root.startBytes, root.sizeBytes, copy);
+    await must('debugfs', ['-w', '-R', 'ssv free_blocks_count 7', copy]);
+    const bad = join(dir, 'lin-unclean.img');
+    await copyFile(lin.path, bad);
+    await must('dd', [`if=${copy}`, `of=${bad}`, 'bs=1M', `seek=${root.startBytes / MiB}`, 'conv=notrunc', 'status=none']);
+    await expect(checkDisk(bad, lin)).rejects.toThrow(/partition 1 \(ext4 "rootfs"\): the filesystem check finds it not clean[^]*Free blocks count wrong/);
+    await rm(bad);
+    await rm(copy);
   });
 });

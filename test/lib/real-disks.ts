@@ -574,7 +574,8 @@ async function checkFiles(p: BuiltPartition, copy: string, scratch: string): Pro
     await rm(out, { force: true });
     let r: { code: number | null; stderr: string };
     if (p.fs === 'vfat') r = await run('mcopy', ['-n', '-i', copy, `::${f.path}`, out], { env: MTOOLS_ENV() });
-    else if (p.fs === 'ntfs') r = await runToFile('ntfscat', [copy, f.path], out);
+    // -f: ntfsresize leaves the volume marked for chkdsk (Windows checks it at next boot); ntfscat refuses such a volume without it.
+    else if (p.fs === 'ntfs') r = await runToFile('ntfscat', ['-f', copy, f.path], out);
     else r = await run('debugfs', ['-R', `dump ${f.path} ${out}`, copy]);
     const got = await readFile(out).catch(() => null);
     if (r.code !== 0 || got === null || (p.fs === 'ext4' && /not found|error/i.test(r.stderr))) {
@@ -603,8 +604,14 @@ async function checkFilesystem(p: BuiltPartition, copy: string, scratch: string)
   if (p.fs === 'vfat') r = await run('fsck.vfat', ['-n', copy]);
   else if (p.fs === 'ntfs') r = await run('ntfsfix', ['-n', copy]);
   else r = await run('e2fsck', ['-fn', copy]);
-  if (r.code !== 0 || (p.fs === 'ntfs' && !/processed successfully/.test(r.stdout))) {
-    throw new Error(`${describe(p)}: the filesystem check finds it not clean (exit ${r.code}):\n${`${r.stdout}\n${r.stderr}`.trim().slice(0, 2000)}`);
+  // e2fsck -n exits 0 after declining some fixes ("Free blocks count wrong ... Fix? no"), so its words count too;
+  // for ntfsfix the success line must be there and no BAD/FAILED, besides its exit status.
+  const out = `${r.stdout}\n${r.stderr}`;
+  const unclean =
+    (p.fs === 'ntfs' && (!/processed successfully/.test(r.stdout) || /BAD|FAILED|corrupt|error/i.test(out))) ||
+    (p.fs === 'ext4' && /\? no$/m.test(out));
+  if (r.code !== 0 || unclean) {
+    throw new Error(`${describe(p)}: the filesystem check finds it not clean (exit ${r.code}):\n${out.trim().slice(0, 2000)}`);
   }
   await checkFiles(p, copy, scratch);
 }
