@@ -11,9 +11,11 @@ export interface AgentArgs {
   readonly size?: number;
   readonly sectorSize: number;
   readonly jobs: number;
+  /** Capture every chunk, without asking the filesystems which blocks they use (issue 12's probe). */
+  readonly wholeDisk: boolean;
 }
 
-export const USAGE = 'usage: agent capture|deploy --server http://IP:PORT --token TOKEN --disk PATH --disk-name NAME [--serial S] [--size BYTES] [--sector-size 512] [--jobs N]';
+export const USAGE = 'usage: agent capture|deploy --server http://IP:PORT --token TOKEN --disk PATH --disk-name NAME [--serial S] [--size BYTES] [--sector-size 512] [--jobs N] [--whole-disk]';
 
 /** Chunks uploaded or downloaded at once when --jobs is not given. */
 export const DEFAULT_JOBS = 6;
@@ -26,6 +28,7 @@ export class UsageError extends Error {
 }
 
 const VALUE_FLAGS = new Set(['--server', '--token', '--disk', '--disk-name', '--serial', '--size', '--sector-size', '--jobs']);
+const SWITCHES = new Set(['--whole-disk']);
 
 function integer(flag: string, text: string, min: number, max: number): number {
   if (!/^\d+$/.test(text)) throw new UsageError(`${flag} wants a whole number, not "${text}"`);
@@ -38,8 +41,14 @@ export function parseArgs(argv: readonly string[]): AgentArgs {
   const [mode, ...rest] = argv;
   if (mode !== 'capture' && mode !== 'deploy') throw new UsageError(mode === undefined ? 'say capture or deploy' : `unknown command "${mode}"`);
   const values = new Map<string, string>();
+  const switches = new Set<string>();
   for (let i = 0; i < rest.length; i++) {
     const flag = rest[i];
+    if (SWITCHES.has(flag)) {
+      if (switches.has(flag)) throw new UsageError(`${flag} given twice`);
+      switches.add(flag);
+      continue;
+    }
     if (!VALUE_FLAGS.has(flag)) throw new UsageError(`unknown option "${flag}"`);
     const value = rest[++i];
     if (value === undefined) throw new UsageError(`${flag} needs a value`);
@@ -69,5 +78,6 @@ export function parseArgs(argv: readonly string[]): AgentArgs {
     size: size === undefined ? undefined : integer('--size', size, 1, Number.MAX_SAFE_INTEGER),
     sectorSize,
     jobs: jobs === undefined ? DEFAULT_JOBS : integer('--jobs', jobs, 1, 64),
+    wholeDisk: switches.has('--whole-disk'),
   };
 }

@@ -6,7 +6,9 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { ApiError, type CaptureStart, type CommitAnswer } from './api.js';
-import { readAheadFor, readDiskChunks, type DiskChunk } from './disk-chunks.js';
+import { readAheadFor, readDiskChunks, type ChunkPiece, type DiskChunk } from './disk-chunks.js';
+import type { DiskProbe } from './probe.js';
+import type { UsedMap } from './used-map.js';
 import { Jobs } from './jobs.js';
 import { hashAt, LIST_ENTRY_BYTES, setHash } from '../transport/chunk-wire.js';
 import type { TransferContext } from './transfer-context.js';
@@ -23,6 +25,15 @@ export interface CaptureOutcome extends CommitAnswer {
   readonly uploadedBytes: number;
 }
 
+/** The chunk pieces holding used blocks, for reading only those: [] for a free chunk, null for a chunk used throughout. */
+export function usedPieces(used: UsedMap, chunkSize: number, size: number): (index: number) => readonly ChunkPiece[] | null {
+  return (index) => {
+    const pieces = used.pieces(index);
+    const length = Math.min(chunkSize, size - index * chunkSize);
+    return pieces.length === 1 && pieces[0].at === 0 && pieces[0].length === length ? null : pieces;
+  };
+}
+
 async function readAt(fh: FileHandle, disk: string, offset: number, length: number): Promise<Buffer> {
   const data = Buffer.allocUnsafe(length);
   let got = 0;
@@ -34,7 +45,12 @@ async function readAt(fh: FileHandle, disk: string, offset: number, length: numb
   return data;
 }
 
-export async function capture(ctx: TransferContext, start: CaptureStart): Promise<CaptureOutcome> {
+/**
+ * `probed`: what the probe learnt of the disk (issue 12), or null to read every chunk. With it, free
+ * chunks are neither read nor sent, used chunks are read only where used (the rest reads as zeros),
+ * and the layout goes to the server before the commit.
+ */
+export async function capture(ctx: TransferContext, start: CaptureStart, probed: DiskProbe | null = null): Promise<CaptureOutcome> {
   const { api, counters, reporter } = ctx;
   const { chunkSize, size } = start;
   const count = Math.ceil(size / chunkSize);
@@ -76,9 +92,15 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
   };
 
   try {
-    for await (const c of readDiskChunks(ctx.disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize) })) {
+    const pieces = probed ? usedPieces(probed.used, chunkSize, size) : undefined;
+    for await (const c of readDiskChunks(ctx.disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize), ...(pieces ? { pieces } : {}) })) {
       reporter.check();
       counters.examined += c.length;
+      counters.readBytes += c.readBytes;
+      if (c.skipped) {
+        counters.freeChunks++;
+        continue;
+      }
       if (c.hash === null) {
         counters.zeroChunks++;
         continue;
@@ -101,6 +123,7 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
   }
 
   reporter.post();
+  if (probed) await api.putLayout(probed.layout);
   for (let round = 0; ; round++) {
     reporter.check();
     try {
@@ -111,13 +134,13 @@ export async function capture(ctx: TransferContext, start: CaptureStart): Promis
       if (round >= COMMIT_RETRIES) {
         throw new Error(`commit: the server still lacks ${err.missing.length} chunk(s) after ${COMMIT_RETRIES} re-uploads (first ${err.missing[0]}): ${err.serverError}; retry the task`, { cause: err });
       }
-      uploadedBytes += await uploadMissing(ctx, list, chunkSize, size, err.missing);
+      uploadedBytes += await uploadMissing(ctx, list, chunkSize, size, err.missing, probed ? usedPieces(probed.used, chunkSize, size) : undefined);
     }
   }
 }
 
 /** Uploads the chunks a commit named as missing, read again from the disk at their places in `list`. */
-async function uploadMissing(ctx: TransferContext, list: Buffer, chunkSize: number, size: number, missing: readonly string[]): Promise<number> {
+async function uploadMissing(ctx: TransferContext, list: Buffer, chunkSize: number, size: number, missing: readonly string[], pieces: ((index: number) => readonly ChunkPiece[] | null) | undefined): Promise<number> {
   const wanted = new Set(missing);
   const at = new Map<string, number>();
   const count = list.length / LIST_ENTRY_BYTES;
@@ -134,7 +157,10 @@ async function uploadMissing(ctx: TransferContext, list: Buffer, chunkSize: numb
     for (const [hash, index] of at) {
       await jobs.add(async () => {
         const offset = index * chunkSize;
-        const data = await readAt(fh, ctx.disk, offset, Math.min(chunkSize, size - offset));
+        const length = Math.min(chunkSize, size - offset);
+        const parts = pieces?.(index) ?? null;
+        const data = parts === null ? await readAt(fh, ctx.disk, offset, length) : Buffer.alloc(length);
+        for (const p of parts ?? []) (await readAt(fh, ctx.disk, p.diskOffset, p.length)).copy(data, p.at);
         if (chunkName(data) !== hash) throw new Error(`${ctx.disk} changed while it was captured (chunk ${index} at byte ${offset} no longer reads as it did); capture a disk nothing writes to`);
         const file = await ctx.codec.encode(data, CAPTURE_ZSTD_LEVEL, true);
         await ctx.api.putChunk(hash, file);

@@ -8,7 +8,8 @@
 import { open, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import type { DeployStart } from './api.js';
 import { BadChunkError } from './codec-pool.js';
-import { readAheadFor, readDiskChunks } from './disk-chunks.js';
+import { readAheadFor, readDiskChunks, type ChunkPiece } from './disk-chunks.js';
+import { Placement } from './placement.js';
 import { Jobs } from './jobs.js';
 import { hashAt, LIST_ENTRY_BYTES } from '../transport/chunk-wire.js';
 import type { TransferContext } from './transfer-context.js';
@@ -28,7 +29,17 @@ async function writeAt(fh: FileHandle, data: Buffer, offset: number): Promise<vo
   }
 }
 
-export async function deploy(ctx: TransferContext, start: DeployStart): Promise<DeployOutcome> {
+/** Writes `data` (one whole chunk) to its pieces on the disk: in place when `pieces` is null. */
+async function scatter(fh: FileHandle, data: Buffer, offset: number, pieces: readonly ChunkPiece[] | null): Promise<void> {
+  if (pieces === null) return writeAt(fh, data, offset);
+  for (const p of pieces) await writeAt(fh, data.subarray(p.at, p.at + p.length), p.diskOffset);
+}
+
+/**
+ * `placement` says where each chunk goes (issue 12): in place, in pieces (a restore onto a disk of
+ * another size), or nowhere (free space at capture).
+ */
+export async function deploy(ctx: TransferContext, start: DeployStart, placement: Placement = new Placement(start.size, start.chunkSize, null, null)): Promise<DeployOutcome> {
   const { api, counters, reporter, disk } = ctx;
   const { chunkSize, size, chunkCount } = start;
   if (chunkCount !== Math.ceil(size / chunkSize)) throw new Error(`start: the server describes ${chunkCount} chunks of ${chunkSize} bytes for ${size} bytes; the server and agent disagree, update the imaging client`);
@@ -38,10 +49,12 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
   const zeros = Buffer.alloc(chunkSize);
   const jobs = new Jobs(ctx.jobs);
   let receivedBytes = 0;
-  /** Where each chunk of the image first landed on this disk (null: its download failed). */
+  /** The image chunk whose place on this disk first received each chunk (null: its download failed). */
   const placed = new Map<string, Promise<number | null>>();
+  /** Partial chunks as downloaded: the read-back needs the parts of them the disk does not hold. */
+  const partial = new Map<number, Buffer>();
   const fh = await open(disk, 'r+');
-  /** Downloads chunk `index`, checks it against its name and writes it at `offset`. */
+  /** Downloads chunk `index`, checks it against its name and writes it to its place. */
   const fetchInto = async (index: number, offset: number, length: number): Promise<void> => {
     const want = hashAt(list, index) as string;
     const file = await api.getChunk(want);
@@ -55,23 +68,30 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
       throw new Error(`chunk ${want} (image chunk ${index}, disk byte ${offset}) came from the server damaged: ${err.message}. Nothing of it was written; the store may be corrupt: run "netclone image verify" on the server, then deploy again`, { cause: err });
     }
     if (data.length !== length) throw new Error(`chunk ${want} decodes to ${data.length} bytes but image chunk ${index} is ${length} bytes long; the server's chunk list is inconsistent, run "netclone image verify" on the server`);
-    await writeAt(fh, data, offset);
+    await scatter(fh, data, offset, placement.pieces(index));
+    if (placement.isPartial(index)) partial.set(index, data);
     counters.sentChunks++;
   };
   try {
     try {
-      for await (const c of readDiskChunks(disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize) })) {
+      const pieces = (i: number): readonly ChunkPiece[] | null => placement.pieces(i);
+      for await (const c of readDiskChunks(disk, { chunkSize, pool: ctx.hashPool, size, ahead: readAheadFor(chunkSize), pieces })) {
         reporter.check();
         counters.examined += c.length;
+        counters.readBytes += c.readBytes;
+        if (c.skipped) {
+          counters.freeChunks++;
+          continue;
+        }
         const want = hashAt(list, c.index);
         if (want === null) {
           counters.zeroChunks++;
-          if (c.hash !== null) await jobs.add(() => writeAt(fh, zeros.subarray(0, c.length), c.offset));
+          if (c.hash !== null) await jobs.add(() => scatter(fh, zeros.subarray(0, c.length), c.offset, placement.pieces(c.index)));
           continue;
         }
         if (c.hash === want) {
           counters.reusedChunks++;
-          if (!placed.has(want)) placed.set(want, Promise.resolve(c.offset));
+          if (!placed.has(want)) placed.set(want, Promise.resolve(c.index));
           continue;
         }
         const copyFrom = placed.get(want);
@@ -79,12 +99,12 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
         if (copyFrom === undefined) placed.set(want, new Promise<number | null>((resolve) => (written = resolve)));
         await jobs.add(async () => {
           try {
-            if (copyFrom !== undefined && (await copyLocally(ctx, fh, await copyFrom, want, c.offset, c.length))) {
+            if (copyFrom !== undefined && (await copyLocally(ctx, fh, placement, await copyFrom, want, c.index, c.length))) {
               counters.reusedChunks++;
               return;
             }
             await fetchInto(c.index, c.offset, c.length);
-            written(c.offset);
+            written(c.index);
           } finally {
             // A failed job ends the deploy; a waiting copy then fetches instead of waiting forever.
             written(null);
@@ -103,7 +123,7 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
 
   await reporter.setPhase('verifying');
   await dropCaches(ctx);
-  const digest = await readBack(ctx, start, list);
+  const digest = await readBack(ctx, start, list, placement, partial);
   return { digest, receivedBytes };
 }
 
@@ -113,19 +133,22 @@ export async function deploy(ctx: TransferContext, start: DeployStart): Promise<
  * hashed again before they are written, so a copy is as checked as a download; a mismatch (the disk
  * did not keep what was written) returns false and the caller downloads.
  */
-async function copyLocally(ctx: TransferContext, fh: FileHandle, from: number | null, want: string, offset: number, length: number): Promise<boolean> {
+async function copyLocally(ctx: TransferContext, fh: FileHandle, placement: Placement, from: number | null, want: string, index: number, length: number): Promise<boolean> {
   if (from === null) return false;
   const buffer = new ArrayBuffer(length);
   const view = Buffer.from(buffer);
-  let got = 0;
-  while (got < length) {
-    const { bytesRead } = await fh.read(view, got, length - got, from + got);
-    if (bytesRead === 0) return false;
-    got += bytesRead;
+  const source = placement.pieces(from) ?? [{ at: 0, diskOffset: from * placement.chunkSize, length }];
+  for (const p of source) {
+    let got = 0;
+    while (got < p.length) {
+      const { bytesRead } = await fh.read(view, p.at + got, p.length - got, p.diskOffset + got);
+      if (bytesRead === 0) return false;
+      got += bytesRead;
+    }
   }
   const { hash, buffer: back } = await ctx.hashPool.hash(buffer, length);
   if (hash !== want) return false;
-  await writeAt(fh, Buffer.from(back, 0, length), offset);
+  await scatter(fh, Buffer.from(back, 0, length), index * placement.chunkSize, placement.pieces(index));
   return true;
 }
 
@@ -145,24 +168,40 @@ async function dropCaches(ctx: TransferContext): Promise<void> {
 }
 
 /**
- * The image digest of the disk's first `size` bytes as they read back now (sha256 over the lines
- * "<sha256 of chunk>\n"), checked against the version's. A mismatch names the first chunk that differs.
+ * The image digest of what the disk holds now, checked against the version's: sha256 over the lines
+ * "<sha256 of chunk>\n", read where the placement put each chunk. Chunks that held only free space,
+ * or that have no place on this disk, are not read: their line is the list's. The parts of a partial
+ * chunk the disk does not hold come from the chunk as it was downloaded. A mismatch names the first
+ * chunk that differs.
  */
-async function readBack(ctx: TransferContext, start: DeployStart, list: Buffer): Promise<string> {
+async function readBack(ctx: TransferContext, start: DeployStart, list: Buffer, placement: Placement, partial: ReadonlyMap<number, Buffer>): Promise<string> {
   const outer = createHash('sha256');
   const zeroNames = new Map<number, string>();
+  const zeroName = (length: number): string => {
+    const name = zeroNames.get(length) ?? createHash('sha256').update(Buffer.alloc(length)).digest('hex');
+    zeroNames.set(length, name);
+    return name;
+  };
   let firstBad: { index: number; offset: number; got: string; want: string } | null = null;
-  for await (const c of readDiskChunks(ctx.disk, { chunkSize: start.chunkSize, pool: ctx.hashPool, size: start.size, ahead: readAheadFor(start.chunkSize) })) {
+  const pieces = (i: number): readonly ChunkPiece[] | null => placement.pieces(i);
+  for await (const c of readDiskChunks(ctx.disk, { chunkSize: start.chunkSize, pool: ctx.hashPool, size: start.size, ahead: readAheadFor(start.chunkSize), pieces })) {
     ctx.reporter.check();
-    let name = c.hash;
-    if (name === null) {
-      name = zeroNames.get(c.length) ?? createHash('sha256').update(Buffer.alloc(c.length)).digest('hex');
-      zeroNames.set(c.length, name);
-    }
-    outer.update(`${name}\n`);
     const want = hashAt(list, c.index);
-    if (firstBad === null && (want === null ? c.hash !== null : want !== c.hash)) {
-      firstBad = { index: c.index, offset: c.offset, got: c.hash ?? 'all zeros', want: want ?? 'all zeros' };
+    if (c.skipped) {
+      outer.update(`${want ?? zeroName(c.length)}\n`);
+      continue;
+    }
+    let got = c.hash;
+    const downloaded = partial.get(c.index);
+    if (downloaded) {
+      const whole = Buffer.from(downloaded);
+      for (const p of placement.pieces(c.index) ?? []) c.data.copy(whole, p.at, p.at, p.at + p.length);
+      got = whole.every((b) => b === 0) ? null : createHash('sha256').update(whole).digest('hex');
+    }
+    outer.update(`${got ?? zeroName(c.length)}\n`);
+    if (firstBad === null && (want === null ? got !== null : want !== got)) {
+      const first = placement.pieces(c.index)?.[0]?.diskOffset ?? c.offset;
+      firstBad = { index: c.index, offset: first, got: got ?? 'all zeros', want: want ?? 'all zeros' };
     }
   }
   const digest = outer.digest('hex');

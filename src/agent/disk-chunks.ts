@@ -12,8 +12,19 @@ export interface DiskChunk {
   readonly length: number;
   /** sha256 of the bytes (the store's chunk name), or null when every byte is zero: a hole in the image. */
   readonly hash: string | null;
-  /** The chunk's bytes, owned by this chunk: a caller may upload or compare them. */
+  /** The chunk's bytes, owned by this chunk: a caller may upload or compare them. Empty when `skipped`. */
   readonly data: Buffer;
+  /** pieces() said there is nothing of this chunk to read (free space, or nowhere on this disk): nothing was read, hash is null. */
+  readonly skipped: boolean;
+  /** Bytes read from the disk for this chunk. */
+  readonly readBytes: number;
+}
+
+/** Part of a chunk that lives on the disk: bytes [at, at+length) of the chunk are disk bytes [diskOffset, diskOffset+length). */
+export interface ChunkPiece {
+  readonly at: number;
+  readonly diskOffset: number;
+  readonly length: number;
 }
 
 export interface ReadDiskOptions {
@@ -23,6 +34,13 @@ export interface ReadDiskOptions {
   readonly size?: number;
   /** Chunks read and hashed ahead of the consumer (default 8): memory is this many chunks. */
   readonly ahead?: number;
+  /**
+   * Where chunk `index` lives on the disk, when not simply at index × chunkSize: the pieces to read
+   * (the rest of the chunk reads as zeros), [] to read nothing (the chunk is skipped), or null for
+   * the whole chunk in place. A capture reads only the used blocks this way; a deploy onto a disk
+   * of another size reads the chunk where the restore plan put it.
+   */
+  readonly pieces?: (index: number) => readonly ChunkPiece[] | null;
 }
 
 /** Bytes of disk read ahead of a transfer: 8 chunks of the default 1 MiB, fewer of larger ones (at least 2). */
@@ -43,16 +61,23 @@ export async function* readDiskChunks(path: string, options: ReadDiskOptions): A
     const load = async (index: number): Promise<DiskChunk> => {
       const offset = index * chunkSize;
       const length = Math.min(chunkSize, size - offset);
+      const pieces = options.pieces?.(index) ?? [{ at: 0, diskOffset: offset, length }];
+      if (pieces.length === 0) return { index, offset, length, hash: null, data: Buffer.alloc(0), skipped: true, readBytes: 0 };
+      let readBytes = 0;
+      // Zero-filled: the bytes no piece covers read as zeros.
       const buffer = new ArrayBuffer(length);
       const view = Buffer.from(buffer);
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await fh.read(view, got, length - got, offset + got);
-        if (bytesRead === 0) throw new Error(`${path} ended at byte ${offset + got}, before its size ${size}: the disk shrank or could not be read`);
-        got += bytesRead;
+      for (const p of pieces) {
+        let got = 0;
+        while (got < p.length) {
+          const { bytesRead } = await fh.read(view, p.at + got, p.length - got, p.diskOffset + got);
+          if (bytesRead === 0) throw new Error(`${path} ended at byte ${p.diskOffset + got}, before the ${p.diskOffset + p.length} this chunk needs: the disk shrank or could not be read`);
+          got += bytesRead;
+        }
+        readBytes += p.length;
       }
       const { hash, buffer: back } = await pool.name(buffer, length);
-      return { index, offset, length, hash, data: Buffer.from(back, 0, length) };
+      return { index, offset, length, hash, data: Buffer.from(back, 0, length), skipped: false, readBytes };
     };
     const ahead = Math.max(1, options.ahead ?? 8);
     const queue: Promise<DiskChunk>[] = [];

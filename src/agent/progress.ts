@@ -11,6 +11,10 @@ export class Counters {
   reusedChunks = 0;
   sentChunks = 0;
   zeroChunks = 0;
+  /** Chunks that held only free space (issue 12): not read, not sent. */
+  freeChunks = 0;
+  /** Bytes read from the disk: less than examined when free space was skipped. */
+  readBytes = 0;
   constructor(readonly totalChunks: number) {}
 }
 
@@ -62,7 +66,8 @@ export class ProgressReporter {
     }
     this.busy = true;
     const c = this.counters;
-    const report: ProgressReport = { phase: this.phase, examined: c.examined, reusedChunks: c.reusedChunks, sentChunks: c.sentChunks, zeroChunks: c.zeroChunks, totalChunks: c.totalChunks };
+    // Free chunks count as zero ones on the task page: neither needed the wire.
+    const report: ProgressReport = { phase: this.phase, examined: c.examined, reusedChunks: c.reusedChunks, sentChunks: c.sentChunks, zeroChunks: c.zeroChunks + c.freeChunks, totalChunks: c.totalChunks };
     this.inFlight = this.api.progress(report).then(
       () => this.answered(),
       (err: Error) => {

@@ -9,6 +9,10 @@ import { capture } from './capture.js';
 import type { TransferContext } from './transfer-context.js';
 import { CodecPool } from './codec-pool.js';
 import { deploy } from './deploy.js';
+import { probeDisk } from './probe.js';
+import { Placement } from './placement.js';
+import { finishRestore } from './restore-finish.js';
+import { planRestore } from '../imaging/layout-plan.js';
 import { HashPool } from './hash-pool.js';
 import { Counters, ProgressReporter } from './progress.js';
 
@@ -19,6 +23,10 @@ export interface AgentResult {
   readonly examined: number;
   readonly sentChunks: number;
   readonly reusedChunks: number;
+  /** Bytes read from the disk (capture: less than examined when free space was skipped). */
+  readonly readBytes: number;
+  /** Chunks that held only free space: neither read nor sent (capture) nor written (deploy). */
+  readonly freeChunks: number;
 }
 
 export interface RunOptions {
@@ -76,8 +84,23 @@ async function transfer(args: AgentArgs, options: RunOptions, api: AgentApi, siz
   const ctx: TransferContext = { api, disk: args.disk, jobs: args.jobs, hashPool, codec, counters, reporter, warn: options.warn };
   reporter.start();
   try {
-    const digest = answer.kind === 'capture' ? (await capture(ctx, answer), null) : (await deploy(ctx, answer)).digest;
-    return { ok: true, digest, examined: counters.examined, sentChunks: counters.sentChunks, reusedChunks: counters.reusedChunks };
+    let digest: string | null = null;
+    if (answer.kind === 'capture') {
+      const probed = args.wholeDisk ? null : await probeDisk(args.disk, size, answer.sectorSize, answer.chunkSize, options.warn);
+      await capture(ctx, answer, probed);
+    } else {
+      const layout = answer.layout;
+      // Onto a disk of another size the plan moves partitions; onto the same size only free chunks are skipped.
+      const plan = layout !== null && layout.diskSize !== size ? planRestore(layout, size) : null;
+      if (plan?.resize === 'shrink') throw new Error(`the server sent version ${answer.version}, made for a ${layout?.diskSize}-byte disk, for this ${size}-byte one; a smaller disk needs the server's fitted version: update the server`);
+      digest = (await deploy(ctx, answer, new Placement(answer.size, answer.chunkSize, layout, plan))).digest;
+      if (layout !== null) {
+        const done = await finishRestore(args.disk, layout, plan, options.warn);
+        if (done.tableWritten) options.warn(`partition table rewritten for this ${size}-byte disk`);
+        if (done.grown) options.warn(`partition ${done.grown.index} grown to ${done.grown.sizeBytes} bytes`);
+      }
+    }
+    return { ok: true, digest, examined: counters.examined, sentChunks: counters.sentChunks, reusedChunks: counters.reusedChunks, readBytes: counters.readBytes, freeChunks: counters.freeChunks };
   } finally {
     await reporter.stop();
     await Promise.all([hashPool.close(), codec.close()]);

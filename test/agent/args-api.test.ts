@@ -12,7 +12,9 @@ const base = ['--server', 'http://10.0.0.1:8080', '--token', 'abcdefghijklmnopqr
 
 describe('agent command line', () => {
   it('reads the contract\'s options with their defaults', () => {
-    expect(parseArgs(['capture', ...base])).toEqual({ mode: 'capture', server: 'http://10.0.0.1:8080', token: 'abcdefghijklmnopqrstuvwxyz', disk: '/dev/sda', diskName: 'sda', serial: undefined, size: undefined, sectorSize: 512, jobs: DEFAULT_JOBS });
+    expect(parseArgs(['capture', ...base])).toEqual({ mode: 'capture', server: 'http://10.0.0.1:8080', token: 'abcdefghijklmnopqrstuvwxyz', disk: '/dev/sda', diskName: 'sda', serial: undefined, size: undefined, sectorSize: 512, jobs: DEFAULT_JOBS, wholeDisk: false });
+    expect(parseArgs(['capture', ...base, '--whole-disk'])).toMatchObject({ wholeDisk: true });
+    expect(() => parseArgs(['capture', ...base, '--whole-disk', '--whole-disk'])).toThrow(/--whole-disk given twice/);
     expect(parseArgs(['deploy', ...base, '--serial', 'S 1', '--size', '1048576', '--sector-size', '4096', '--jobs', '8'])).toMatchObject({ mode: 'deploy', serial: 'S 1', size: 1048576, sectorSize: 4096, jobs: 8 });
   });
 
