@@ -325,6 +325,12 @@ describe('writePartitionTable', () => {
     const t = sfdiskJson(target);
     expect(t.partitions.map((p) => [p.start, p.size, p.type])).toEqual(sfdiskJson(source).partitions.map((p) => [p.start, p.size, p.type]));
     expect((await readPartitionTable(512, image.length, fileReader(image))).partitions.map((p) => p.index)).toEqual([1, 2, 5, 6]);
+    // A layout that left the extended entry out still keeps it (it anchors the EBR chain); a primary it left out is cleared.
+    const src0 = (await readFile(source)).subarray(0, 512);
+    const [w] = writePartitionTable({ ...fixed, partitions: fixed.partitions.filter((p) => p.index !== 2) }, plan, src0);
+    expect(w.data.subarray(446 + 16, 446 + 32).equals(src0.subarray(446 + 16, 446 + 32))).toBe(true);
+    const [w1] = writePartitionTable({ ...fixed, partitions: fixed.partitions.filter((p) => p.index !== 1) }, plan, src0);
+    expect(w1.data.subarray(446, 446 + 16).every((x) => x === 0)).toBe(true);
   });
 
   it('refuses what cannot make a valid table', () => {
