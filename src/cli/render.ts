@@ -1,6 +1,7 @@
 /** Plain-text output of CLI results for people; --json gives the same data for scripts. */
 import { transportOf, type HostRecord, type TaskRecord } from '../domain/database.js';
-import type { ImageDetails } from '../imaging/image-details.js';
+import type { DiskLayout } from '../imaging/disk-layout.js';
+import { captureText, layoutFreeBytes, type ImageDetails } from '../imaging/image-details.js';
 import type { VerifyResult } from '../imaging/image-store.js';
 import type { ImageSummary, VersionInfo } from '../imaging/types.js';
 import { formatBytes } from './progress.js';
@@ -16,6 +17,28 @@ function table(rows: string[][]): string {
 function taskLine(t: TaskRecord): string[] {
   const p = t.state === 'running' || t.state === 'verifying' ? ` ${t.progress.percent}%` : '';
   return [t.id, t.kind, t.mac, t.image, `${t.state}${p}`, t.reason ?? ''];
+}
+
+function fitsLine(d: ImageDetails): string {
+  return `fits disks ≥ ${formatBytes(d.fitsDiskBytes)} (${d.fitsDiskBytes} bytes)`;
+}
+
+/** What the imaging agent stored with the newest version: the table, each partition's facts, how it was captured. */
+function layoutLines(d: ImageDetails, l: DiskLayout): string[] {
+  const typeNames = new Map((d.partitionTable?.partitions ?? []).map((p) => [p.index, p.typeName]));
+  const free = layoutFreeBytes(l);
+  const head = `layout (${l.scheme.toUpperCase()}${l.diskGuid ? `, disk ${l.scheme === 'gpt' ? 'GUID' : 'signature'} ${l.diskGuid}` : ''}${free > 0 ? `, ${formatBytes(free)} free space not stored` : ''}):`;
+  const rows = [
+    ['#', 'TYPE', 'NAME/LABEL', 'FS', 'SIZE', 'USED', 'SHRINKS TO', 'CAPTURED'],
+    ...l.partitions.map((p) => [
+      String(p.index), typeNames.get(p.index) ?? p.typeId, [p.name, p.label].filter((x) => x).join(' / ') || '-', p.filesystem ?? '-',
+      formatBytes(p.sizeBytes), p.usedBytes === null ? '-' : formatBytes(p.usedBytes), p.minSizeBytes === null ? '-' : formatBytes(p.minSizeBytes), captureText(p),
+    ]),
+  ];
+  const ids = l.partitions
+    .filter((p) => p.uuid || p.guid)
+    .map((p) => `    ${String(p.index).padStart(2)}  ${[p.uuid ? `UUID ${p.uuid}` : '', p.guid ? `GUID ${p.guid}` : ''].filter((x) => x).join('  ')}`);
+  return [head, ...table(rows).trimEnd().split('\n').map((r) => `  ${r}`), ...(ids.length ? ['  filesystem UUIDs, partition GUIDs:', ...ids] : []), fitsLine(d)];
 }
 
 export function render(kind: RenderKind, value: unknown): string {
@@ -35,13 +58,19 @@ export function render(kind: RenderKind, value: unknown): string {
         'versions:',
         ...d.versions.map((v) => `  ${String(v.version).padStart(3)}  ${v.created}  ${formatBytes(v.dataBytes).padStart(10)} data  ${v.source}  digest ${v.digest.slice(0, 16)}…`),
       ];
-      if (d.partitionTable && d.partitionTable.scheme !== 'none') {
+      if (d.layout) {
+        lines.push(...layoutLines(d, d.layout));
+      } else if (d.partitionTable && d.partitionTable.scheme !== 'none') {
         lines.push(`partitions (${d.partitionTable.scheme.toUpperCase()}):`);
         for (const p of d.partitionTable.partitions) {
           lines.push(`  ${String(p.index).padStart(2)}  ${p.typeName.padEnd(24)} ${formatBytes(p.sizeBytes).padStart(10)}  ${(p.filesystem ?? '-').padEnd(6)}  ${p.name}`.trimEnd());
         }
       } else {
         lines.push(`partitions:   ${d.partitionError ?? 'none found'}`);
+      }
+      if (!d.layout) {
+        if (d.layoutError) lines.push(`layout:       ${d.layoutError}`);
+        lines.push(`${fitsLine(d)} (${d.layoutError ? 'its layout file is damaged' : 'captured without a layout'}: restored at its own size)`);
       }
       return lines.join('\n') + '\n';
     }

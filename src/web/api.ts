@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
 import type { HostRecord } from '../domain/database.js';
 import { hostState, requireMac, type HostState } from '../domain/commands.js';
-import type { ImageDetails } from '../imaging/image-details.js';
+import { layoutFreeBytes, type ImageDetails } from '../imaging/image-details.js';
+import type { DiskLayout } from '../imaging/disk-layout.js';
 import type { WebContext } from './context.js';
 import type { VerifyTracker } from './verify-tracker.js';
 import { operatorOf } from './auth.js';
@@ -24,6 +25,19 @@ export async function diskUsage(dir: string): Promise<DiskUsage | null> {
   }
 }
 
+/** A layout for the API: the partitions' facts, and the free chunk runs summed to bytes (scripts want the amount, not the map). */
+export function layoutView(l: DiskLayout): Static<typeof S.DiskLayoutView> {
+  return {
+    scheme: l.scheme,
+    diskGuid: l.diskGuid,
+    partitions: l.partitions.map((p) => ({
+      index: p.index, typeId: p.typeId, guid: p.guid, name: p.name, filesystem: p.filesystem, label: p.label, uuid: p.uuid,
+      startBytes: p.startBytes, sizeBytes: p.sizeBytes, usedBytes: p.usedBytes, minSizeBytes: p.minSizeBytes, mode: p.mode, note: p.note,
+    })),
+    freeBytes: layoutFreeBytes(l),
+  };
+}
+
 const err = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody };
 
 export function registerApi(app: FastifyInstance, ctx: WebContext, verifier: VerifyTracker): void {
@@ -36,6 +50,9 @@ export function registerApi(app: FastifyInstance, ctx: WebContext, verifier: Ver
     versions: d.versions.map((v) => ({ version: v.version, size: v.size, created: v.created, source: v.source, digest: v.digest, dataBytes: v.dataBytes, storedBytes: v.storedBytes })),
     partitionTable: d.partitionTable ? { scheme: d.partitionTable.scheme, partitions: d.partitionTable.partitions.map((p) => ({ index: p.index, typeName: p.typeName, name: p.name, sizeBytes: p.sizeBytes, filesystem: p.filesystem })) } : null,
     partitionError: d.partitionError,
+    layout: d.layout ? layoutView(d.layout) : null,
+    layoutError: d.layoutError,
+    fitsDiskBytes: d.fitsDiskBytes,
     lastVerify: verifyOf(d.name),
   });
   const security: Array<Record<string, string[]>> = [{ bearer: [] }, { session: [] }];

@@ -102,6 +102,29 @@ export const ImageVersion = Type.Object({
 
 export const Partition = Type.Object({ index: Type.Integer(), typeName: Type.String(), name: Type.String(), sizeBytes: Type.Number(), filesystem: Type.Union([Type.String(), Type.Null()]) });
 
+const NullableString = Type.Union([Type.String(), Type.Null()]);
+
+export const LayoutPartition = Type.Object({
+  index: Type.Integer({ description: 'slot in the table, 1-based (MBR logical partitions from 5)' }),
+  typeId: Type.String({ description: 'GPT type GUID (upper case) or MBR type byte as "0x83"' }),
+  guid: Type.Union([Type.String(), Type.Null()], { description: 'GPT unique partition GUID; null on MBR' }),
+  name: Type.String({ description: "GPT partition name; '' on MBR" }),
+  filesystem: Type.Union([Type.String(), Type.Null()], { description: 'ntfs, ext4, vfat, swap, bitlocker, …; null when not recognised' }),
+  label: NullableString, uuid: NullableString,
+  startBytes: Type.Number(), sizeBytes: Type.Number(),
+  usedBytes: Type.Union([Type.Number(), Type.Null()], { description: 'bytes the filesystem uses; null when not known (partitions captured whole)' }),
+  minSizeBytes: Type.Union([Type.Number(), Type.Null()], { description: 'the smallest size the filesystem can shrink to; null when it cannot be resized' }),
+  mode: Type.Union([Type.Literal('used-blocks'), Type.Literal('whole'), Type.Literal('swap')], { description: 'used-blocks: only used blocks captured; whole: every byte captured (see note); swap: nothing captured, recreated on restore' }),
+  note: Type.Union([Type.String(), Type.Null()], { description: 'why the partition was captured whole, or what a restore needs (BitLocker recovery key)' }),
+});
+
+export const DiskLayoutView = Type.Object({
+  scheme: Type.Union([Type.Literal('gpt'), Type.Literal('mbr')]),
+  diskGuid: Type.Union([Type.String(), Type.Null()], { description: 'GPT disk GUID, or the MBR disk signature as 8 hex digits' }),
+  partitions: Type.Array(LayoutPartition),
+  freeBytes: Type.Number({ description: 'bytes of the disk the capture found free (neither stored nor written on restore)' }),
+}, { description: 'what the imaging agent learnt of the disk when it captured the newest version' });
+
 export const ImageDetail = Type.Object({
   name: Type.String(), latestVersion: Type.Integer(), size: Type.Number(), dataBytes: Type.Number(),
   storedBytes: Type.Number({ description: 'unique chunk bytes on disk over all versions' }),
@@ -110,6 +133,9 @@ export const ImageDetail = Type.Object({
   versions: Type.Array(ImageVersion),
   partitionTable: Type.Union([Type.Object({ scheme: Type.String(), partitions: Type.Array(Partition) }), Type.Null()]),
   partitionError: Type.Union([Type.String(), Type.Null()]),
+  layout: Type.Union([DiskLayoutView, Type.Null()], { description: 'null when the newest version was captured without a layout (imported, over NBD, or its layout file is damaged: see layoutError)' }),
+  layoutError: Type.Union([Type.String(), Type.Null()], { description: "why the newest version's layout file could not be read, or null" }),
+  fitsDiskBytes: Type.Number({ description: 'the smallest disk the newest version deploys onto; without a layout, the image size' }),
   lastVerify: Type.Union([VerifyStatus, Type.Null()]),
 });
 

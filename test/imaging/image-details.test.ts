@@ -1,9 +1,12 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
 import { ImageNotFoundError, ImageStore } from '../../src/imaging/image-store.js';
 import { importStream } from '../../src/imaging/image-import.js';
-import { describeImage } from '../../src/imaging/image-details.js';
+import { captureText, describeImage, layoutFreeBytes } from '../../src/imaging/image-details.js';
+import { minDiskBytes } from '../../src/imaging/layout-plan.js';
+import { commitWithLayout, windowsLikeDisk, windowsLikeLayout } from '../lib/layout-image.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { tempDir } from './helpers.js';
 
@@ -42,15 +45,19 @@ describe('describeImage: store facts plus the partition table', () => {
     expect(stored).not.toHaveProperty('partitionTable');
     expect(stored).not.toHaveProperty('partitionError');
     const d = await describeImage(store, 'win');
-    const { partitionTable, partitionError, ...rest } = d;
+    const { partitionTable, partitionError, layout, layoutError, fitsDiskBytes, ...rest } = d;
     expect(rest).toEqual(stored);
     expect(partitionError).toBeNull();
+    // Imported: no layout, so it deploys only onto disks of its own size.
+    expect(layout).toBeNull();
+    expect(layoutError).toBeNull();
+    expect(fitsDiskBytes).toBe(disk.length);
     expect(partitionTable).toEqual({
       scheme: 'mbr',
       sectorSize: 512,
       diskGuid: null,
       partitions: [
-        { index: 1, typeId: '0x07', typeName: 'HPFS/NTFS/exFAT', name: '', firstLba: 2048, lastLba: 6143, startBytes: MiB, sizeBytes: 2 * MiB, bootable: true, filesystem: 'ntfs' },
+        { index: 1, typeId: '0x07', typeName: 'HPFS/NTFS/exFAT', name: '', firstLba: 2048, lastLba: 6143, startBytes: MiB, sizeBytes: 2 * MiB, bootable: true, guid: null, attributes: '128', filesystem: 'ntfs' },
       ],
     });
   });
@@ -75,5 +82,56 @@ describe('describeImage: store facts plus the partition table', () => {
     expect(d.partitionError).toBeNull();
     expect(d.partitionTable).toEqual({ scheme: 'none', sectorSize: 512, diskGuid: null, partitions: [] });
     await expect(describeImage(store, 'nope')).rejects.toBeInstanceOf(ImageNotFoundError);
+  });
+
+  it('adds the newest version\'s layout and the smallest disk it fits, from the layout', async () => {
+    const disk = mbrDisk(4096);
+    await importStream(store, 'pc', Readable.from([disk]), disk.length, { source: 'import' });
+    const layout = windowsLikeLayout();
+    await commitWithLayout(store, 'pc', windowsLikeDisk(layout), layout);
+    const d = await describeImage(store, 'pc');
+    expect(d.latestVersion).toBe(2);
+    expect(d.layout).toEqual(layout);
+    expect(d.layoutError).toBeNull();
+    // C: (40 MiB, can shrink to 12 MiB) shrinks, the three partitions behind it (16 MiB) pack after it, plus the GPT backup area.
+    expect(d.fitsDiskBytes).toBe(minDiskBytes(layout));
+    expect(d.fitsDiskBytes).toBe((6 + 12 + 16) * MiB + 33 * 512);
+    // The table read from the disk agrees with the layout.
+    expect(d.partitionTable?.scheme).toBe('gpt');
+    expect(d.partitionTable?.diskGuid).toBe(layout.diskGuid);
+    expect(d.partitionTable?.partitions.map((p) => p.typeName)).toEqual(['EFI System', 'Microsoft reserved', 'Microsoft basic data', 'Microsoft basic data', 'Linux swap', 'Windows recovery environment']);
+    expect(layoutFreeBytes(layout)).toBe(39 * MiB);
+    expect(layout.partitions.map(captureText)).toEqual([
+      'used blocks', 'whole', 'used blocks', `whole: ${layout.partitions[3].note}`, 'swap: recreated on restore', 'used blocks',
+    ]);
+  });
+
+  it('the layout is the newest version\'s: a version without one after it is restored at its own size', async () => {
+    const layout = windowsLikeLayout();
+    await commitWithLayout(store, 'pc', windowsLikeDisk(layout), layout);
+    expect((await describeImage(store, 'pc')).layout).not.toBeNull();
+    const plain = mbrDisk(4096);
+    await importStream(store, 'pc', Readable.from([plain]), plain.length, { source: 'import' });
+    const d = await describeImage(store, 'pc');
+    expect(d.layout).toBeNull();
+    expect(d.layoutError).toBeNull();
+    expect(d.fitsDiskBytes).toBe(plain.length);
+  });
+
+  it('reports a damaged layout file instead of throwing, and falls back to the image size', async () => {
+    const layout = windowsLikeLayout();
+    await commitWithLayout(store, 'pc', windowsLikeDisk(layout), layout);
+    await writeFile(join(dir, 'store', 'images', 'pc', 'versions', '1.layout.json'), '{"scheme":"gpt"');
+    const d = await describeImage(store, 'pc');
+    expect(d.layout).toBeNull();
+    expect(d.layoutError).toMatch(/1\.layout\.json is damaged/);
+    expect(d.fitsDiskBytes).toBe(layout.diskSize);
+    expect(d.partitionTable?.scheme).toBe('gpt');
+  });
+
+  it('counts a free run through a short last chunk only as far as the disk goes', () => {
+    const layout = { ...windowsLikeLayout(), diskSize: 64 * MiB - 4096, freeChunks: [[60, 4]] as const };
+    expect(layoutFreeBytes(layout)).toBe(4 * MiB - 4096);
+    expect(layoutFreeBytes({ ...layout, freeChunks: [[10, 2]] })).toBe(2 * MiB);
   });
 });

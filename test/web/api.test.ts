@@ -13,6 +13,7 @@ import { nullLogger } from '../../src/lib/log.js';
 import { CMD, ERRNO, TFLAG } from '../../src/nbd/protocol.js';
 import { sendMagicPacket, wakeSender } from '../../src/lib/wake-on-lan.js';
 import { makeHarness, tinyDisk, type Harness } from './helpers.js';
+import { BITLOCKER_NOTE, commitWithLayout, windowsLikeDisk, windowsLikeLayout } from '../lib/layout-image.js';
 import { rawGo, readSimpleReply, request as nbdRequest } from '../nbd/helpers.js';
 import { run } from '../lib/run.js';
 import { sleep, waitFor } from '../lib/wait.js';
@@ -118,6 +119,30 @@ describe('images API', () => {
     expect(d.body.versions[0]).toMatchObject({ version: 1, source: 'test import' });
     expect(d.body.storedBytes).toBeGreaterThan(0);
     expect(d.body.storedBytes).toBeLessThan(d.body.dataBytes);
+  });
+
+  it('shows what an image knows: the layout of a version the agent captured, and the smallest disk it fits', async () => {
+    const layout = windowsLikeLayout();
+    await commitWithLayout(h.store, 'win11', windowsLikeDisk(layout), layout);
+    const d = await api().get('/api/v1/images/win11').set(auth).expect(200);
+    expect(d.body.latestVersion).toBe(2);
+    expect(d.body.size).toBe(64 * 1024 * 1024);
+    // C: shrinks to 12 MiB and the 16 MiB behind it packs after it, plus the GPT backup area.
+    expect(d.body.fitsDiskBytes).toBe(34 * 1024 * 1024 + 33 * 512);
+    expect(d.body.layoutError).toBeNull();
+    expect(d.body.layout).toEqual({
+      scheme: 'gpt',
+      diskGuid: '9D3C6A1E-5B2F-4C8D-A1E7-0F2B3C4D5E6F',
+      freeBytes: 39 * 1024 * 1024,
+      partitions: layout.partitions.map(({ attributes: _a, ...p }) => p),
+    });
+    expect(d.body.layout).not.toHaveProperty('freeChunks');
+    expect(d.body.layout.partitions[2]).toMatchObject({ index: 3, typeId: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7', guid: '00000003-1111-2222-3333-444455556666', name: 'Basic data partition', filesystem: 'ntfs', label: 'Windows', uuid: '0123456789ABCDEF', sizeBytes: 40 * 1024 * 1024, usedBytes: 10 * 1024 * 1024, minSizeBytes: 12 * 1024 * 1024, mode: 'used-blocks', note: null });
+    expect(d.body.layout.partitions[3]).toMatchObject({ filesystem: 'bitlocker', mode: 'whole', note: BITLOCKER_NOTE });
+    expect(d.body.layout.partitions[4]).toMatchObject({ filesystem: 'swap', mode: 'swap', label: 'swap0' });
+    // Imported: no layout; it deploys onto disks of its own size.
+    const plain = await api().get('/api/v1/images/ubuntu').set(auth).expect(200);
+    expect(plain.body).toMatchObject({ layout: null, layoutError: null, fitsDiskBytes: 3 * 1024 * 1024, partitionTable: { scheme: 'mbr' } });
   });
 
   it('verifies an image and reports the result', async () => {
@@ -228,6 +253,9 @@ describe('tasks API', () => {
     expect(doc.body.openapi).toMatch(/^3\./);
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/api/v1/hosts', '/api/v1/hosts/{mac}', '/api/v1/images/{name}/versions/{n}', '/api/v1/tasks/{id}/cancel', '/api/v1/status']));
     expect(Object.keys(doc.body.paths).some((p) => p.startsWith('/hosts'))).toBe(false);
+    const detail = JSON.stringify(doc.body.paths['/api/v1/images/{name}'].get.responses['200']);
+    for (const field of ['"fitsDiskBytes"', '"layout"', '"freeBytes"', '"minSizeBytes"', '"used-blocks"']) expect(detail).toContain(field);
+    expect(detail).not.toContain('freeChunks');
     await agent.get('/docs').redirects(2).expect(200);
   });
 });

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { login, makeHarness, type Harness } from './helpers.js';
+import { Readable } from 'node:stream';
+import { login, makeHarness, tinyDisk, type Harness } from './helpers.js';
+import { importStream } from '../../src/imaging/image-import.js';
+import { BITLOCKER_NOTE, commitWithLayout, windowsLikeDisk, windowsLikeLayout } from '../lib/layout-image.js';
 import { waitFor } from '../lib/wait.js';
 
 let h: Harness;
@@ -116,6 +119,34 @@ describe('pages', () => {
     expect(del.headers.location).toBe('/images');
     expect((await agent.get('/images')).text).toContain('No images yet — capture a PC');
     expect((await agent.get('/images/win11-v2')).status).toBe(404);
+  });
+
+  it('show what an image knows: partitions, filesystems, how each was captured, the smallest disk it fits', async () => {
+    const layout = windowsLikeLayout();
+    await commitWithLayout(h.store, 'agentpc', windowsLikeDisk(layout), layout);
+    const page = (await agent.get('/images/agentpc').expect(200)).text;
+    const card = page.slice(page.indexOf('<h2>Layout'), page.indexOf('<h2>Versions'));
+    expect(card).toContain('GPT partition table, disk GUID <code>9D3C6A1E-5B2F-4C8D-A1E7-0F2B3C4D5E6F</code> · 6 partitions · 39.0 MiB free space not stored');
+    expect(card).toMatch(/<strong title="35668480 bytes">Fits disks ≥ 34\.0 MiB<\/strong> <span class="muted">\(captured from a 64\.0 MiB disk\)/);
+    const rows = card.split('<tr>').slice(2).map((r) => r.replace(/\s+/g, ' '));
+    expect(rows).toHaveLength(6);
+    expect(rows[0]).toMatch(/<td>1<\/td><td title="C12A7328-F81F-11D2-BA4B-00A0C93EC93B">EFI System<\/td> <td>EFI system partition \/ SYSTEM<\/td><td>vfat<\/td>.*<code title="UUID 1234-ABCD">1234-ABCD<\/code>.*<td>4\.0 MiB<\/td> <td>1\.0 MiB<\/td><td>—<\/td>.*>used blocks<\/td>/);
+    expect(rows[2]).toMatch(/<td>3<\/td><td title="EBD0A0A2-B9E5-4433-87C0-68B6B72699C7">Microsoft basic data<\/td> <td>Basic data partition \/ Windows<\/td><td>ntfs<\/td>/);
+    expect(rows[2]).toContain('<code title="UUID 0123456789ABCDEF">01234567…</code>');
+    expect(rows[2]).toContain('<code title="GUID 00000003-1111-2222-3333-444455556666">00000003…</code>');
+    expect(rows[2]).toMatch(/<td>40\.0 MiB<\/td> <td>10\.0 MiB<\/td><td>12\.0 MiB<\/td> <td class="reason-cell">used blocks<\/td>/);
+    expect(rows[3]).toContain(`<td class="reason-cell">whole: ${BITLOCKER_NOTE}</td>`);
+    expect(rows[3]).toContain('<td>bitlocker</td>');
+    expect(rows[4]).toMatch(/Linux swap.*swap0.*swap: recreated on restore/);
+    expect(rows[5]).toMatch(/Windows recovery environment.*Recovery.*<td>8\.0 MiB<\/td> <td>3\.0 MiB<\/td><td>4\.0 MiB<\/td>/);
+
+    // A version without a layout (imported) shows the table read from its disk and fits only its own size.
+    const disk = tinyDisk();
+    await importStream(h.store, 'plainpc', Readable.from([disk]), disk.length, { source: 'import' });
+    const plain = (await agent.get('/images/plainpc').expect(200)).text;
+    expect(plain).toContain('Fits disks ≥ 3.0 MiB</strong> <span class="muted">(captured without a layout: restored at its own size)</span>');
+    expect(plain).toContain('MBR partition table, 1 partition');
+    expect(plain).not.toContain('Can shrink to');
   });
 
   it('create and revoke API tokens, change the password', async () => {

@@ -1,4 +1,5 @@
-import type { ImageDetails } from '../../imaging/image-details.js';
+import type { DiskLayout } from '../../imaging/disk-layout.js';
+import { captureText, layoutFreeBytes, type ImageDetails } from '../../imaging/image-details.js';
 import type { ImageSummary } from '../../imaging/types.js';
 import type { VerifyState } from '../verify-tracker.js';
 import { formatAgo, formatBytes, formatPercent, formatTime } from '../format.js';
@@ -43,7 +44,8 @@ export interface ImagePageData {
   readonly csrf: string;
 }
 
-function layout(d: ImageDetails): SafeHtml {
+/** Today's table, read from the disk's first sectors: all a version captured without a layout tells. */
+function partitionTableView(d: ImageDetails): SafeHtml {
   if (d.partitionError) return html`<p class="muted">Partition table not readable: ${d.partitionError}</p>`;
   const t = d.partitionTable;
   if (!t || t.scheme === 'none') return html`<p class="muted">No partition table (a raw filesystem or an empty disk).</p>`;
@@ -51,6 +53,39 @@ function layout(d: ImageDetails): SafeHtml {
 <div class="table-wrap"><table><thead><tr><th>#</th><th>Type</th><th>Name</th><th>Size</th><th>Filesystem</th></tr></thead><tbody>
 ${t.partitions.map((p) => html`<tr><td>${p.index}</td><td>${p.typeName}</td><td>${p.name || '—'}</td><td>${formatBytes(p.sizeBytes)}</td><td>${p.filesystem ?? 'unknown'}</td></tr>`)}
 </tbody></table></div>`;
+}
+
+/** A long GUID or UUID cut to its first 8 characters; the full one is in the title. */
+function shortId(kind: string, id: string | null): SafeHtml {
+  if (!id) return html``;
+  const short = id.length > 13 ? `${id.slice(0, 8)}…` : id;
+  return html`<div><span class="muted">${kind}</span> <code title="${kind} ${id}">${short}</code></div>`;
+}
+
+function fitsLine(d: ImageDetails, why: string | null): SafeHtml {
+  return html`<p><strong title="${d.fitsDiskBytes} bytes">Fits disks ≥ ${formatBytes(d.fitsDiskBytes)}</strong>${why ? html` <span class="muted">(${why})</span>` : ''}</p>`;
+}
+
+/** The layout the imaging agent stored with the version: partitions, filesystems, how each was captured. */
+function diskLayoutView(d: ImageDetails, l: DiskLayout): SafeHtml {
+  const typeNames = new Map((d.partitionTable?.partitions ?? []).map((p) => [p.index, p.typeName]));
+  const free = layoutFreeBytes(l);
+  return html`<p>${l.scheme.toUpperCase()} partition table${l.diskGuid ? html`, disk ${l.scheme === 'gpt' ? 'GUID' : 'signature'} <code>${l.diskGuid}</code>` : ''} · ${l.partitions.length} partition${l.partitions.length === 1 ? '' : 's'}${free > 0 ? ` · ${formatBytes(free)} free space not stored` : ''}</p>
+${fitsLine(d, d.fitsDiskBytes < d.size ? `captured from a ${formatBytes(d.size)} disk` : null)}
+<div class="table-wrap"><table><thead><tr><th>#</th><th>Type</th><th>Name / label</th><th>Filesystem</th><th>UUID / GUID</th><th>Size</th><th>Used</th><th>Can shrink to</th><th>Captured</th></tr></thead><tbody>
+${l.partitions.map((p) => html`<tr><td>${p.index}</td><td title="${p.typeId}">${typeNames.get(p.index) ?? p.typeId}</td>
+<td>${[p.name, p.label].filter((x) => x).join(' / ') || '—'}</td><td>${p.filesystem ?? 'unknown'}</td>
+<td>${shortId('UUID', p.uuid)}${shortId('GUID', p.guid)}</td><td>${formatBytes(p.sizeBytes)}</td>
+<td>${p.usedBytes === null ? '—' : formatBytes(p.usedBytes)}</td><td>${p.minSizeBytes === null ? '—' : formatBytes(p.minSizeBytes)}</td>
+<td class="reason-cell">${captureText(p)}</td></tr>`)}
+</tbody></table></div>`;
+}
+
+function layout(d: ImageDetails): SafeHtml {
+  if (d.layout) return diskLayoutView(d, d.layout);
+  const why = d.layoutError ? 'its layout file is damaged: restored at its own size' : 'captured without a layout: restored at its own size';
+  return html`${d.layoutError ? html`<p class="error-text">${d.layoutError}</p>` : ''}${fitsLine(d, why)}
+${partitionTableView(d)}`;
 }
 
 export function imagePage({ image: d, verify, csrf }: ImagePageData): SafeHtml {
