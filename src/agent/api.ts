@@ -65,6 +65,8 @@ export interface ApiOptions {
   readonly backoffMs?: number;
   /** A request without an answer for this long counts as a network failure (default 120 s). */
   readonly timeoutMs?: number;
+  /** Pause between start calls while the server prepares the version (503), default 5 s. */
+  readonly startPollMs?: number;
   /** Told about each repeat (the CLI prints it on stderr). */
   readonly onRetry?: (message: string) => void;
 }
@@ -89,6 +91,12 @@ interface Answer {
 
 /** Longest pause between two attempts of a call. */
 const MAX_PAUSE_MS = 15_000;
+/**
+ * How long start keeps asking while the server answers 503: it does so while it prepares a version
+ * fitted to a smaller disk (issue 12), which for a large disk takes as long as a shrink of its
+ * filesystem. Nothing has happened to the disk yet, so asking again is always safe.
+ */
+const START_WAIT_MS = 3 * 3600 * 1000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -259,8 +267,18 @@ export class AgentApi {
     }
   }
 
-  start(disk: DiskDescription): Promise<StartAnswer> {
-    return this.json<StartAnswer>({ call: 'start', method: 'POST', path: '/api/client/v1/start', body: JSON.stringify({ disk }), contentType: 'application/json', repeatable: false });
+  async start(disk: DiskDescription): Promise<StartAnswer> {
+    const deadline = Date.now() + START_WAIT_MS;
+    const pause = this.options.startPollMs ?? 5000;
+    for (;;) {
+      try {
+        return await this.json<StartAnswer>({ call: 'start', method: 'POST', path: '/api/client/v1/start', body: JSON.stringify({ disk }), contentType: 'application/json', repeatable: false });
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 503 || Date.now() + pause > deadline) throw err;
+        this.options.onRetry?.(`start: ${err.serverError}; asking again in ${pause / 1000} s`);
+        await sleep(pause);
+      }
+    }
   }
 
   /** The subset of `hashes` the server already has for this capture. */

@@ -36,6 +36,7 @@ describe('agent HTTP client', () => {
   let server: Server;
   let url: string;
   let unavailable = 0;
+  let startCalls = 0;
   beforeAll(async () => {
     server = createServer((req, res) => {
       if (req.url === '/api/client/v1/chunks/commit') {
@@ -45,6 +46,15 @@ describe('agent HTTP client', () => {
         unavailable++;
         res.writeHead(503, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: 'the server is shutting down' }));
+      } else if (req.url === '/api/client/v1/start') {
+        // A server preparing a fitted version answers 503 until it is ready.
+        if (++startCalls < 3) {
+          res.writeHead(503, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: 'preparing version 1 of win fitted to this disk' }));
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ transport: 'nbd', nbd: 'nbd://127.0.0.1:1/x' }));
+        }
       } else if (req.url === '/api/client/v1/chunks/list') {
         res.writeHead(502, { 'content-type': 'text/html' });
         res.end('<h1>Bad gateway</h1>');
@@ -77,6 +87,15 @@ describe('agent HTTP client', () => {
     await expect(api.getChunk('f'.repeat(64))).rejects.toThrow(/^download of chunk f{64}: the server answered 503: the server is shutting down$/);
     expect(unavailable).toBe(3);
     expect(retries).toHaveLength(2);
+  });
+
+  it('asks start again while the server answers 503 (preparing a version), telling each wait', async () => {
+    const retries: string[] = [];
+    const api = new AgentApi({ server: url, token: 't'.repeat(32), startPollMs: 1, onRetry: (m) => retries.push(m) });
+    startCalls = 0;
+    expect(await api.start({ name: 'sda', size: 1, logicalSectorSize: 512 })).toEqual({ transport: 'nbd', nbd: 'nbd://127.0.0.1:1/x' });
+    expect(startCalls).toBe(3);
+    expect(retries).toEqual(['start: preparing version 1 of win fitted to this disk; asking again in 0.001 s', 'start: preparing version 1 of win fitted to this disk; asking again in 0.001 s']);
   });
 
   it('keeps of a known answer only hashes it asked about', async () => {

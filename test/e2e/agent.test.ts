@@ -2,6 +2,7 @@
 // captures a disk, the disk changes a little, the agent captures it again, and a second PC whose disk
 // holds the first version gets the second. What crossed each VM's tap device must be about the change,
 // not the disk: the re-capture uploads only the changed chunks and the deploy fetches only those.
+import { execFileSync } from 'node:child_process';
 import { closeSync, copyFileSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,18 +14,34 @@ import { artifactsDir, Lab, repoRoot, type NetcloneServer, type TapBytes } from 
 const DISK_SIZE = 128 * MiB;
 const SOURCE_MAC = '52:54:00:e2:0c:01';
 const TARGET_MAC = '52:54:00:e2:0c:02';
-/** Scattered changes between the two captures: disk offsets (inside the ext4 partition, 1 MiB to 65 MiB) and lengths. */
-const CHANGES: ReadonlyArray<readonly [number, number]> = [
-  [9 * MiB + 4096, 512 * 1024],
-  [23 * MiB, 1 * MiB],
-  [40 * MiB + 100_000, 256 * 1024],
-];
-/** The chunks those changes touch (1 MiB chunks): what a re-capture and a deploy must move. */
-const CHANGED_CHUNKS = new Set(CHANGES.flatMap(([off, len]) => {
-  const out: number[] = [];
-  for (let c = Math.floor(off / MiB); c <= Math.floor((off + len - 1) / MiB); c++) out.push(c);
-  return out;
-})).size;
+/**
+ * Scattered changes between the two captures, as disk offsets and lengths. They rewrite bytes of a file
+ * (random.bin's blocks, found with debugfs), as a PC's changes do: the capture reads only the blocks
+ * the filesystem uses (issue 12), so a raw write into free space would be, rightly, not captured.
+ */
+function fileChanges(disk: SourceDisk): Array<readonly [number, number]> {
+  const part = join(lab.tmp, 'source', 'part.ext4');
+  const blockSize = Number(/Block size:\s+(\d+)/.exec(execFileSync('dumpe2fs', ['-h', part], { stdio: ['ignore', 'pipe', 'ignore'] }).toString())?.[1]);
+  const blocks = execFileSync('debugfs', ['-R', 'blocks /random.bin', part], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim().split(/\s+/).map(Number);
+  if (!(blockSize > 0) || blocks.length < 1024) throw new Error(`random.bin's blocks not found (block size ${blockSize}, ${blocks.length} blocks)`);
+  // Three runs of the file's blocks (its blocks are contiguous runs: each change stays inside the file).
+  const at = (fraction: number, length: number): readonly [number, number] => {
+    const first = Math.floor(blocks.length * fraction);
+    const count = Math.ceil(length / blockSize);
+    for (let i = first + 1; i < first + count; i++) if (blocks[i] !== blocks[i - 1] + 1) throw new Error(`random.bin is fragmented at block ${i}; pick another place`);
+    return [disk.partition.startBytes + blocks[first] * blockSize, count * blockSize];
+  };
+  return [at(0.1, 512 * 1024), at(0.45, 1 * MiB), at(0.8, 256 * 1024)];
+}
+
+/** The 1 MiB chunks the changes touch: what a re-capture and a deploy must move. */
+function changedChunks(changes: ReadonlyArray<readonly [number, number]>): number {
+  return new Set(changes.flatMap(([off, len]) => {
+    const out: number[] = [];
+    for (let c = Math.floor(off / MiB); c <= Math.floor((off + len - 1) / MiB); c++) out.push(c);
+    return out;
+  })).size;
+}
 
 interface TaskJson {
   id: string;
@@ -103,6 +120,8 @@ describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () =
     // The PC that will be restored holds version 1.
     copyFileSync(source.path, target());
 
+    const CHANGES = fileChanges(source);
+    const CHANGED_CHUNKS = changedChunks(CHANGES);
     const fd = openSync(source.path, 'r+');
     try {
       CHANGES.forEach(([off, len], i) => writeSync(fd, noise(1100 + i, len), 0, len, off));
