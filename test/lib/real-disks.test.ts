@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from './run.js';
 import {
   buildLinuxDisk,
+  buildTargetDisk,
   buildWindowsDisk,
   checkDisk,
   diskGuidsOf,
@@ -178,6 +179,15 @@ describe('buildWindowsDisk', () => {
     await flipByte(bad, c.startBytes + c.sizeBytes - 512 + 3);
     await expect(checkDisk(bad, win)).rejects.toThrow(/partition 3 \(ntfs "Windows"\): the filesystem check finds it not clean/);
     await rm(bad);
+  });
+});
+
+describe('buildTargetDisk', () => {
+  it('is dirty from end to end and holds no partition table', async () => {
+    const target = await buildTargetDisk(dir, { sizeMiB: 8, seed: 13 });
+    expect(await nonZeroBlocks(target, 0, 8 * MiB)).toBe((8 * MiB) / 4096);
+    await expect(checkDisk(target, { path: target, size: 8 * MiB, scheme: 'mbr', diskGuid: null, partitions: [], usedBytes: 0 })).rejects.toThrow(/sfdisk -J cannot read a partition table/);
+    await rm(target);
   });
 });
 

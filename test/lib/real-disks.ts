@@ -100,9 +100,13 @@ export const LINUX_SIZES_MIB = { swap: 32 } as const;
  */
 export class SeededBytes {
   private readonly cipher;
-  constructor(seed: number, purpose: string) {
+  /** `offset` (a multiple of 16) starts the stream there, so a region of a long stream is made without the bytes before it. */
+  constructor(seed: number, purpose: string, offset = 0) {
+    if (offset % 16 !== 0) throw new Error(`SeededBytes: offset ${offset} is not a multiple of 16`);
     const key = createHash('sha256').update(`real-disks:${seed}:${purpose}`).digest().subarray(0, 16);
-    this.cipher = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
+    const counter = Buffer.alloc(16);
+    counter.writeBigUInt64BE(BigInt(offset / 16), 8);
+    this.cipher = createCipheriv('aes-128-ctr', key, counter);
   }
   next(length: number): Buffer {
     return this.cipher.update(Buffer.alloc(length));
@@ -197,18 +201,53 @@ async function placePartition(partPath: string, diskPath: string, startBytes: nu
   }
 }
 
-/** Creates the disk file full of seeded random bytes (nothing on it reads as zeros or as a filesystem). */
-async function createDirtyDisk(path: string, size: number, seed: number): Promise<void> {
-  const gen = new SeededBytes(seed, 'disk-noise');
+/** Writes bytes [streamOffset, streamOffset+length) of the disk's seeded stream into `fh` at `fileOffset`. */
+async function writeNoise(fh: FileHandle, seed: number, streamOffset: number, fileOffset: number, length: number): Promise<void> {
+  const gen = new SeededBytes(seed, 'disk-noise', streamOffset);
+  for (let done = 0; done < length; done += COPY_PIECE) {
+    const piece = gen.next(Math.min(COPY_PIECE, length - done));
+    await fh.write(piece, 0, piece.length, fileOffset + done);
+  }
+}
+
+/**
+ * Creates the disk file of `size` seeded random bytes, except the `partitions` regions, which stay holes: their
+ * files are made from the same stream (makePartitionFile), formatted, and copied in, so each byte is written once.
+ */
+async function createDirtyDisk(path: string, size: number, seed: number, partitions: readonly { startBytes: number; sizeBytes: number }[] = []): Promise<void> {
   const fh = await open(path, 'w');
   try {
-    for (let off = 0; off < size; off += COPY_PIECE) {
-      const piece = gen.next(Math.min(COPY_PIECE, size - off));
-      await fh.write(piece, 0, piece.length, off);
+    await fh.truncate(size);
+    let at = 0;
+    for (const p of [...partitions].sort((a, b) => a.startBytes - b.startBytes)) {
+      if (p.startBytes > at) await writeNoise(fh, seed, at, at, p.startBytes - at);
+      at = Math.max(at, p.startBytes + p.sizeBytes);
     }
+    if (size > at) await writeNoise(fh, seed, at, at, size - at);
   } finally {
     await fh.close();
   }
+}
+
+/** A partition's file before formatting: the disk's seeded bytes for its region (what a used disk held there). */
+async function makePartitionFile(path: string, seed: number, startBytes: number, sizeBytes: number): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    await writeNoise(fh, seed, startBytes, 0, sizeBytes);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * A replacement disk for a deploy to write: `dir`/target-<seed>-<sizeMiB>.img, `sizeMiB` of seeded random bytes and no
+ * partition table, as a used disk is; anything a deploy fails to write then reads as garbage, not as zeros.
+ */
+export async function buildTargetDisk(dir: string, opts: { sizeMiB: number; seed: number }): Promise<string> {
+  if (!Number.isInteger(opts.sizeMiB) || opts.sizeMiB < 1) throw new Error(`buildTargetDisk: sizeMiB must be a whole number ≥ 1, got ${opts.sizeMiB}`);
+  const path = join(dir, `target-${opts.seed}-${opts.sizeMiB}.img`);
+  await createDirtyDisk(path, mib(opts.sizeMiB), opts.seed ^ 0x5a5a5a5a);
+  return path;
 }
 
 /** Counts `blockSize` blocks that hold any non-zero byte in [start, start+length) of a file: how dirty a region is. */
@@ -345,10 +384,10 @@ interface PartitionPlan {
   readonly files: readonly BuiltFile[];
 }
 
-/** Copies the partition's dirty region out of the disk, formats and fills it, and copies it back. */
-async function buildPartition(diskPath: string, dir: string, p: PartitionPlan): Promise<BuiltPartition> {
+/** Makes the partition's file from the disk's seeded bytes, formats and fills it, and copies it into the disk. */
+async function buildPartition(diskPath: string, dir: string, seed: number, p: PartitionPlan): Promise<BuiltPartition> {
   const part = join(dir, `part${p.index}.img`);
-  await extractPartition(diskPath, p.startBytes, p.sizeBytes, part);
+  await makePartitionFile(part, seed, p.startBytes, p.sizeBytes);
   const startSector = p.startBytes / SECTOR;
   let contentSha256: string | null = null;
   switch (p.fs) {
@@ -434,7 +473,6 @@ export async function buildWindowsDisk(dir: string, opts: BuildOptions): Promise
   const recoveryStart = sizeMiB - 1 - S.recovery;
   checkSize('buildWindowsDisk', sizeMiB, mainStart + 64 + S.recovery + 1, dataMiB, recoveryStart - mainStart);
   const path = join(dir, `windows-${seed}.img`);
-  await createDirtyDisk(path, mib(sizeMiB), seed);
   const espFiles = [
     { path: '/EFI/BOOT/BOOTX64.EFI', data: seededBytes(seed, 'esp:bootx64', 1_523_456) },
     { path: '/EFI/Microsoft/Boot/bootmgfw.efi', data: seededBytes(seed, 'esp:bootmgfw', 1_890_123) },
@@ -452,7 +490,8 @@ export async function buildWindowsDisk(dir: string, opts: BuildOptions): Promise
     { index: 4, startBytes: mib(recoveryStart), sizeBytes: mib(S.recovery), fs: 'ntfs', label: 'Recovery', uuid: seededHex(seed, 'recovery', 16).toUpperCase(), guid: seededGuid(seed, 'p4'), typeId: GPT_TYPES.winRe, name: 'Recovery', attrs: 'RequiredPartition GUID:63', bootable: false, files: recoveryFiles },
   ];
   const partitions: BuiltPartition[] = [];
-  for (const p of plans) partitions.push(await buildPartition(path, dir, p));
+  await createDirtyDisk(path, mib(sizeMiB), seed, plans);
+  for (const p of plans) partitions.push(await buildPartition(path, dir, seed, p));
   const diskGuid = seededGuid(seed, 'disk');
   await writeTable(path, ['label: gpt', `label-id: ${diskGuid}`, 'first-lba: 34'], plans);
   return { path, size: mib(sizeMiB), scheme: 'gpt', diskGuid, partitions, usedBytes: sumFiles(partitions) };
@@ -468,7 +507,6 @@ export async function buildLinuxDisk(dir: string, opts: BuildOptions): Promise<B
   const swapStart = sizeMiB - LINUX_SIZES_MIB.swap;
   checkSize('buildLinuxDisk', sizeMiB, 1 + 64 + LINUX_SIZES_MIB.swap, dataMiB, swapStart - 1);
   const path = join(dir, `linux-${seed}.img`);
-  await createDirtyDisk(path, mib(sizeMiB), seed);
   const rootUuid = seededGuid(seed, 'ext4').toLowerCase();
   const swapUuid = seededGuid(seed, 'swap').toLowerCase();
   const fstab = `UUID=${rootUuid} / ext4 errors=remount-ro 0 1\nUUID=${swapUuid} none swap sw 0 0\n`;
@@ -481,7 +519,8 @@ export async function buildLinuxDisk(dir: string, opts: BuildOptions): Promise<B
     { index: 2, startBytes: mib(swapStart), sizeBytes: mib(LINUX_SIZES_MIB.swap), fs: 'swap', label: 'swap', uuid: swapUuid, guid: null, typeId: '0x82', name: '', attrs: '', bootable: false, files: [] },
   ];
   const partitions: BuiltPartition[] = [];
-  for (const p of plans) partitions.push(await buildPartition(path, dir, p));
+  await createDirtyDisk(path, mib(sizeMiB), seed, plans);
+  for (const p of plans) partitions.push(await buildPartition(path, dir, seed, p));
   const diskGuid = seededHex(seed, 'mbr-id', 8);
   await writeTable(path, ['label: dos', `label-id: 0x${diskGuid}`], plans);
   return { path, size: mib(sizeMiB), scheme: 'mbr', diskGuid, partitions, usedBytes: sumFiles(partitions) };
