@@ -26,7 +26,7 @@ const HASH_RE = /^[0-9a-f]{64}$/;
 /** What the client asked for cannot be done; `status` is the HTTP answer, `message` the sentence it shows. */
 export class ChunkTransferError extends Error {
   constructor(
-    readonly status: 400 | 403 | 404 | 409 | 413,
+    readonly status: 400 | 403 | 404 | 409 | 413 | 507,
     message: string,
     /** For a commit that lists chunks the session lacks: upload these and commit again. */
     readonly missing?: readonly string[],
@@ -42,6 +42,24 @@ export interface ChunkFile {
   /** The whole file (at most maxChunkFileSize bytes), read at once: the route sends it in one write. */
   readonly bytes: Buffer;
   stream(): Readable;
+}
+
+/**
+ * The store's file system said it is full (ENOSPC, or EDQUOT for a quota). The codec workers pass a
+ * system error on as its message only ("ENOSPC: no space left on device, write"), so the words are
+ * matched too.
+ */
+export function isDiskFull(e: unknown): boolean {
+  for (let c: unknown = e, depth = 0; c instanceof Error && depth < 5; c = c.cause, depth++) {
+    const code = (c as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || /\b(ENOSPC|EDQUOT)\b|no space left on device|disk quota exceeded/i.test(c.message)) return true;
+  }
+  return false;
+}
+
+/** 507 for a full store: the agent stops (it repeats only network failures and 503) and the task fails saying what to do. */
+function diskFullError(e: Error): ChunkTransferError {
+  return new ChunkTransferError(507, `the appliance's image store is full (${e.message}): free space there ("netclone image gc" removes chunks no image uses, "netclone image rm" whole images), then retry the task`);
 }
 
 export type ChunkFileSource = (hash: string, pinnedBy: VersionReader) => Promise<ChunkFile>;
@@ -149,6 +167,7 @@ export class ChunkCaptureTransfer {
       if (e instanceof MissingChunksError) throw new ChunkTransferError(409, e.message, e.missing);
       if (e instanceof ChunkUploadClosedError) throw new ChunkTransferError(409, e.message);
       if (e instanceof ChunkUploadError) throw new ChunkTransferError(400, e.message);
+      if (isDiskFull(e)) throw diskFullError(e as Error);
       throw e;
     }
   }

@@ -95,6 +95,8 @@ export function clientChunkRoutes(ctx: ClientChunkRoutesContext) {
     // Errors here are what the agent shows: {"error": "..."} (plus "missing" for a commit that lacks chunks).
     app.setErrorHandler((error, req, reply) => {
       if (error instanceof ChunkTransferError) {
+        // The agent shows it on the PC's screen; the admin learns of a full store here.
+        if (error.status === 507) ctx.logger.error({ task: (req.clientTask as TaskRecord | undefined)?.id, url: req.url.slice(0, 200), err: error.message }, 'chunk upload failed: the image store is full');
         return reply.code(error.status).send(error.missing ? { error: error.message, missing: error.missing } : { error: error.message });
       }
       const problem = classifyError(error);

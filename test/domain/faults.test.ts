@@ -8,12 +8,10 @@
  * process's last-resort handler for a rejection nobody handled.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { cli, loggedPorts, spawnServer, type ServerProcess } from '../cli/processes.js';
 import { run, type RunResult } from '../lib/run.js';
 import { databasePath, forgetDatabase, openDatabase } from '../../src/domain/database.js';
@@ -29,8 +27,8 @@ import type { TaskRecord } from '../../src/domain/database.js';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { noise } from '../lib/prng.js';
+import { fill, mountTmpfs, unmountAll } from '../lib/full-disk.js';
 
-const exec = promisify(execFile);
 const MiB = 1024 * 1024;
 
 let dir: string;
@@ -39,47 +37,17 @@ const mounts: string[] = [];
 let server: ServerProcess | null = null;
 
 
-async function mountTmpfs(target: string, size: string): Promise<void> {
-  await mkdir(target, { recursive: true });
-  await exec('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', target]);
-  mounts.push(target);
-}
-
-/** Writes a filler file until the filesystem says ENOSPC; returns its path. */
-async function fill(fsDir: string): Promise<string> {
-  const file = path.join(fsDir, 'filler');
-  const fh = await open(file, 'w');
-  try {
-    for (const block of [64 * 1024, 4096, 512, 1]) {
-      const buf = Buffer.alloc(block, 0xee);
-      for (;;) {
-        try {
-          await fh.write(buf);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-          break;
-        }
-      }
-    }
-  } finally {
-    await fh.close();
-  }
-  // Proof the filesystem is full: not one more byte fits.
-  await expect(writeFile(path.join(fsDir, 'probe'), 'x')).rejects.toMatchObject({ code: 'ENOSPC' });
-  return file;
-}
-
 beforeAll(async () => {
   if (process.getuid?.() !== 0) throw new Error('this test mounts tmpfs file systems: run it as root');
   if (!existsSync(path.resolve('dist/cli/main.js'))) throw new Error('run npm run build first (npm test does)');
   dir = await mkdtemp(path.join(tmpdir(), 'nc-faults-'));
   data = path.join(dir, 'data');
-  await mountTmpfs(path.join(data, 'images'), '12m');
-  await mountTmpfs(path.join(data, 'state'), '1m');
+  await mountTmpfs(path.join(data, 'images'), '12m', mounts);
+  await mountTmpfs(path.join(data, 'state'), '1m', mounts);
 });
 afterAll(async () => {
   await server?.stop();
-  for (const m of mounts.reverse()) await exec('umount', [m]).catch(() => exec('umount', ['-l', m]));
+  await unmountAll(mounts);
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -146,7 +114,7 @@ describe('disk full during a capture', () => {
 describe('the database on a full disk', () => {
   it('fails the one write with a clear error, keeps the file and memory consistent, and saves once there is room', async () => {
     const dbDir = path.join(dir, 'db');
-    await mountTmpfs(dbDir, '256k');
+    await mountTmpfs(dbDir, '256k', mounts);
     try {
       const db = await openDatabase(dbDir);
       const events = new EventLog(db, nullLogger());
@@ -226,8 +194,8 @@ describe('the serve process safety net', () => {
 describe('a task capture while state/ is full', () => {
   it('commits the version, reports the task done, keeps serving, and saves the task once there is room', async () => {
     const data2 = path.join(dir, 'data2');
-    await mountTmpfs(path.join(data2, 'images'), '64m');
-    await mountTmpfs(path.join(data2, 'state'), '1m');
+    await mountTmpfs(path.join(data2, 'images'), '64m', mounts);
+    await mountTmpfs(path.join(data2, 'state'), '1m', mounts);
     const logs: Array<{ level: number; msg: string }> = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
