@@ -157,8 +157,9 @@ async function mapUsed(tool: string, dev: string, span: PartitionSpan): Promise<
     const r = await runTool(tool, ['-D', '-s', dev, '-O', mapFile, `--offset_domain=${span.startBytes}`, '-L', join(dir, 'log')]);
     const output = `${r.stderr}\n${r.stdout}`;
     if (r.code !== 0) {
-      const said = partcloneMessages(output).filter((l) => !l.startsWith('Starting'));
-      return { problem: `${tool} could not map the used blocks (exit ${r.code}${said.length > 0 ? `: ${said.slice(-2).join('; ')}` : ''})` };
+      // partclone wraps its complaint over lines ("… or it was shutdown" / "uncleanly. Please boot Windows …").
+      const said = partcloneMessages(output).join(' ').slice(-400);
+      return { problem: `${tool} could not map the used blocks (exit ${r.code}${said !== '' ? `: ${said}` : ''})` };
     }
     const trouble = partcloneTrouble(output);
     if (trouble !== null) return { problem: `${tool}: ${trouble}` };

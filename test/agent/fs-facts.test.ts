@@ -143,6 +143,14 @@ describe('fs-facts on real filesystems (partition files)', () => {
     expect(f.note).toMatch(/^partclone\.extfs could not map the used blocks \(exit 1: .*not cleanly unmounted.*\): sent whole$/);
   });
 
+  it('an NTFS volume scheduled for a check (as ntfsresize leaves it) is sent whole, saying why', async () => {
+    execFileSync('cp', [img('ntfs.img'), img('ntfs-dirty.img')]);
+    execFileSync('ntfsresize', ['-f', '-f', '-s', '50M', img('ntfs-dirty.img')], { stdio: 'ignore' });
+    const f = await whole(img('ntfs-dirty.img'), 64 * MiB);
+    expect(f).toMatchObject({ filesystem: 'ntfs', label: 'Windows', mode: 'whole', used: null, usedBytes: null, minSizeBytes: null });
+    expect(f.note).toMatch(/^partclone\.ntfs could not map the used blocks \(exit 1: .*is scheduled for a check or it was shutdown uncleanly\. Please boot Windows or fix it by fsck\.\): sent whole$/);
+  });
+
   it('a missing tool means "sent whole" with a note naming it, never a crash', async () => {
     const bin = img('bin');
     await mkdir(bin);

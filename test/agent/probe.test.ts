@@ -5,14 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { copyFile, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDiskLayout, type DiskLayout } from '../../src/imaging/disk-layout.js';
 import { mbrDiskSignature, probeDisk } from '../../src/agent/probe.js';
 import { BITLOCKER_NOTE, UNKNOWN_NOTE } from '../../src/agent/fs-facts.js';
 import type { UsedMap } from '../../src/agent/used-map.js';
-import { buildLinuxDisk, buildWindowsDisk, checkDisk, type BuiltDisk } from '../lib/real-disks.js';
+import { buildLinuxDisk, buildWindowsDisk, checkDisk, seededBytes, type BuiltDisk } from '../lib/real-disks.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = MiB;
@@ -170,6 +170,53 @@ describe('probeDisk on real disks', () => {
     expect(layout.partitions[2]).toMatchObject({ filesystem: 'ntfs', mode: 'used-blocks' });
     expect(used.usedIn(recovery.startBytes / CHUNK)).toEqual([[recovery.startBytes, recovery.startBytes + CHUNK]]);
     for (let c = recovery.startBytes / CHUNK; c < (recovery.startBytes + recovery.sizeBytes) / CHUNK; c++) expect(used.isFree(c)).toBe(false);
+    expect(warnings).toEqual([]);
+  }, 300_000);
+
+  it('MBR with logical partitions: the extended container is kept as an entry, its EBRs read, the logical ext4 and swap probed', async () => {
+    const disk = join(dir, 'logical.img');
+    await writeFile(disk, seededBytes(1203, 'logical-disk', 100 * MiB));
+    execFileSync('sfdisk', ['-q', disk], { input: 'label: dos\nlabel-id: 0x12345678\nstart=2048, size=20MiB, type=83\nstart=43008, type=5\nsize=40MiB, type=83\nsize=16MiB, type=82\n' });
+    const tree = join(dir, 'logical-tree');
+    const file = seededBytes(1203, 'logical-file', 3 * MiB + 123);
+    execFileSync('mkdir', ['-p', tree]);
+    await writeFile(join(tree, 'file.bin'), file);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-L', 'logical', '-E', `nodiscard,offset=${45056 * 512}`, '-d', tree, disk, '40M']);
+    const swapFile = join(dir, 'logical-swap.img');
+    execFileSync('truncate', ['-s', '16M', swapFile]);
+    execFileSync('mkswap', ['-U', 'a1b2c3d4-0000-4000-8000-000000000006', '-L', 'lswap', swapFile], { stdio: 'ignore' });
+    execFileSync('dd', [`if=${swapFile}`, `of=${disk}`, 'bs=1M', `seek=${129024 * 512}`, 'oflag=seek_bytes', 'conv=notrunc', 'status=none']);
+
+    const probe = await probeDisk(disk, 100 * MiB, 512, CHUNK, warn);
+    expect(loopsOn(disk)).toBe('');
+    const { layout, used } = probe!;
+    expect(parseDiskLayout(JSON.parse(JSON.stringify(layout)))).toEqual(layout);
+    expect(layout.diskGuid).toBe('12345678');
+    expect(layout.partitions.map((p) => [p.index, p.typeId, p.filesystem, p.mode])).toEqual([
+      [1, '0x83', null, 'whole'],
+      [2, '0x05', null, 'whole'],
+      [5, '0x83', 'ext4', 'used-blocks'],
+      [6, '0x82', 'swap', 'swap'],
+    ]);
+    expect(layout.partitions[1].note).toMatch(/extended partition/);
+    expect(layout.partitions[3]).toMatchObject({ uuid: 'a1b2c3d4-0000-4000-8000-000000000006', label: 'lswap' });
+    // Both EBRs are read although they lie in the container, between the logical partitions.
+    for (const ebr of [43008 * 512, 126976 * 512]) {
+      expect(used.usedIn(Math.floor(ebr / CHUNK)).some(([s, e]) => s <= ebr && e >= ebr + 512)).toBe(true);
+    }
+    // Partition 1 holds random bytes, no filesystem: read whole.
+    for (let c = 1; c < 21; c++) expect(used.usedIn(c)).toEqual([[c * CHUNK, (c + 1) * CHUNK]]);
+
+    const rebuilt = join(dir, 'logical-rebuilt.img');
+    await rebuildFromUsed(disk, rebuilt, used);
+    const table = (d: string): string => execFileSync('sfdisk', ['-d', d]).toString().replaceAll(d, 'DISK');
+    expect(table(rebuilt)).toBe(table(disk));
+    const part = join(dir, 'logical-part.img');
+    execFileSync('dd', [`if=${rebuilt}`, `of=${part}`, 'bs=1M', `skip=${45056 * 512}`, 'count=40', 'iflag=skip_bytes', 'status=none']);
+    execFileSync('e2fsck', ['-fn', part], { stdio: 'ignore' });
+    const back = join(dir, 'logical-back.bin');
+    execFileSync('debugfs', ['-R', `dump /file.bin ${back}`, part], { stdio: 'ignore' });
+    expect((await readFile(back)).equals(file)).toBe(true);
     expect(warnings).toEqual([]);
   }, 300_000);
 
