@@ -179,8 +179,50 @@ describe('transport choice', () => {
     expect(start.status).toBe(200);
     expect(start.json).toEqual({
       transport: 'chunks', kind: 'deploy', size: golden.length, sectorSize: 512, chunkSize: CHUNK, chunkCount: 7, version: 1,
-      digest: diskDigest(golden, golden.length, CHUNK),
+      digest: diskDigest(golden, golden.length, CHUNK), layout: null,
     });
+  });
+});
+
+describe('the disk layout of a chunk capture (issue 12)', () => {
+  /** A layout for makeDisk()'s disk: one partition, and chunk 5 (all zeros there) free space. */
+  const layoutFor = (size: number, free: [number, number][]): Record<string, unknown> => ({
+    scheme: 'gpt', sectorSize: 512, diskSize: size, diskGuid: '11111111-2222-3333-4444-555555555555', chunkSize: CHUNK, freeChunks: free,
+    partitions: [{ index: 1, typeId: 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7', guid: 'AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE', name: 'data', attributes: '0', startBytes: CHUNK, sizeBytes: 4 * CHUNK, filesystem: 'ntfs', label: 'Data', uuid: '0123456789ABCDEF', usedBytes: 3 * CHUNK, minSizeBytes: 3 * CHUNK, mode: 'used-blocks', note: null }],
+  });
+
+  it('keeps the layout sent before the commit beside the version, and hands it to a deploy', async () => {
+    const disk = makeDisk();
+    const zeroChunk = piecesOf(disk).find((p) => p.hash === null && p.index < 6)?.index as number;
+    const { token } = await bootedTask('capture', '52:54:00:00:c1:31', 'laid-out');
+    await call('POST', '/api/client/v1/start', token, diskFor(disk.length));
+    const sent = await call('POST', '/api/client/v1/chunks/layout', token, layoutFor(disk.length, [[zeroChunk, 1]]));
+    expect(sent.status, JSON.stringify(sent.json)).toBe(204);
+    const { commit } = await agentCapture(token, disk);
+    expect(commit.status, JSON.stringify(commit.json)).toBe(200);
+    expect(await app.core.store.layout('laid-out')).toEqual(layoutFor(disk.length, [[zeroChunk, 1]]));
+
+    const deploy = await bootedTask('deploy', '52:54:00:00:c1:32', 'laid-out');
+    const start = await call('POST', '/api/client/v1/start', deploy.token, diskFor(disk.length));
+    expect(start.json).toMatchObject({ kind: 'deploy', layout: layoutFor(disk.length, [[zeroChunk, 1]]) });
+  });
+
+  it('refuses a layout of another disk, a malformed one, and a commit listing data in a chunk the layout calls free', async () => {
+    const disk = makeDisk();
+    const { token } = await bootedTask('capture', '52:54:00:00:c1:33', 'laid-out-bad');
+    await call('POST', '/api/client/v1/start', token, diskFor(disk.length));
+    const other = await call('POST', '/api/client/v1/chunks/layout', token, layoutFor(disk.length + 512, []));
+    expect(other.status).toBe(400);
+    expect(other.json.error).toMatch(/describes a \d+-byte disk/);
+    const malformed = await call('POST', '/api/client/v1/chunks/layout', token, { ...layoutFor(disk.length, []), freeChunks: [[3, 0]] });
+    expect(malformed.status).toBe(400);
+    expect(malformed.json.error).toMatch(/free run/);
+    // Chunk 0 holds data, yet the layout says it is free space.
+    expect((await call('POST', '/api/client/v1/chunks/layout', token, layoutFor(disk.length, [[0, 1]]))).status).toBe(204);
+    const { commit } = await agentCapture(token, disk);
+    expect(commit.status).toBe(400);
+    expect(commit.json.error).toMatch(/chunk 0 holds data, but the disk layout .* says it is free space/);
+    expect(await app.core.store.versions('laid-out-bad')).toEqual([]);
   });
 });
 
