@@ -3,9 +3,9 @@
  * the end) and a Linux-like MBR disk (ext4, swap at the end), built from the real tools on plain files,
  * and a checker that proves a disk (the built one, or one a deploy wrote) still holds them.
  *
- * No loop devices and no mounts (the host has neither): each partition is built as its own file with the
+ * No loop devices (the host kernel has none) and no mounts: each partition is built as its own file with the
  * filesystem's tools, then copied into the disk file at its offset. Before anything is formatted the whole
- * disk file is filled with seeded random bytes, and each partition file starts as a copy of its region, so
+ * disk holds seeded random bytes (each partition file starts with the bytes of its region), so
  * the free space of every filesystem is dirty the way a used PC's is (mkntfs -Q, mkfs.vfat and mkfs.ext4
  * with nodiscard leave old bytes in place); a capture that only skips zeros cannot pass a test built on these.
  *
@@ -21,6 +21,8 @@ import { run, type RunResult } from './run.js';
 const MiB = 1024 * 1024;
 const SECTOR = 512;
 const COPY_PIECE = 4 * MiB;
+/** The keystream is the cipher of zeros; one shared input buffer for pieces up to COPY_PIECE. */
+const ZEROS = Buffer.alloc(COPY_PIECE);
 
 export interface BuiltFile {
   /** Path inside the filesystem, e.g. '/EFI/BOOT/BOOTX64.EFI'. */
@@ -67,7 +69,10 @@ export interface BuiltDisk {
 
 export interface BuildOptions {
   readonly sizeMiB: number;
-  /** Everything (bytes, GUIDs, UUIDs) follows from the seed: the same seed builds the same disk. */
+  /**
+   * GUIDs, UUIDs, file contents and free-space bytes follow from the seed; only what the mkfs tools make up
+   * themselves (timestamps, ext4's hash seed) differs between two builds with one seed.
+   */
   readonly seed: number;
   /** Data in the main filesystem (NTFS C: or ext4), in several files. */
   readonly dataMiB: number;
@@ -109,7 +114,8 @@ export class SeededBytes {
     this.cipher = createCipheriv('aes-128-ctr', key, counter);
   }
   next(length: number): Buffer {
-    return this.cipher.update(Buffer.alloc(length));
+    if (length > ZEROS.length) return this.cipher.update(Buffer.alloc(length));
+    return this.cipher.update(ZEROS.subarray(0, length));
   }
 }
 
@@ -305,7 +311,8 @@ export async function flipByte(path: string, offset: number): Promise<void> {
 /**
  * Where a built file's bytes sit on a disk: the absolute offset of a 4 KiB sample from the middle of its data,
  * searched within its partition (file data is seeded random, so the sample is unique). Needs a file of at least
- * 8 KiB (smaller NTFS files may live inside the MFT record, and a sample must not straddle a cluster boundary).
+ * 8 KiB (smaller NTFS files may live inside the MFT record) whose clusters are contiguous, as the files of a fresh
+ * build are; `placement` is where the partition is now, when a deploy moved it.
  */
 export async function locateFileData(diskPath: string, part: BuiltPartition, filePath: string, placement?: { startBytes: number; sizeBytes: number }): Promise<number> {
   const file = part.files.find((f) => f.path === filePath);
