@@ -26,10 +26,18 @@ async function readNumber(path: string): Promise<number | null> {
   }
 }
 
+/** Where the kernel shows block devices; a test points these at a tree of its own. */
+export interface BlockRoots {
+  readonly sys: string;
+  readonly dev: string;
+}
+
+const KERNEL_ROOTS: BlockRoots = { sys: '/sys/class/block', dev: '/dev' };
+
 /** The kernel's node for the partition of block device `disk`, when it exists and lies where the table says. */
-export async function partitionNode(disk: string, part: PartitionPlace): Promise<string | null> {
+export async function partitionNode(disk: string, part: PartitionPlace, roots: BlockRoots = KERNEL_ROOTS): Promise<string | null> {
   const name = basename(await realpath(disk));
-  const dir = `/sys/class/block/${name}`;
+  const dir = `${roots.sys}/${name}`;
   let children: string[];
   try {
     children = await readdir(dir);
@@ -42,7 +50,7 @@ export async function partitionNode(disk: string, part: PartitionPlace): Promise
     const size = await readNumber(`${dir}/${child}/size`);
     if (start === null || start * SYSFS_UNIT !== part.startBytes) continue;
     if (size !== null && size * SYSFS_UNIT !== part.sizeBytes) continue;
-    const node = `/dev/${child}`;
+    const node = `${roots.dev}/${child}`;
     try {
       if ((await stat(node)).isBlockDevice()) return node;
     } catch {
