@@ -22,6 +22,7 @@ import { tempName } from '../lib/durable-write.js';
 import { ChunkTable } from './chunk-table.js';
 import type { ChunkBuffer } from './codec-pool.js';
 import type { HashPin, ImagePiece, StoreContext, VersionInfo } from './types.js';
+import type { DiskLayout } from './disk-layout.js';
 
 export interface CaptureOptions {
   readonly size: number;
@@ -31,6 +32,8 @@ export interface CaptureOptions {
   readonly maxPartialChunks?: number;
   /** Evictions (stores or spills) in flight before writes wait (default 16). */
   readonly maxPendingChunks?: number;
+  /** The disk's layout (issue 12), committed beside the version: an import of a disk whose partitions are known (a fitted version). */
+  readonly layout?: DiskLayout;
 }
 
 export class CaptureClosedError extends Error {

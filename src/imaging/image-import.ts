@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { DEFAULT_CHUNK_SIZE } from './chunk-format.js';
 import type { ImageStore, ProgressFn } from './image-store.js';
 import type { VersionInfo } from './types.js';
+import type { DiskLayout } from './disk-layout.js';
 
 /** The part of the store an import uses. */
 export type ImportTarget = Pick<ImageStore, 'beginCapture'>;
@@ -18,12 +19,16 @@ export interface ImportStreamOptions {
   readonly onProgress?: ProgressFn;
   /** 512 (default) or 4096. */
   readonly sectorSize?: number;
+  /** The disk's layout (issue 12), committed beside the version; its free chunks must read as zeros in the input. */
+  readonly layout?: DiskLayout;
 }
 
 export interface ImportFileOptions {
   /** Default: `import <path>`. */
   readonly source?: string;
   readonly onProgress?: ProgressFn;
+  /** As ImportStreamOptions.layout; its sector size is the import's. */
+  readonly layout?: DiskLayout;
 }
 
 /** Chunk writes in flight at once: the codec workers compress several while at most this many chunks of input wait in memory. */
@@ -31,7 +36,7 @@ const WRITES_IN_FLIGHT = 8;
 
 /** Captures a raw disk image from a stream of exactly `size` bytes. */
 export async function importStream(store: ImportTarget, name: string, input: Readable, size: number, opts: ImportStreamOptions): Promise<VersionInfo> {
-  const cap = store.beginCapture(name, { size, source: opts.source, sectorSize: opts.sectorSize });
+  const cap = store.beginCapture(name, { size, source: opts.source, sectorSize: opts.sectorSize, ...(opts.layout ? { layout: opts.layout } : {}) });
   const cs = DEFAULT_CHUNK_SIZE;
   try {
     let offset = 0;
@@ -78,5 +83,5 @@ export async function importStream(store: ImportTarget, name: string, input: Rea
 /** Imports a raw image file, skipping nothing: holes are detected per chunk. */
 export async function importFile(store: ImportTarget, name: string, path: string, opts: ImportFileOptions = {}): Promise<VersionInfo> {
   const st = await stat(path);
-  return importStream(store, name, createReadStream(path, { highWaterMark: DEFAULT_CHUNK_SIZE }), st.size, { source: opts.source ?? `import ${path}`, onProgress: opts.onProgress });
+  return importStream(store, name, createReadStream(path, { highWaterMark: DEFAULT_CHUNK_SIZE }), st.size, { source: opts.source ?? `import ${path}`, onProgress: opts.onProgress, ...(opts.layout ? { layout: opts.layout, sectorSize: opts.layout.sectorSize } : {}) });
 }

@@ -48,7 +48,7 @@ import { Capture, type CaptureOptions } from './capture.js';
 import { ChunkUpload, type ChunkUploadOptions } from './chunk-upload.js';
 import { UploadJournals } from './upload-journal.js';
 import type { ChunkUse, HashPin, ImageSummary, NewVersion, StoreContext, VersionInfo } from './types.js';
-import { parseDiskLayout, type DiskLayout } from './disk-layout.js';
+import { freeChunkTest, parseDiskLayout, type DiskLayout } from './disk-layout.js';
 
 export interface ImageStoreOptions {
   readonly logger: Logger;
@@ -460,7 +460,19 @@ export class ImageStore implements StoreContext {
     const sectorSize = opts.sectorSize ?? 512;
     if (sectorSize !== 512 && sectorSize !== 4096) throw new RangeError(`sector size ${sectorSize} is not 512 or 4096`);
     this.checkNewVersion(name);
-    const c = new Capture(this, name, this.chunkSize, { ...opts, sectorSize }, (cap) => this.commitVersion({ name, size: cap.size, sectorSize: cap.sectorSize, chunkSize: cap.chunkSize, source: cap.source, entries: () => cap.table.entries(), via: 'capture' }), (cap) => {
+    const layout = opts.layout;
+    if (layout && (layout.diskSize !== opts.size || layout.sectorSize !== sectorSize || layout.chunkSize !== this.chunkSize)) {
+      throw new RangeError(`the disk layout describes a ${layout.diskSize}-byte disk of ${layout.sectorSize}-byte sectors in ${layout.chunkSize}-byte chunks; this capture is ${opts.size} bytes, ${sectorSize}-byte sectors, ${this.chunkSize}-byte chunks`);
+    }
+    const commit = (cap: Capture): Promise<VersionInfo> => {
+      if (layout) {
+        // As for a chunk upload: a chunk the layout calls free is never written by a deploy, so it must not hold data.
+        const free = freeChunkTest(layout);
+        for (const e of cap.table.entries()) if (free(e.index)) throw new Error(`chunk ${e.index} of the capture of ${name} holds data, but its disk layout says it is free space; the layout does not describe this disk`);
+      }
+      return this.commitVersion({ name, size: cap.size, sectorSize: cap.sectorSize, chunkSize: cap.chunkSize, source: cap.source, entries: () => cap.table.entries(), via: 'capture', ...(layout ? { layout } : {}) });
+    };
+    const c = new Capture(this, name, this.chunkSize, { ...opts, sectorSize }, commit, (cap) => {
       if (this.captures.get(name) === cap) this.captures.delete(name);
     });
     this.captures.set(name, c);
