@@ -53,7 +53,9 @@ async function factsOf(disk: string, p: PartitionEntry, warn: (m: string) => voi
   } catch (err) {
     const why = (err as Error).message;
     warn(`partition ${p.index} of ${disk} could not be examined, so it is sent whole: ${why}`);
-    return { filesystem: p.filesystem, label: null, uuid: null, mode: 'whole', used: null, usedBytes: null, minSizeBytes: null, note: `could not be examined (${why}): sent whole` };
+    // The table's sniff says "vfat (FAT32)"; the layout names filesystems as blkid does.
+    const sniffed = p.filesystem === null ? null : p.filesystem.replace(/ \(.*\)$/, '');
+    return { filesystem: sniffed, label: null, uuid: null, mode: 'whole', used: null, usedBytes: null, minSizeBytes: null, note: `could not be examined (${why}): sent whole` };
   }
 }
 

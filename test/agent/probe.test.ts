@@ -220,6 +220,28 @@ describe('probeDisk on real disks', () => {
     expect(warnings).toEqual([]);
   }, 300_000);
 
+  it('without losetup the partitions of a disk file are sent whole, each with a warning and a note naming it', async () => {
+    const path = process.env.PATH;
+    const seen: string[] = [];
+    let probe: Awaited<ReturnType<typeof probeDisk>>;
+    try {
+      process.env.PATH = join(dir, 'no-tools');
+      probe = await probeDisk(linux.path, linux.size, 512, CHUNK, (m) => seen.push(m));
+    } finally {
+      process.env.PATH = path;
+    }
+    const { layout, used } = probe!;
+    expect(layout.partitions.map((p) => [p.filesystem, p.mode, p.label])).toEqual([
+      ['ext4', 'whole', null],
+      ['swap', 'whole', null],
+    ]);
+    for (const p of layout.partitions) expect(p.note).toBe('could not be examined (losetup is not installed (not found on PATH)): sent whole');
+    expect(seen).toHaveLength(2);
+    expect(seen[0]).toMatch(/^partition 1 of .* could not be examined, so it is sent whole: losetup is not installed/);
+    expect(layout.freeChunks).toEqual([]);
+    expect(used.usedBytes).toBe(linux.size);
+  });
+
   it('a disk without a partition table gives null', async () => {
     const blank = join(dir, 'blank.img');
     execFileSync('truncate', ['-s', '8M', blank]);
