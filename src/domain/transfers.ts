@@ -9,8 +9,10 @@ import type { HostService } from './hosts.js';
 import type { NbdGrants } from '../transport/grants.js';
 import { TransferMeter } from '../transport/transfer-meter.js';
 import { ExportRequestError, type ExportSource, type ImageVersionInfo } from '../transport/store-exports.js';
-import type { ChunkTransfer } from '../transport/chunk-transfer.js';
+import type { ChunkDeployTransfer, ChunkTransfer } from '../transport/chunk-transfer.js';
 import type { StartAnswer } from '../transport/chunk-wire.js';
+import { layoutNotes } from '../imaging/disk-layout.js';
+import { DeployFits } from './deploy-fits.js';
 
 export type { CaptureHooks, ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
 import type { Logger } from '../lib/log.js';
@@ -24,7 +26,7 @@ export interface ClientDisk {
 }
 
 export class TransferError extends Error {
-  constructor(readonly status: 400 | 409 | 500, message: string) {
+  constructor(readonly status: 400 | 409 | 500 | 503, message: string) {
     super(message);
     this.name = 'TransferError';
   }
@@ -51,6 +53,8 @@ export class TransferService {
   private readonly meters = new Map<string, TransferMeter>();
   /** Each running chunk-transport task's transfer, held until the task ends (a deploy's is its gc pin). */
   private readonly chunkTransfers = new Map<string, ChunkTransfer>();
+  /** Versions being fitted to smaller disks for deploys. */
+  private readonly fits: DeployFits;
 
   constructor(
     private readonly source: ExportSource,
@@ -61,6 +65,7 @@ export class TransferService {
     /** How long the client's "ok" waits for the commit before the export is closed (tests shorten it). */
     private readonly commitWaitMs: number = COMMIT_WAIT_MS,
   ) {
+    this.fits = new DeployFits((image, version, size, onProgress) => this.source.fitVersion(image, version, size, onProgress), logger);
     tasks.on('changed', (task: TaskRecord) => {
       if (task.state === 'cancelled' || task.state === 'failed') {
         this.captureOutcome.delete(task.id);
@@ -82,18 +87,26 @@ export class TransferService {
     let transfer: ChunkTransfer;
     let total: number;
     if (task.kind === 'deploy') {
+      let deploy: ChunkDeployTransfer;
       try {
-        transfer = await this.source.openChunkDeploy(task.image, meter);
+        deploy = await this.source.openChunkDeploy(task.image, meter);
       } catch (err) {
         if (err instanceof ExportRequestError) return this.refuse(task, err.status === 404 ? `image ${task.image} has no committed version` : err.message);
         throw err;
       }
-      const problem = diskProblem(task.image, disk, transfer.info);
+      if (disk.size < deploy.info.size && deploy.layout !== null && disk.logicalSectorSize === deploy.info.sectorSize) {
+        // A smaller disk gets a version fitted to it, derived from this one (which stays as it is).
+        const from = deploy.info;
+        await deploy.close();
+        deploy = await this.fittedDeploy(task, from.version, disk, meter);
+      }
+      const problem = diskProblem(task.image, disk, deploy.info);
       if (problem) {
-        await transfer.close();
+        await deploy.close();
         return this.refuse(task, problem);
       }
-      total = transfer.info.size;
+      total = deploy.info.size;
+      transfer = deploy;
     } else {
       try {
         transfer = this.source.openChunkCapture(task.image, disk.size, disk.logicalSectorSize, `capture of ${task.mac} disk ${disk.name}`, meter);
@@ -115,6 +128,31 @@ export class TransferService {
     }
     this.progressOf(task);
     return transfer.start();
+  }
+
+  /**
+   * The deploy of `version` fitted to `disk` (smaller than the image): 503 while the server prepares
+   * it (the agent asks again; each ask counts as the PC's heartbeat), then the fitted version's
+   * transfer. A disk too small for the used data fails the task, saying by how much.
+   */
+  private async fittedDeploy(task: TaskRecord, version: number, disk: ClientDisk, meter: TransferMeter): Promise<ChunkDeployTransfer> {
+    let answer;
+    try {
+      answer = this.fits.poll(task.image, version, disk.size);
+    } catch (err) {
+      return this.refuse(task, `disk ${disk.name} (${disk.size} bytes) is smaller than image ${task.image} version ${version}, and ${(err as Error).message}`);
+    }
+    this.tasks.heard(task);
+    if (answer.state === 'preparing') {
+      throw new TransferError(503, `preparing a version of ${task.image} version ${version} fitted to this ${disk.size}-byte disk (${answer.step}); the imaging client asks again`);
+    }
+    await this.tasks.note(task, `disk ${disk.name} is smaller than the image: deploying ${answer.image} version ${answer.version}, fitted to it from ${task.image} version ${version}`);
+    try {
+      return await this.source.openChunkDeploy(answer.image, meter, answer.version);
+    } catch (err) {
+      if (err instanceof ExportRequestError) return this.refuse(task, `the fitted version ${answer.image} version ${answer.version} cannot be opened: ${err.message}; deploy again`);
+      throw err;
+    }
   }
 
   /** Chunk tasks show counters from the start (zeros until the agent reports). */
@@ -199,6 +237,7 @@ export class TransferService {
     try {
       if (transfer.kind === 'capture') {
         const version = transfer.committed;
+        if (version && transfer.layout) for (const line of layoutNotes(transfer.layout)) await this.tasks.note(task, line);
         if (version) await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
         else await this.tasks.fail(task, 'the imaging agent reported success but never committed its chunk list; start the task again');
       } else if (digest !== transfer.info.digest) {

@@ -138,3 +138,22 @@ export function freeChunkTest(layout: Pick<DiskLayout, 'freeChunks'>): (index: n
 export function freeChunkCount(layout: Pick<DiskLayout, 'freeChunks'>): number {
   return layout.freeChunks.reduce((n, [, count]) => n + count, 0);
 }
+
+/**
+ * What a task's log says about how a capture treated the disk: one line per partition that was not
+ * captured by its used blocks (sent whole, with the reason; swap not sent), and one summing up.
+ */
+export function layoutNotes(layout: DiskLayout): string[] {
+  const out: string[] = [];
+  const name = (p: LayoutPartition): string => `partition ${p.index}${p.filesystem ? ` (${p.filesystem}${p.label ? ` "${p.label}"` : ''})` : ''}`;
+  let used = 0;
+  for (const p of layout.partitions) {
+    if (p.mode === 'used-blocks') used++;
+    else if (p.mode === 'swap') out.push(`${name(p)}: swap, not sent; a restore recreates it with its UUID and label`);
+    // The probe's notes say "sent whole" and why.
+    else out.push(`${name(p)}: ${p.note ?? 'sent whole'}`);
+  }
+  const freeBytes = Math.min(freeChunkCount(layout) * layout.chunkSize, layout.diskSize);
+  out.push(`${used} of ${layout.partitions.length} partitions captured by their filesystems' used blocks; ${freeBytes} bytes of free space neither read nor stored`);
+  return out;
+}

@@ -81,6 +81,7 @@ export function decodeChunkList(body: Buffer, chunkCount: number): (string | nul
 export class ChunkCaptureTransfer {
   readonly kind = 'capture' as const;
   private version: ImageVersionInfo | null = null;
+  private diskLayout: DiskLayout | null = null;
 
   constructor(
     private readonly upload: ChunkUpload,
@@ -129,6 +130,11 @@ export class ChunkCaptureTransfer {
     return this.guard(() => this.upload.put(hash, file));
   }
 
+  /** The agent's description of the disk, once it sent one. */
+  get layout(): DiskLayout | null {
+    return this.diskLayout;
+  }
+
   /** Records the agent's description of the disk (issue 12); the commit keeps it beside the version. */
   setLayout(json: unknown): void {
     let layout: DiskLayout;
@@ -140,6 +146,7 @@ export class ChunkCaptureTransfer {
     }
     try {
       this.upload.setLayout(layout);
+      this.diskLayout = layout;
     } catch (e) {
       if (e instanceof ChunkUploadClosedError) throw new ChunkTransferError(409, e.message);
       if (e instanceof ChunkUploadError) throw new ChunkTransferError(400, e.message);

@@ -11,6 +11,7 @@ import { CaptureExport } from './capture-export.js';
 import type { OpenedExport } from './grants.js';
 import type { Logger } from '../lib/log.js';
 import { ChunkCaptureTransfer, ChunkDeployTransfer } from './chunk-transfer.js';
+import { fitVersion } from '../imaging/fit-version.js';
 import type { TransferMeter } from './transfer-meter.js';
 
 export interface ImageVersionInfo {
@@ -34,8 +35,13 @@ export interface ExportSource {
   openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
   /** A chunk-transport capture: the store's upload session begins now (the image is busy until it ends). */
   openChunkCapture(image: string, size: number, sectorSize: number, source: string, meter: TransferMeter): ChunkCaptureTransfer;
-  /** A chunk-transport deploy of the newest version, opened (so pinned) until the transfer is closed. */
-  openChunkDeploy(image: string, meter: TransferMeter): Promise<ChunkDeployTransfer>;
+  /** A chunk-transport deploy of a version (default the newest), opened (so pinned) until the transfer is closed. */
+  openChunkDeploy(image: string, meter: TransferMeter, version?: number): Promise<ChunkDeployTransfer>;
+  /**
+   * A version of `image` version `version` fitted to a smaller disk of `diskSize` bytes (issue 12):
+   * derived on first use, reused after. Throws LayoutFitError when the used data cannot fit.
+   */
+  fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void): Promise<{ readonly image: string; readonly version: number }>;
 }
 
 /** A request for an export that cannot be met as asked (bad name, size, sector size, no such image). */
@@ -105,10 +111,14 @@ export class StoreExportSource implements ExportSource {
     return new ChunkCaptureTransfer(upload, meter);
   }
 
-  async openChunkDeploy(image: string, meter: TransferMeter): Promise<ChunkDeployTransfer> {
+  async fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void): Promise<{ readonly image: string; readonly version: number }> {
+    return fitVersion(this.store, image, version, diskSize, { tmpDir: this.store.tmpDir, logger: this.logger, onProgress });
+  }
+
+  async openChunkDeploy(image: string, meter: TransferMeter, version?: number): Promise<ChunkDeployTransfer> {
     if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
     try {
-      const reader = await this.store.openVersion(image);
+      const reader = await this.store.openVersion(image, version);
       let layout;
       try {
         layout = await this.store.layout(image, reader.version);

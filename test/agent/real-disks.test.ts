@@ -121,12 +121,14 @@ describe('a Windows-like GPT disk', () => {
   let built: BuiltDisk;
   let layout: DiskLayout;
   let capture: RunLine;
+  let captureTask: TaskRecord;
 
   beforeAll(async () => {
     await mkdir(path.join(dir, 'win'));
     built = await buildWindowsDisk(path.join(dir, 'win'), { sizeMiB: 512, seed: 7, dataMiB: 40 });
     const c = await agent('capture', 'win', built.path);
     capture = c.line;
+    captureTask = c.task;
     const l = await app.core.store.layout('win');
     if (!l) throw new Error('the capture kept no disk layout');
     layout = l;
@@ -156,6 +158,10 @@ describe('a Windows-like GPT disk', () => {
     expect(c?.minSizeBytes).toBeGreaterThan(built.usedBytes / 2);
     expect(c?.minSizeBytes).toBeLessThan(c?.sizeBytes ?? 0);
     expect(layout.partitions.find((p) => p.typeId === 'E3C9E316-0B5C-4DB8-817D-F92DF00215AE')?.mode).toBe('whole');
+    // The task says how the disk was captured: the MSR (no filesystem) whole, the rest by used blocks.
+    const log = captureTask.log.map((l) => l.message);
+    expect(log).toContain('partition 2: no filesystem netclone can read: sent whole');
+    expect(log.some((m) => /^3 of 4 partitions captured by their filesystems' used blocks; \d+ bytes of free space neither read nor stored$/.test(m))).toBe(true);
   });
 
   it('deploys onto a dirty disk of the same size: every file, table and GUID as captured', async () => {
@@ -199,7 +205,8 @@ describe('a Linux MBR disk with ext4 and swap', () => {
   beforeAll(async () => {
     await mkdir(path.join(dir, 'lin'));
     built = await buildLinuxDisk(path.join(dir, 'lin'), { sizeMiB: 256, seed: 9, dataMiB: 24 });
-    await agent('capture', 'lin', built.path);
+    const c = await agent('capture', 'lin', built.path);
+    expect(c.task.log.map((l) => l.message)).toContain(`partition 2 (swap "${built.partitions[1].label}"): swap, not sent; a restore recreates it with its UUID and label`);
     const l = await app.core.store.layout('lin');
     if (!l) throw new Error('the capture kept no disk layout');
     layout = l;
