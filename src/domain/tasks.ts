@@ -239,6 +239,11 @@ export class TaskService extends EventEmitter {
     return true;
   }
 
+  /** The claimed start opened nothing (the server asked the client to come back): the token may start again. */
+  releaseStart(task: TaskRecord): void {
+    this.startClaimed.delete(task.id);
+  }
+
   /** The task a client token belongs to, while that task can still use it. */
   byToken(token: string): TaskRecord | undefined {
     if (!token || token.length > 200) return undefined;

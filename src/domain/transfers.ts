@@ -41,9 +41,12 @@ const TASK_EXPORT_TTL_SECONDS = 24 * 3600;
 const COMMIT_WAIT_MS = 120_000;
 
 /** Why `disk` cannot take `info`'s image, or null when it can. */
-function diskProblem(image: string, disk: ClientDisk, info: ImageVersionInfo): string | null {
-  if (disk.size < info.size) return `disk ${disk.name} (${disk.size} bytes) is smaller than image ${image} (${info.size} bytes)`;
-  if (disk.logicalSectorSize !== info.sectorSize) return `disk ${disk.name} has ${disk.logicalSectorSize}-byte sectors, image ${image} has ${info.sectorSize}-byte sectors`;
+function diskProblem(image: string, disk: ClientDisk, info: ImageVersionInfo, smaller: string): string | null {
+  if (disk.size < info.size) return `disk ${disk.name} (${disk.size} bytes) is smaller than image ${image} (${info.size} bytes): ${smaller}`;
+  if (disk.logicalSectorSize !== info.sectorSize) {
+    // Partition tables and filesystems count in sectors: the image's bytes would mean other places on this disk.
+    return `disk ${disk.name} has ${disk.logicalSectorSize}-byte sectors, image ${image} has ${info.sectorSize}-byte sectors: a restore between 512-byte and 4K-native sector disks is not possible; use a disk with ${info.sectorSize}-byte logical sectors`;
+  }
   return null;
 }
 
@@ -100,7 +103,7 @@ export class TransferService {
         await deploy.close();
         deploy = await this.fittedDeploy(task, from.version, disk, meter);
       }
-      const problem = diskProblem(task.image, disk, deploy.info);
+      const problem = diskProblem(task.image, disk, deploy.info, 'it was captured without a disk layout (over NBD, or before netclone knew partitions), so it restores only onto a disk at least its size; re-capture it with the imaging agent to restore it onto smaller disks');
       if (problem) {
         await deploy.close();
         return this.refuse(task, problem);
@@ -180,7 +183,7 @@ export class TransferService {
     if (task.kind === 'deploy') {
       const info = await this.source.latest(task.image);
       if (!info) return this.refuse(task, `image ${task.image} has no committed version`);
-      const problem = diskProblem(task.image, disk, info);
+      const problem = diskProblem(task.image, disk, info, 'over NBD an image restores only onto a disk at least its size; deploy with --transport chunks to restore it onto a smaller disk');
       if (problem) return this.refuse(task, problem);
       const meter = this.meter(task);
       ({ name } = await this.grants.grant({

@@ -161,7 +161,11 @@ export function clientRoutes(ctx: ClientRoutesContext) {
         ctx.logger.info({ mac: task.mac, task: task.id, disk: req.body.disk.name, transport: answer.transport }, `client starts the ${task.kind}`);
         return answer;
       } catch (err) {
-        if (err instanceof TransferError) return reply.code(err.status).send({ error: err.message });
+        if (err instanceof TransferError) {
+          // 503: nothing was opened yet (a fitted version is being prepared); the client asks again with this token.
+          if (err.status === 503) ctx.tasks.releaseStart(task);
+          return reply.code(err.status).send({ error: err.message });
+        }
         throw err;
       }
     });
@@ -185,7 +189,11 @@ export function clientRoutes(ctx: ClientRoutesContext) {
         const done = await ctx.transfers.finish(task, req.body.ok, req.body.message ?? '', req.body.digest ?? null);
         return { state: done.state, reason: done.reason };
       } catch (err) {
-        if (err instanceof TransferError) return reply.code(err.status).send({ error: err.message });
+        if (err instanceof TransferError) {
+          // 503: nothing was opened yet (a fitted version is being prepared); the client asks again with this token.
+          if (err.status === 503) ctx.tasks.releaseStart(task);
+          return reply.code(err.status).send({ error: err.message });
+        }
         throw err;
       }
     });

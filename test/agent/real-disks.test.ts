@@ -188,6 +188,32 @@ describe('a Windows-like GPT disk', () => {
     await rm(target);
   });
 
+  it('deploys onto a smaller disk: the server fits a version with C: shrunk, Recovery moves up, the original stays as it was', async () => {
+    const before = await app.core.store.show('win');
+    const target = await dirtyDisk('win-small.raw', 320, 73);
+    const { task } = await agent('deploy', 'win', target);
+    const placement = placementFor(layout, 320 * MiB);
+    const c = layout.partitions.find((p) => p.label === 'Windows');
+    if (!c) throw new Error('no C: in the layout');
+    expect(placement.get(c.index)?.sizeBytes).toBeLessThan(c.sizeBytes - 150 * MiB);
+    await checkDisk(target, built, { placement });
+    expect(task.log.map((l) => l.message).some((m) => /deploying win\.fit-320m version 1, fitted to it from win version 1/.test(m))).toBe(true);
+    const after = await app.core.store.show('win');
+    expect(after.versions.map((v) => v.digest)).toEqual(before.versions.map((v) => v.digest));
+    expect((await app.core.store.verify('win')).ok).toBe(true);
+    await rm(target);
+  });
+
+  it('refuses a disk too small for the used data, saying by how much', async () => {
+    const target = await dirtyDisk('win-tiny.raw', 96, 74);
+    const { task, token } = await queue('deploy', 'win');
+    const r = await runAgentCli(['deploy', '--server', base, '--token', token, '--disk', target, '--disk-name', 'sda'], 300_000);
+    expect(r.code).toBe(1);
+    expect(agentReason(r)).toMatch(/the image needs a disk of at least [\d.]+ MiB \([\d.]+ MiB more than this [\d.]+ MiB disk\)/);
+    expect(app.core.tasks.get(task.id)?.state).toBe('failed');
+    await rm(target);
+  });
+
   it('deploys again onto the disk it restored: the unchanged chunks are reused, nothing is sent', async () => {
     const target = await dirtyDisk('win-again.raw', 512, 72);
     await agent('deploy', 'win', target);

@@ -519,12 +519,12 @@ describe('chunk deploy', () => {
     const small = await bootedTask('deploy', '52:54:00:00:c2:05', 'golden');
     const res = await call('POST', '/api/client/v1/start', small.token, diskFor(4 * CHUNK));
     expect(res.status).toBe(409);
-    expect(String(res.json.error)).toMatch(/smaller than image golden/);
+    expect(String(res.json.error)).toMatch(/smaller than image golden .*captured without a disk layout .* re-capture it with the imaging agent/);
     expect(small.task.state).toBe('failed');
     const odd = await bootedTask('deploy', '52:54:00:00:c2:06', 'golden');
     const sectors = await call('POST', '/api/client/v1/start', odd.token, { disk: { name: 'sda', size: golden.length, logicalSectorSize: 4096 } });
     expect(sectors.status).toBe(409);
-    expect(String(sectors.json.error)).toMatch(/4096-byte sectors/);
+    expect(String(sectors.json.error)).toMatch(/4096-byte sectors, image golden has 512-byte sectors: a restore between 512-byte and 4K-native sector disks is not possible/);
   });
 
   it('fails a deploy whose read-back differs from the version it deployed', async () => {
