@@ -36,7 +36,7 @@ die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
 # pins the zstd-napi it ships); src/lib is listed whole so the list cannot go stale when the agent
 # starts importing another helper there.
 STAMP_INPUTS=(boot/build.sh boot/client src/agent src/imaging/chunk-format.ts src/imaging/disk-layout.ts src/imaging/partitions.ts
-              src/imaging/layout-plan.ts src/imaging/partition-write.ts src/transport/chunk-wire.ts src/lib package-lock.json)
+              src/imaging/layout-plan.ts src/imaging/partition-write.ts src/imaging/domain-map.ts src/transport/chunk-wire.ts src/lib package-lock.json)
 print_stamp() {
   local root version
   root=$(cd "$BOOT_DIR/.." && pwd)

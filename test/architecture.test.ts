@@ -40,6 +40,7 @@ const EXTRA_FILES: Readonly<Partial<Record<Layer, readonly string[]>>> = {
     'src/imaging/partitions.ts',
     'src/imaging/layout-plan.ts',
     'src/imaging/partition-write.ts',
+    'src/imaging/domain-map.ts',
   ],
 };
 

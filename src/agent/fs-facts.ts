@@ -9,8 +9,8 @@ import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PartitionMode } from '../imaging/disk-layout.js';
-import { parseDomainMap, usedInPartition, type ByteRange } from './domain-map.js';
-import { runTool, ToolMissingError } from './tool.js';
+import { parseDomainMap, usedInPartition, type ByteRange } from '../imaging/domain-map.js';
+import { runTool, ToolMissingError } from '../lib/tool.js';
 
 export interface PartitionFacts {
   readonly filesystem: string | null;

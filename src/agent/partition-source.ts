@@ -6,7 +6,7 @@
  */
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { runTool } from './tool.js';
+import { runTool } from '../lib/tool.js';
 
 export interface PartitionPlace {
   readonly index: number;

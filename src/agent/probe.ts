@@ -7,7 +7,7 @@
 import { open } from 'node:fs/promises';
 import type { DiskLayout, LayoutPartition } from '../imaging/disk-layout.js';
 import { readPartitionTable, type PartitionEntry } from '../imaging/partitions.js';
-import { mergeRanges, subtractRanges, type ByteRange } from './domain-map.js';
+import { mergeRanges, subtractRanges, type ByteRange } from '../imaging/domain-map.js';
 import { partitionFacts, type PartitionFacts } from './fs-facts.js';
 import { withPartition } from './partition-source.js';
 import { UsedMap } from './used-map.js';

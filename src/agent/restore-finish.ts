@@ -9,7 +9,7 @@ import type { DiskLayout, LayoutPartition } from '../imaging/disk-layout.js';
 import type { RestorePlan } from '../imaging/layout-plan.js';
 import { writePartitionTable } from '../imaging/partition-write.js';
 import { swapHeader } from './swap-header.js';
-import { runTool } from './tool.js';
+import { runTool } from '../lib/tool.js';
 import { rereadPartitions, withPartition } from './partition-source.js';
 
 export interface FinishReport {

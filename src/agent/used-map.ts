@@ -3,7 +3,7 @@
  * sorted arrays, so a 512 GB disk with 100 000 ranges costs a few MB, and answers a chunk with a
  * binary search.
  */
-import { mergeRanges, type ByteRange } from './domain-map.js';
+import { mergeRanges, type ByteRange } from '../imaging/domain-map.js';
 
 /** Bytes [at, at + length) of a chunk are disk bytes [diskOffset, diskOffset + length) (disk-chunks.ts reads these). */
 export interface UsedPiece {

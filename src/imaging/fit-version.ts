@@ -13,11 +13,12 @@
  * layout and carried by a segment, or free in the shrunk filesystem's partclone map. Anything else
  * (tables, gaps, a partition without a map, a missing tool) counts as used, so a deploy writes it.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../lib/log.js';
+import { runTool, ToolMissingError, type ToolResult } from '../lib/tool.js';
+import { mergeRanges, parseDomainMap, subtractRanges } from './domain-map.js';
 import { freeChunkTest, parseDiskLayout, type DiskLayout, type LayoutPartition } from './disk-layout.js';
 import type { ImageStore } from './image-store.js';
 import { readBytes } from './image-export.js';
@@ -240,32 +241,21 @@ function fittedLayout(layout: DiskLayout, plan: RestorePlan, freeChunks: [number
 // ---------------------------------------------------------------------------------------------
 // Shrinking the main filesystem
 
-interface ToolResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function runTool(cmd: string, args: readonly string[]): Promise<ToolResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: TOOL_TIMEOUT_MS, killSignal: 'SIGKILL' });
-    let stdout = '';
-    let stderr = '';
-    // Progress output can be long: the tail says why a tool failed.
-    child.stdout.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-64 * 1024)));
-    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-64 * 1024)));
-    child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'ENOENT' ? new Error(`${cmd} is not installed on the server; install it (ntfs-3g, e2fsprogs or partclone) to restore onto smaller disks`) : new Error(`${cmd}: ${e.message}`, { cause: e })),
-    );
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+/** Runs a shrink or check tool on the server, naming the package that brings a missing one. */
+async function serverTool(cmd: string, args: readonly string[]): Promise<ToolResult> {
+  try {
+    return await runTool(cmd, args, { timeoutMs: TOOL_TIMEOUT_MS });
+  } catch (e) {
+    if (e instanceof ToolMissingError) throw new Error(`${cmd} is not installed on the server; install it (ntfs-3g, e2fsprogs or partclone) to restore onto smaller disks`, { cause: e });
+    throw e;
+  }
 }
 
 async function mustRun(cmd: string, args: readonly string[], ok: (r: ToolResult) => boolean, what: string): Promise<ToolResult> {
-  const r = await runTool(cmd, args);
+  const r = await serverTool(cmd, args);
   if (!ok(r)) {
     const said = `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-12).join('\n');
-    throw new Error(`${what}: ${cmd} ${args.join(' ')} failed (exit ${r.code ?? 'killed'}):\n${said}`);
+    throw new Error(`${what}: ${cmd} ${args.join(' ')} failed (exit ${r.code === -1 ? 'killed' : r.code}):\n${said}`);
   }
   return r;
 }
@@ -303,7 +293,7 @@ async function freeRangesOf(part: LayoutPartition, file: string, size: number, w
   // -I: ntfsresize leaves the volume marked for Windows' chkdsk, which partclone would refuse; ntfsfix -n just found it clean.
   const args = ['-D', ...(part.filesystem === 'ntfs' ? ['-I'] : []), '-s', file, '-O', map, '-L', join(work, 'partclone.log')];
   try {
-    const r = await runTool(tool, args);
+    const r = await serverTool(tool, args);
     if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
     return parseFreeRanges(await readFile(map, 'utf8'), size);
   } catch (err) {
@@ -312,26 +302,12 @@ async function freeRangesOf(part: LayoutPartition, file: string, size: number, w
   }
 }
 
-/** The `?` ranges of a partclone domain map (ddrescue format: "pos size status" after a "current_pos status" line), within [0, size). */
+/** The ranges of a partclone domain map that are not in use (anything but "+"), checked to lie within [0, size). */
 function parseFreeRanges(text: string, size: number): Range[] {
-  const free: Range[] = [];
-  let sawStatus = false;
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const f = line.split(/\s+/);
-    if (!sawStatus) {
-      sawStatus = true;
-      continue;
-    }
-    if (f.length !== 3 || !/^(0x[0-9a-f]+|\d+)$/i.test(f[0]) || !/^(0x[0-9a-f]+|\d+)$/i.test(f[1])) throw new Error(`unexpected line in the domain map: "${line}"`);
-    const pos = Number(f[0]);
-    const end = pos + Number(f[1]);
-    if (end > size) throw new Error(`the domain map names bytes ${pos}..${end}, past the ${size}-byte filesystem`);
-    if (f[2] !== '+') free.push([pos, end]);
-  }
-  if (!sawStatus) throw new Error('the domain map is empty');
-  return mergeRanges(free);
+  const map = parseDomainMap(text);
+  const last = [...map.used, ...map.free].reduce((n, [, e]) => Math.max(n, e), 0);
+  if (last > size) throw new Error(`the domain map names bytes up to ${last}, past the ${size}-byte filesystem`);
+  return map.free.map(([s2, e]): Range => [s2, e]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,31 +398,5 @@ async function writeTables(fh: FileHandle, writes: readonly TableWrite[]): Promi
 
 // ---------------------------------------------------------------------------------------------
 // Byte ranges
-
-function mergeRanges(ranges: readonly Range[]): Range[] {
-  const sorted = ranges.filter(([s, e]) => e > s).sort((a, b) => a[0] - b[0]);
-  const out: [number, number][] = [];
-  for (const [s, e] of sorted) {
-    const last = out[out.length - 1];
-    if (last && s <= last[1]) last[1] = Math.max(last[1], e);
-    else out.push([s, e]);
-  }
-  return out;
-}
-
-/** `outer` without what `holes` covers; both sorted and merged. */
-function subtractRanges(outer: readonly Range[], holes: readonly Range[]): Range[] {
-  const out: Range[] = [];
-  for (const [start, end] of outer) {
-    let at = start;
-    for (const [hs, he] of holes) {
-      if (he <= at || hs >= end) continue;
-      if (hs > at) out.push([at, hs]);
-      at = Math.max(at, he);
-    }
-    if (at < end) out.push([at, end]);
-  }
-  return out;
-}
 
 const sumRanges = (ranges: readonly Range[]): number => ranges.reduce((n, [s, e]) => n + (e - s), 0);

@@ -36,7 +36,7 @@ export const MANIFEST = 'manifest.txt';
  */
 export const CLIENT_SOURCES: readonly string[] = [
   'boot/build.sh', 'boot/client', 'src/agent', 'src/imaging/chunk-format.ts', 'src/imaging/disk-layout.ts', 'src/imaging/partitions.ts',
-  'src/imaging/layout-plan.ts', 'src/imaging/partition-write.ts', 'src/transport/chunk-wire.ts', 'src/lib', 'package-lock.json',
+  'src/imaging/layout-plan.ts', 'src/imaging/partition-write.ts', 'src/imaging/domain-map.ts', 'src/transport/chunk-wire.ts', 'src/lib', 'package-lock.json',
 ];
 export const LOADER_SOURCES: readonly string[] = ['boot/setup-loaders.sh'];
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ByteRange } from '../../src/agent/domain-map.js';
+import type { ByteRange } from '../../src/imaging/domain-map.js';
 import { UsedMap } from '../../src/agent/used-map.js';
 import { prng } from '../lib/prng.js';
 

@@ -143,7 +143,7 @@ describe('stamps', () => {
     await writeFile(path.join(dir, 'boot', 'client', 'lib', 'B.sh'), 'b\n');
     await writeFile(path.join(dir, 'boot', 'client', 'README.md'), 'docs\n');
     for (const f of ['src/agent/main.ts', 'src/imaging/chunk-format.ts', 'src/imaging/disk-layout.ts', 'src/imaging/partitions.ts', 'src/imaging/layout-plan.ts',
-      'src/imaging/partition-write.ts', 'src/transport/chunk-wire.ts', 'src/lib/worker.ts', 'package-lock.json']) {
+      'src/imaging/partition-write.ts', 'src/imaging/domain-map.ts', 'src/transport/chunk-wire.ts', 'src/lib/worker.ts', 'package-lock.json']) {
       await mkdir(path.dirname(path.join(dir, f)), { recursive: true });
       await writeFile(path.join(dir, f), `${f}\n`);
     }

@@ -1,7 +1,8 @@
 /**
- * Runs one of the disk tools the probe relies on (blkid, partclone, ntfsresize, losetup, …) and hands
- * back its exit code and output. A tool that is not installed is a ToolMissingError, so a caller can
- * fall back instead of failing the capture.
+ * Runs one of the disk tools netclone relies on (blkid, partclone, ntfsresize, resize2fs, losetup, …)
+ * and hands back its exit code and output, never throwing for an exit code. A tool that is not
+ * installed is a ToolMissingError, so a caller can fall back (the agent's probe sends a partition
+ * whole) or say which package to install (the server's fitted versions).
  */
 import { spawn } from 'node:child_process';
 
@@ -22,9 +23,14 @@ export interface ToolResult {
 /** Output kept from a stream: partclone's progress lines are long and many. */
 const MAX_OUTPUT = 1024 * 1024;
 
-export function runTool(tool: string, args: readonly string[]): Promise<ToolResult> {
+export interface ToolOptions {
+  /** Kill the tool (SIGKILL) after this long; its result then has code -1. Default: no limit. */
+  readonly timeoutMs?: number;
+}
+
+export function runTool(tool: string, args: readonly string[], options: ToolOptions = {}): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(options.timeoutMs ? { timeout: options.timeoutMs, killSignal: 'SIGKILL' as const } : {}) });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outBytes = 0;

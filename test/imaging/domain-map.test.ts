@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DomainMapError, mergeRanges, parseDomainMap, subtractRanges, usedInPartition } from '../../src/agent/domain-map.js';
+import { DomainMapError, mergeRanges, parseDomainMap, subtractRanges, usedInPartition } from '../../src/imaging/domain-map.js';
 
 /** As partclone.ntfs 0.3.23 wrote it for a 64 MiB NTFS at 1 MiB (the map stops one cluster short: the backup boot sector). */
 const NTFS_MAP = `# Domain logfile created by unset_name v0.3.23
