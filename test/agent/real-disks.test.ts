@@ -259,4 +259,15 @@ describe('a Linux MBR disk with ext4 and swap', () => {
     await rm(part);
     await rm(target);
   });
+
+  it('deploys onto a smaller disk: ext4 shrunk by the server, swap moved up and recreated', async () => {
+    const target = await dirtyDisk('lin-small.raw', 160, 91);
+    await agent('deploy', 'lin', target);
+    const placement = placementFor(layout, 160 * MiB);
+    const ext = layout.partitions.find((p) => p.filesystem === 'ext4');
+    if (!ext) throw new Error('no ext4 in the layout');
+    expect(placement.get(ext.index)?.sizeBytes).toBeLessThan(ext.sizeBytes - 60 * MiB);
+    await checkDisk(target, built, { placement });
+    await rm(target);
+  });
 });
