@@ -91,7 +91,8 @@ async function transfer(args: AgentArgs, options: RunOptions, api: AgentApi, siz
     } else {
       const layout = answer.layout;
       // Onto a disk of another size the plan moves partitions; onto the same size only free chunks are skipped.
-      const plan = layout !== null && layout.diskSize !== size ? planRestore(layout, size) : null;
+      // The task may name the partition that grows (a server before that sends no mainPartition).
+      const plan = layout !== null && layout.diskSize !== size ? planRestore(layout, size, answer.mainPartition ? { main: answer.mainPartition } : {}) : null;
       if (plan?.resize === 'shrink') throw new Error(`the server sent version ${answer.version}, made for a ${layout?.diskSize}-byte disk, for this ${size}-byte one; a smaller disk needs the server's fitted version: update the server`);
       digest = (await deploy(ctx, answer, new Placement(answer.size, answer.chunkSize, layout, plan))).digest;
       if (layout !== null) {

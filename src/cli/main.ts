@@ -48,7 +48,7 @@ export const COMMANDS: Readonly<Record<string, FlagSpecs>> = {
   'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'host rm': COMMON,
   'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, json: { value: false, description: 'JSON output' } },
-  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, json: { value: false, description: 'JSON output' } },
+  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, 'grow-partition': { value: true, description: 'partition number that grows or shrinks (default: the largest)' }, json: { value: false, description: 'JSON output' } },
   'task list': { ...COMMON, all: { value: false, description: 'include ended tasks' }, json: { value: false, description: 'JSON output' } },
   'task show': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'task cancel': { ...COMMON, json: { value: false, description: 'JSON output' } },
@@ -77,6 +77,7 @@ const USAGE = `netclone — network disk imaging
   netclone host add MAC [--name NAME [--rename]] | host list [--json] | host rm MAC
   netclone task capture MAC --image NAME [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
   netclone task deploy MAC --image NAME [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
+                 [--grow-partition N]   the partition that grows or shrinks to the disk (default: the largest)
   netclone task list [--all] [--json] | task show ID [--json] | task cancel ID
   netclone admin passwd                                set the admin password (asked twice)
   netclone admin token create [--name NAME]            API token for scripts
@@ -343,7 +344,7 @@ async function main(argv: string[]): Promise<number> {
       need(1, 'MAC --image NAME');
       if (typeof flags.image !== 'string') throw new UsageError(`usage: netclone ${key} MAC --image NAME`);
       print(
-        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after, transport: flags.transport }, 'task'),
+        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after, transport: flags.transport, 'grow-partition': flags['grow-partition'] }, 'task'),
         'task',
       );
       return 0;

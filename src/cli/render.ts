@@ -100,6 +100,7 @@ export function render(kind: RenderKind, value: unknown): string {
       const t = value as TaskRecord;
       return [
         `task ${t.id}: ${t.kind} of ${t.image} on ${t.mac} over ${transportOf(t)}`,
+        ...(t.mainPartition !== undefined ? [`partition that grows or shrinks: ${t.mainPartition}`] : []),
         `state: ${t.state}${t.reason ? ` (${t.reason})` : ''}`,
         `progress: ${t.progress.percent}% ${formatBytes(t.progress.bytes)} of ${formatBytes(t.progress.total)}${t.progress.mbps ? `, ${t.progress.mbps} MB/s` : ''}${t.progress.summary ? `; ${t.progress.summary}` : ''}`,
         ...t.log.map((l) => `  ${l.at}  ${l.message}`),

@@ -37,6 +37,15 @@ function transportArg(v: string | undefined): 'chunks' | 'nbd' | undefined {
   return v;
 }
 
+/** A partition's number in its table: `--grow-partition 3` (text from the CLI, a number through JSON). */
+function optPartition(args: Args, key: string): number | undefined {
+  const v = args[key];
+  if (v === undefined || v === null) return undefined;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new CommandError(400, `--${key} takes the partition's number in the partition table (1, 2, …), not "${String(v).slice(0, 40)}"`);
+  return n;
+}
+
 type Entry = (c: Commands, actor: Actor, args: Args, progress: Progress) => Promise<unknown>;
 
 const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
@@ -74,6 +83,7 @@ const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
       diskSerial: optStr(args, 'disk-serial') ?? null,
       after,
       transport: transportArg(optStr(args, 'transport')),
+      mainPartition: optPartition(args, 'grow-partition'),
     });
     return task;
   }],

@@ -24,6 +24,7 @@ import { describeImage, type ImageDetails } from '../imaging/image-details.js';
 import { importStream } from '../imaging/image-import.js';
 import type { ImageSummary } from '../imaging/types.js';
 import { isValidImageName } from '../imaging/names.js';
+import { LayoutPlanError, mainPartition } from '../imaging/layout-plan.js';
 import { normalizeMac } from '../lib/mac.js';
 import type { WakeSender } from '../lib/wake-on-lan.js';
 import type { Logger } from '../lib/log.js';
@@ -122,6 +123,11 @@ export interface StartTaskInput {
   readonly diskSerial?: string | null;
   /** How the PC moves its disk; the configured `transport` when absent. */
   readonly transport?: TaskTransport;
+  /**
+   * Deploys only: the partition (its table index) that grows onto a larger disk or shrinks onto a
+   * smaller one; the largest ntfs/ext2/3/4/xfs/btrfs partition when absent.
+   */
+  readonly mainPartition?: number;
 }
 
 export interface StartTaskResult {
@@ -424,6 +430,12 @@ export class Commands {
     this.allow(actor, 'task.create', { mac, image: input.image });
     if (input.after !== undefined && input.after !== 'reboot' && input.after !== 'poweroff') throw new CommandError(400, 'after must be reboot or poweroff');
     if (input.transport !== undefined && input.transport !== 'chunks' && input.transport !== 'nbd') throw new CommandError(400, 'transport must be chunks or nbd');
+    if (input.mainPartition !== undefined) {
+      if (input.kind !== 'deploy') throw new CommandError(400, 'a capture resizes no partition: the partition to grow or shrink is named for deploys only');
+      if (!Number.isSafeInteger(input.mainPartition) || input.mainPartition < 1) {
+        throw new CommandError(400, `the partition to grow or shrink is its number in the partition table (1, 2, …), not "${String(input.mainPartition).slice(0, 40)}"`);
+      }
+    }
     const known = this.deps.hosts.get(mac);
     let image: string;
     if (input.kind === 'capture') {
@@ -433,10 +445,39 @@ export class Commands {
       const chosen = input.image || known?.assignedImage;
       if (!chosen) throw new CommandError(400, `${mac} has no assigned image; choose an image to deploy`);
       image = await this.requireExisting(chosen, 'capture one first or choose one that exists');
+      if (input.mainPartition !== undefined) await this.checkMainPartition(image, input.mainPartition);
+    }
+    const transport = input.transport ?? this.deps.config.transport;
+    if (input.mainPartition !== undefined && transport !== 'chunks') {
+      throw new CommandError(400, 'over NBD an image is restored at its own size and no partition is resized: deploy with --transport chunks to name the partition to grow or shrink');
     }
     const host = await this.deps.hosts.register(mac);
-    const task = await this.deps.tasks.create({ kind: input.kind, mac, image, after: input.after ?? 'reboot', diskSerial: input.diskSerial ?? null, transport: input.transport ?? this.deps.config.transport });
+    const task = await this.deps.tasks.create({
+      kind: input.kind,
+      mac,
+      image,
+      after: input.after ?? 'reboot',
+      diskSerial: input.diskSerial ?? null,
+      transport,
+      ...(input.mainPartition !== undefined ? { mainPartition: input.mainPartition } : {}),
+    });
     return { task, wake: input.wake ? await this.wakeFor(host, task) : null };
+  }
+
+  /**
+   * The named partition must be one the newest version's layout can grow or shrink. A version
+   * captured without a layout is restored at its own size, so there is nothing to check against;
+   * the restore plan checks it again against the version the deploy gets.
+   */
+  private async checkMainPartition(image: string, index: number): Promise<void> {
+    const layout = await this.deps.store.layout(image);
+    if (layout === null) return;
+    try {
+      mainPartition(layout, index);
+    } catch (e) {
+      if (e instanceof LayoutPlanError) throw new CommandError(400, `image ${image}: ${e.message}`);
+      throw e;
+    }
   }
 
   private async wakeFor(host: HostRecord, task: TaskRecord): Promise<StartTaskResult['wake']> {

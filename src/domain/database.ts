@@ -98,6 +98,11 @@ export interface TaskRecord {
    * reads a missing one as 'nbd' too (see transportOf).
    */
   transport?: TaskTransport;
+  /**
+   * A deploy's partition (its table index) that grows or shrinks to the target disk (issue 12).
+   * Absent: the largest ntfs/ext2/3/4/xfs/btrfs partition (and in every record older than it).
+   */
+  mainPartition?: number;
   /** sha256 of the client token; the token itself is only ever on the PC's kernel command line. */
   tokenHash: string;
   clientIp: string | null;

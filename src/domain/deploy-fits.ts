@@ -2,7 +2,7 @@
  * Fitted versions being prepared for deploys onto smaller disks (issue 12). Deriving one shrinks a
  * filesystem on the server and can take minutes, longer than one HTTP call should wait, so the PC's
  * start call is answered "preparing" (503, the agent asks again) until the version is ready. One
- * preparation per (image, version, disk size) runs at a time, whichever PCs ask for it.
+ * preparation per (image, version, disk size, partition shrunk) runs at a time, whichever PCs ask for it.
  */
 import type { Logger } from '../lib/log.js';
 
@@ -10,7 +10,8 @@ export type FitAnswer =
   | { readonly state: 'ready'; readonly image: string; readonly version: number }
   | { readonly state: 'preparing'; readonly step: string };
 
-export type FitFn = (image: string, version: number, diskSize: number, onProgress: (step: string) => void) => Promise<{ readonly image: string; readonly version: number }>;
+/** `main`: the partition the task names to shrink; undefined for the largest resizable one. */
+export type FitFn = (image: string, version: number, diskSize: number, onProgress: (step: string) => void, main?: number) => Promise<{ readonly image: string; readonly version: number }>;
 
 interface Job {
   step: string;
@@ -31,15 +32,15 @@ export class DeployFits {
    * by the store and found again there), or preparing. A failed fit throws its error once, so the
    * task fails with its reason and a later task tries again.
    */
-  poll(image: string, version: number, diskSize: number): FitAnswer {
-    const key = `${image}\n${version}\n${diskSize}`;
+  poll(image: string, version: number, diskSize: number, main?: number): FitAnswer {
+    const key = `${image}\n${version}\n${diskSize}\n${main ?? 'largest'}`;
     let job = this.jobs.get(key);
     if (!job) {
       const created: Job = { step: 'starting', result: null, error: null };
       job = created;
       this.jobs.set(key, created);
-      this.logger.info({ image, version, diskSize }, 'preparing a version fitted to a smaller disk');
-      this.fit(image, version, diskSize, (step) => (created.step = step)).then(
+      this.logger.info({ image, version, diskSize, main }, 'preparing a version fitted to a smaller disk');
+      this.fit(image, version, diskSize, (step) => (created.step = step), main).then(
         (r) => {
           created.result = r;
           this.logger.info({ image, version, diskSize, fitted: r }, 'fitted version ready');

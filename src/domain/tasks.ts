@@ -53,6 +53,8 @@ export interface NewTask {
   readonly after?: 'reboot' | 'poweroff';
   /** The command layer passes the configured default; without one a task moves its disk over NBD. */
   readonly transport?: TaskTransport;
+  /** A deploy's partition that grows or shrinks (TaskRecord.mainPartition); the command layer checks it. */
+  readonly mainPartition?: number;
 }
 
 const PROGRESS_WRITE_INTERVAL_MS = 2000;
@@ -172,6 +174,7 @@ export class TaskService extends EventEmitter {
       diskSerial: input.diskSerial ?? null,
       after: input.after ?? 'reboot',
       transport: input.transport ?? 'nbd',
+      ...(input.mainPartition !== undefined ? { mainPartition: input.mainPartition } : {}),
       tokenHash: '',
       clientIp: null,
       disk: null,

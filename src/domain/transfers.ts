@@ -68,7 +68,7 @@ export class TransferService {
     /** How long the client's "ok" waits for the commit before the export is closed (tests shorten it). */
     private readonly commitWaitMs: number = COMMIT_WAIT_MS,
   ) {
-    this.fits = new DeployFits((image, version, size, onProgress) => this.source.fitVersion(image, version, size, onProgress), logger);
+    this.fits = new DeployFits((image, version, size, onProgress, main) => this.source.fitVersion(image, version, size, onProgress, main), logger);
     tasks.on('changed', (task: TaskRecord) => {
       if (task.state === 'cancelled' || task.state === 'failed') {
         this.captureOutcome.delete(task.id);
@@ -92,7 +92,7 @@ export class TransferService {
     if (task.kind === 'deploy') {
       let deploy: ChunkDeployTransfer;
       try {
-        deploy = await this.source.openChunkDeploy(task.image, meter);
+        deploy = await this.source.openChunkDeploy(task.image, meter, undefined, task.mainPartition);
       } catch (err) {
         if (err instanceof ExportRequestError) return this.refuse(task, err.status === 404 ? `image ${task.image} has no committed version` : err.message);
         throw err;
@@ -141,7 +141,7 @@ export class TransferService {
   private async fittedDeploy(task: TaskRecord, version: number, disk: ClientDisk, meter: TransferMeter): Promise<ChunkDeployTransfer> {
     let answer;
     try {
-      answer = this.fits.poll(task.image, version, disk.size);
+      answer = this.fits.poll(task.image, version, disk.size, task.mainPartition);
     } catch (err) {
       return this.refuse(task, `disk ${disk.name} (${disk.size} bytes) is smaller than image ${task.image} version ${version}, and ${(err as Error).message}`);
     }
@@ -151,7 +151,7 @@ export class TransferService {
     }
     await this.tasks.note(task, `disk ${disk.name} is smaller than the image: deploying ${answer.image} version ${answer.version}, fitted to it from ${task.image} version ${version}`);
     try {
-      return await this.source.openChunkDeploy(answer.image, meter, answer.version);
+      return await this.source.openChunkDeploy(answer.image, meter, answer.version, task.mainPartition);
     } catch (err) {
       if (err instanceof ExportRequestError) return this.refuse(task, `the fitted version ${answer.image} version ${answer.version} cannot be opened: ${err.message}; deploy again`);
       throw err;

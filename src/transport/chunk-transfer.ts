@@ -190,13 +190,18 @@ export class ChunkDeployTransfer {
     private readonly meter: TransferMeter,
     /** What the capture learnt of the source disk, or null (then the image is restored at its own size). */
     readonly layout: DiskLayout | null = null,
+    /** The partition the task names to grow or shrink, or null for the largest resizable one. */
+    readonly mainPartition: number | null = null,
   ) {
     this.info = versionInfo(reader);
   }
 
   start(): DeployStart {
     const r = this.reader;
-    return { transport: 'chunks', kind: 'deploy', size: r.size, sectorSize: r.sectorSize, chunkSize: r.chunkSize, chunkCount: r.chunkCount, version: r.version, digest: r.digest, layout: this.layout };
+    return {
+      transport: 'chunks', kind: 'deploy', size: r.size, sectorSize: r.sectorSize, chunkSize: r.chunkSize, chunkCount: r.chunkCount, version: r.version, digest: r.digest,
+      layout: this.layout, mainPartition: this.mainPartition,
+    };
   }
 
   countWire(bytes: number): void {

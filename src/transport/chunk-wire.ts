@@ -33,6 +33,11 @@ export interface DeployStart {
   readonly digest: string;
   /** The source disk's partitions and free chunks (issue 12), or null for a version captured without them. */
   readonly layout: DiskLayout | null;
+  /**
+   * The partition (table index) the task names to grow or shrink to the target disk, or null: then
+   * the largest ntfs/ext2/3/4/xfs/btrfs partition (layout-plan.ts mainPartition).
+   */
+  readonly mainPartition: number | null;
 }
 
 /** start's answer for a task over NBD: the thin client copies the whole disk with nbdcopy. */

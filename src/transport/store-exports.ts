@@ -35,13 +35,18 @@ export interface ExportSource {
   openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
   /** A chunk-transport capture: the store's upload session begins now (the image is busy until it ends). */
   openChunkCapture(image: string, size: number, sectorSize: number, source: string, meter: TransferMeter): ChunkCaptureTransfer;
-  /** A chunk-transport deploy of a version (default the newest), opened (so pinned) until the transfer is closed. */
-  openChunkDeploy(image: string, meter: TransferMeter, version?: number): Promise<ChunkDeployTransfer>;
   /**
-   * A version of `image` version `version` fitted to a smaller disk of `diskSize` bytes (issue 12):
-   * derived on first use, reused after. Throws LayoutFitError when the used data cannot fit.
+   * A chunk-transport deploy of a version (default the newest), opened (so pinned) until the transfer
+   * is closed; `main` is the partition the task names to grow or shrink (its start answer says so).
    */
-  fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void): Promise<{ readonly image: string; readonly version: number }>;
+  openChunkDeploy(image: string, meter: TransferMeter, version?: number, main?: number): Promise<ChunkDeployTransfer>;
+  /**
+   * A version of `image` version `version` fitted to a smaller disk of `diskSize` bytes (issue 12),
+   * shrinking partition `main` (default the largest resizable one): derived on first use, reused
+   * after. Throws LayoutFitError when the used data cannot fit, LayoutPlanError for a `main` that
+   * cannot shrink.
+   */
+  fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void, main?: number): Promise<{ readonly image: string; readonly version: number }>;
 }
 
 /** A request for an export that cannot be met as asked (bad name, size, sector size, no such image). */
@@ -111,11 +116,11 @@ export class StoreExportSource implements ExportSource {
     return new ChunkCaptureTransfer(upload, meter);
   }
 
-  async fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void): Promise<{ readonly image: string; readonly version: number }> {
-    return fitVersion(this.store, image, version, diskSize, { tmpDir: this.store.tmpDir, logger: this.logger, onProgress });
+  async fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void, main?: number): Promise<{ readonly image: string; readonly version: number }> {
+    return fitVersion(this.store, image, version, diskSize, { tmpDir: this.store.tmpDir, logger: this.logger, onProgress, ...(main !== undefined ? { main } : {}) });
   }
 
-  async openChunkDeploy(image: string, meter: TransferMeter, version?: number): Promise<ChunkDeployTransfer> {
+  async openChunkDeploy(image: string, meter: TransferMeter, version?: number, main?: number): Promise<ChunkDeployTransfer> {
     if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
     try {
       const reader = await this.store.openVersion(image, version);
@@ -126,7 +131,7 @@ export class StoreExportSource implements ExportSource {
         reader.close();
         throw err;
       }
-      return new ChunkDeployTransfer(reader, (hash, pinnedBy) => this.store.chunkFile(hash, pinnedBy), meter, layout);
+      return new ChunkDeployTransfer(reader, (hash, pinnedBy) => this.store.chunkFile(hash, pinnedBy), meter, layout, main ?? null);
     } catch (err) {
       if (err instanceof ImageNotFoundError) throw new ExportRequestError(404, err.message);
       throw err;

@@ -70,7 +70,7 @@ const FormHost = Type.Object({
   efiLoader: Type.Optional(Type.Union([Type.Literal('snponly.efi'), Type.Literal('ipxe.efi')])),
   _csrf: Type.Optional(Type.String()),
 });
-const FormTask = Type.Object({ image: Type.Optional(Type.String({ maxLength: 64 })), wake: Type.Optional(Type.String({ maxLength: 8 })), _csrf: Type.Optional(Type.String()) });
+const FormTask = Type.Object({ image: Type.Optional(Type.String({ maxLength: 64 })), wake: Type.Optional(Type.String({ maxLength: 8 })), mainPartition: Type.Optional(Type.String({ maxLength: 16 })), _csrf: Type.Optional(Type.String()) });
 const FormRename = Type.Object({ to: Type.String({ pattern: IMAGE_PATTERN }), _csrf: Type.Optional(Type.String()) });
 const FormLogin = Type.Object({ username: Type.String({ maxLength: 128 }), password: Type.String({ maxLength: 1024 }), next: Type.Optional(Type.String({ maxLength: 500 })), _csrf: Type.Optional(Type.String()) });
 const FormSetup = Type.Object({ token: Type.String({ maxLength: 200 }), password: Type.String({ maxLength: 1024 }), confirm: Type.String({ maxLength: 1024 }), _csrf: Type.Optional(Type.String()) });
@@ -207,7 +207,9 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   for (const kind of ['capture', 'deploy'] as const) {
     app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormTask> }>(`/hosts/:mac/${kind}`, { schema: { ...hide, params: MacParams, body: FormTask } }, async (req, reply) => {
       const image = req.body.image?.trim() || undefined;
-      const { task, wake } = await commands.startTask(operatorOf(req), { kind, mac: req.params.mac, image, wake: req.body.wake === 'on' });
+      // Empty: the largest partition grows; anything not a whole number is refused by startTask.
+      const main = req.body.mainPartition?.trim();
+      const { task, wake } = await commands.startTask(operatorOf(req), { kind, mac: req.params.mac, image, wake: req.body.wake === 'on', ...(main ? { mainPartition: Number(main) } : {}) });
       setFlash(req, `${kind === 'capture' ? 'Capture' : 'Deploy'} of ${task.image} queued: network-boot the PC now${wake ? `; ${wake.detail}` : ''}.`);
       return reply.redirect(`/hosts/${task.mac}`, 303);
     });

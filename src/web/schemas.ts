@@ -59,6 +59,7 @@ export const Task = Type.Object({
   createdAt: Type.String(), updatedAt: Type.String(), startedAt: Type.Union([Type.String(), Type.Null()]), finishedAt: Type.Union([Type.String(), Type.Null()]),
   reason: Type.Union([Type.String(), Type.Null()]), diskSerial: Type.Union([Type.String(), Type.Null()]), after: Type.String(),
   transport: Type.Optional(Type.Union([Type.Literal('chunks'), Type.Literal('nbd')], { description: 'how the PC moves its disk (absent in records older than the chunk transport: nbd)' })),
+  mainPartition: Type.Optional(Type.Integer({ description: 'deploy: the partition (table index) that grows or shrinks to the disk; absent: the largest ntfs/ext2/3/4/xfs/btrfs partition' })),
   clientIp: Type.Union([Type.String(), Type.Null()]),
   disk: Type.Union([Type.Object({ name: Type.String(), size: Type.Number(), logicalSectorSize: Type.Number(), serial: Type.String() }), Type.Null()]),
   progress: Progress,
@@ -74,6 +75,7 @@ export const NewTask = Type.Object({
   after: Type.Optional(Type.Union([Type.Literal('reboot'), Type.Literal('poweroff')])),
   diskSerial: Type.Optional(Type.String({ maxLength: 128 })),
   transport: Type.Optional(Type.Union([Type.Literal('chunks'), Type.Literal('nbd')], { description: 'chunk files over HTTP (the imaging agent) or raw bytes over NBD; the server\'s configured default when absent' })),
+  mainPartition: Type.Optional(Type.Integer({ minimum: 1, description: 'deploy over chunks: the partition (its number in the image\'s partition table) that grows onto a larger disk or shrinks onto a smaller one; the largest ntfs/ext2/3/4/xfs/btrfs partition when absent' })),
 }, { additionalProperties: false });
 
 export const TaskQuery = Type.Object({

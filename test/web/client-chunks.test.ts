@@ -19,7 +19,7 @@ import { TEST_OPERATOR } from '../lib/actor.js';
 import { diskDigest } from '../lib/disk-digest.js';
 import { nullLogger } from '../../src/lib/log.js';
 import { ChunkCodecContext, maxChunkFileSize } from '../../src/imaging/chunk-format.js';
-import { taskProgress } from '../../src/web/pages/tasks.js';
+import { taskDetail, taskProgress } from '../../src/web/pages/tasks.js';
 
 const CHUNK = 1024 * 1024;
 const codec = new ChunkCodecContext();
@@ -179,7 +179,7 @@ describe('transport choice', () => {
     expect(start.status).toBe(200);
     expect(start.json).toEqual({
       transport: 'chunks', kind: 'deploy', size: golden.length, sectorSize: 512, chunkSize: CHUNK, chunkCount: 7, version: 1,
-      digest: diskDigest(golden, golden.length, CHUNK), layout: null,
+      digest: diskDigest(golden, golden.length, CHUNK), layout: null, mainPartition: null,
     });
   });
 });
@@ -205,6 +205,41 @@ describe('the disk layout of a chunk capture (issue 12)', () => {
     const deploy = await bootedTask('deploy', '52:54:00:00:c1:32', 'laid-out');
     const start = await call('POST', '/api/client/v1/start', deploy.token, diskFor(disk.length));
     expect(start.json).toMatchObject({ kind: 'deploy', layout: layoutFor(disk.length, [[zeroChunk, 1]]) });
+  });
+
+  it('takes the partition a deploy grows in the API, checks it against the layout, shows it and tells the agent at start', async () => {
+    const disk = makeDisk();
+    const { token } = await bootedTask('capture', '52:54:00:00:c1:35', 'laid-out-main');
+    await call('POST', '/api/client/v1/start', token, diskFor(disk.length));
+    expect((await call('POST', '/api/client/v1/chunks/layout', token, layoutFor(disk.length, []))).status).toBe(204);
+    expect((await agentCapture(token, disk)).commit.status).toBe(200);
+
+    const admin = { authorization: `Bearer ${(await app.core.commands.createApiToken(TEST_OPERATOR, 'main-partition')).token}`, 'content-type': 'application/json' };
+    const mac = '52:54:00:00:c1:36';
+    const create = async (body: Record<string, unknown>): Promise<{ status: number; json: Record<string, unknown> }> => {
+      const res = await fetch(`${base}/api/v1/tasks`, { method: 'POST', headers: admin, body: JSON.stringify({ mac, transport: 'chunks', ...body }) });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    };
+    const missing = await create({ kind: 'deploy', image: 'laid-out-main', mainPartition: 2 });
+    expect(missing.status).toBe(400);
+    expect(String(missing.json.message)).toMatch(/partition 2 is not in the image \(it has 1\)/);
+    const capture = await create({ kind: 'capture', image: 'laid-out-main', mainPartition: 1 });
+    expect(capture.status).toBe(400);
+    expect(String(capture.json.message)).toMatch(/deploys only/);
+    expect((await create({ kind: 'deploy', image: 'laid-out-main', mainPartition: 0 })).status).toBe(400);
+
+    const created = await create({ kind: 'deploy', image: 'laid-out-main', mainPartition: 1 });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    const task = created.json.task as TaskRecord;
+    expect(task.mainPartition).toBe(1);
+    const shown = (await (await fetch(`${base}/api/v1/tasks/${task.id}`, { headers: admin })).json()) as TaskRecord;
+    expect(shown.mainPartition).toBe(1);
+    expect(taskDetail(shown, 'csrf', '').value).toMatch(/<dt>Partition to resize<\/dt><dd>1<\/dd>/);
+
+    const deployToken = tokenOf(await bootScript(mac));
+    const start = await call('POST', '/api/client/v1/start', deployToken, diskFor(disk.length));
+    expect(start.status, JSON.stringify(start.json)).toBe(200);
+    expect(start.json).toMatchObject({ kind: 'deploy', layout: layoutFor(disk.length, []), mainPartition: 1 });
   });
 
   it('refuses a layout of another disk, a malformed one, and a commit listing data in a chunk the layout calls free', async () => {

@@ -69,6 +69,7 @@ ${csrfField(d.csrf)}
 ${d.images.length === 0
       ? emptyState(html`No images yet — capture a PC first.`)
       : html`<label>Image <select name="image">${imageOptions(d.images, h.assignedImage, h.assignedImage ? `assigned (${h.assignedImage})` : 'choose…')}</select></label>
+<label>Partition to resize (default: the largest) <input name="mainPartition" type="number" min="1" step="1" inputmode="numeric" autocomplete="off"></label>
 <label class="check"><input type="checkbox" name="wake" value="on"> Wake the PC (Wake-on-LAN)</label>
 <p class="hint">The PC's disk is overwritten when it next boots from the network.</p>
 <button>Deploy now</button>`}
