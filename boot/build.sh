@@ -56,7 +56,7 @@ if [ "${1:-}" = --print-stamp ]; then print_stamp; exit 0; fi
 DISK_TOOLS="partclone.ntfs:partclone partclone.extfs:partclone partclone.fat:partclone partclone.exfat:partclone
             partclone.xfs:partclone partclone.btrfs:partclone partclone.f2fs:partclone partclone.hfsp:partclone
             ntfsresize:ntfs-3g ntfsfix:ntfs-3g ntfslabel:ntfs-3g resize2fs:e2fsprogs e2fsck:e2fsprogs dumpe2fs:e2fsprogs
-            blkid:util-linux losetup:mount mkswap:util-linux blockdev:util-linux"
+            blkid:util-linux losetup:mount mkswap:util-linux blockdev:util-linux blkdiscard:util-linux"
 # Shipped when the build host has them; never installed by the build (xfsprogs, btrfs-progs).
 OPTIONAL_DISK_TOOLS="xfs_growfs xfs_repair btrfs"
 

@@ -10,6 +10,7 @@ import type { DeployStart } from './api.js';
 import { BadChunkError } from './codec-pool.js';
 import { readAheadFor, readDiskChunks, type ChunkPiece } from './disk-chunks.js';
 import { Placement } from './placement.js';
+import { ZeroWriter } from './zero-out.js';
 import { Jobs } from './jobs.js';
 import { hashAt, LIST_ENTRY_BYTES } from '../transport/chunk-wire.js';
 import type { TransferContext } from './transfer-context.js';
@@ -46,7 +47,6 @@ export async function deploy(ctx: TransferContext, start: DeployStart, placement
   const list = await api.list();
   if (list.length !== chunkCount * LIST_ENTRY_BYTES) throw new Error(`chunk list: the server sent ${list.length} bytes, ${chunkCount * LIST_ENTRY_BYTES} expected (${chunkCount} chunks); retry the task`);
 
-  const zeros = Buffer.alloc(chunkSize);
   const jobs = new Jobs(ctx.jobs);
   let receivedBytes = 0;
   /** The image chunk whose place on this disk first received each chunk (null: its download failed). */
@@ -54,6 +54,7 @@ export async function deploy(ctx: TransferContext, start: DeployStart, placement
   /** Partial chunks as downloaded: the read-back needs the parts of them the disk does not hold. */
   const partial = new Map<number, Buffer>();
   const fh = await open(disk, 'r+');
+  const zero = new ZeroWriter(fh, disk, (await fh.stat()).isBlockDevice(), ctx.warn);
   /** Downloads chunk `index`, checks it against its name and writes it to its place. */
   const fetchInto = async (index: number, offset: number, length: number): Promise<void> => {
     const want = hashAt(list, index) as string;
@@ -86,7 +87,8 @@ export async function deploy(ctx: TransferContext, start: DeployStart, placement
         const want = hashAt(list, c.index);
         if (want === null) {
           counters.zeroChunks++;
-          if (c.hash !== null) await jobs.add(() => scatter(fh, zeros.subarray(0, c.length), c.offset, placement.pieces(c.index)));
+          // In disk order, so adjacent holes become one BLKZEROOUT.
+          if (c.hash !== null) for (const p of placement.pieces(c.index) ?? [{ at: 0, diskOffset: c.offset, length: c.length }]) await zero.zero(p.diskOffset, p.length);
           continue;
         }
         if (c.hash === want) {
@@ -112,10 +114,12 @@ export async function deploy(ctx: TransferContext, start: DeployStart, placement
         });
       }
       await jobs.drain();
+      await zero.flush();
     } finally {
       await jobs.settle();
     }
     await fh.sync();
+    counters.zeroedOut = zero.zeroedOut;
   } finally {
     await fh.close();
   }

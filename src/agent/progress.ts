@@ -15,6 +15,8 @@ export class Counters {
   freeChunks = 0;
   /** Bytes read from the disk: less than examined when free space was skipped. */
   readBytes = 0;
+  /** Deploy: bytes zeroed by BLKZEROOUT rather than written. */
+  zeroedOut = 0;
   constructor(readonly totalChunks: number) {}
 }
 

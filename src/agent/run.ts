@@ -27,6 +27,8 @@ export interface AgentResult {
   readonly readBytes: number;
   /** Chunks that held only free space: neither read nor sent (capture) nor written (deploy). */
   readonly freeChunks: number;
+  /** Deploy: bytes zeroed on the device by BLKZEROOUT instead of written. */
+  readonly zeroedOut: number;
 }
 
 export interface RunOptions {
@@ -89,7 +91,8 @@ async function transfer(args: AgentArgs, options: RunOptions, api: AgentApi, siz
       const probed = args.wholeDisk ? null : await probeDisk(args.disk, size, answer.sectorSize, answer.chunkSize, options.warn);
       await capture(ctx, answer, probed);
     } else {
-      const layout = answer.layout;
+      // A server of the version before layouts sends none.
+      const layout = answer.layout ?? null;
       // Onto a disk of another size the plan moves partitions; onto the same size only free chunks are skipped.
       // The task may name the partition that grows (a server before that sends no mainPartition).
       const plan = layout !== null && layout.diskSize !== size ? planRestore(layout, size, answer.mainPartition ? { main: answer.mainPartition } : {}) : null;
@@ -101,7 +104,7 @@ async function transfer(args: AgentArgs, options: RunOptions, api: AgentApi, siz
         if (done.grown) options.warn(`partition ${done.grown.index} grown to ${done.grown.sizeBytes} bytes`);
       }
     }
-    return { ok: true, digest, examined: counters.examined, sentChunks: counters.sentChunks, reusedChunks: counters.reusedChunks, readBytes: counters.readBytes, freeChunks: counters.freeChunks };
+    return { ok: true, digest, examined: counters.examined, sentChunks: counters.sentChunks, reusedChunks: counters.reusedChunks, readBytes: counters.readBytes, freeChunks: counters.freeChunks, zeroedOut: counters.zeroedOut };
   } finally {
     await reporter.stop();
     await Promise.all([hashPool.close(), codec.close()]);

@@ -92,7 +92,7 @@ export class FakeServer {
       const disk = (JSON.parse(body.toString()) as { disk: { size: number } }).disk;
       if (s.kind === 'capture') return send(200, { transport: 'chunks', kind: 'capture', size: disk.size, sectorSize: 512, chunkSize: s.chunkSize, knownBatch: s.knownBatch ?? 1024 });
       if (disk.size < s.size) return send(409, { error: `the disk is smaller than image fake` });
-      return send(200, { transport: 'chunks', kind: 'deploy', size: s.size, sectorSize: 512, chunkSize: s.chunkSize, chunkCount: Math.ceil(s.size / s.chunkSize), version: 1, digest: s.digest });
+      return send(200, { transport: 'chunks', kind: 'deploy', size: s.size, sectorSize: 512, chunkSize: s.chunkSize, chunkCount: Math.ceil(s.size / s.chunkSize), version: 1, digest: s.digest, layout: null, mainPartition: null });
     }
     if (req.method === 'POST' && path === '/api/client/v1/progress') {
       this.progress.push(JSON.parse(body.toString()) as Record<string, unknown>);

@@ -172,6 +172,21 @@ describe('a Windows-like GPT disk', () => {
     await rm(target);
   });
 
+  it('deploys onto a block device, zeroing the MSR (real zeros, not free space) with BLKZEROOUT', async () => {
+    const target = await dirtyDisk('win-block.raw', 512, 75);
+    const { stdout } = await exec('losetup', ['-f', '--show', target]);
+    const loop = stdout.trim();
+    try {
+      const { line } = await agent('deploy', 'win', loop, ['--size', String(512 * MiB)]);
+      // The MSR's 16 MiB are all zeros in the image: zeroed on the device, not written.
+      expect((line as RunLine & { zeroedOut: number }).zeroedOut).toBeGreaterThanOrEqual(16 * MiB);
+    } finally {
+      await exec('losetup', ['-d', loop]);
+    }
+    await checkDisk(target, built);
+    await rm(target);
+  });
+
   it('deploys onto a larger disk: C: grows, Recovery moves to the end unchanged, the GPT backup sits at the new end', async () => {
     const target = await dirtyDisk('win-large.raw', 768, 71);
     await agent('deploy', 'win', target);

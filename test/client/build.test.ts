@@ -13,7 +13,7 @@ function lddPaths(binary: string): string[] {
 
 /** The programs the imaging agent runs on a PC's partitions (issue 12), shipped from the build host. */
 const DISK_TOOLS = ['partclone.ntfs', 'partclone.extfs', 'partclone.fat', 'partclone.exfat', 'partclone.xfs', 'partclone.btrfs',
-  'ntfsresize', 'ntfsfix', 'ntfslabel', 'resize2fs', 'e2fsck', 'dumpe2fs', 'blkid', 'losetup', 'mkswap', 'blockdev'];
+  'ntfsresize', 'ntfsfix', 'ntfslabel', 'resize2fs', 'e2fsck', 'dumpe2fs', 'blkid', 'losetup', 'mkswap', 'blockdev', 'blkdiscard'];
 
 /** Where the build host has PROGRAM (the build ships it at the same path). */
 function hostPath(program: string): string {
