@@ -1,7 +1,8 @@
 /**
  * `npm run bench [-- NAME ...]`: runs every bench module that exists (bench/dhcp.ts, bench/tftp.ts,
  * bench/nbd.ts, bench/nbd-memory.ts, bench/capture.ts, bench/chunk-check.ts, bench/agent.ts (the imaging agent, issue 11;
- * BENCH_AGENT_MIB=256 for a quick try, BENCH_AGENT_SHAPED=0 skips the 1 Gbit/s link), bench/e2e.ts — the last boots VMs under TCG for
+ * BENCH_AGENT_MIB=256 for a quick try, BENCH_AGENT_SHAPED=0 skips the 1 Gbit/s link), bench/real-disks.ts (issue 12's used-block capture and restore
+ * onto other sizes, as root; BENCH_REAL_MIB=1024 for a quick try), bench/e2e.ts — the last boots VMs under TCG for
  * several minutes), each exporting `bench<Name>()` (`nbd-memory` → `benchNbdMemory`), one after the other (they share 2 cores), then prints a summary. A missing module
  * is reported and skipped; a bench that throws is reported and the rest still run. Exit status is non-zero only if a bench crashed (or an unknown name was asked for):
  * a missed performance target is a result, not a crash.
@@ -10,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { table } from './lib/format.js';
 
-const KNOWN = ['dhcp', 'tftp', 'nbd', 'nbd-memory', 'capture', 'chunk-check', 'agent', 'e2e'] as const;
+const KNOWN = ['dhcp', 'tftp', 'nbd', 'nbd-memory', 'capture', 'chunk-check', 'agent', 'real-disks', 'e2e'] as const;
 
 /** `nbd-memory` → `NbdMemory`: the part of its function names after `bench` / `summarize`. */
 function pascal(name: string): string {
