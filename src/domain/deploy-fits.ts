@@ -13,7 +13,11 @@ export type FitAnswer =
 /** `main`: the partition the task names to shrink; undefined for the largest resizable one. */
 export type FitFn = (image: string, version: number, diskSize: number, onProgress: (step: string) => void, main?: number) => Promise<{ readonly image: string; readonly version: number }>;
 
+/** How long an ask waits for a fit before answering "preparing": a fit the store already holds is found in less. */
+const QUICK_ANSWER_MS = 2000;
+
 interface Job {
+  done: Promise<void>;
   step: string;
   result: { readonly image: string; readonly version: number } | null;
   error: Error | null;
@@ -25,6 +29,8 @@ export class DeployFits {
   constructor(
     private readonly fit: FitFn,
     private readonly logger: Logger,
+    /** How long an ask waits for the fit before answering "preparing" (tests shorten it). */
+    private readonly quickAnswerMs = QUICK_ANSWER_MS,
   ) {}
 
   /**
@@ -32,15 +38,13 @@ export class DeployFits {
    * by the store and found again there), or preparing. A failed fit throws its error once, so the
    * task fails with its reason and a later task tries again.
    */
-  poll(image: string, version: number, diskSize: number, main?: number): FitAnswer {
+  async poll(image: string, version: number, diskSize: number, main?: number): Promise<FitAnswer> {
     const key = `${image}\n${version}\n${diskSize}\n${main ?? 'largest'}`;
     let job = this.jobs.get(key);
     if (!job) {
-      const created: Job = { step: 'starting', result: null, error: null };
-      job = created;
-      this.jobs.set(key, created);
+      const created: Job = { done: Promise.resolve(), step: 'starting', result: null, error: null };
       this.logger.info({ image, version, diskSize, main }, 'preparing a version fitted to a smaller disk');
-      this.fit(image, version, diskSize, (step) => (created.step = step), main).then(
+      created.done = this.fit(image, version, diskSize, (step) => (created.step = step), main).then(
         (r) => {
           created.result = r;
           this.logger.info({ image, version, diskSize, fitted: r }, 'fitted version ready');
@@ -50,7 +54,12 @@ export class DeployFits {
           this.logger.warn({ image, version, diskSize, err: created.error.message }, 'fitting a version to a smaller disk failed');
         },
       );
+      job = created;
+      this.jobs.set(key, created);
     }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([job.done, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.quickAnswerMs)))]);
+    clearTimeout(timer);
     if (job.error) {
       this.jobs.delete(key);
       throw job.error;

@@ -141,7 +141,7 @@ export class TransferService {
   private async fittedDeploy(task: TaskRecord, version: number, disk: ClientDisk, meter: TransferMeter): Promise<ChunkDeployTransfer> {
     let answer;
     try {
-      answer = this.fits.poll(task.image, version, disk.size, task.mainPartition);
+      answer = await this.fits.poll(task.image, version, disk.size, task.mainPartition);
     } catch (err) {
       return this.refuse(task, `disk ${disk.name} (${disk.size} bytes) is smaller than image ${task.image} version ${version}, and ${(err as Error).message}`);
     }
@@ -246,7 +246,7 @@ export class TransferService {
       } else if (digest !== transfer.info.digest) {
         await this.tasks.fail(task, `read-back check failed: the disk's digest ${digest ?? '(none)'} differs from the image's ${transfer.info.digest}`);
       } else {
-        await this.tasks.succeed(task, { version: transfer.info.version, digest, bytesOnWire }, `deployed ${task.image} version ${transfer.info.version}; read-back matches`);
+        await this.tasks.succeed(task, { version: transfer.info.version, digest, bytesOnWire }, `deployed ${transfer.image === task.image ? task.image : `${transfer.image} (fitted from ${task.image})`} version ${transfer.info.version}; read-back matches`);
       }
     } finally {
       this.closeChunks(task, 'the task finished');

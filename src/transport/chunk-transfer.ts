@@ -196,6 +196,11 @@ export class ChunkDeployTransfer {
     this.info = versionInfo(reader);
   }
 
+  /** The image the version belongs to: the task's, or the one holding its version fitted to a smaller disk. */
+  get image(): string {
+    return this.reader.name;
+  }
+
   start(): DeployStart {
     const r = this.reader;
     return {

@@ -104,12 +104,12 @@ describe('deploy fits', () => {
       asked.push(main);
       return new Promise(() => undefined);
     };
-    const fits = new DeployFits(fit, nullLogger());
-    fits.poll('win', 1, 1000);
-    fits.poll('win', 1, 1000, 2);
-    fits.poll('win', 1, 1000, 2);
-    fits.poll('win', 1, 1000, 3);
-    fits.poll('win', 1, 1000);
+    const fits = new DeployFits(fit, nullLogger(), 1);
+    await fits.poll('win', 1, 1000);
+    await fits.poll('win', 1, 1000, 2);
+    await fits.poll('win', 1, 1000, 2);
+    await fits.poll('win', 1, 1000, 3);
+    await fits.poll('win', 1, 1000);
     expect(asked).toEqual([undefined, 2, 3]);
   });
 });
