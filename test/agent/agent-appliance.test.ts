@@ -20,6 +20,7 @@ import { noise } from '../lib/prng.js';
 import type { RunResult } from '../lib/run.js';
 import { agentLine, agentReason, chunkList, distinctChunks, makeDisk, runAgentCli, scatterChanges, startAgentCli } from './disks.js';
 import { stopProcess } from '../lib/run.js';
+import { postAgentResult, queueChunkTask } from './appliance-tasks.js';
 import { waitFor } from '../lib/wait.js';
 
 const CHUNK = 1024 * 1024;
@@ -52,14 +53,7 @@ function nextMac(): string {
 
 /** A chunk-transport task for a fresh PC, and the token its boot script carries. */
 async function queue(kind: 'capture' | 'deploy', image: string): Promise<{ task: TaskRecord; token: string }> {
-  const mac = nextMac();
-  const task = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind, mac, image, transport: 'chunks' }, () => undefined)) as TaskRecord;
-  app.core.hosts.bootAddresses.note(mac, '127.0.0.1');
-  const res = await fetch(`${base}/boot/ipxe?mac=${mac}&platform=efi&arch=x86_64&chip=undionly`);
-  const script = await res.text();
-  const m = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script);
-  if (!m) throw new Error(`no token in the boot script:\n${script}`);
-  return { task, token: m[1] };
+  return queueChunkTask(app, kind, nextMac(), image);
 }
 
 function agent(mode: 'capture' | 'deploy', token: string, disk: string): Promise<RunResult> {
@@ -68,9 +62,7 @@ function agent(mode: 'capture' | 'deploy', token: string, disk: string): Promise
 
 /** What the thin client does after the agent: post the task's result from the agent's outcome. */
 async function postResult(token: string, r: RunResult): Promise<{ state: string; reason: string | null }> {
-  const body = r.code === 0 ? { ok: true, digest: agentLine(r).digest } : { ok: false, message: agentReason(r).replace(/^agent: /, '') };
-  const res = await fetch(`${base}/api/client/v1/result`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  return (await res.json()) as { state: string; reason: string | null };
+  return postAgentResult(app, token, r);
 }
 
 /** Captures `disk` into `image` through the agent; the task ends done. */

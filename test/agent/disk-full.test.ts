@@ -15,14 +15,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
-import { runCommand } from '../../src/domain/command-table.js';
-import { TEST_OPERATOR } from '../lib/actor.js';
 import { nullLogger } from '../../src/lib/log.js';
 import type { TaskRecord } from '../../src/domain/database.js';
 import { chunkName } from '../../src/imaging/chunk-format.js';
 import { journalLine, parseJournal, type JournalEntry } from '../../src/imaging/upload-journal.js';
 import { noise } from '../lib/prng.js';
 import type { RunResult } from '../lib/run.js';
+import { postAgentResult, queueChunkTask } from './appliance-tasks.js';
 import { diskDigest } from '../lib/disk-digest.js';
 import { fill, makeRoom, mountTmpfs, unmountAll } from '../lib/full-disk.js';
 import { agentLine, agentReason, chunkList, distinctChunks, runAgentCli } from './disks.js';
@@ -66,14 +65,7 @@ function appliance(): RunningAppliance {
 
 /** A chunk-transport capture task for a fresh PC, and the token its boot script carries. */
 async function queue(image: string): Promise<{ task: TaskRecord; token: string }> {
-  const mac = `52:54:00:00:d5:${(++macs).toString(16).padStart(2, '0')}`;
-  const a = appliance();
-  const task = (await runCommand(a.core.commands, TEST_OPERATOR, 'task.create', { kind: 'capture', mac, image, transport: 'chunks' }, () => undefined)) as TaskRecord;
-  a.core.hosts.bootAddresses.note(mac, '127.0.0.1');
-  const script = await (await fetch(`${base}/boot/ipxe?mac=${mac}&platform=efi&arch=x86_64&chip=undionly`)).text();
-  const m = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script);
-  if (!m) throw new Error(`no token in the boot script:\n${script}`);
-  return { task, token: m[1] };
+  return queueChunkTask(appliance(), 'capture', `52:54:00:00:d5:${(++macs).toString(16).padStart(2, '0')}`, image);
 }
 
 /** The agent as the thin client runs it; one upload at a time, so chunks land in disk order. */
@@ -87,10 +79,9 @@ async function agentCapture(image: string, disk: Buffer, name: string): Promise<
 
 /** What the thin client does after the agent: post the task's result from the agent's outcome. */
 async function postResult(token: string, r: RunResult): Promise<{ state: string; reason: string | null }> {
-  const body = r.code === 0 ? { ok: true, digest: agentLine(r).digest } : { ok: false, message: agentReason(r).replace(/^agent: /, '') };
-  const res = await fetch(`${base}/api/client/v1/result`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  expect(res.status).toBe(200);
-  return (await res.json()) as { state: string; reason: string | null };
+  const { status, ...answer } = await postAgentResult(appliance(), token, r);
+  expect(status).toBe(200);
+  return answer;
 }
 
 /** The agent stopped on the full store: once, with the server's words, and the task failed saying so. */

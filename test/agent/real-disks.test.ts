@@ -13,11 +13,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { loopbackConfig } from '../lib/appliance-config.js';
 import { startAppliance, type RunningAppliance } from '../../src/serve/runtime.js';
-import { runCommand } from '../../src/domain/command-table.js';
-import { TEST_OPERATOR } from '../lib/actor.js';
 import { nullLogger } from '../../src/lib/log.js';
 import type { TaskRecord } from '../../src/domain/database.js';
 import type { RunResult } from '../lib/run.js';
+import { postAgentResult, queueChunkTask } from './appliance-tasks.js';
 import { agentLine, agentReason, runAgentCli } from './disks.js';
 import { buildLinuxDisk, buildWindowsDisk, checkDisk, seededBytes, type BuiltDisk } from '../lib/real-disks.js';
 import { planRestore } from '../../src/imaging/layout-plan.js';
@@ -56,19 +55,11 @@ function nextMac(): string {
 }
 
 async function queue(kind: 'capture' | 'deploy', image: string): Promise<{ task: TaskRecord; token: string }> {
-  const mac = nextMac();
-  const task = (await runCommand(app.core.commands, TEST_OPERATOR, 'task.create', { kind, mac, image, transport: 'chunks' }, () => undefined)) as TaskRecord;
-  app.core.hosts.bootAddresses.note(mac, '127.0.0.1');
-  const script = await (await fetch(`${base}/boot/ipxe?mac=${mac}&platform=efi&arch=x86_64&chip=undionly`)).text();
-  const m = /netclone\.token=([A-Za-z0-9_-]+)/.exec(script);
-  if (!m) throw new Error(`no token in the boot script:\n${script}`);
-  return { task, token: m[1] };
+  return queueChunkTask(app, kind, nextMac(), image);
 }
 
 async function postResult(token: string, r: RunResult): Promise<{ state: string; reason: string | null }> {
-  const body = r.code === 0 ? { ok: true, digest: agentLine(r).digest } : { ok: false, message: agentReason(r).replace(/^agent: /, '') };
-  const res = await fetch(`${base}/api/client/v1/result`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  return (await res.json()) as { state: string; reason: string | null };
+  return postAgentResult(app, token, r);
 }
 
 interface RunLine {

@@ -1,4 +1,5 @@
 import { describe, it, expect } from 'vitest';
+import { prng } from '../lib/prng.js';
 import type { DiskLayout, LayoutPartition } from '../../src/imaging/disk-layout.js';
 import { LayoutFitError, LayoutPlanError, mainPartition, minDiskBytes, planRestore, usableArea, type RestorePlan } from '../../src/imaging/layout-plan.js';
 
@@ -248,16 +249,6 @@ describe('planRestore, table-driven', () => {
 
 // ---- property test over random layouts --------------------------------------------------------
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FILESYSTEMS = ['ntfs', 'ext4', 'ext3', 'xfs', 'btrfs', 'vfat', 'swap', null] as const;
 
@@ -376,7 +367,7 @@ function checkPlan(l: DiskLayout, plan: RestorePlan, T: number): void {
 
 describe('planRestore, seeded random layouts', () => {
   it('keeps its invariants, and fits exactly the disks minDiskBytes says', () => {
-    const r = rng(20261204);
+    const r = prng(20261204);
     let plans = 0;
     let refusals = 0;
     const kinds = new Set<string>();
