@@ -80,7 +80,7 @@ describe('capture', () => {
     // Batches keep to the server's knownBatch.
     expect(server.count('POST', '/api/client/v1/chunks/known')).toBeGreaterThanOrEqual(Math.ceil(distinct.size / 7));
     const line = agentLine(r);
-    expect(line).toEqual({ ok: true, digest: null, examined: disk.length, sentChunks: distinct.size, reusedChunks: CHUNKS + 1 - zeroCount(disk) - distinct.size });
+    expect(line).toEqual({ ok: true, digest: null, examined: disk.length, sentChunks: distinct.size, reusedChunks: CHUNKS + 1 - zeroCount(disk) - distinct.size, readBytes: disk.length, freeChunks: 0, zeroedOut: 0 });
   });
 
   it('re-capture after scattered changes uploads only the changed chunks', async () => {
