@@ -18,7 +18,11 @@ ROOTFS="$WORK/rootfs"
 NIC_MODULES="e1000 e1000e igb igc r8169 realtek tg3 bnx2x atlantic virtio_net r8152 ax88179_178a usbnet"
 USB_MODULES="xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic usb_storage uas"
 DISK_MODULES="ahci ata_piix sd_mod nvme virtio_blk virtio_scsi virtio_pci"
-MODULES="$NIC_MODULES $USB_MODULES $DISK_MODULES"
+# Filesystems the agent mounts to grow them (xfs_growfs, btrfs filesystem resize): packed with their
+# closure like the drivers above, but not loaded at boot; the agent modprobes one when it needs it.
+FS_MODULES="xfs btrfs"
+BOOT_MODULES="$NIC_MODULES $USB_MODULES $DISK_MODULES"
+MODULES="$BOOT_MODULES $FS_MODULES"
 FIRMWARE_PACKAGES="firmware-realtek firmware-bnx2x firmware-misc-nonfree"
 # Only the firmware for the drivers above goes in; firmware-misc-nonfree alone is hundreds of MB.
 FIRMWARE_DIRS="rtl_nic bnx2x tigon intel/ice qed"
@@ -57,7 +61,8 @@ DISK_TOOLS="partclone.ntfs:partclone partclone.extfs:partclone partclone.fat:par
             partclone.xfs:partclone partclone.btrfs:partclone partclone.f2fs:partclone partclone.hfsp:partclone
             ntfsresize:ntfs-3g ntfsfix:ntfs-3g ntfslabel:ntfs-3g resize2fs:e2fsprogs e2fsck:e2fsprogs dumpe2fs:e2fsprogs
             blkid:util-linux losetup:mount mkswap:util-linux blockdev:util-linux blkdiscard:util-linux"
-# Shipped when the build host has them; never installed by the build (xfsprogs, btrfs-progs).
+# Shipped when the build host has them; never installed by the build (xfsprogs, btrfs-progs: .ci/setup
+# and the README's install line install them). The agent grows xfs and btrfs with them (mounted-grow.ts).
 OPTIONAL_DISK_TOOLS="xfs_growfs xfs_repair btrfs"
 
 ensure_host_tools() {
@@ -371,7 +376,7 @@ done <"$MOD_LIST"
 cp "$KMODDIR/modules.builtin" "$KMODDIR/modules.builtin.modinfo" "$KMODDIR/modules.order" "$ROOTFS/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$ROOTFS" "$KVER" || die "depmod on the initrd tree failed"
 # The load order the client uses: the requested modules; busybox modprobe pulls each one's deps from modules.dep.
-printf '%s\n' $MODULES >"$ROOTFS/usr/share/netclone/modules.load"
+printf '%s\n' $BOOT_MODULES >"$ROOTFS/usr/share/netclone/modules.load"
 
 # ---- firmware (non-free-firmware component; optional) -----------------------------------------
 FIRMWARE_NOTE=""

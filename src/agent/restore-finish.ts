@@ -11,6 +11,7 @@ import { writePartitionTable } from '../imaging/partition-write.js';
 import { swapHeader } from './swap-header.js';
 import { runTool } from '../lib/tool.js';
 import { rereadPartitions, withPartition } from './partition-source.js';
+import { growByHand, growMounted, growsMounted } from './mounted-grow.js';
 
 export interface FinishReport {
   /** The partition table was rewritten for this disk's size. */
@@ -21,7 +22,7 @@ export interface FinishReport {
   readonly grown: { readonly index: number; readonly sizeBytes: number } | null;
 }
 
-/** Filesystems whose growth the agent runs itself: the tools work on an unmounted partition. */
+/** Filesystems whose tools grow them unmounted; xfs and btrfs grow only mounted (mounted-grow.ts). */
 const GROWERS: Readonly<Record<string, (dev: string) => readonly (readonly string[])[]>> = {
   ntfs: (dev) => [['ntfsresize', '--force', '--no-progress-bar', dev]],
   ext4: (dev) => [['e2fsck', '-f', '-p', dev], ['resize2fs', dev]],
@@ -66,10 +67,20 @@ export async function finishRestore(disk: string, layout: DiskLayout, plan: Rest
     const main = layout.partitions.find((p) => p.index === plan.main);
     const placed = plan.partitions.find((p) => p.index === plan.main);
     if (!main || !placed) throw new Error(`restore plan names partition ${plan.main} as the one to grow, but the image's layout has no such partition; update the imaging client`);
-    const grow = main.filesystem === null ? undefined : GROWERS[main.filesystem];
-    if (grow === undefined || main.mode !== 'used-blocks') {
-      warn(`partition ${main.index} (${main.filesystem ?? 'unknown filesystem'}) grew to ${placed.toSize} bytes, but its filesystem was left at ${main.sizeBytes} bytes: netclone grows ntfs and ext2/3/4 only; grow it from the running system`);
-    } else {
+    const fs = main.filesystem;
+    const grow = fs === null ? undefined : GROWERS[fs];
+    if (main.mode !== 'used-blocks' || (grow === undefined && !growsMounted(fs))) {
+      warn(`partition ${main.index} (${fs ?? 'unknown filesystem'}) grew to ${placed.toSize} bytes, but its filesystem was left at ${main.sizeBytes} bytes: netclone grows ntfs, ext2/3/4, xfs and btrfs only; grow it from the running system`);
+    } else if (growsMounted(fs)) {
+      await withPartition(disk, { index: main.index, startBytes: placed.toStart, sizeBytes: placed.toSize }, { writable: true }, async (dev) => {
+        try {
+          await growMounted(dev, fs);
+        } catch (err) {
+          throw new Error(`growing the ${fs} filesystem of partition ${main.index}: ${(err as Error).message}. The data is restored and checked, and the partition is ${placed.toSize} bytes, but its filesystem still has its old size: ${growByHand(fs)}, or deploy again`, { cause: err });
+        }
+      });
+      grown = { index: main.index, sizeBytes: placed.toSize };
+    } else if (grow !== undefined) {
       await withPartition(disk, { index: main.index, startBytes: placed.toStart, sizeBytes: placed.toSize }, { writable: true }, async (dev) => {
         for (const cmd of grow(dev)) {
           const [tool, ...args] = cmd;

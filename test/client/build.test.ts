@@ -13,7 +13,8 @@ function lddPaths(binary: string): string[] {
 
 /** The programs the imaging agent runs on a PC's partitions (issue 12), shipped from the build host. */
 const DISK_TOOLS = ['partclone.ntfs', 'partclone.extfs', 'partclone.fat', 'partclone.exfat', 'partclone.xfs', 'partclone.btrfs',
-  'ntfsresize', 'ntfsfix', 'ntfslabel', 'resize2fs', 'e2fsck', 'dumpe2fs', 'blkid', 'losetup', 'mkswap', 'blockdev', 'blkdiscard'];
+  'ntfsresize', 'ntfsfix', 'ntfslabel', 'resize2fs', 'e2fsck', 'dumpe2fs', 'blkid', 'losetup', 'mkswap', 'blockdev', 'blkdiscard',
+  'xfs_growfs', 'btrfs'];
 
 /** Where the build host has PROGRAM (the build ships it at the same path). */
 function hostPath(program: string): string {
@@ -57,7 +58,7 @@ describe('thin client build (boot/build.sh)', () => {
     for (const lib of needed) expect(entries.has(lib.replace(/^\//, '')), lib).toBe(true);
   });
 
-  it('packs the disk tools (partclone, ntfs-3g, e2fsprogs, util-linux) with their shared libraries, ahead of busybox', () => {
+  it('packs the disk tools (partclone, ntfs-3g, e2fsprogs, util-linux, xfsprogs, btrfs-progs) with their shared libraries, ahead of busybox', () => {
     for (const tool of DISK_TOOLS) {
       const path = hostPath(tool);
       expect(entries.has(path.replace(/^\//, '')), `${tool} at ${path}`).toBe(true);
@@ -68,10 +69,10 @@ describe('thin client build (boot/build.sh)', () => {
     }
     // ntfsresize, ntfsfix and resize2fs refuse to run when they cannot tell what is mounted.
     expect(entries.has('etc/mtab'), 'etc/mtab').toBe(true);
-    for (const pkg of ['partclone', 'ntfs-3g', 'e2fsprogs', 'util-linux', 'mount']) expect(manifest).toMatch(new RegExp(`^${pkg}:amd64 \\S+$`, 'm'));
+    for (const pkg of ['partclone', 'ntfs-3g', 'e2fsprogs', 'util-linux', 'mount', 'xfsprogs', 'btrfs-progs']) expect(manifest).toMatch(new RegExp(`^${pkg}:amd64 \\S+$`, 'm'));
   });
 
-  it('packs modules.dep and the NIC, USB and disk drivers', () => {
+  it('packs modules.dep, the NIC, USB and disk drivers, and the xfs and btrfs drivers the agent mounts to grow them', () => {
     const kver = /^kernel-version: (\S+)$/m.exec(manifest)?.[1];
     expect(kver).toBeTruthy();
     const modDir = `lib/modules/${kver}`;
@@ -80,7 +81,7 @@ describe('thin client build (boot/build.sh)', () => {
       .map((e) => e.slice(e.lastIndexOf('/') + 1, -3).replace(/-/g, '_')));
     for (const m of ['e1000', 'e1000e', 'igb', 'igc', 'r8169', 'tg3', 'bnx2x', 'atlantic', 'virtio_net', 'r8152',
       'ax88179_178a', 'usbnet', 'xhci_pci', 'xhci_hcd', 'ehci_pci', 'ehci_hcd', 'ahci', 'nvme', 'sd_mod', 'virtio_blk',
-      'virtio_scsi', 'virtio_pci', 'usbhid', 'libata', 'scsi_mod', 'nvme_core']) {
+      'virtio_scsi', 'virtio_pci', 'usbhid', 'libata', 'scsi_mod', 'nvme_core', 'xfs', 'btrfs', 'libcrc32c', 'raid6_pq', 'xor']) {
       expect(modules.has(m), m).toBe(true);
     }
   });
@@ -164,7 +165,7 @@ describe('thin client build (boot/build.sh)', () => {
       expect(JSON.parse(String(r.stdout))).toMatchObject({ equal: true, compressed: true, refused: true });
     });
 
-    it('runs the disk tools with the tree\'s libraries: mkswap -U -L, blkid -p -o export, partclone -D, resize2fs -P', () => {
+    it('runs the disk tools with the tree\'s libraries: mkswap -U -L, blkid -p -o export, partclone -D, resize2fs -P, xfs_growfs -V, btrfs --version', () => {
       const libs = DISK_TOOLS.flatMap((t) => lddPaths(hostPath(t)));
       const loader = libs.find((l) => l.includes('ld-linux')) ?? '';
       const dirs = [...new Set(libs.map((l) => join(root, dirname(l))))].join(':');
@@ -188,6 +189,12 @@ describe('thin client build (boot/build.sh)', () => {
         const min = tool('resize2fs', ['-P', ext]);
         expect(min.status, String(min.stderr)).toBe(0);
         expect(String(min.stdout)).toMatch(/minimum size of the filesystem: \d+/);
+        const xfsGrow = tool('xfs_growfs', ['-V']);
+        expect(xfsGrow.status, String(xfsGrow.stderr)).toBe(0);
+        expect(String(xfsGrow.stdout)).toMatch(/^xfs_growfs version \d/m);
+        const btrfs = tool('btrfs', ['--version']);
+        expect(btrfs.status, String(btrfs.stderr)).toBe(0);
+        expect(String(btrfs.stdout)).toMatch(/^btrfs-progs v\d/m);
       } finally {
         rmSync(work, { recursive: true, force: true });
       }
