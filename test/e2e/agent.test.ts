@@ -24,14 +24,20 @@ function fileChanges(disk: SourceDisk): Array<readonly [number, number]> {
   const blockSize = Number(/Block size:\s+(\d+)/.exec(execFileSync('dumpe2fs', ['-h', part], { stdio: ['ignore', 'pipe', 'ignore'] }).toString())?.[1]);
   const blocks = execFileSync('debugfs', ['-R', 'blocks /random.bin', part], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim().split(/\s+/).map(Number);
   if (!(blockSize > 0) || blocks.length < 1024) throw new Error(`random.bin's blocks not found (block size ${blockSize}, ${blocks.length} blocks)`);
-  // Three runs of the file's blocks (its blocks are contiguous runs: each change stays inside the file).
-  const at = (fraction: number, length: number): readonly [number, number] => {
+  // Three stretches of the file's blocks, each as the disk runs its blocks lie in (a file crossing a block
+  // group's metadata is in pieces).
+  const at = (fraction: number, length: number): Array<readonly [number, number]> => {
     const first = Math.floor(blocks.length * fraction);
-    const count = Math.ceil(length / blockSize);
-    for (let i = first + 1; i < first + count; i++) if (blocks[i] !== blocks[i - 1] + 1) throw new Error(`random.bin is fragmented at block ${i}; pick another place`);
-    return [disk.partition.startBytes + blocks[first] * blockSize, count * blockSize];
+    const runs: Array<[number, number]> = [];
+    for (let i = first; i < first + Math.ceil(length / blockSize); i++) {
+      const offset = disk.partition.startBytes + blocks[i] * blockSize;
+      const last = runs[runs.length - 1];
+      if (last && last[0] + last[1] === offset) last[1] += blockSize;
+      else runs.push([offset, blockSize]);
+    }
+    return runs;
   };
-  return [at(0.1, 512 * 1024), at(0.45, 1 * MiB), at(0.8, 256 * 1024)];
+  return [...at(0.1, 512 * 1024), ...at(0.45, 1 * MiB), ...at(0.8, 256 * 1024)];
 }
 
 /** The 1 MiB chunks the changes touch: what a re-capture and a deploy must move. */
