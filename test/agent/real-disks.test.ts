@@ -244,6 +244,13 @@ describe('a Linux MBR disk with ext4 and swap', () => {
     layout = l;
   }, 600_000);
 
+  it('deploys onto a dirty disk of the same size: ext4 files, table signature and swap as captured', async () => {
+    const target = await dirtyDisk('lin-same.raw', 256, 89);
+    await agent('deploy', 'lin', target);
+    await checkDisk(target, built);
+    await rm(target);
+  });
+
   it('sends no swap, and deploys onto a larger disk with ext4 grown and swap recreated with its UUID and label', async () => {
     const swap = layout.partitions.find((p) => p.mode === 'swap');
     const built_swap = built.partitions.find((p) => p.fs === 'swap');
