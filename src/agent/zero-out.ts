@@ -2,14 +2,18 @@
  * Zeroing what a deploy must make zero (issue 11: "zeroed (BLKZEROOUT, else written)"). On a block
  * device, runs of zeros go to the disk as BLKZEROOUT through util-linux's `blkdiscard -z` (Node cannot
  * issue the ioctl): an SSD or a thin-provisioned disk then zeroes without the bytes crossing the bus.
- * Adjacent ranges are gathered into one call, since each costs a process. When the device or the
- * kernel cannot do it, or on a regular file, the zeros are written.
+ * Adjacent ranges are gathered into one call, and a run shorter than BLKZEROOUT_MIN_BYTES is written
+ * instead: each call costs a process and a flush, more than writing a few MiB (an image captured
+ * without a layout can hold thousands of scattered all-zero chunks). When the device or the kernel
+ * cannot do it, or on a regular file, the zeros are written.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { runTool, ToolMissingError } from '../lib/tool.js';
 
 /** Zeros written at once when BLKZEROOUT is not used. */
 const WRITE_PIECE = 1024 * 1024;
+/** The shortest run of zeros worth a blkdiscard process. */
+export const BLKZEROOUT_MIN_BYTES = 8 * 1024 * 1024;
 
 export class ZeroWriter {
   private start = 0;
@@ -26,6 +30,7 @@ export class ZeroWriter {
     /** True when `device` is a block device (BLKZEROOUT is tried); false for a regular file. */
     isBlockDevice: boolean,
     private readonly warn: (message: string) => void,
+    private readonly minZeroOut = BLKZEROOUT_MIN_BYTES,
   ) {
     this.blkzeroout = isBlockDevice;
   }
@@ -47,7 +52,7 @@ export class ZeroWriter {
     const { start, end } = this;
     this.start = this.end = 0;
     if (end <= start) return;
-    if (this.blkzeroout && (await this.zeroOut(start, end - start))) return;
+    if (this.blkzeroout && end - start >= this.minZeroOut && (await this.zeroOut(start, end - start))) return;
     for (let at = start; at < end; ) {
       const n = Math.min(WRITE_PIECE, end - at);
       const { bytesWritten } = await this.fh.write(this.zeros, 0, n, at);

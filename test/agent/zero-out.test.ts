@@ -33,10 +33,10 @@ function expected(original: Buffer): Buffer {
   return want;
 }
 
-async function zeroAll(target: string, isBlockDevice: boolean, warnings: string[]): Promise<ZeroWriter> {
+async function zeroAll(target: string, isBlockDevice: boolean, warnings: string[], minZeroOut = 0): Promise<ZeroWriter> {
   const fh = await open(target, 'r+');
   try {
-    const z = new ZeroWriter(fh, target, isBlockDevice, (m) => warnings.push(m));
+    const z = new ZeroWriter(fh, target, isBlockDevice, (m) => warnings.push(m), minZeroOut);
     for (const [o, l] of RANGES) await z.zero(o, l);
     await z.flush();
     await fh.sync();
@@ -59,6 +59,25 @@ describe('zeroing on the deploy target', () => {
       expect(warnings).toEqual([]);
       expect(z.zeroedOut).toBe(2 * MiB + 512);
       expect(z.written).toBe(0);
+    } finally {
+      await exec('losetup', ['-d', loop]);
+    }
+    expect((await readFile(file)).equals(expected(original))).toBe(true);
+  });
+
+  it('writes runs shorter than the BLKZEROOUT minimum instead of starting a process for each', async () => {
+    const file = path.join(dir, 'short-runs.img');
+    const original = noise(64, SIZE);
+    await writeFile(file, original);
+    const { stdout } = await exec('losetup', ['-f', '--show', file]);
+    const loop = stdout.trim();
+    const warnings: string[] = [];
+    try {
+      // The joined 2 MiB run reaches a 2 MiB minimum; the lone 512 bytes do not.
+      const z = await zeroAll(loop, true, warnings, 2 * MiB);
+      expect(warnings).toEqual([]);
+      expect(z.zeroedOut).toBe(2 * MiB);
+      expect(z.written).toBe(512);
     } finally {
       await exec('losetup', ['-d', loop]);
     }
