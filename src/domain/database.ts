@@ -7,8 +7,9 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Low } from 'lowdb';
 import { DurableJsonFile } from './durable-json-file.js';
+import type { ScheduleSpec } from './schedule-time.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export type Firmware = 'bios' | 'uefi' | 'uefi-http' | 'arm64' | 'unknown';
 export type LocalBoot = 'exit' | 'sanboot';
@@ -29,6 +30,11 @@ export interface HardwareReport {
   readonly dmi: { readonly vendor: string; readonly model: string; readonly serial: string; readonly uuid: string };
   readonly disks: readonly DiskInfo[];
   readonly nics: ReadonlyArray<{ readonly name: string; readonly mac: string; readonly driver: string; readonly speed: string }>;
+  /**
+   * The firmware's SecureBoot EFI variable as the client read it: 'on', 'off', or 'bios' (no EFI, so
+   * no Secure Boot). Absent in reports from clients older than the signed chain, or when unreadable.
+   */
+  readonly secureBoot?: 'on' | 'off' | 'bios';
   readonly reportedAt: string;
 }
 
@@ -46,6 +52,13 @@ export interface HostRecord {
   assignedImage: string | null;
   localBoot: LocalBoot | null;
   efiLoader: 'snponly.efi' | 'ipxe.efi';
+  /**
+   * How this PC boots from the network when it is x86-64 UEFI: iPXE or the signed shim → GRUB chain
+   * (Secure Boot). null or absent (every record older than the signed chain): the appliance's `uefi-boot`.
+   */
+  uefiBoot?: 'ipxe' | 'signed' | null;
+  /** The group the PC belongs to ("Front office", "Lab 2"); null or absent: none (issue 13). */
+  group?: string | null;
 }
 
 export type TaskKind = 'capture' | 'deploy';
@@ -103,6 +116,11 @@ export interface TaskRecord {
    * Absent: the largest ntfs/ext2/3/4/xfs/btrfs partition (and in every record older than it).
    */
   mainPartition?: number;
+  /**
+   * A deploy's image version (issue 13: restore any version). Absent: the newest version when the
+   * PC starts the transfer (and in every record older than it).
+   */
+  version?: number;
   /** sha256 of the client token; the token itself is only ever on the PC's kernel command line. */
   tokenHash: string;
   clientIp: string | null;
@@ -138,6 +156,45 @@ export interface ApiTokenRecord {
   lastUsed: string | null;
 }
 
+/** A schedule's hosts: one PC, or every host of a group at the time it runs. */
+export type ScheduleTarget = { readonly mac: string } | { readonly group: string };
+
+/** A backup that runs itself (issue 13): a capture of each target host when `spec` says so. */
+export interface ScheduleRecord {
+  id: string;
+  target: ScheduleTarget;
+  /**
+   * The image name to capture into. "{host}" stands for the host's name as an image name (or
+   * pc-<mac digits>); a group schedule without "{host}" captures into "<image>-{host}".
+   */
+  image: string;
+  spec: ScheduleSpec;
+  /** Send Wake-on-LAN at the start (and the PC powers off afterwards unless `after` is reboot). */
+  wake: boolean;
+  after: 'reboot' | 'poweroff';
+  /** Minutes after the due time the PC may still start; a run not started by then is missed. */
+  windowMinutes: number;
+  createdAt: string;
+  /** The due time of the last run started or marked (ISO); null before the first. */
+  lastRunAt: string | null;
+}
+
+export type ScheduleRunState = 'pending' | 'running' | 'done' | 'failed' | 'missed';
+
+/** One host's run of a schedule at one due time. */
+export interface ScheduleRunRecord {
+  id: string;
+  scheduleId: string;
+  mac: string;
+  /** The due time (ISO); (scheduleId, mac, dueAt) is unique: a run is never made twice. */
+  dueAt: string;
+  state: ScheduleRunState;
+  taskId: string | null;
+  reason: string | null;
+  /** When it reached done/failed/missed (ISO). */
+  endedAt: string | null;
+}
+
 export interface DbData {
   schemaVersion: number;
   hosts: HostRecord[];
@@ -145,6 +202,8 @@ export interface DbData {
   events: EventRecord[];
   users: UserRecord[];
   apiTokens: ApiTokenRecord[];
+  schedules: ScheduleRecord[];
+  scheduleRuns: ScheduleRunRecord[];
   settings: { sessionSecret: string | null; setupToken: string | null };
 }
 
@@ -158,6 +217,8 @@ function emptyData(): DbData {
     events: [],
     users: [],
     apiTokens: [],
+    schedules: [],
+    scheduleRuns: [],
     settings: { sessionSecret: null, setupToken: null },
   };
 }
@@ -170,6 +231,11 @@ const MIGRATIONS: Record<number, (data: Record<string, unknown>) => void> = {
   0: (data) => {
     const base = emptyData() as unknown as Record<string, unknown>;
     for (const key of Object.keys(base)) if (data[key] === undefined) data[key] = base[key];
+  },
+  // Issue 13: schedules and their runs; hosts' `group` is optional and stays absent until set.
+  1: (data) => {
+    if (data.schedules === undefined) data.schedules = [];
+    if (data.scheduleRuns === undefined) data.scheduleRuns = [];
   },
 };
 
@@ -187,7 +253,7 @@ export function migrate(raw: unknown, file = 'database'): DbData {
     version += 1;
     data.schemaVersion = version;
   }
-  for (const key of ['hosts', 'tasks', 'events', 'users', 'apiTokens'] as const) {
+  for (const key of ['hosts', 'tasks', 'events', 'users', 'apiTokens', 'schedules', 'scheduleRuns'] as const) {
     if (!Array.isArray(data[key])) throw new Error(`${file}: "${key}" is not a list; the file is damaged`);
   }
   // Tasks from before the chunk transport moved their disks over NBD.
