@@ -17,6 +17,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { PACKAGE_ROOT } from '../domain/config.js';
 import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
 import { registerApi } from './api.js';
+import { registerExportRoutes } from './export-routes.js';
 import { installAuthHooks } from './auth.js';
 import { VerifyTracker } from './verify-tracker.js';
 import type { WebAppOptions, WebContext } from './context.js';
@@ -179,6 +180,8 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
     return reply.type('image/svg+xml').header('Cache-Control', 'public, max-age=86400').send(f?.body);
   });
 
+  // Before the API: its Accept: text/csv hook must be in place when the JSON routes are added.
+  registerExportRoutes(app, ctx);
   registerApi(app, ctx, verifier);
   registerPages(app, { ctx, verifier, sessions, cookie: { secure }, loginLimit });
 

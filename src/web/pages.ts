@@ -14,6 +14,8 @@ import type { SessionStore } from './sessions.js';
 import { page, type PageFrame } from './pages/layout.js';
 import { dashboard } from './pages/dashboard.js';
 import { addHostForm, hostPage, hostsTable } from './pages/hosts.js';
+import { hostFilterForm, hostList } from './pages/host-list.js';
+import { filterChoices, filterHosts, hostFilterQuery, parseHostFilter } from './host-filter.js';
 import { imagePage, imagesTable, urlBox, verifyBox } from './pages/images.js';
 import { activeTasks, taskDetail, taskHistory, taskProgress } from './pages/tasks.js';
 import { loginForm, settingsPage, setupForm, setupInvalid } from './pages/auth.js';
@@ -164,11 +166,20 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   };
 
   app.get('/hosts', { schema: hide }, async (req, reply) => {
-    const body = html`<h1>Hosts</h1>${hostsTable(ctx.hosts.list(), hostStates())}${addHostForm(csrfFor(req, reply))}`;
+    const all = ctx.hosts.list();
+    const states = hostStates();
+    const filter = parseHostFilter(req.query);
+    const shown = filterHosts(all, states, filter);
+    const table = hostsTable(shown, states, hostFilterQuery(filter));
+    const body = html`<h1>Hosts</h1>${all.length > 0 ? hostFilterForm(filter, filterChoices(all)) : ''}${hostList(filter, shown.length, all.length, table)}${addHostForm(csrfFor(req, reply))}`;
     return sendHtml(reply, renderPage(req, reply, { title: 'Hosts', section: 'hosts', body }));
   });
 
-  app.get('/hosts/table', { schema: hide }, async (_req, reply) => sendHtml(reply, hostsTable(ctx.hosts.list(), hostStates())));
+  app.get('/hosts/table', { schema: hide }, async (req, reply) => {
+    const states = hostStates();
+    const filter = parseHostFilter(req.query);
+    return sendHtml(reply, hostsTable(filterHosts(ctx.hosts.list(), states, filter), states, hostFilterQuery(filter)));
+  });
 
   app.post<{ Body: Static<typeof FormMac> }>('/hosts', { schema: { ...hide, body: FormMac } }, async (req, reply) => {
     const host = await commands.addHost(operatorOf(req), req.body.mac, req.body.name?.trim());

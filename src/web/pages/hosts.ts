@@ -12,9 +12,12 @@ function firmwareLabel(h: HostRecord): string {
   return h.arch ? `${fw} · ${h.arch}` : fw;
 }
 
-export function hostsTable(hosts: readonly HostRecord[], states: Map<string, HostState>): SafeHtml {
-  return html`<div id="hosts-table" hx-get="/hosts/table" hx-trigger="every 3s" hx-swap="outerHTML">
-${hosts.length === 0
+/** `query`: the list's filter as a query string ("?q=…"), so the table's polling keeps it. */
+export function hostsTable(hosts: readonly HostRecord[], states: Map<string, HostState>, query = ''): SafeHtml {
+  return html`<div id="hosts-table" hx-get="/hosts/table${query}" hx-trigger="every 3s" hx-swap="outerHTML">
+${hosts.length === 0 && query !== ''
+    ? emptyState(html`No PC matches this search. <a href="/hosts">Show all PCs</a>.`)
+    : hosts.length === 0
     ? emptyState(html`No PCs yet. Set a PC to boot from the network and switch it on — it appears here by itself. Or add one by MAC address below.`)
     : html`<div class="table-wrap"><table class="hosts">
 <thead><tr><th>Name</th><th>MAC</th><th>IP</th><th>Firmware</th><th>Model</th><th>Assigned image</th><th>Last seen</th><th>State</th></tr></thead>
