@@ -126,7 +126,11 @@ export async function fitVersion(store: ImageStore, image: string, version: numb
   }
 }
 
-/** The fitted image's newest version when it was fitted exactly so; refuses an image of that name made otherwise. */
+/**
+ * The fitted image's newest version that was fitted exactly so (the source names the original's
+ * version, so deploys of different versions of one image onto one disk size each find their own,
+ * issue 13); refuses an image of that name made otherwise.
+ */
 async function existingFit(store: ImageStore, name: string, source: string): Promise<number | null> {
   const versions = await store.versions(name);
   const newest = versions[versions.length - 1];
@@ -135,7 +139,11 @@ async function existingFit(store: ImageStore, name: string, source: string): Pro
   if (!info.source.startsWith(SOURCE_PREFIX)) {
     throw new Error(`image ${name} exists but was not made by fitting an image to a smaller disk (its source: ${info.source}); rename or remove it so the fitted version can use that name`);
   }
-  return info.source === source && (await store.layout(name, newest)) !== null ? newest : null;
+  for (const v of [...versions].reverse()) {
+    const found = v === newest ? info : await store.versionInfo(name, v);
+    if (found.source === source && (await store.layout(name, v)) !== null) return v;
+  }
+  return null;
 }
 
 async function buildFit(store: ImageStore, image: string, version: number, layout: DiskLayout, plan: RestorePlan, name: string, source: string, opts: FitOptions): Promise<number> {

@@ -13,6 +13,7 @@ import type { Logger } from '../lib/log.js';
 import { ChunkCaptureTransfer, ChunkDeployTransfer } from './chunk-transfer.js';
 import { fitVersion } from '../imaging/fit-version.js';
 import type { TransferMeter } from './transfer-meter.js';
+import { writeVersionOrigin, type PcModel } from '../imaging/version-origin.js';
 
 export interface ImageVersionInfo {
   readonly version: number;
@@ -30,8 +31,12 @@ export interface CaptureHooks {
 
 /** What transfers need from the image store, and no more. */
 export interface ExportSource {
-  latest(image: string): Promise<ImageVersionInfo | null>;
-  openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }>;
+  /** The newest version's facts, or version `version`'s; null when the image (or that version) is not there. */
+  latest(image: string, version?: number): Promise<ImageVersionInfo | null>;
+  /** An NBD export of the newest version, or of version `version`. */
+  openDeploy(image: string, version?: number): Promise<OpenedExport & { readonly info: ImageVersionInfo }>;
+  /** Records which PC model a just-committed capture came from (version-origin.ts); absent where nothing is kept. */
+  recordOrigin?(image: string, version: number, origin: PcModel): Promise<void>;
   openCapture(image: string, size: number, sectorSize: number, source: string, hooks: CaptureHooks): Promise<OpenedExport>;
   /** A chunk-transport capture: the store's upload session begins now (the image is busy until it ends). */
   openChunkCapture(image: string, size: number, sectorSize: number, source: string, meter: TransferMeter): ChunkCaptureTransfer;
@@ -66,10 +71,10 @@ export class StoreExportSource implements ExportSource {
     private readonly commitDelayMs?: number,
   ) {}
 
-  async latest(image: string): Promise<ImageVersionInfo | null> {
+  async latest(image: string, wanted?: number): Promise<ImageVersionInfo | null> {
     if (!isValidImageName(image)) return null;
     try {
-      const reader = await this.store.openVersion(image);
+      const reader = await this.store.openVersion(image, wanted);
       try {
         const { version, size, sectorSize, chunkSize, digest, dataBytes } = reader;
         return { version, size, sectorSize, chunkSize, digest, dataBytes };
@@ -82,11 +87,11 @@ export class StoreExportSource implements ExportSource {
     }
   }
 
-  async openDeploy(image: string): Promise<OpenedExport & { readonly info: ImageVersionInfo }> {
+  async openDeploy(image: string, wanted?: number): Promise<OpenedExport & { readonly info: ImageVersionInfo }> {
     if (!isValidImageName(image)) throw new ExportRequestError(400, `"${image}" is not a valid image name`);
     let reader;
     try {
-      reader = await this.store.openVersion(image);
+      reader = await this.store.openVersion(image, wanted);
     } catch (err) {
       if (err instanceof ImageNotFoundError) throw new ExportRequestError(404, err.message);
       throw err;
@@ -114,6 +119,10 @@ export class StoreExportSource implements ExportSource {
     this.checkCapture(image, size, sectorSize);
     const upload = this.store.beginUpload(image, { size, sectorSize: sectorSize as 512 | 4096, source });
     return new ChunkCaptureTransfer(upload, meter);
+  }
+
+  async recordOrigin(image: string, version: number, origin: PcModel): Promise<void> {
+    await writeVersionOrigin(this.store, image, version, origin);
   }
 
   async fitVersion(image: string, version: number, diskSize: number, onProgress: (step: string) => void, main?: number): Promise<{ readonly image: string; readonly version: number }> {
