@@ -46,6 +46,15 @@ function optPartition(args: Args, key: string): number | undefined {
   return n;
 }
 
+/** A deploy's image version: `--version 3` (text from the CLI, a number through JSON). */
+function optVersion(args: Args): number | undefined {
+  const v = args.version;
+  if (v === undefined || v === null) return undefined;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new CommandError(400, `--version takes a version number (1, 2, …; "netclone image show NAME" lists them), not "${String(v).slice(0, 40)}"`);
+  return n;
+}
+
 type Entry = (c: Commands, actor: Actor, args: Args, progress: Progress) => Promise<unknown>;
 
 const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
@@ -84,6 +93,8 @@ const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
       after,
       transport: transportArg(optStr(args, 'transport')),
       mainPartition: optPartition(args, 'grow-partition'),
+      version: optVersion(args),
+      force: args.force === true,
     });
     return task;
   }],
@@ -92,6 +103,44 @@ const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
   ['task.cancel', (c, a, args) => c.cancelTask(a, str(args, 'id', 'task id'))],
   ['admin.passwd', (c, a, args) => c.setAdminPassword(a, str(args, 'password', 'password'))],
   ['admin.token.create', (c, a, args) => c.createApiToken(a, optStr(args, 'name') ?? 'cli')],
+  // ---- schedules and groups ----
+  ['host.group', (c, a, args) => c.setHostGroup(a, str(args, 'mac', 'MAC address'), args.none === true ? null : optStr(args, 'group') ?? null)],
+  ['host.wake', (c, a, args) => c.wakeHost(a, str(args, 'mac', 'MAC address'))],
+  ['group.list', async (c, a) => c.listGroups(a)],
+  ['group.wake', (c, a, args) => c.wakeGroup(a, str(args, 'group', 'group name'))],
+  ['group.task', (c, a, args) => {
+    const kind = args.kind;
+    if (kind !== 'capture' && kind !== 'deploy') throw new CommandError(400, 'a group task is a capture or a deploy');
+    const after = optStr(args, 'after');
+    if (after !== undefined && after !== 'reboot' && after !== 'poweroff') throw new CommandError(400, '--after must be reboot or poweroff');
+    return c.groupTask(a, str(args, 'group', 'group name'), { kind, image: optStr(args, 'image'), after, wake: args.wake === true });
+  }],
+  ['schedule.add', (c, a, args) => {
+    const after = optStr(args, 'after');
+    if (after !== undefined && after !== 'reboot' && after !== 'poweroff') throw new CommandError(400, '--after must be poweroff or reboot');
+    const weekly = optStr(args, 'weekly');
+    let weeklySpec: { day: string; time: string } | undefined;
+    if (weekly !== undefined) {
+      // "--weekly mon 02:00" arrives as "mon 02:00" (the CLI joins the two words).
+      const [day, time, extra] = weekly.trim().split(/\s+/);
+      if (!day || !time || extra !== undefined) throw new CommandError(400, '--weekly takes a day and a time: --weekly mon 02:00');
+      weeklySpec = { day, time };
+    }
+    const window = args.window;
+    return c.addSchedule(a, {
+      mac: optStr(args, 'host'),
+      group: optStr(args, 'group'),
+      capture: str(args, 'capture', '--capture IMAGE'),
+      daily: optStr(args, 'daily'),
+      weekly: weeklySpec,
+      cron: optStr(args, 'cron'),
+      wake: args.wake === true,
+      after,
+      windowMinutes: window === undefined || window === null ? undefined : Number(window),
+    });
+  }],
+  ['schedule.list', async (c, a) => c.listSchedules(a)],
+  ['schedule.rm', (c, a, args) => c.removeSchedule(a, str(args, 'id', 'schedule id'))],
 ]);
 
 export async function runCommand(commands: Commands, actor: Actor, name: string, args: Args, progress: Progress): Promise<unknown> {

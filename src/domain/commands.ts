@@ -25,8 +25,15 @@ import { importStream } from '../imaging/image-import.js';
 import type { ImageSummary } from '../imaging/types.js';
 import { isValidImageName } from '../imaging/names.js';
 import { LayoutPlanError, mainPartition } from '../imaging/layout-plan.js';
+import { mismatchMessage, modelsDiffer, pcModelOf, previewDeploy, versionOrigin, type DeployPreview } from './deploy-checks.js';
 import { normalizeMac } from '../lib/mac.js';
-import type { WakeSender } from '../lib/wake-on-lan.js';
+import { wakeRepeatedly, type WakeSender } from '../lib/wake-on-lan.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ScheduleRecord } from './database.js';
+import {
+  ScheduleInputError, buildSchedule, findSchedule, hostsInGroup, imageForHost, listGroups, normalizeGroup, viewSchedule,
+  type GroupSummary, type NewSchedule, type ScheduleView,
+} from './schedules.js';
 import type { Logger } from '../lib/log.js';
 
 /** A refusal the person can act on (4xx), or 500 for what they cannot. The message says which. */
@@ -37,7 +44,7 @@ export class CommandError extends Error {
   }
 }
 
-export type OperatorChannel = 'cli' | 'control socket' | 'admin page' | 'api';
+export type OperatorChannel = 'cli' | 'control socket' | 'admin page' | 'api' | 'scheduler';
 export type PcMenu = 'boot menu' | 'client menu';
 
 export type Actor =
@@ -53,6 +60,7 @@ export const COMMAND_NAMES = [
   'host.add', 'host.list', 'host.update', 'host.rm', 'host.register',
   'task.create', 'task.list', 'task.show', 'task.cancel', 'task.start-at-pc',
   'admin.passwd', 'admin.token.create', 'admin.token.list', 'admin.token.revoke',
+  'host.group', 'host.wake', 'group.list', 'group.wake', 'group.task', 'schedule.add', 'schedule.list', 'schedule.rm',
 ] as const;
 
 export type CommandName = (typeof COMMAND_NAMES)[number];
@@ -111,6 +119,8 @@ export interface HostPatch {
   assignedImage?: string | null;
   localBoot?: LocalBoot | null;
   efiLoader?: 'snponly.efi' | 'ipxe.efi';
+  /** null: the appliance's `uefi-boot`. */
+  uefiBoot?: 'ipxe' | 'signed' | null;
 }
 
 export interface StartTaskInput {
@@ -128,6 +138,13 @@ export interface StartTaskInput {
    * smaller one; the largest ntfs/ext2/3/4/xfs/btrfs partition when absent.
    */
   readonly mainPartition?: number;
+  /** Deploys only: the image version to restore (issue 13); the newest when the PC starts, when absent. */
+  readonly version?: number;
+  /**
+   * Deploys only: go ahead although the version was captured from another PC model than this PC's
+   * (without it such a deploy is refused with 409).
+   */
+  readonly force?: boolean;
 }
 
 export interface StartTaskResult {
@@ -187,6 +204,7 @@ export class Commands {
   private readonly renameListeners: Array<(from: string, to: string) => void> = [];
   /** Called after a password changed, so whoever keeps logins (the web's sessions) ends that user's. */
   private readonly passwordListeners: Array<(username: string) => void> = [];
+  private readonly scheduleListeners: Array<() => void> = [];
 
   constructor(private readonly deps: CommandDeps) {
     this.authorize = deps.authorize ?? defaultAuthorize;
@@ -194,6 +212,11 @@ export class Commands {
 
   onImageRenamed(listener: (from: string, to: string) => void): void {
     this.renameListeners.push(listener);
+  }
+
+  /** Called after a schedule was added or removed, so the Scheduler re-arms its timer. */
+  onSchedulesChanged(listener: () => void): void {
+    this.scheduleListeners.push(listener);
   }
 
   onPasswordChanged(listener: (username: string) => void): void {
@@ -436,6 +459,10 @@ export class Commands {
         throw new CommandError(400, `the partition to grow or shrink is its number in the partition table (1, 2, …), not "${String(input.mainPartition).slice(0, 40)}"`);
       }
     }
+    if (input.version !== undefined) {
+      if (input.kind !== 'deploy') throw new CommandError(400, 'a capture makes a new version: a version number is named for deploys only');
+      if (!Number.isSafeInteger(input.version) || input.version < 1) throw new CommandError(400, `"${String(input.version).slice(0, 40)}" is not a version number (1, 2, …)`);
+    }
     const known = this.deps.hosts.get(mac);
     let image: string;
     if (input.kind === 'capture') {
@@ -445,7 +472,8 @@ export class Commands {
       const chosen = input.image || known?.assignedImage;
       if (!chosen) throw new CommandError(400, `${mac} has no assigned image; choose an image to deploy`);
       image = await this.requireExisting(chosen, 'capture one first or choose one that exists');
-      if (input.mainPartition !== undefined) await this.checkMainPartition(image, input.mainPartition);
+      await this.checkDeployVersion(image, input.version, mac, input.force === true);
+      if (input.mainPartition !== undefined) await this.checkMainPartition(image, input.mainPartition, input.version);
     }
     const transport = input.transport ?? this.deps.config.transport;
     if (input.mainPartition !== undefined && transport !== 'chunks') {
@@ -460,6 +488,7 @@ export class Commands {
       diskSerial: input.diskSerial ?? null,
       transport,
       ...(input.mainPartition !== undefined ? { mainPartition: input.mainPartition } : {}),
+      ...(input.version !== undefined ? { version: input.version } : {}),
     });
     return { task, wake: input.wake ? await this.wakeFor(host, task) : null };
   }
@@ -469,13 +498,45 @@ export class Commands {
    * captured without a layout is restored at its own size, so there is nothing to check against;
    * the restore plan checks it again against the version the deploy gets.
    */
-  private async checkMainPartition(image: string, index: number): Promise<void> {
-    const layout = await this.deps.store.layout(image);
+  private async checkMainPartition(image: string, index: number, version?: number): Promise<void> {
+    const layout = await this.deps.store.layout(image, version);
     if (layout === null) return;
     try {
       mainPartition(layout, index);
     } catch (e) {
       if (e instanceof LayoutPlanError) throw new CommandError(400, `image ${image}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /**
+   * A deploy's version must be committed (404 naming the versions there are), and the PC model it
+   * was captured from must be this PC's unless the person confirmed (409 saying both models).
+   */
+  private async checkDeployVersion(image: string, version: number | undefined, mac: string, force: boolean): Promise<void> {
+    const versions = await this.deps.store.versions(image);
+    const v = version ?? versions[versions.length - 1];
+    if (v === undefined || !versions.includes(v)) {
+      throw new CommandError(404, `image ${image} has no version ${version}; its versions are ${versions.join(', ') || 'none'} ("netclone image show ${image}" lists them)`);
+    }
+    if (force) return;
+    const from = await versionOrigin(this.deps.store, image, v);
+    const to = pcModelOf(this.deps.hosts.get(mac));
+    if (from && to && modelsDiffer(from, to)) throw new CommandError(409, mismatchMessage(image, v, from, mac, to));
+  }
+
+  /**
+   * What the deploy form shows before a deploy of `image` (version `version`, default the newest)
+   * onto the PC: the versions to pick from, the model check and how its disk takes the image.
+   */
+  async previewDeploy(actor: Actor, mac: string, image: string, options: { version?: number; diskSerial?: string | null; mainPartition?: number } = {}): Promise<DeployPreview> {
+    const m = requireMac(mac);
+    this.allow(actor, 'image.show', { image, mac: m });
+    await this.requireExisting(image, 'capture one first or choose one that exists');
+    try {
+      return await previewDeploy(this.deps.store, this.deps.hosts.get(m), image, options.version, options.diskSerial, options.mainPartition);
+    } catch (e) {
+      if (e instanceof RangeError) throw new CommandError(404, `${e.message}; "netclone image show ${image}" lists its versions`);
       throw e;
     }
   }
@@ -530,6 +591,109 @@ export class Commands {
     return this.deps.tasks.cancel(id);
   }
 
+  // ---- schedules and groups ----
+
+  /** Put a host in a group ("Front office"); null or an empty name takes it out of its group. */
+  async setHostGroup(actor: Actor, mac: string, group: string | null): Promise<HostRecord> {
+    const m = requireMac(mac);
+    this.allow(actor, 'host.group', { mac: m });
+    const host = this.deps.hosts.require(m);
+    const name = scheduleInput(() => normalizeGroup(group));
+    // An existing group keeps the spelling it has ("lab 2" joins "Lab 2").
+    const existing = name === null ? undefined : listGroups(this.deps.hosts.list()).find((g) => g.name.toLowerCase() === name.toLowerCase());
+    host.group = existing?.name ?? name;
+    await this.deps.db.write();
+    await this.deps.events.record('info', host.group ? `host ${m} is in group "${host.group}"` : `host ${m} is in no group now`, m);
+    return host;
+  }
+
+  listGroups(actor: Actor): GroupSummary[] {
+    this.allow(actor, 'group.list');
+    return listGroups(this.deps.hosts.list());
+  }
+
+  private groupHosts(group: string): HostRecord[] {
+    const name = scheduleInput(() => normalizeGroup(group));
+    const members = name === null ? [] : hostsInGroup(this.deps.hosts.list(), name);
+    if (members.length === 0) throw new CommandError(404, `no host is in group "${String(group).slice(0, 64)}"; put hosts in it with "netclone host group MAC NAME"`);
+    return members;
+  }
+
+  /** Wake-on-LAN now: the magic packet a few times, on the interface that serves the PC's network. */
+  async wakeHost(actor: Actor, mac: string): Promise<WakeReport> {
+    const m = requireMac(mac);
+    this.allow(actor, 'host.wake', { mac: m });
+    return this.sendWake(m, this.deps.hosts.get(m)?.ip ?? null);
+  }
+
+  async wakeGroup(actor: Actor, group: string): Promise<WakeReport[]> {
+    this.allow(actor, 'group.wake');
+    return Promise.all(this.groupHosts(group).map((h) => this.sendWake(h.mac, h.ip)));
+  }
+
+  private async sendWake(mac: string, ip: string | null): Promise<WakeReport> {
+    if (!this.deps.wake) return { mac, sent: false, detail: 'Wake-on-LAN is sent by the running server; start it with "netclone serve"' };
+    try {
+      const target = await wakeRepeatedly(this.deps.wake, mac, ip, (ms) => sleep(ms));
+      await this.deps.events.record('info', `Wake-on-LAN sent to ${mac} (${target.address}:${target.port})`, mac);
+      return { mac, sent: true, detail: `magic packet sent to ${target.address}:${target.port}` };
+    } catch (err) {
+      const detail = `Wake-on-LAN failed: ${err instanceof Error ? err.message : String(err)}; switch the PC on by hand`;
+      await this.deps.events.record('warn', detail, mac);
+      return { mac, sent: false, detail };
+    }
+  }
+
+  /**
+   * Capture or deploy every host of a group; one host's refusal (say, a task already running) does
+   * not stop the others. A capture's image name takes "{host}" (else "-{host}" is appended), so each
+   * PC gets its own image; a deploy without an image uses each host's assigned one.
+   */
+  async groupTask(actor: Actor, group: string, input: GroupTaskInput): Promise<GroupTaskResult[]> {
+    this.allow(actor, 'group.task');
+    const members = this.groupHosts(group);
+    const results: GroupTaskResult[] = [];
+    for (const host of members) {
+      try {
+        const image = input.kind === 'capture' ? imageForHost(requireImageTemplate(input.image), true, host, host.mac) : input.image;
+        const { task, wake } = await this.startTask(actor, { kind: input.kind, mac: host.mac, image, after: input.after, wake: input.wake });
+        results.push({ mac: host.mac, name: host.name, ok: true, task, wake, error: null });
+      } catch (err) {
+        if (!(err instanceof Error) || !('status' in err)) throw err;
+        results.push({ mac: host.mac, name: host.name, ok: false, task: null, wake: null, error: err.message });
+      }
+    }
+    return results;
+  }
+
+  async addSchedule(actor: Actor, input: NewSchedule): Promise<ScheduleView> {
+    this.allow(actor, 'schedule.add', { mac: input.mac, image: input.capture });
+    const schedule = scheduleInput(() => buildSchedule(input, new Date()));
+    this.deps.db.data.schedules.push(schedule);
+    await this.deps.db.write();
+    const view = viewSchedule(this.deps.db, schedule, new Date());
+    await this.deps.events.record('info', `schedule ${schedule.id} added: capture ${view.targetLabel} into ${schedule.image}, ${view.description}${schedule.wake ? ', with Wake-on-LAN' : ''}`, 'mac' in schedule.target ? schedule.target.mac : null);
+    for (const listener of this.scheduleListeners) listener();
+    return view;
+  }
+
+  listSchedules(actor: Actor): ScheduleView[] {
+    this.allow(actor, 'schedule.list');
+    const now = new Date();
+    return this.deps.db.data.schedules.map((s) => viewSchedule(this.deps.db, s, now));
+  }
+
+  /** Remove a schedule; its past runs stay in the history, a task it already queued is left to finish. */
+  async removeSchedule(actor: Actor, id: string): Promise<{ removed: string }> {
+    this.allow(actor, 'schedule.rm');
+    const schedule: ScheduleRecord = scheduleInput(() => findSchedule(this.deps.db, String(id)));
+    this.deps.db.data.schedules = this.deps.db.data.schedules.filter((s) => s !== schedule);
+    await this.deps.db.write();
+    await this.deps.events.record('info', `schedule ${schedule.id} removed`);
+    for (const listener of this.scheduleListeners) listener();
+    return { removed: schedule.id };
+  }
+
   // ---- administration ----
 
   async setAdminPassword(actor: Actor, password: string): Promise<{ ok: true }> {
@@ -558,6 +722,45 @@ export class Commands {
     const record = await revokeApiToken(this.deps.db, idOrName);
     await this.deps.events.record('info', `API token "${record.name}" revoked`);
     return record;
+  }
+}
+
+export interface WakeReport {
+  readonly mac: string;
+  readonly sent: boolean;
+  readonly detail: string;
+}
+
+export interface GroupTaskInput {
+  readonly kind: TaskKind;
+  /** Capture: the image name or template (required). Deploy: the image, else each host's assigned image. */
+  readonly image?: string;
+  readonly after?: 'reboot' | 'poweroff';
+  readonly wake?: boolean;
+}
+
+export interface GroupTaskResult {
+  readonly mac: string;
+  readonly name: string;
+  readonly ok: boolean;
+  readonly task: TaskRecord | null;
+  readonly wake: StartTaskResult['wake'];
+  /** Why this host got no task (the others still did). */
+  readonly error: string | null;
+}
+
+function requireImageTemplate(image: string | undefined): string {
+  if (!image) throw new CommandError(400, 'a group capture needs the image name to store under ("{host}" stands for each host\'s name)');
+  return image;
+}
+
+/** Schedule and group input errors are the person's to fix: 400/404 like any command's. */
+function scheduleInput<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof ScheduleInputError) throw new CommandError(e.status, e.message);
+    throw e;
   }
 }
 

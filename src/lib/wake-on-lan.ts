@@ -5,7 +5,7 @@
 import { createSocket } from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { isIPv4 } from 'node:net';
-import { broadcastAddress } from './ipv4.js';
+import { broadcastAddress, ipToNumber } from './ipv4.js';
 import { macToBytes, normalizeMac } from './mac.js';
 
 export const WOL_PORT = 9;
@@ -34,7 +34,50 @@ export function broadcastFor(interfaceName: string | null): string {
   return '255.255.255.255';
 }
 
-export type WakeSender = (mac: string) => Promise<WolTarget>;
+/**
+ * The broadcast address of the interface whose subnet holds `ip` (the PC's last known address):
+ * a magic packet must go out on the PC's own segment. Falls back to `fallbackInterface` (the
+ * configured one), then to the limited broadcast.
+ */
+export function broadcastForHost(ip: string | null, fallbackInterface: string | null): { address: string; interface: string | null } {
+  if (ip !== null && isIPv4(ip)) {
+    const n = ipToNumber(ip);
+    for (const [name, addrs] of Object.entries(networkInterfaces())) {
+      for (const a of addrs ?? []) {
+        if (a.family !== 'IPv4' || a.internal) continue;
+        const mask = ipToNumber(a.netmask);
+        if (((ipToNumber(a.address) & mask) >>> 0) === ((n & mask) >>> 0)) return { address: broadcastAddress(a.address, a.netmask), interface: name };
+      }
+    }
+  }
+  return { address: broadcastFor(fallbackInterface), interface: fallbackInterface };
+}
+
+/** Sends one magic packet for `mac`; `ip` is the PC's last known address, when there is one (picks the interface). */
+export type WakeSender = (mac: string, ip?: string | null) => Promise<WolTarget>;
+
+/** How many magic packets a wake sends, and how far apart: one UDP packet can be lost, and a NIC may need a moment. */
+export const WAKE_REPEAT = { count: 3, intervalMs: 1000 } as const;
+
+/**
+ * Send the magic packet `count` times, `intervalMs` apart (`sleep` lets a test's clock drive the
+ * pauses). Resolves with where the packets went; rejects with the first send's error.
+ */
+export async function wakeRepeatedly(
+  send: WakeSender,
+  mac: string,
+  ip: string | null,
+  sleep: (ms: number) => Promise<void>,
+  repeat: { readonly count: number; readonly intervalMs: number } = WAKE_REPEAT,
+): Promise<WolTarget> {
+  let target: WolTarget | null = null;
+  for (let i = 0; i < repeat.count; i++) {
+    if (i > 0) await sleep(repeat.intervalMs);
+    target = await send(mac, ip);
+  }
+  if (target === null) throw new Error('Wake-on-LAN was asked to send no packet');
+  return target;
+}
 
 /** Send one magic packet to `target` (a broadcast address in production, 127.0.0.1 in tests). */
 export async function sendMagicPacket(mac: string, target: WolTarget): Promise<void> {
@@ -55,9 +98,9 @@ export async function sendMagicPacket(mac: string, target: WolTarget): Promise<v
 }
 
 /** A sender bound to one target; the command layer takes one of these (CommandDeps.wake) so tests can point it at loopback. */
-export function wakeSender(targetFor: () => WolTarget): WakeSender {
-  return async (mac) => {
-    const target = targetFor();
+export function wakeSender(targetFor: (ip: string | null) => WolTarget): WakeSender {
+  return async (mac, ip) => {
+    const target = targetFor(ip ?? null);
     await sendMagicPacket(mac, target);
     return target;
   };
