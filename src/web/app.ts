@@ -18,6 +18,7 @@ import { PACKAGE_ROOT } from '../domain/config.js';
 import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
 import { registerApi } from './api.js';
 import { registerExportRoutes } from './export-routes.js';
+import { returnRefusedForm } from './form-return.js';
 import { installAuthHooks } from './auth.js';
 import { VerifyTracker } from './verify-tracker.js';
 import type { WebAppOptions, WebContext } from './context.js';
@@ -163,7 +164,7 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
     const problem = classifyError(error);
     if (problem.status >= 500) req.log.error({ err: error, url: req.url }, 'request failed');
     else req.log.debug({ status: problem.status, url: req.url, message: problem.message }, 'request refused');
-    return sendProblem(req, reply, problem, pageFor(req, reply));
+    return returnRefusedForm(req, reply, problem) ?? sendProblem(req, reply, problem, pageFor(req, reply));
   });
 
   app.setNotFoundHandler((req, reply) =>

@@ -11,7 +11,9 @@ import type { WebContext } from './context.js';
 import type { SafeHtml } from './html.js';
 import { html } from './html.js';
 import type { SessionStore } from './sessions.js';
-import { page, type PageFrame } from './pages/layout.js';
+import { csrfField, page, type PageFrame } from './pages/layout.js';
+import { setFlash, takeFlash } from './flash.js';
+import { backOf, withBackFields } from './form-return.js';
 import { dashboard } from './pages/dashboard.js';
 import { addHostForm, hostPage, hostsTable } from './pages/hosts.js';
 import { hostFilterForm, hostList } from './pages/host-list.js';
@@ -41,23 +43,11 @@ export interface PageDeps {
   readonly loginLimit: { readonly max: number; readonly timeWindow: number };
 }
 
-const flashes = new WeakMap<object, string>();
-
-function setFlash(req: FastifyRequest, message: string): void {
-  if (req.auth?.session) flashes.set(req.auth.session, message);
-}
-
-function takeFlash(req: FastifyRequest): string | null {
-  const s = req.auth?.session;
-  if (!s) return null;
-  const m = flashes.get(s) ?? null;
-  flashes.delete(s);
-  return m;
-}
-
-export function renderPage(req: FastifyRequest, reply: FastifyReply, frame: Omit<PageFrame, 'csrf' | 'username' | 'notice'>): string {
+export function renderPage(req: FastifyRequest, reply: FastifyReply, frame: Omit<PageFrame, 'csrf' | 'username' | 'notice' | 'noticeKind'>): string {
   const username = req.auth?.kind === 'session' ? req.auth.username : null;
-  return page({ ...frame, csrf: csrfFor(req, reply), username, notice: takeFlash(req) }).value;
+  const csrf = csrfFor(req, reply);
+  const flash = takeFlash(req);
+  return withBackFields(page({ ...frame, csrf, username, notice: flash?.message ?? null, noticeKind: flash?.kind }).value, req, csrfField(csrf).value);
 }
 
 function sendHtml(reply: FastifyReply, body: string | SafeHtml, status = 200): FastifyReply {
@@ -292,8 +282,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.post<{ Params: Static<typeof TaskParams> }>('/tasks/:id/cancel', { schema: { ...hide, params: TaskParams } }, async (req, reply) => {
     const task = await commands.cancelTask(operatorOf(req), req.params.id);
     setFlash(req, `${task.kind} of ${task.image} on ${task.mac} cancelled.`);
-    const back = req.headers.referer ? safeNext(new URL(req.headers.referer, 'http://x').pathname) : `/tasks/${task.id}`;
-    return reply.redirect(back, 303);
+    return reply.redirect(backOf(req) ?? `/tasks/${task.id}`, 303);
   });
 
   // Settings: API tokens and the admin password
@@ -304,7 +293,9 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
 
   app.post<{ Body: Static<typeof FormToken> }>('/settings/tokens', { schema: { ...hide, body: FormToken } }, async (req, reply) => {
     const created = await commands.createApiToken(operatorOf(req), req.body.name.trim());
-    // Shown once, in this response; a redirect would have to carry the secret somewhere.
+    // Shown once, in this response; a redirect would have to carry the secret somewhere. htmx keeps
+    // /settings in the address bar, where a reload shows the page rather than "Not found".
+    reply.header('HX-Push-Url', '/settings');
     return settings(req, reply, { name: created.record.name, token: created.token });
   });
 

@@ -9,6 +9,8 @@ export interface PageFrame {
   readonly body: HtmlValue;
   /** Shown above the content, e.g. after a redirect ("Host renamed"). */
   readonly notice?: string | null;
+  /** An error notice: why the form the technician just sent was refused. */
+  readonly noticeKind?: 'notice' | 'error';
 }
 
 // Errors (4xx) are swapped into #flash by the server's HX-Retarget header; this makes htmx swap them at all.
@@ -52,7 +54,7 @@ export function page(frame: PageFrame): SafeHtml {
     : ''}
 </header>
 <main>
-  <div id="flash" aria-live="polite">${frame.notice ? html`<p class="notice">${frame.notice}</p>` : ''}</div>
+  <div id="flash" aria-live="polite">${frame.notice ? (frame.noticeKind === 'error' ? html`<p class="error" role="alert">${frame.notice}</p>` : html`<p class="notice">${frame.notice}</p>`) : ''}</div>
   ${frame.body}
 </main>
 </body>
