@@ -3,6 +3,7 @@
  *
  *   <dir>/chunks/ab/<sha256>                 chunk files (see chunk-format.ts), shared by every image
  *   <dir>/images/<name>/versions/<n>.manifest  one per committed version (see manifest.ts)
+ *   <dir>/images/<name>/image.json           retention policy, protect flags and notes (image-meta.ts); absent when none
  *   <dir>/uploads/<name>.journal             chunks cut uploads of an image left for its next upload (upload-journal.ts)
  *   <dir>/tmp/                               temp files; emptied on open (leftovers of a crash)
  *   <dir>/store.json                         the store's format version (see store-format.ts)
@@ -34,7 +35,6 @@ import {
   ManifestError,
   encodeManifestFromEntries,
   expectedManifestLength,
-  manifestEntries,
   imageDigestFromEntries,
   manifestHeaderLength,
   parseManifest,
@@ -49,6 +49,9 @@ import { ChunkUpload, type ChunkUploadOptions } from './chunk-upload.js';
 import { UploadJournals } from './upload-journal.js';
 import type { ChunkUse, HashPin, ImageSummary, NewVersion, StoreContext, VersionInfo } from './types.js';
 import { freeChunkTest, parseDiskLayout, type DiskLayout } from './disk-layout.js';
+import { EMPTY_META, parseImageMeta, sourceMacOf, versionMeta, withVersionMeta, withoutVersions, type ImageMeta, type VersionMeta } from './image-meta.js';
+import { SpaceTally, type ImageSpace, type StoreSpace } from './store-space.js';
+import type { RetentionPolicy } from './retention.js';
 
 export interface ImageStoreOptions {
   readonly logger: Logger;
@@ -81,9 +84,29 @@ export class ImageNotFoundError extends Error {
   }
 }
 
+export class VersionProtectedError extends Error {
+  constructor(name: string, version: number) {
+    super(`version ${version} of image ${name} is protected; unprotect it first ("netclone image unprotect ${name} ${version}") if it really should go`);
+    this.name = 'VersionProtectedError';
+  }
+}
+
 export interface VersionDetails extends VersionInfo {
   readonly manifestBytes: number;
+  /** The version before it, or null for the image's first. */
+  readonly previousVersion: number | null;
+  /** Disk bytes of chunks the previous version does not hold (all data for the first version). */
+  readonly changedBytes: number;
+  /** Chunk file bytes those new chunks take, each once. */
+  readonly changedStoredBytes: number;
+  readonly protected: boolean;
+  readonly note: string;
+  /** The capturing PC's MAC, when the version's source names one. */
+  readonly sourceMac: string | null;
 }
+
+/** Which committed versions of an image tasks still need, with why; the domain layer knows the tasks. */
+export type VersionsInUse = (image: string) => ReadonlyMap<number, readonly string[]>;
 
 /**
  * What the store itself records about an image: its versions, sizes and the space they take.
@@ -97,12 +120,21 @@ export interface StoredImage {
   readonly sectorSize: number;
   /** Non-hole bytes of the latest version. */
   readonly dataBytes: number;
-  /** Unique chunk bytes on disk referenced by any version of this image. */
+  /**
+   * This image's share of the store's chunk bytes: a chunk other images also name is charged in equal
+   * parts to each (store-space.ts), so the shares of all images add up to what the store holds.
+   */
   readonly storedBytes: number;
+  /** Chunk bytes no other image names: what removing this image would free. */
+  readonly exclusiveBytes: number;
+  /** Chunk bytes this image names that other images name too. */
+  readonly sharedBytes: number;
   /** dataBytes / stored bytes of the latest version (2 = half the space). */
   readonly compressionRatio: number;
-  /** Stored bytes saved by dedup inside and across this image's versions. */
+  /** Chunk bytes its versions name, counted per use, minus its share of the store: what sharing chunks saves, across versions and images. */
   readonly dedupSavings: number;
+  /** The image's retention policy, or null (the store's keep-versions applies). */
+  readonly retention: RetentionPolicy | null;
 }
 
 export interface ProgressFn {
@@ -160,6 +192,10 @@ export class ImageStore implements StoreContext {
   private closed = false;
   /** The last process using this store ended mid-write (its temp files were left): run gc() to drop its orphans. */
   crashed = false;
+  /** Bumped by every change to the set of versions; space() recounts when it moved. */
+  private generation = 0;
+  private spaceCache: { generation: number; space: StoreSpace } | null = null;
+  private inUse: VersionsInUse = () => new Map();
 
   private constructor(
     readonly dir: string,
@@ -306,6 +342,90 @@ export class ImageStore implements StoreContext {
     }
   }
 
+  // --- image metadata: retention policy, protect flags, notes (issue 13) ----------------------
+
+  private metaPath(name: string): string {
+    return join(this.imageDir(name), 'image.json');
+  }
+
+  /** The image's policy, protect flags and notes; the defaults when it has none recorded. */
+  async meta(name: string): Promise<ImageMeta> {
+    let text: string;
+    try {
+      text = await readFile(this.metaPath(name), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY_META;
+      throw e;
+    }
+    try {
+      return parseImageMeta(JSON.parse(text));
+    } catch (e) {
+      // Guessing here could unprotect a version a prune then removes: refuse until a person looks.
+      throw new Error(`${this.metaPath(name)} is damaged (${(e as Error).message}); its protect flags and retention policy cannot be trusted, so nothing of image ${name} is pruned: fix or remove the file, then protect the versions again`, { cause: e });
+    }
+  }
+
+  private async writeMeta(name: string, meta: ImageMeta): Promise<void> {
+    const empty = meta.retention === null && Object.keys(meta.versions).length === 0;
+    if (empty) {
+      await unlink(this.metaPath(name)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+      return;
+    }
+    await writeFileDurably(this.metaPath(name), `${JSON.stringify(meta, null, 1)}\n`, { mode: 0o666, tempDir: this.tmpDir });
+  }
+
+  /** Tells the store which versions tasks use, so its own keep-versions prune at commit leaves them. */
+  setVersionsInUse(fn: VersionsInUse): void {
+    this.inUse = fn;
+  }
+
+  /** Stores (or, with null, clears) the image's retention policy. */
+  async setRetention(name: string, policy: RetentionPolicy | null): Promise<void> {
+    await this.mutex.run(async () => {
+      if ((await this.versions(name)).length === 0) throw new ImageNotFoundError(name);
+      await this.writeMeta(name, { ...(await this.meta(name)), retention: policy });
+      this.log.info({ image: name, retention: policy }, 'retention policy set');
+    });
+  }
+
+  /** Protects or unprotects a version, or sets its note. */
+  async setVersionMeta(name: string, version: number, patch: Partial<VersionMeta>): Promise<VersionMeta> {
+    return this.mutex.run(async () => {
+      if (!(await this.versions(name)).includes(version)) throw new ImageNotFoundError(name, version);
+      const next = withVersionMeta(await this.meta(name), version, patch);
+      await this.writeMeta(name, next);
+      this.log.info({ image: name, version, ...patch }, 'version metadata changed');
+      return versionMeta(next, version);
+    });
+  }
+
+  /**
+   * Removes the given versions of an image (a retention prune), checked again under the store's
+   * lock: a protected version, one a task uses and the newest are never removed, whatever the caller
+   * decided before. Returns the versions removed, ascending; run gc() to free their chunks.
+   */
+  async removeVersions(name: string, versions: readonly number[]): Promise<number[]> {
+    return this.mutex.run(async () => {
+      const vs = await this.versions(name);
+      const meta = await this.meta(name);
+      const inUse = this.inUse(name);
+      const newest = vs[vs.length - 1];
+      const drop = vs.filter((v) => versions.includes(v) && v !== newest && !versionMeta(meta, v).protected && (inUse.get(v)?.length ?? 0) === 0);
+      if (drop.length === 0) return [];
+      for (const v of drop) {
+        await unlink(this.manifestPath(name, v));
+        await this.unlinkLayout(name, v);
+      }
+      this.generation++;
+      await fsyncDir(this.versionsDir(name));
+      await this.writeMeta(name, withoutVersions(meta, drop));
+      this.log.info({ image: name, removed: drop }, 'versions removed by retention');
+      return drop;
+    });
+  }
+
   /** Committed version numbers, ascending; [] if the image does not exist. */
   async versions(name: string): Promise<number[]> {
     let names: string[];
@@ -380,12 +500,23 @@ export class ImageStore implements StoreContext {
   async list(): Promise<ImageSummary[]> {
     const names = (await readdir(this.imagesDir)).filter(isValidImageName).sort();
     const out: ImageSummary[] = [];
+    let space: StoreSpace | null = null;
+    try {
+      space = await this.space();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'could not count the store\'s space; the images list shows each newest version\'s own chunk bytes instead');
+    }
+    const shares = new Map((space?.images ?? []).map((i) => [i.name, i]));
     for (const name of names) {
       const vs = await this.versions(name);
       if (vs.length === 0) continue;
       try {
         const { header } = await this.readHeader(name, vs[vs.length - 1]);
-        out.push({ name, latestVersion: header.version, size: header.size, storedBytes: header.storedBytes, versions: vs.length, created: header.created });
+        const share = shares.get(name);
+        out.push({
+          name, latestVersion: header.version, size: header.size, storedBytes: share?.attributedBytes ?? header.storedBytes, exclusiveBytes: share?.exclusiveBytes ?? header.storedBytes,
+          versions: vs.length, created: header.created,
+        });
       } catch (e) {
         this.log.error({ image: name, err: (e as Error).message }, 'skipping image with an unreadable manifest');
       }
@@ -406,22 +537,28 @@ export class ImageStore implements StoreContext {
   async show(name: string): Promise<StoredImage> {
     const vs = await this.versions(name);
     if (vs.length === 0) throw new ImageNotFoundError(name);
+    const meta = await this.meta(name);
+    const space = (await this.space()).images.find((i) => i.name === name);
+    const perVersion = new Map((space?.versions ?? []).map((v) => [v.version, v]));
     const versions: VersionDetails[] = [];
-    const unique = new Map<string, number>();
-    let referenced = 0;
     for (const v of vs) {
-      const m = await this.readManifest(name, v);
-      const { bytes } = await this.readHeader(name, v);
-      versions.push({ ...this.infoOf(name, m.header), manifestBytes: bytes });
-      for (const e of manifestEntries(m)) {
-        const h = e.hash.toString('hex');
-        referenced += e.size;
-        unique.set(h, e.size);
-      }
+      const { header, bytes } = await this.readHeader(name, v);
+      const sp = perVersion.get(v);
+      const vm = versionMeta(meta, v);
+      versions.push({
+        ...this.infoOf(name, header),
+        manifestBytes: bytes,
+        // A version committed after the count (a race with a capture) has none yet: all its data is new to the page.
+        previousVersion: sp?.previousVersion ?? null,
+        changedBytes: sp?.changedBytes ?? header.dataBytes,
+        changedStoredBytes: sp?.changedStoredBytes ?? header.storedBytes,
+        protected: vm.protected,
+        note: vm.note,
+        sourceMac: sourceMacOf(header.source),
+      });
     }
-    let storedBytes = 0;
-    for (const s of unique.values()) storedBytes += s;
     const latest = versions[versions.length - 1];
+    const own = space ?? this.aloneSpace(name, versions);
     return {
       name,
       versions,
@@ -429,10 +566,47 @@ export class ImageStore implements StoreContext {
       size: latest.size,
       sectorSize: latest.sectorSize,
       dataBytes: latest.dataBytes,
-      storedBytes,
+      storedBytes: own.attributedBytes,
+      exclusiveBytes: own.exclusiveBytes,
+      sharedBytes: own.sharedBytes,
       compressionRatio: latest.storedBytes > 0 ? latest.dataBytes / latest.storedBytes : 1,
-      dedupSavings: referenced - storedBytes,
+      dedupSavings: own.dedupSavings,
+      retention: meta.retention,
     };
+  }
+
+  /** Figures for an image the last count missed (committed meanwhile): its newest version's own bytes. */
+  private aloneSpace(name: string, versions: readonly VersionDetails[]): ImageSpace {
+    const latest = versions[versions.length - 1];
+    return { name, versions: [], logicalBytes: latest.dataBytes, referencedBytes: latest.storedBytes, attributedBytes: latest.storedBytes, exclusiveBytes: latest.storedBytes, sharedBytes: 0, dedupSavings: 0 };
+  }
+
+  /**
+   * The whole store's space (store-space.ts): what it holds on disk against the data of all versions,
+   * each image's share, and each version's changed bytes. Counted from every manifest under the
+   * store's lock (so no prune removes one halfway), and kept until a version is added or removed.
+   * A damaged manifest is left out of the count (gc and verify report it).
+   */
+  async space(): Promise<StoreSpace> {
+    const cached = this.spaceCache;
+    if (cached && cached.generation === this.generation) return cached.space;
+    return this.mutex.run(async () => {
+      const generation = this.generation;
+      const tally = new SpaceTally();
+      for (const name of (await readdir(this.imagesDir)).filter(isValidImageName).sort()) {
+        for (const v of await this.versions(name)) {
+          try {
+            tally.addVersion(name, await this.readManifest(name, v));
+          } catch (e) {
+            if (!(e instanceof ManifestError)) throw e;
+            this.log.error({ image: name, version: v, err: e.message }, 'space count skipped a damaged manifest; verify that image');
+          }
+        }
+      }
+      const space = tally.result();
+      this.spaceCache = { generation, space };
+      return space;
+    });
   }
 
   /**
@@ -605,11 +779,23 @@ export class ImageStore implements StoreContext {
         await fsyncDir(this.imageDir(name));
         await fsyncDir(this.imagesDir);
       }
+      // A version removed earlier may have had this number: its protect flag and note are not this one's.
+      if (!isNew) {
+        try {
+          const meta = await this.meta(name);
+          const cleared = withoutVersions(meta, [version]);
+          if (cleared !== meta) await this.writeMeta(name, cleared);
+        } catch (e) {
+          // A damaged image.json must not stop a backup; nothing is pruned until it is fixed (see meta()).
+          this.log.error({ image: name, version, err: (e as Error).message }, 'could not clear an old protect flag or note for the new version number');
+        }
+      }
       // A layout left by a commit that failed after writing it must not describe this version.
       if (nv.layout) await writeFileDurably(this.layoutPath(name, version), JSON.stringify(nv.layout), { mode: 0o666, tempDir: this.tmpDir, syncDir: false });
       else await this.unlinkLayout(name, version);
       await writeFileDurably(this.manifestPath(name, version), bytes, { mode: 0o666, tempDir: this.tmpDir, syncDir: false });
       // The rename is the commit: from here on the version exists, whatever fails after it.
+      this.generation++;
       this.chunks.settle(unique.keys());
       this.log.info({ image: name, version, size: nv.size, dataBytes: header.dataBytes, storedBytes, digest }, nv.via === 'capture' ? 'capture committed' : 'chunk upload committed');
       try {
@@ -627,15 +813,26 @@ export class ImageStore implements StoreContext {
     });
   }
 
+  /**
+   * keep-versions, for an image without a retention policy: the newest keepVersions versions stay,
+   * and so does every protected version and every version a task uses (they do not count against
+   * keepVersions). An image with a policy is pruned by it after its capture's task ends, by the
+   * domain layer, which knows the tasks (src/domain/retention.ts).
+   */
   private async pruneLocked(name: string): Promise<void> {
+    const meta = await this.meta(name);
+    if (meta.retention !== null) return;
     const vs = await this.versions(name);
-    const drop = vs.slice(0, Math.max(0, vs.length - this.keepVersions));
+    const inUse = this.inUse(name);
+    const drop = vs.slice(0, Math.max(0, vs.length - this.keepVersions)).filter((v) => !versionMeta(meta, v).protected && (inUse.get(v)?.length ?? 0) === 0);
     for (const v of drop) {
       await unlink(this.manifestPath(name, v));
       await this.unlinkLayout(name, v);
     }
     if (drop.length > 0) {
+      this.generation++;
       await fsyncDir(this.versionsDir(name));
+      await this.writeMeta(name, withoutVersions(meta, drop));
       this.log.info({ image: name, removed: drop }, 'pruned old versions');
     }
   }
@@ -693,6 +890,7 @@ export class ImageStore implements StoreContext {
       if (vs.length === 0) throw new ImageNotFoundError(name);
       const trash = join(this.tmpDir, `removed-${name}-${Date.now()}`);
       await rename(this.imageDir(name), trash);
+      this.generation++;
       await fsyncDir(this.imagesDir);
       await rm(trash, { recursive: true, force: true });
       // Else a new image of that name would resume from the removed one's cut upload.
@@ -714,6 +912,7 @@ export class ImageStore implements StoreContext {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
       await rename(this.imageDir(from), this.imageDir(to));
+      this.generation++;
       await fsyncDir(this.imagesDir);
       // The image's cut upload resumes under its new name; one left under `to` belonged to another disk.
       await this.journals.rename(from, to);
@@ -726,10 +925,14 @@ export class ImageStore implements StoreContext {
     await this.mutex.run(async () => {
       const vs = await this.versions(name);
       if (!vs.includes(version)) throw new ImageNotFoundError(name, version);
+      const meta = await this.meta(name);
+      if (versionMeta(meta, version).protected) throw new VersionProtectedError(name, version);
       await unlink(this.manifestPath(name, version));
       await this.unlinkLayout(name, version);
+      this.generation++;
       await fsyncDir(this.versionsDir(name));
       if (vs.length === 1 && !this.captures.has(name)) await rm(this.imageDir(name), { recursive: true, force: true });
+      else await this.writeMeta(name, withoutVersions(meta, [version]));
       this.log.info({ image: name, version }, 'version removed');
     });
   }

@@ -27,8 +27,13 @@ export interface ImageSummary {
   readonly name: string;
   readonly latestVersion: number;
   readonly size: number;
-  /** Chunk bytes on disk the latest version references. */
+  /**
+   * The image's share of the store's chunk bytes, over all its versions: a chunk other images name
+   * too is split between them, so the list's figures add up to what the store holds (store-space.ts).
+   */
   readonly storedBytes: number;
+  /** Chunk bytes no other image names: what removing the image would free. */
+  readonly exclusiveBytes: number;
   readonly versions: number;
   readonly created: string;
 }
