@@ -3,6 +3,7 @@ import { isActive } from '../../domain/tasks.js';
 import { formatAgo, formatBytes, formatDuration, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';
+import { coverageWords } from './progress-words.js';
 
 const STATE_WORDS: Record<TaskRecord['state'], string> = {
   queued: 'queued — waiting for the PC to network-boot',
@@ -24,17 +25,18 @@ export function taskProgress(task: TaskRecord): SafeHtml {
   const p = task.progress;
   const poll = active ? html` hx-get="/tasks/${task.id}/progress" hx-trigger="every 1s" hx-swap="outerHTML"` : '';
   const known = p.total > 0;
+  const words = coverageWords(task);
   return html`<div class="progress" id="progress-${task.id}" data-state="${task.state}"${poll}>
   <div class="progress-head">${stateBadge(task.state)} <span class="muted">${STATE_WORDS[task.state]}</span></div>
   ${task.state === 'running' || task.state === 'verifying' || task.state === 'done'
     ? html`<progress max="100" value="${known ? p.percent : 0}" aria-label="progress of ${task.kind} ${task.image}">${p.percent} %</progress>
   <div class="progress-numbers">
     <span class="pct">${known ? `${p.percent} %` : '—'}</span>
-    <span>${formatBytes(p.bytes)} of ${known ? formatBytes(p.total) : '?'}</span>
+    <span class="covered">${words.covered}${words.wire ? `, ${words.wire}` : ''}</span>
     ${active ? html`<span>${p.mbps > 0 ? `${p.mbps} MB/s` : 'measuring speed…'}</span>
     <span>${p.etaSeconds !== null ? `about ${formatDuration(p.etaSeconds)} left` : ''}</span>` : ''}
   </div>
-  ${p.summary ? html`<div class="progress-summary muted">${p.summary}</div>` : ''}`
+  ${words.reused ? html`<div class="progress-summary muted">${words.reused}</div>` : ''}`
     : ''}
   ${task.state === 'failed' || task.state === 'cancelled' ? html`<p class="reason">${task.reason ?? 'no reason recorded'}</p>` : ''}
 </div>`;
