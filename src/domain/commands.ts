@@ -35,6 +35,10 @@ import {
   type GroupSummary, type NewSchedule, type ScheduleView,
 } from './schedules.js';
 import type { Logger } from '../lib/log.js';
+import { RetentionService, type PruneResult } from './retention.js';
+import { ImageNotFoundError, VersionProtectedError } from '../imaging/image-store.js';
+import { RetentionPolicyError, describePolicy, type RetentionPolicy } from '../imaging/retention.js';
+import { ImageMetaError, type VersionMeta } from '../imaging/image-meta.js';
 
 /** A refusal the person can act on (4xx), or 500 for what they cannot. The message says which. */
 export class CommandError extends Error {
@@ -61,6 +65,7 @@ export const COMMAND_NAMES = [
   'task.create', 'task.list', 'task.show', 'task.cancel', 'task.start-at-pc',
   'admin.passwd', 'admin.token.create', 'admin.token.list', 'admin.token.revoke',
   'host.group', 'host.wake', 'group.list', 'group.wake', 'group.task', 'schedule.add', 'schedule.list', 'schedule.rm',
+  'image.prune', 'image.retention', 'image.protect', 'image.unprotect', 'image.note',
 ] as const;
 
 export type CommandName = (typeof COMMAND_NAMES)[number];
@@ -191,6 +196,8 @@ export interface CommandDeps {
   /** Wake-on-LAN for "start a task and wake the PC"; absent where no network is set up (CLI without a server). */
   readonly wake?: WakeSender;
   readonly authorize?: Authorize;
+  /** The time schedules are created and listed at; tests that drive the Scheduler's clock pass the same one. */
+  readonly now?: () => Date;
 }
 
 /** Which active tasks keep an image from a change: any task for a remove or rename; only a deploy reads old versions. */
@@ -206,8 +213,13 @@ export class Commands {
   private readonly passwordListeners: Array<(username: string) => void> = [];
   private readonly scheduleListeners: Array<() => void> = [];
 
+  /** Prunes by retention policy; the server also runs it after each capture (retention-after-capture.ts). */
+  readonly retention: RetentionService;
+
   constructor(private readonly deps: CommandDeps) {
     this.authorize = deps.authorize ?? defaultAuthorize;
+    this.retention = new RetentionService({ store: deps.store, tasks: deps.tasks, events: deps.events, logger: deps.logger, keepVersions: deps.config.keepVersions });
+    deps.store.setVersionsInUse((image) => this.retention.versionsInUse(image));
   }
 
   onImageRenamed(listener: (from: string, to: string) => void): void {
@@ -668,10 +680,11 @@ export class Commands {
 
   async addSchedule(actor: Actor, input: NewSchedule): Promise<ScheduleView> {
     this.allow(actor, 'schedule.add', { mac: input.mac, image: input.capture });
-    const schedule = scheduleInput(() => buildSchedule(input, new Date()));
+    const now = this.deps.now?.() ?? new Date();
+    const schedule = scheduleInput(() => buildSchedule(input, now));
     this.deps.db.data.schedules.push(schedule);
     await this.deps.db.write();
-    const view = viewSchedule(this.deps.db, schedule, new Date());
+    const view = viewSchedule(this.deps.db, schedule, now);
     await this.deps.events.record('info', `schedule ${schedule.id} added: capture ${view.targetLabel} into ${schedule.image}, ${view.description}${schedule.wake ? ', with Wake-on-LAN' : ''}`, 'mac' in schedule.target ? schedule.target.mac : null);
     for (const listener of this.scheduleListeners) listener();
     return view;
@@ -679,7 +692,7 @@ export class Commands {
 
   listSchedules(actor: Actor): ScheduleView[] {
     this.allow(actor, 'schedule.list');
-    const now = new Date();
+    const now = this.deps.now?.() ?? new Date();
     return this.deps.db.data.schedules.map((s) => viewSchedule(this.deps.db, s, now));
   }
 
@@ -692,6 +705,46 @@ export class Commands {
     await this.deps.events.record('info', `schedule ${schedule.id} removed`);
     for (const listener of this.scheduleListeners) listener();
     return { removed: schedule.id };
+  }
+
+  // ---- retention ----
+
+  /** Prunes an image by `policy`, else its stored policy, else keep-last keep-versions; gc follows. */
+  async pruneImage(actor: Actor, name: string, opts: { policy?: RetentionPolicy; dryRun?: boolean } = {}): Promise<PruneResult> {
+    this.allow(actor, 'image.prune', { image: name });
+    await this.requireExisting(name, '"netclone image list" and the Images page list them');
+    return retentionRefusal(() => this.retention.prune(name, opts));
+  }
+
+  /** Stores an image's policy (null clears it); without `policy` only reads it. */
+  async imageRetention(actor: Actor, name: string, policy?: RetentionPolicy | null): Promise<{ image: string; retention: RetentionPolicy | null }> {
+    this.allow(actor, 'image.retention', { image: name });
+    await this.requireExisting(name, '"netclone image list" and the Images page list them');
+    return retentionRefusal(async () => {
+      if (policy !== undefined) {
+        await this.deps.store.setRetention(name, policy);
+        await this.deps.events.record('info', `image ${name}: retention policy ${policy ? describePolicyText(policy) : 'cleared (keep-versions applies)'}`);
+      }
+      return { image: name, retention: (await this.deps.store.meta(name)).retention };
+    });
+  }
+
+  async protectVersion(actor: Actor, name: string, version: number, on: boolean): Promise<VersionMeta & { image: string; version: number }> {
+    this.allow(actor, on ? 'image.protect' : 'image.unprotect', { image: name });
+    requireImageName(name);
+    const v = requireVersion(version);
+    return retentionRefusal(async () => {
+      const meta = await this.deps.store.setVersionMeta(name, v, { protected: on });
+      await this.deps.events.record('info', `image ${name} version ${v} ${on ? 'protected' : 'unprotected'}`);
+      return { image: name, version: v, ...meta };
+    });
+  }
+
+  async noteVersion(actor: Actor, name: string, version: number, note: string): Promise<VersionMeta & { image: string; version: number }> {
+    this.allow(actor, 'image.note', { image: name });
+    requireImageName(name);
+    const v = requireVersion(version);
+    return retentionRefusal(async () => ({ image: name, version: v, ...(await this.deps.store.setVersionMeta(name, v, { note })) }));
   }
 
   // ---- administration ----
@@ -764,12 +817,35 @@ function scheduleInput<T>(fn: () => T): T {
   }
 }
 
+function requireVersion(version: unknown): number {
+  const n = typeof version === 'string' && /^\d{1,9}$/.test(version.trim()) ? Number(version.trim()) : version;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new CommandError(400, `"${String(version).slice(0, 40)}" is not a version number (1, 2, …)`);
+  return n;
+}
+
+function describePolicyText(p: RetentionPolicy): string {
+  return `set to ${describePolicy(p)}`;
+}
+
+/** The store's and the policy's refusals as the person's 4xx. */
+async function retentionRefusal<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof RetentionPolicyError || e instanceof ImageMetaError) throw new CommandError(400, e.message);
+    if (e instanceof ImageNotFoundError) throw new CommandError(404, e.message);
+    if (e instanceof VersionProtectedError) throw new CommandError(409, e.message);
+    throw e;
+  }
+}
+
 /** The store reports "in use" conflicts as plain errors; they are the person's 409, not a 500. */
 async function storeConflict<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
     if (e instanceof Error && /is being captured|already exists/.test(e.message) && !('status' in e)) throw new CommandError(409, e.message);
+    if (e instanceof VersionProtectedError) throw new CommandError(409, e.message);
     throw e;
   }
 }
