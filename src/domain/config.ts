@@ -10,6 +10,7 @@ import { isIPv4 } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { ipToNumber } from '../lib/ipv4.js';
+import { ALERT_CONFIG_KEYS, parseAlertFileSettings, type AlertConfigKey, type AlertFileSettings } from './alert-config.js';
 
 export type DhcpMode = 'off' | 'proxy' | 'full';
 
@@ -51,6 +52,8 @@ export interface Config {
   readonly clientExamineTimeoutSeconds: number;
   /** How a new task moves its disk unless it says otherwise: chunk files over HTTP (the imaging agent) or raw bytes over NBD. */
   readonly transport: 'chunks' | 'nbd';
+  /** Where alerts go and when the daily summary is sent (`alerts.*` keys); the settings page overrides them field by field. */
+  readonly alerts: AlertFileSettings;
 }
 
 /** The directory of the netclone checkout or installed package (holds `images/` and `boot/`). */
@@ -67,6 +70,7 @@ export class ConfigError extends Error {
 
 /** Every key the file and flags accept, in file spelling (kebab-case like the flags). */
 export type ConfigKey =
+  | AlertConfigKey
   | 'data' | 'images' | 'boot-dir' | 'listen' | 'nbd-port' | 'http-port' | 'tftp-port' | 'dhcp' | 'interface'
   | 'server-ip' | 'dhcp-range' | 'dhcp-netmask' | 'dhcp-router' | 'dhcp-dns' | 'dhcp-lease-time' | 'keep-versions'
   | 'log-level' | 'local-boot' | 'menu-timeout' | 'url-ttl' | 'secure-cookies' | 'arm64-boot-file'
@@ -77,6 +81,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   'dhcp-range', 'dhcp-netmask', 'dhcp-router', 'dhcp-dns', 'dhcp-lease-time', 'keep-versions', 'log-level',
   'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file', 'tftp-busy-poll', 'client-timeout',
   'client-examine-timeout', 'transport',
+  ...ALERT_CONFIG_KEYS,
 ];
 
 export type ConfigOverrides = Partial<Record<ConfigKey, string>>;
@@ -204,5 +209,6 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
     clientTimeoutSeconds,
     clientExamineTimeoutSeconds,
     transport: oneOf('transport', o.transport ?? 'chunks', ['chunks', 'nbd'] as const),
+    alerts: parseAlertFileSettings(o, (m) => new ConfigError(m)),
   };
 }

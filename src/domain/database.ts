@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Low } from 'lowdb';
 import { DurableJsonFile } from './durable-json-file.js';
 import type { ScheduleSpec } from './schedule-time.js';
+import type { AlertPageSettings, AlertState } from './alert-config.js';
 
 export const SCHEMA_VERSION = 2;
 
@@ -204,7 +205,10 @@ export interface DbData {
   apiTokens: ApiTokenRecord[];
   schedules: ScheduleRecord[];
   scheduleRuns: ScheduleRunRecord[];
-  settings: { sessionSecret: string | null; setupToken: string | null };
+  /** `alerts`: the settings page's alert values (issue 13); absent until saved there, and in older files. */
+  settings: { sessionSecret: string | null; setupToken: string | null; alerts?: AlertPageSettings };
+  /** Which hosts alerts already reported overdue (issue 13); absent until the first check. */
+  alertState?: AlertState;
 }
 
 export type Database = Low<DbData>;

@@ -6,7 +6,7 @@
  * A backup is a capture task that ended `done`; a failure is a capture that ended `failed` or a
  * scheduled run marked missed. A host is overdue when its newest good backup is older than its
  * schedules allow (the most frequent schedule decides), or when it has none at all and its
- * first scheduled run has passed. A host without a schedule is never overdue: nothing says
+ * first scheduled run has passed (its window and the capture's time included). A host without a schedule is never overdue: nothing says
  * how fresh its backup should be.
  */
 import type { HostRecord, TaskRecord } from './database.js';
@@ -19,13 +19,20 @@ export interface HostSchedule {
   readonly overdueAfterMs: number;
   /** Runs due before this instant never happened: the schedule did not exist yet. */
   readonly createdAt: Date;
+  /** How long after its due time a run may still be starting or capturing (its window and the capture); default 0. */
+  readonly runGraceMs?: number;
 }
 
-/** A scheduled run that did not happen (the PC never booted within its window). */
+/**
+ * A scheduled run that ended without a task's own failure to show for it: missed (the PC never
+ * booted within its window) or failed before its capture could be queued.
+ */
 export interface MissedRun {
+  /** Default 'missed'. */
+  readonly kind?: 'missed' | 'failed';
   readonly mac: string;
   readonly image: string;
-  /** When the run was marked missed. */
+  /** When the run was marked missed or failed. */
   readonly at: string;
   readonly reason: string;
 }
@@ -97,20 +104,21 @@ export function hostProtection(host: Pick<HostRecord, 'mac' | 'name'>, input: Om
     .filter((t) => t.state === 'failed')
     .map((t) => ({ kind: 'failed' as const, taskId: t.id, image: t.image, at: finishedAt(t), reason: t.reason ?? 'no reason recorded' }));
   for (const m of input.missed ?? []) {
-    if (m.mac === host.mac) failures.push({ kind: 'missed', taskId: null, image: m.image, at: m.at, reason: m.reason });
+    if (m.mac === host.mac) failures.push({ kind: m.kind ?? 'missed', taskId: null, image: m.image, at: m.at, reason: m.reason });
   }
   const lastFailure = newest(failures, (f) => f.at);
 
   const schedules = input.schedulesFor(host.mac);
   let nextRun: Date | null = null;
   let allowedMs: number | null = null;
-  let firstRun: Date | null = null;
+  let firstRunOver: Date | null = null;
   for (const s of schedules) {
     const next = s.nextRun(now);
     if (next && (!nextRun || next < nextRun)) nextRun = next;
     if (allowedMs === null || s.overdueAfterMs < allowedMs) allowedMs = s.overdueAfterMs;
     const first = s.nextRun(s.createdAt);
-    if (first && (!firstRun || first < firstRun)) firstRun = first;
+    const over = first ? new Date(first.getTime() + (s.runGraceMs ?? 0)) : null;
+    if (over && (!firstRunOver || over < firstRunOver)) firstRunOver = over;
   }
 
   let overdueSince: Date | null = null;
@@ -118,8 +126,8 @@ export function hostProtection(host: Pick<HostRecord, 'mac' | 'name'>, input: Om
     if (lastGood) {
       const limit = new Date(Date.parse(lastGood.at) + allowedMs);
       if (now > limit) overdueSince = limit;
-    } else if (firstRun && now > firstRun) {
-      overdueSince = firstRun;
+    } else if (firstRunOver && now > firstRunOver) {
+      overdueSince = firstRunOver;
     }
   }
 

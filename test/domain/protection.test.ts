@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { HostRecord, TaskRecord, TaskState } from '../../src/domain/database.js';
 import { hostProtection, protectionStatus, type HostSchedule } from '../../src/domain/protection.js';
+import { protectionOf } from '../../src/domain/protection-data.js';
+import type { ScheduleRecord, ScheduleRunRecord } from '../../src/domain/database.js';
 
 const DAY = 86_400_000;
 
@@ -88,6 +90,13 @@ describe('protection status', () => {
     expect(after.overdueSince).toBe('2026-03-10T02:00:00.000Z');
   });
 
+  it('a first run has its grace (window and capture time) before a host without a backup counts as overdue', () => {
+    const s = { ...daily('2026-03-10T01:00:00.000Z'), runGraceMs: 3 * 3_600_000 };
+    expect(hostProtection(host(A, 'PC 1'), { tasks: [], schedulesFor: () => [s] }, new Date('2026-03-10T05:00:00.000Z')).overdue).toBe(false);
+    const late = hostProtection(host(A, 'PC 1'), { tasks: [], schedulesFor: () => [s] }, new Date('2026-03-10T05:00:01.000Z'));
+    expect(late.overdueSince).toBe('2026-03-10T05:00:00.000Z');
+  });
+
   it('a host without a schedule is never overdue, however old its backup', () => {
     const p = hostProtection(host(A, 'PC 1'), { tasks: [task(A, 'done', '2025-01-01T00:00:00.000Z')], schedulesFor: () => [] }, now);
     expect(p.scheduled).toBe(false);
@@ -112,5 +121,32 @@ describe('protection status', () => {
     const tasks = [task(A, 'done', '2026-03-10T02:30:00.000Z'), task(B, 'done', '2026-03-01T02:30:00.000Z'), task('aa:aa:aa:aa:aa:05', 'done', '2026-03-05T00:00:00.000Z')];
     const rows = protectionStatus({ hosts, tasks, schedulesFor: (mac) => (mac === A || mac === B ? [daily('2026-01-01T00:00:00.000Z')] : []) }, now);
     expect(rows.map((r) => [r.name, r.overdue])).toEqual([['stale', true], ['never', false], ['booted, captured', false], ['fresh', false]]);
+  });
+
+  it('from the database: a host\'s own and its group\'s schedules count, and missed runs or runs failed without a task are failures', () => {
+    const schedule = (id: string, target: ScheduleRecord['target'], time: string): ScheduleRecord => ({
+      id, target, image: 'office', spec: { kind: 'daily', time }, wake: false, after: 'poweroff', windowMinutes: 60, createdAt: '2026-01-01T00:00:00.000Z', lastRunAt: null,
+    });
+    const run = (id: string, mac: string, state: ScheduleRunRecord['state'], endedAt: string, taskId: string | null = null): ScheduleRunRecord => ({
+      id, scheduleId: 'own', mac, dueAt: endedAt, state, taskId, reason: `${state} ${id}`, endedAt,
+    });
+    const hosts = [{ ...host(A, 'own'), group: null }, { ...host(B, 'in group'), group: 'Lab 2' }, { ...host(C, 'other group'), group: 'Front office' }];
+    const data = {
+      hosts,
+      tasks: [task(A, 'done', '2026-03-10T02:30:00.000Z'), task(B, 'done', '2026-03-10T02:30:00.000Z'), task(C, 'done', '2026-03-10T02:30:00.000Z')],
+      schedules: [schedule('own', { mac: A }, '02:00'), schedule('lab', { group: 'Lab 2' }, '03:00')],
+      scheduleRuns: [
+        run('r1', A, 'missed', '2026-03-09T03:00:00.000Z'),
+        run('r2', B, 'failed', '2026-03-09T03:00:00.000Z'),
+        run('r3', C, 'failed', '2026-03-09T03:00:00.000Z', 'task-of-r3'),
+      ],
+    };
+    const rows = new Map(protectionOf(data, now).map((r) => [r.mac, r]));
+    expect(rows.get(A)).toMatchObject({ scheduled: true, lastFailure: { kind: 'missed', reason: 'missed r1', image: 'office' } });
+    expect(rows.get(B)).toMatchObject({ scheduled: true, lastFailure: { kind: 'failed', reason: 'failed r2', taskId: null } });
+    // The run's task is a failed task of its own (none here): the run adds nothing.
+    expect(rows.get(C)).toMatchObject({ scheduled: false, lastFailure: null, nextRun: null });
+    expect(new Date(rows.get(A)!.nextRun!).getHours()).toBe(2);
+    expect(new Date(rows.get(B)!.nextRun!).getHours()).toBe(3);
   });
 });
