@@ -94,7 +94,7 @@ export function render(kind: RenderKind, value: unknown): string {
     case 'hosts': {
       const list = value as HostRecord[];
       if (list.length === 0) return 'No hosts yet. PCs appear when they network-boot, or add one with "netclone host add MAC".\n';
-      return table([['MAC', 'NAME', 'IP', 'FIRMWARE', 'LAST SEEN', 'IMAGE'], ...list.map((h) => [h.mac, h.name || '-', h.ip ?? '-', h.firmware, h.lastSeen, h.assignedImage ?? '-'])]);
+      return table([['MAC', 'NAME', 'GROUP', 'IP', 'FIRMWARE', 'LAST SEEN', 'IMAGE'], ...list.map((h) => [h.mac, h.name || '-', h.group ?? '-', h.ip ?? '-', h.firmware, h.lastSeen, h.assignedImage ?? '-'])]);
     }
     case 'task': {
       const t = value as TaskRecord;
