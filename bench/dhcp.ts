@@ -14,7 +14,7 @@ import { DEFAULT_ARM64_BOOT_FILE, policyBooter } from '../src/domain/boot-policy
 /** The boot policy for PCs the appliance does not know yet: no host record, no task. */
 const booter = policyBooter(
   { host: () => undefined, activeTask: () => undefined, lastStartedDeploy: () => undefined },
-  { defaultLocalBoot: 'exit', biosUndionlyHop: true, arm64BootFile: DEFAULT_ARM64_BOOT_FILE },
+  { defaultLocalBoot: 'exit', biosUndionlyHop: true, arm64BootFile: DEFAULT_ARM64_BOOT_FILE, defaultUefiBoot: 'ipxe' },
 );
 
 export interface DhcpBenchResult {

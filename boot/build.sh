@@ -21,7 +21,9 @@ DISK_MODULES="ahci ata_piix sd_mod nvme virtio_blk virtio_scsi virtio_pci"
 # Filesystems the agent mounts to grow them (xfs_growfs, btrfs filesystem resize): packed with their
 # closure like the drivers above, but not loaded at boot; the agent modprobes one when it needs it.
 FS_MODULES="xfs btrfs"
-BOOT_MODULES="$NIC_MODULES $USB_MODULES $DISK_MODULES"
+# efivarfs: the client reads the firmware's SecureBoot variable for its hardware report.
+FW_MODULES="efivarfs"
+BOOT_MODULES="$NIC_MODULES $USB_MODULES $DISK_MODULES $FW_MODULES"
 MODULES="$BOOT_MODULES $FS_MODULES"
 FIRMWARE_PACKAGES="firmware-realtek firmware-bnx2x firmware-misc-nonfree"
 # Only the firmware for the drivers above goes in; firmware-misc-nonfree alone is hundreds of MB.

@@ -10,8 +10,12 @@
  *   iPXE another iPXE binary is a boot loop.
  * - x86 BIOS, and legacy PXE 2.0 ROMs, which predate option 93 and are all x86 BIOS: undionly.kpxe
  *   over TFTP.
- * - x86 UEFI: snponly.efi over TFTP, or ipxe.efi for a PC whose NIC has no usable SNP driver (the
- *   host's efiLoader).
+ * - x86-64 UEFI with the signed chain (the host's uefiBoot, else the appliance's `uefi-boot`): Debian's
+ *   Microsoft-signed shim over TFTP, which loads Debian's signed GRUB beside it; GRUB reads its per-PC
+ *   configuration (the same decisions as the iPXE script, {@link decideBoot}) over TFTP. A PC with
+ *   Secure Boot on runs this chain without a key enrolled; iPXE is not signed and such a PC refuses it.
+ * - x86 UEFI with iPXE: snponly.efi over TFTP, or ipxe.efi for a PC whose NIC has no usable SNP driver
+ *   (the host's efiLoader). 32-bit UEFI always gets iPXE: Debian signs no 32-bit shim.
  * - UEFI HTTP boot: ipxe.efi over HTTP. arm64 UEFI: the configured arm64 loader, over TFTP, or over
  *   HTTP for arm64 HTTP boot.
  * - Any other architecture: no boot file, with the reason.
@@ -45,8 +49,11 @@ export type IpxePlatform = 'pcbios' | 'efi' | 'unknown';
 
 export type EfiLoader = HostRecord['efiLoader'];
 
+/** How an x86-64 UEFI PC boots from the network: iPXE (unsigned) or the signed shim → GRUB chain. */
+export type UefiBoot = 'ipxe' | 'signed';
+
 /** What the policy reads of a PC (a HostRecord is one). */
-export type BootHost = Pick<HostRecord, 'name' | 'registered' | 'localBoot' | 'efiLoader'>;
+export type BootHost = Pick<HostRecord, 'name' | 'registered' | 'localBoot' | 'efiLoader' | 'uefiBoot'>;
 
 /** What the policy and the scripts read of a task: a view, not the database record. */
 export interface BootTask {
@@ -117,6 +124,10 @@ export const DEFAULT_EFI_LOADER: EfiLoader = 'snponly.efi';
 /** UEFI HTTP boot clients fetch iPXE's full EFI build by URL. */
 export const HTTP_EFI_LOADER = 'ipxe.efi';
 export const DEFAULT_ARM64_BOOT_FILE = 'ipxe-arm64.efi';
+/** The signed chain's first stage (Debian's shim-signed); shim loads {@link SIGNED_GRUB} from the same TFTP directory. */
+export const SIGNED_SHIM = 'shimx64.efi';
+/** Debian's signed network GRUB (grubnetx64.efi.signed), under the name shim asks for. */
+export const SIGNED_GRUB = 'grubx64.efi';
 
 /** The subset of a DHCP request the first stage depends on. */
 export interface FirstStageRequest {
@@ -126,7 +137,7 @@ export interface FirstStageRequest {
   readonly isIpxe: boolean;
 }
 
-export type LoaderKind = 'bios-loader' | 'efi-loader' | 'http-loader' | 'arm64-loader';
+export type LoaderKind = 'bios-loader' | 'efi-loader' | 'signed-loader' | 'http-loader' | 'arm64-loader';
 
 export type FirstStage =
   /** The client runs iPXE: its boot script (GET /boot/ipxe). */
@@ -138,17 +149,26 @@ export type FirstStage =
 export interface FirstStageOptions {
   /** Loader for arm64 UEFI clients (arch 11, and 19 over HTTP). */
   readonly arm64BootFile: string;
+  /** x86-64 UEFI PCs without a choice of their own (the host's uefiBoot) boot this way. */
+  readonly defaultUefiBoot: UefiBoot;
 }
 
-export function decideFirstStage(request: FirstStageRequest, host: Pick<BootHost, 'efiLoader'> | undefined, options: FirstStageOptions): FirstStage {
+/** The host's own choice, else the appliance's. */
+export function uefiBootOf(host: Pick<BootHost, 'uefiBoot'> | undefined, defaultUefiBoot: UefiBoot): UefiBoot {
+  return host?.uefiBoot ?? defaultUefiBoot;
+}
+
+export function decideFirstStage(request: FirstStageRequest, host: Pick<BootHost, 'efiLoader' | 'uefiBoot'> | undefined, options: FirstStageOptions): FirstStage {
   if (request.isIpxe) return { ok: true, kind: 'ipxe-script' };
   const arch = request.arch ?? ClientArch.X86_BIOS;
   switch (arch) {
     case ClientArch.X86_BIOS:
       return { ok: true, kind: 'bios-loader', loader: BIOS_LOADER, via: 'tftp' };
-    case ClientArch.EFI_IA32:
     case ClientArch.EFI_X64_BC:
     case ClientArch.EFI_X64:
+      if (uefiBootOf(host, options.defaultUefiBoot) === 'signed') return { ok: true, kind: 'signed-loader', loader: SIGNED_SHIM, via: 'tftp' };
+      return { ok: true, kind: 'efi-loader', loader: host?.efiLoader ?? DEFAULT_EFI_LOADER, via: 'tftp' };
+    case ClientArch.EFI_IA32:
       return { ok: true, kind: 'efi-loader', loader: host?.efiLoader ?? DEFAULT_EFI_LOADER, via: 'tftp' };
     case ClientArch.EFI_X64_HTTP:
       return { ok: true, kind: 'http-loader', loader: HTTP_EFI_LOADER, via: 'http' };
@@ -277,8 +297,8 @@ export interface BootFacts<T extends BootTask> {
 
 export interface BooterOptions extends PolicyOptions, FirstStageOptions {}
 
-export function booterOptions(config: Pick<Config, 'localBoot' | 'arm64BootFile'>): BooterOptions {
-  return { defaultLocalBoot: config.localBoot, biosUndionlyHop: true, arm64BootFile: config.arm64BootFile };
+export function booterOptions(config: Pick<Config, 'localBoot' | 'arm64BootFile' | 'uefiBoot'>): BooterOptions {
+  return { defaultLocalBoot: config.localBoot, biosUndionlyHop: true, arm64BootFile: config.arm64BootFile, defaultUefiBoot: config.uefiBoot };
 }
 
 /**
@@ -286,7 +306,7 @@ export function booterOptions(config: Pick<Config, 'localBoot' | 'arm64BootFile'
  * the auto-registration limits refused stores nothing (HostService.sighted), and a PC may be
  * removed meanwhile: the policy treats such a PC as an unregistered one.
  */
-const UNKNOWN_PC: BootHost = { name: '', registered: false, localBoot: null, efiLoader: DEFAULT_EFI_LOADER };
+const UNKNOWN_PC: BootHost = { name: '', registered: false, localBoot: null, efiLoader: DEFAULT_EFI_LOADER, uefiBoot: null };
 
 export function policyBooter<T extends BootTask>(facts: BootFacts<T>, options: BooterOptions): Booter<T> {
   return {

@@ -54,6 +54,8 @@ export interface Config {
   readonly transport: 'chunks' | 'nbd';
   /** Where alerts go and when the daily summary is sent (`alerts.*` keys); the settings page overrides them field by field. */
   readonly alerts: AlertFileSettings;
+  /** How x86-64 UEFI PCs without a choice of their own boot: iPXE, or the signed shim → GRUB chain (Secure Boot). */
+  readonly uefiBoot: 'ipxe' | 'signed';
 }
 
 /** The directory of the netclone checkout or installed package (holds `images/` and `boot/`). */
@@ -74,13 +76,13 @@ export type ConfigKey =
   | 'data' | 'images' | 'boot-dir' | 'listen' | 'nbd-port' | 'http-port' | 'tftp-port' | 'dhcp' | 'interface'
   | 'server-ip' | 'dhcp-range' | 'dhcp-netmask' | 'dhcp-router' | 'dhcp-dns' | 'dhcp-lease-time' | 'keep-versions'
   | 'log-level' | 'local-boot' | 'menu-timeout' | 'url-ttl' | 'secure-cookies' | 'arm64-boot-file'
-  | 'tftp-busy-poll' | 'client-timeout' | 'client-examine-timeout' | 'transport';
+  | 'tftp-busy-poll' | 'client-timeout' | 'client-examine-timeout' | 'transport' | 'uefi-boot';
 
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   'data', 'images', 'boot-dir', 'listen', 'nbd-port', 'http-port', 'tftp-port', 'dhcp', 'interface', 'server-ip',
   'dhcp-range', 'dhcp-netmask', 'dhcp-router', 'dhcp-dns', 'dhcp-lease-time', 'keep-versions', 'log-level',
   'local-boot', 'menu-timeout', 'url-ttl', 'secure-cookies', 'arm64-boot-file', 'tftp-busy-poll', 'client-timeout',
-  'client-examine-timeout', 'transport',
+  'client-examine-timeout', 'transport', 'uefi-boot',
   ...ALERT_CONFIG_KEYS,
 ];
 
@@ -210,5 +212,6 @@ export function resolveConfig(...layers: ConfigOverrides[]): Config {
     clientExamineTimeoutSeconds,
     transport: oneOf('transport', o.transport ?? 'chunks', ['chunks', 'nbd'] as const),
     alerts: parseAlertFileSettings(o, (m) => new ConfigError(m)),
+    uefiBoot: oneOf('uefi-boot', o['uefi-boot'] ?? 'ipxe', ['ipxe', 'signed'] as const),
   };
 }

@@ -259,7 +259,7 @@ export class HostService {
 
   async update(
     macInput: string,
-    patch: { name?: string; assignedImage?: string | null; localBoot?: LocalBoot | null; efiLoader?: HostRecord['efiLoader'] },
+    patch: { name?: string; assignedImage?: string | null; localBoot?: LocalBoot | null; efiLoader?: HostRecord['efiLoader']; uefiBoot?: HostRecord['uefiBoot'] },
   ): Promise<HostRecord> {
     const host = this.require(macInput);
     if (patch.name !== undefined) {
@@ -269,6 +269,7 @@ export class HostService {
     if (patch.assignedImage !== undefined) host.assignedImage = patch.assignedImage;
     if (patch.localBoot !== undefined) host.localBoot = patch.localBoot;
     if (patch.efiLoader !== undefined) host.efiLoader = patch.efiLoader;
+    if (patch.uefiBoot !== undefined) host.uefiBoot = patch.uefiBoot;
     host.registered = true;
     await this.db.write();
     return host;

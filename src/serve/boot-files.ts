@@ -18,13 +18,13 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { BIOS_LOADER, HTTP_EFI_LOADER, type EfiLoader } from '../domain/boot-policy.js';
+import { BIOS_LOADER, HTTP_EFI_LOADER, SIGNED_GRUB, SIGNED_SHIM, type EfiLoader } from '../domain/boot-policy.js';
 import type { BootFileProblem } from '../domain/running-server.js';
 
 /** A host's UEFI loader is one of these (the second is the per-host fallback). */
 const EFI_LOADERS: readonly EfiLoader[] = ['snponly.efi', 'ipxe.efi'];
 /** What the boot policy hands out by TFTP or HTTP on x86, all of which setup-loaders.sh copies. */
-export const LOADER_FILES: readonly string[] = [...new Set([BIOS_LOADER, ...EFI_LOADERS, HTTP_EFI_LOADER])];
+export const LOADER_FILES: readonly string[] = [...new Set([BIOS_LOADER, ...EFI_LOADERS, HTTP_EFI_LOADER, SIGNED_SHIM, SIGNED_GRUB])];
 /** What the boot scripts load (`/boot/client/…`); the build's stamp is in MANIFEST beside them. */
 export const CLIENT_FILES: readonly string[] = ['vmlinuz', 'initrd.img'];
 export const MANIFEST = 'manifest.txt';
@@ -170,7 +170,7 @@ export async function checkBootFiles(bootDir: string, expected: ExpectedStamps, 
   if (missingLoaders.length > 0) {
     problems.push({
       files: 'loaders', state: 'missing', fix: fixes.loaders,
-      message: `the iPXE loaders are missing from ${loaders}: ${missingLoaders.join(', ')}; PCs cannot network-boot (TFTP and UEFI HTTP boot have nothing to send them)`,
+      message: `the network boot loaders are missing from ${loaders}: ${missingLoaders.join(', ')}; PCs cannot network-boot (TFTP and UEFI HTTP boot have nothing to send them)`,
     });
   } else {
     const why = staleness(await readStamp(loadersManifest(loaders)), { version: expected.version, sources: expected.loaders }, { verb: 'set up', sources: LOADER_SOURCES });

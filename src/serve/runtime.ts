@@ -24,8 +24,10 @@ import { DhcpServer } from '../pxe/dhcp/server.js';
 import { booterOptions, firmwareOfClientArch, policyBooter, serviceFacts } from '../domain/boot-policy.js';
 import { buildWebApp } from '../web/app.js';
 import { TechnicianLogins } from '../domain/pc-menu.js';
-import { broadcastFor, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
+import { broadcastForHost, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
+import { Scheduler } from '../domain/scheduler.js';
 import { bootRoutes } from '../web/boot-routes.js';
+import { signedBootFiles } from './signed-boot.js';
 import { clientRoutes } from '../web/client-routes.js';
 import { ipToNumber } from '../lib/ipv4.js';
 import { bootFixes, checkBootFiles, expectedStamps } from './boot-files.js';
@@ -35,6 +37,8 @@ import type { EventLog } from '../domain/events.js';
 export interface RunningAppliance {
   readonly core: OpenCore;
   readonly ports: { readonly http: number; readonly nbd: number; readonly tftp: number | null };
+  /** Runs the backup schedules; emits 'run' (onRun) when a run ends. */
+  readonly scheduler: Scheduler;
   services(): ServiceStatus[];
   stop(): Promise<void>;
 }
@@ -104,7 +108,8 @@ export function installRejectionSafetyNet(logger: Logger): RejectionSafetyNet {
 
 export async function startAppliance(config: Config, logger: Logger): Promise<RunningAppliance> {
   const core = await openCore(config, logger, SERVER_PURPOSE, {
-    wake: wakeSender(() => ({ address: broadcastFor(config.interface), port: WOL_PORT })),
+    // The magic packet goes out on the interface whose subnet holds the PC's last address.
+    wake: wakeSender((ip) => ({ address: broadcastForHost(ip, config.interface).address, port: WOL_PORT })),
   });
   const statuses = new Map<ServiceStatus['name'], ServiceStatus>();
   const set = (s: ServiceStatus): void => {
@@ -203,6 +208,10 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
       logger,
       busyPollMs: config.tftpBusyPoll ? 1 : 0,
       macOf: (address) => core.hosts.byIp(address)?.mac,
+      virtualFiles: signedBootFiles({
+        logger: logger.child({ component: 'boot' }), booter, hosts: core.hosts, tasks: core.tasks, bootAddresses: core.hosts.bootAddresses,
+        httpBase: () => `${publicHost}:${httpPort}`, bootDir: config.bootDir, menuTimeoutSeconds: config.menuTimeoutSeconds,
+      }),
     });
     try {
       await tftp.start();
@@ -266,11 +275,19 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
     stoppers.unshift(() => new Promise<void>((resolve) => control.close(() => resolve())));
     set({ name: 'control', state: 'running', detail: controlSocketPath(config.dataDir) });
 
+    const scheduler = new Scheduler({
+      db: core.db, commands: core.commands, tasks: core.tasks, hosts: core.hosts, events: core.events, logger: logger.child({ component: 'scheduler' }),
+      wake: wakeSender((ip) => ({ address: broadcastForHost(ip, config.interface).address, port: WOL_PORT })),
+    });
+    await scheduler.start();
+    stoppers.unshift(async () => scheduler.stop());
+
     logger.info({ services: [...statuses.values()] }, 'netclone is up');
     let stopping: Promise<void> | null = null;
     return {
       core,
       ports: { http: httpPort, nbd: nbdAddr.port, tftp: tftpPort },
+      scheduler,
       services: () => [...statuses.values()],
       stop: () => {
         stopping ??= (async () => {

@@ -46,6 +46,7 @@ const HardwareSchema = Type.Object({
   dmi: Type.Object({ vendor: Str(128), model: Str(128), serial: Str(128), uuid: Str(64) }),
   disks: Type.Array(DiskSchema, { maxItems: 64 }),
   nics: Type.Array(Type.Object({ name: Str(32), mac: Str(32), driver: Str(64), speed: Str(16) }), { maxItems: 64 }),
+  secureBoot: Type.Optional(Type.Union([Type.Literal('on'), Type.Literal('off'), Type.Literal('bios')])),
 });
 const StartSchema = Type.Object({
   disk: Type.Object({
@@ -113,10 +114,12 @@ export function clientRoutes(ctx: ClientRoutesContext) {
         ctx.logger.warn({ mac, task: task.id, taskMac: task.mac }, 'client asked for a task with another MAC than the task names');
         return deny(reply, 403, `this token belongs to another PC (${task.mac})`);
       }
-      const info = task.kind === 'deploy' ? await ctx.images.latest(task.image) : null;
+      // A deploy of a named version (issue 13) answers with that version's size and digest: the NBD client checks its read-back against them.
+      const info = task.kind === 'deploy' ? await ctx.images.latest(task.image, task.version) : null;
       if (task.kind === 'deploy' && !info) {
-        await ctx.tasks.fail(task, `image ${task.image} has no committed version`);
-        return reply.code(409).send({ error: `image ${task.image} has no committed version` });
+        const why = task.version === undefined ? `image ${task.image} has no committed version` : `image ${task.image} has no version ${task.version} any more; queue the deploy again with a version the image has`;
+        await ctx.tasks.fail(task, why);
+        return reply.code(409).send({ error: why });
       }
       ctx.logger.info({ mac, task: task.id }, 'client fetched its task');
       await ctx.tasks.note(task, `client ${plainAddress(req.ip)} fetched the task`);
@@ -141,6 +144,7 @@ export function clientRoutes(ctx: ClientRoutesContext) {
           removable: d.removable ?? false, transport: d.transport ?? '',
         })),
         nics: req.body.nics,
+        ...(req.body.secureBoot !== undefined ? { secureBoot: req.body.secureBoot } : {}),
         reportedAt: new Date().toISOString(),
       };
       await ctx.hosts.setHardware(task.mac, report);

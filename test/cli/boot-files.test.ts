@@ -61,7 +61,7 @@ describe('serve at startup', () => {
     expect(lines.map((l) => [l.level, l.bootFiles])).toEqual([[50, 'loaders'], [50, 'client']]);
     const loadersFix = `bash ${path.join(PACKAGE_ROOT, 'boot', 'setup-loaders.sh')} ${path.join(bootDir, 'loaders')}`;
     expect(lines[0].msg).toBe(
-      `the iPXE loaders are missing from ${path.join(bootDir, 'loaders')}: undionly.kpxe, snponly.efi, ipxe.efi; ` +
+      `the network boot loaders are missing from ${path.join(bootDir, 'loaders')}: undionly.kpxe, snponly.efi, ipxe.efi, shimx64.efi, grubx64.efi; ` +
       `PCs cannot network-boot (TFTP and UEFI HTTP boot have nothing to send them); to fix it run: ${loadersFix}`,
     );
     expect(lines[0].fix).toBe(loadersFix);

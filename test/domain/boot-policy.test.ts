@@ -57,7 +57,7 @@ describe('boot policy', () => {
 });
 
 describe('boot policy: the first stage, by client architecture', () => {
-  const fs = { arm64BootFile: 'ipxe-arm64.efi' };
+  const fs = { arm64BootFile: 'ipxe-arm64.efi', defaultUefiBoot: 'ipxe' } as const;
   const MAC = '52:54:00:12:34:56';
 
   it('gives every supported architecture its loader, by TFTP or HTTP', () => {
@@ -72,7 +72,7 @@ describe('boot policy: the first stage, by client architecture', () => {
       [ClientArch.EFI_ARM64_HTTP, { ok: true, kind: 'http-loader', loader: 'ipxe-arm64.efi', via: 'http' }],
     ];
     for (const [arch, want] of cases) expect(decideFirstStage({ mac: MAC, arch, isIpxe: false }, undefined, fs), `arch ${arch}`).toEqual(want);
-    expect(decideFirstStage({ mac: MAC, arch: 11, isIpxe: false }, undefined, { arm64BootFile: 'arm/snp.efi' })).toMatchObject({ loader: 'arm/snp.efi', via: 'tftp' });
+    expect(decideFirstStage({ mac: MAC, arch: 11, isIpxe: false }, undefined, { arm64BootFile: 'arm/snp.efi', defaultUefiBoot: 'ipxe' })).toMatchObject({ loader: 'arm/snp.efi', via: 'tftp' });
   });
 
   it('gives a client already running iPXE its script, whatever its architecture', () => {
@@ -88,6 +88,24 @@ describe('boot policy: the first stage, by client architecture', () => {
     expect(decideFirstStage({ mac: MAC, arch: 0, isIpxe: false }, needsIpxe, fs)).toMatchObject({ loader: 'undionly.kpxe' });
     expect(decideFirstStage({ mac: MAC, arch: 16, isIpxe: false }, needsIpxe, fs)).toMatchObject({ loader: 'ipxe.efi', via: 'http' });
     expect(decideFirstStage({ mac: MAC, arch: 11, isIpxe: false }, needsIpxe, fs)).toMatchObject({ loader: 'ipxe-arm64.efi' });
+  });
+
+  it('offers the signed shim to x86-64 UEFI PCs whose host or the appliance says signed, and iPXE to the rest', () => {
+    const signed = { ...fs, defaultUefiBoot: 'signed' } as const;
+    const shim = { ok: true, kind: 'signed-loader', loader: 'shimx64.efi', via: 'tftp' };
+    for (const arch of [7, 9]) {
+      expect(decideFirstStage({ mac: MAC, arch, isIpxe: false }, host({ uefiBoot: 'signed' }), fs), `host signed, arch ${arch}`).toEqual(shim);
+      expect(decideFirstStage({ mac: MAC, arch, isIpxe: false }, undefined, signed), `default signed, arch ${arch}`).toEqual(shim);
+      expect(decideFirstStage({ mac: MAC, arch, isIpxe: false }, host({ uefiBoot: null }), signed), `host null, arch ${arch}`).toEqual(shim);
+      // A host's own choice wins over the appliance's default, both ways.
+      expect(decideFirstStage({ mac: MAC, arch, isIpxe: false }, host({ uefiBoot: 'ipxe' }), signed)).toMatchObject({ kind: 'efi-loader', loader: 'snponly.efi' });
+    }
+    // Debian signs no 32-bit shim; BIOS, HTTP boot, arm64 and iPXE itself are untouched.
+    expect(decideFirstStage({ mac: MAC, arch: 6, isIpxe: false }, host({ uefiBoot: 'signed' }), signed)).toMatchObject({ loader: 'snponly.efi' });
+    expect(decideFirstStage({ mac: MAC, arch: 0, isIpxe: false }, host({ uefiBoot: 'signed' }), signed)).toMatchObject({ loader: 'undionly.kpxe' });
+    expect(decideFirstStage({ mac: MAC, arch: 16, isIpxe: false }, host({ uefiBoot: 'signed' }), signed)).toMatchObject({ loader: 'ipxe.efi', via: 'http' });
+    expect(decideFirstStage({ mac: MAC, arch: 11, isIpxe: false }, host({ uefiBoot: 'signed' }), signed)).toMatchObject({ loader: 'ipxe-arm64.efi' });
+    expect(decideFirstStage({ mac: MAC, arch: 7, isIpxe: true }, host({ uefiBoot: 'signed' }), signed)).toEqual({ ok: true, kind: 'ipxe-script' });
   });
 
   it('refuses an unknown architecture, naming it and the supported ones', () => {
@@ -136,7 +154,7 @@ describe('the booter', () => {
     activeTask: (mac: string) => (mac === MAC ? active : undefined),
     lastStartedDeploy: (mac: string) => (mac === MAC ? last : undefined),
   });
-  const options = booterOptions({ localBoot: 'sanboot', arm64BootFile: 'arm.efi' });
+  const options = booterOptions({ localBoot: 'sanboot', arm64BootFile: 'arm.efi', uefiBoot: 'ipxe' });
 
   it('answers DHCP from the PC\'s host record and the configured arm64 loader', () => {
     const booter = policyBooter(facts(host({ efiLoader: 'ipxe.efi' })), options);

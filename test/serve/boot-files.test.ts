@@ -54,12 +54,12 @@ describe('checkBootFiles', () => {
   it('reports an empty boot directory as both sets missing, each with its fix', async () => {
     const problems = await checkBootFiles(dir, EXPECTED, FIXES);
     expect(problems.map((p) => [p.files, p.state, p.fix])).toEqual([['loaders', 'missing', 'FIX-LOADERS'], ['client', 'missing', 'FIX-CLIENT']]);
-    expect(problems[0].message).toBe(`the iPXE loaders are missing from ${path.join(dir, 'loaders')}: undionly.kpxe, snponly.efi, ipxe.efi; PCs cannot network-boot (TFTP and UEFI HTTP boot have nothing to send them)`);
+    expect(problems[0].message).toBe(`the network boot loaders are missing from ${path.join(dir, 'loaders')}: undionly.kpxe, snponly.efi, ipxe.efi, shimx64.efi, grubx64.efi; PCs cannot network-boot (TFTP and UEFI HTTP boot have nothing to send them)`);
     expect(problems[1].message).toBe(`the imaging client is missing from ${path.join(dir, 'dist')}: vmlinuz, initrd.img; a PC that starts a capture or deploy stops at "could not load the imaging client"`);
   });
 
   it('names the one missing loader and leaves a complete client alone', async () => {
-    await writeLoaders(['undionly.kpxe', 'ipxe.efi']);
+    await writeLoaders(['undionly.kpxe', 'ipxe.efi', 'shimx64.efi', 'grubx64.efi']);
     await writeClient(CLIENT_FILES);
     const problems = await checkBootFiles(dir, EXPECTED, FIXES);
     expect(problems).toHaveLength(1);

@@ -30,6 +30,21 @@ dmi_json() {
     "$(json_str "$(_rd "$_dmi/product_uuid")")"
 }
 
+# The firmware's Secure Boot state: "on"/"off" from the SecureBoot EFI variable (4 attribute bytes,
+# then one data byte), "bios" without EFI, "" when the variable cannot be read (efivarfs missing).
+secure_boot() {
+  [ -d "$NC_SYS/firmware/efi" ] || { echo bios; return; }
+  _sbv="$NC_SYS/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+  # Firmware without Secure Boot support has no such variable: that is "off".
+  [ -e "$_sbv" ] || { [ -d "$NC_SYS/firmware/efi/efivars" ] && [ -n "$(ls "$NC_SYS/firmware/efi/efivars" 2>/dev/null)" ] && echo off; return; }
+  case "$(od -An -tu1 -j4 -N1 "$_sbv" 2>/dev/null | tr -d ' ')" in
+    1) echo on ;;
+    0) echo off ;;
+  esac
+}
+
 hardware_json() {
-  printf '{"dmi":%s,"disks":%s,"nics":%s}' "$(dmi_json)" "$(disks_json)" "$(nics_json)"
+  _sb=$(secure_boot)
+  printf '{"dmi":%s,"disks":%s,"nics":%s%s}' "$(dmi_json)" "$(disks_json)" "$(nics_json)" \
+    "$([ -n "$_sb" ] && printf ',"secureBoot":%s' "$(json_str "$_sb")")"
 }

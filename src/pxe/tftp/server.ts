@@ -12,8 +12,8 @@ import { isIP, isIPv6 } from 'node:net';
 import type { Logger } from '../../lib/log.js';
 import { ErrorCode, Opcode, encodeError, tryDecodePacket, type RequestPacket } from './codec.js';
 import { MAX_BLKSIZE, negotiateRead } from './negotiate.js';
-import { resolveInRoot } from './paths.js';
-import { FileCache, openSource } from './source.js';
+import { resolveInRoot, splitRequestName } from './paths.js';
+import { FileCache, MemorySource, openSource, type OpenResult } from './source.js';
 import { ReadTransfer, type TransferInfo } from './transfer.js';
 import { BusyPoll } from './busy-poll.js';
 
@@ -47,7 +47,16 @@ export interface TftpServerOptions {
    * addresses, and a technician follows one PC's boot by its MAC.
    */
   readonly macOf?: (address: string) => string | undefined;
+  /**
+   * Files answered per request instead of from the root (the signed chain's per-PC GRUB configuration,
+   * the imaging client's kernel and initrd). Asked first, with the request's name split into segments
+   * (no "..", see splitRequestName); null: look in the root as usual.
+   */
+  readonly virtualFiles?: (segments: readonly string[], client: { readonly address: string; readonly port: number }) => Promise<VirtualFile | null>;
 }
+
+/** What a virtual file holds: bytes made for this request, or a file elsewhere on disk. */
+export type VirtualFile = { readonly kind: 'data'; readonly data: Buffer } | { readonly kind: 'file'; readonly path: string };
 
 const CACHE = { maxFileBytes: 8 * 1024 * 1024, maxTotalBytes: 64 * 1024 * 1024 };
 const STREAM_CHUNK_BYTES = 1024 * 1024;
@@ -211,15 +220,24 @@ export class TftpServer {
   private async startTransfer(req: RequestPacket, rinfo: RemoteInfo): Promise<void> {
     const client = { address: rinfo.address, port: rinfo.port };
     const file = req.filename;
-    const resolved = await resolveInRoot(this.realRoot, file);
-    if (!resolved.ok) {
-      const code = resolved.reason === 'not-found' ? ErrorCode.FileNotFound : ErrorCode.AccessViolation;
-      const level = resolved.reason === 'not-found' ? 'info' : 'warn';
-      this.log[level]({ client, file, reason: resolved.reason, detail: resolved.detail }, 'tftp: request refused');
-      this.reply(rinfo, code, resolved.reason === 'not-found' ? 'File not found' : 'Access violation');
-      return;
+    const virtual = await this.virtualFile(file, client);
+    let servedPath: string;
+    let opened: OpenResult;
+    if (virtual?.kind === 'data') {
+      servedPath = `(generated) ${file}`;
+      opened = { ok: true, source: new MemorySource(virtual.data) };
+    } else {
+      const resolved = virtual ? ({ ok: true, path: virtual.path } as const) : await resolveInRoot(this.realRoot, file);
+      if (!resolved.ok) {
+        const code = resolved.reason === 'not-found' ? ErrorCode.FileNotFound : ErrorCode.AccessViolation;
+        const level = resolved.reason === 'not-found' ? 'info' : 'warn';
+        this.log[level]({ client, file, reason: resolved.reason, detail: resolved.detail }, 'tftp: request refused');
+        this.reply(rinfo, code, resolved.reason === 'not-found' ? 'File not found' : 'Access violation');
+        return;
+      }
+      servedPath = resolved.path;
+      opened = await openSource(resolved.path, this.cache, STREAM_CHUNK_BYTES);
     }
-    const opened = await openSource(resolved.path, this.cache, STREAM_CHUNK_BYTES);
     if (!opened.ok) {
       const code = opened.reason === 'not-file' ? ErrorCode.FileNotFound : opened.reason === 'forbidden' ? ErrorCode.AccessViolation : ErrorCode.NotDefined;
       this.log.warn({ client, file, reason: opened.reason, detail: opened.detail }, 'tftp: request refused');
@@ -253,7 +271,7 @@ export class TftpServer {
       ...sockets,
       peer: client,
       file,
-      path: resolved.path,
+      path: servedPath,
       source,
       negotiated,
       retries: this.retries,
@@ -271,10 +289,17 @@ export class TftpServer {
     });
     this.transfers.add(transfer);
     this.log.info(
-      { client, mac: this.macFor(client.address), file, path: resolved.path, size: source.size, mode: req.mode, options: Object.fromEntries(req.options), granted: Object.fromEntries(negotiated.oack) },
+      { client, mac: this.macFor(client.address), file, path: servedPath, size: source.size, mode: req.mode, options: Object.fromEntries(req.options), granted: Object.fromEntries(negotiated.oack) },
       'tftp transfer start',
     );
     transfer.start();
+  }
+
+  private async virtualFile(file: string, client: { address: string; port: number }): Promise<VirtualFile | null> {
+    if (!this.opts.virtualFiles) return null;
+    const split = splitRequestName(file);
+    if (!split.ok) return null;
+    return this.opts.virtualFiles(split.segments, client);
   }
 
   private macFor(address: string): string | undefined {

@@ -7,6 +7,8 @@ import { type BootHost, type BootTask, type Booter, DEFAULT_ARM64_BOOT_FILE, pol
 export interface TestBooterOptions {
   readonly ipxeEfiMacs?: readonly string[];
   readonly arm64BootFile?: string;
+  /** The appliance's uefi-boot for PCs without a host record. */
+  readonly defaultUefiBoot?: 'ipxe' | 'signed';
 }
 
 export function testBooter(options: TestBooterOptions = {}): Booter {
@@ -15,6 +17,6 @@ export function testBooter(options: TestBooterOptions = {}): Booter {
     ipxeEfi.has(mac) ? { name: '', registered: false, localBoot: null, efiLoader: 'ipxe.efi' } : undefined;
   return policyBooter<BootTask>(
     { host, activeTask: () => undefined, lastStartedDeploy: () => undefined },
-    { defaultLocalBoot: 'exit', biosUndionlyHop: true, arm64BootFile: options.arm64BootFile ?? DEFAULT_ARM64_BOOT_FILE },
+    { defaultLocalBoot: 'exit', biosUndionlyHop: true, arm64BootFile: options.arm64BootFile ?? DEFAULT_ARM64_BOOT_FILE, defaultUefiBoot: options.defaultUefiBoot ?? 'ipxe' },
   );
 }
