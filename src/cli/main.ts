@@ -19,11 +19,23 @@ import { ProgressBar } from './progress.js';
 import { render } from './render.js';
 import { readPasswordTwice } from './password.js';
 import { FileSink, blockDeviceSize } from './file-sink.js';
+import { SCHEDULE_COMMANDS, SCHEDULE_USAGE, runScheduleCli } from './schedule-cli.js';
+import { renderPrune, renderRetention } from './render-retention.js';
+import type { PruneResult } from '../domain/retention.js';
+import type { RetentionPolicy } from '../imaging/retention.js';
 
 const COMMON: FlagSpecs = {
   data: { value: true, description: 'data directory (database, images, lock)' },
   config: { value: true, description: 'config file (key = value lines)' },
   help: { value: false, description: 'show help' },
+};
+
+const KEEP_FLAGS: FlagSpecs = {
+  'keep-last': { value: true, description: 'keep the N newest versions' },
+  'keep-hourly': { value: true, description: 'keep the newest version of each of the last N hours that have one' },
+  'keep-daily': { value: true, description: 'keep the newest version of each of the last N days that have one' },
+  'keep-weekly': { value: true, description: 'keep the newest version of each of the last N ISO weeks that have one' },
+  'keep-monthly': { value: true, description: 'keep the newest version of each of the last N months that have one' },
 };
 
 const SERVE_FLAGS: FlagSpecs = {
@@ -43,17 +55,23 @@ export const COMMANDS: Readonly<Record<string, FlagSpecs>> = {
   'image verify': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'image rm': COMMON,
   'image gc': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image prune': { ...COMMON, ...KEEP_FLAGS, 'dry-run': { value: false, description: 'show what would go, remove nothing' }, json: { value: false, description: 'JSON output' } },
+  'image retention': { ...COMMON, ...KEEP_FLAGS, clear: { value: false, description: 'remove the policy (keep-versions applies)' }, json: { value: false, description: 'JSON output' } },
+  'image protect': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image unprotect': { ...COMMON, json: { value: false, description: 'JSON output' } },
+  'image note': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'image url': { ...COMMON, write: { value: false, description: 'writable capture export' }, size: { value: true, description: 'disk size' }, ttl: { value: true, description: 'lifetime' }, json: { value: false, description: 'JSON output' } },
   'host add': { ...COMMON, name: { value: true, description: 'host name' }, rename: { value: false, description: 'rename a registered host' }, json: { value: false, description: 'JSON output' } },
   'host list': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'host rm': COMMON,
   'task capture': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, json: { value: false, description: 'JSON output' } },
-  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, 'grow-partition': { value: true, description: 'partition number that grows or shrinks (default: the largest)' }, json: { value: false, description: 'JSON output' } },
+  'task deploy': { ...COMMON, image: { value: true, description: 'image name' }, 'disk-serial': { value: true, description: 'disk serial' }, after: { value: true, description: 'reboot|poweroff' }, transport: { value: true, description: 'chunks|nbd' }, 'grow-partition': { value: true, description: 'partition number that grows or shrinks (default: the largest)' }, version: { value: true, description: 'image version to restore (default: the newest)' }, force: { value: false, description: 'deploy although the image came from another PC model' }, json: { value: false, description: 'JSON output' } },
   'task list': { ...COMMON, all: { value: false, description: 'include ended tasks' }, json: { value: false, description: 'JSON output' } },
   'task show': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'task cancel': { ...COMMON, json: { value: false, description: 'JSON output' } },
   'admin passwd': COMMON,
   'admin token create': { ...COMMON, name: { value: true, description: 'token name' } },
+  ...SCHEDULE_COMMANDS,
 };
 
 /** Every command's words, `serve` and `help` included. */
@@ -73,15 +91,20 @@ const USAGE = `netclone — network disk imaging
   netclone image verify NAME                           re-hash every chunk; exit 1 on damage
   netclone image rm NAME
   netclone image gc                                    remove chunks no image uses
+  netclone image prune NAME [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--dry-run]
+                                                       remove versions by policy (flags, else the stored one), then gc
+  netclone image retention NAME [same keep flags] [--clear]   show or store the image's policy (applied after each capture)
+  netclone image protect NAME VERSION | image unprotect NAME VERSION   a protected version is never pruned
+  netclone image note NAME VERSION TEXT                 a note on a version (empty TEXT clears it)
   netclone image url NAME [--write --size BYTES] [--ttl DURATION]   nbd:// URL for qemu-img/nbdcopy
   netclone host add MAC [--name NAME [--rename]] | host list [--json] | host rm MAC
   netclone task capture MAC --image NAME [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
-  netclone task deploy MAC --image NAME [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
+  netclone task deploy MAC --image NAME [--version N] [--force] [--disk-serial S] [--after reboot|poweroff] [--transport chunks|nbd]
                  [--grow-partition N]   the partition that grows or shrinks to the disk (default: the largest)
   netclone task list [--all] [--json] | task show ID [--json] | task cancel ID
   netclone admin passwd                                set the admin password (asked twice)
   netclone admin token create [--name NAME]            API token for scripts
-
+${SCHEDULE_USAGE}
 Every command takes --data DIR and --config FILE (default /etc/netclone/config when it exists).
 `;
 
@@ -170,6 +193,11 @@ async function op(config: Config, logger: Logger, purpose: string, name: string,
   }
 }
 
+/** The keep-* flags given, as the command table reads them. */
+function keepArgs(flags: Readonly<Record<string, string | true>>): Record<string, string | true> {
+  return Object.fromEntries(Object.entries(flags).filter(([k]) => k.startsWith('keep-')));
+}
+
 async function sizeOfInput(path: string): Promise<{ stream: Readable; size: number | null }> {
   if (path === '-') {
     const fh = await open('/dev/stdin', 'r').catch(() => null);
@@ -245,6 +273,9 @@ async function main(argv: string[]): Promise<number> {
   const print = (value: unknown, kind: Parameters<typeof render>[0]): void => {
     process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : render(kind, value));
   };
+  if (Object.hasOwn(SCHEDULE_COMMANDS, key)) {
+    return runScheduleCli(key, { positionals: pos, flags }, (name, a, label) => op(config, logger, purpose, name, a, label), (text) => process.stdout.write(text));
+  }
 
   switch (key) {
     case 'image import': {
@@ -321,6 +352,31 @@ async function main(argv: string[]): Promise<number> {
       need(0, '');
       print(await op(config, logger, purpose, 'image.gc', {}, 'gc'), 'gc');
       return 0;
+    case 'image prune': {
+      need(1, 'NAME [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--dry-run]');
+      const result = (await op(config, logger, purpose, 'image.prune', { name: pos[0], ...keepArgs(flags), 'dry-run': flags['dry-run'] === true }, 'prune')) as PruneResult;
+      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : renderPrune(result));
+      return 0;
+    }
+    case 'image retention': {
+      need(1, 'NAME [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--clear]');
+      const result = (await op(config, logger, purpose, 'image.retention', { name: pos[0], ...keepArgs(flags), clear: flags.clear === true }, 'retention')) as { image: string; retention: RetentionPolicy | null };
+      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : renderRetention(result));
+      return 0;
+    }
+    case 'image protect':
+    case 'image unprotect': {
+      need(2, 'NAME VERSION');
+      const result = await op(config, logger, purpose, key === 'image protect' ? 'image.protect' : 'image.unprotect', { name: pos[0], version: pos[1] }, sub ?? 'protect');
+      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : `image ${pos[0]} version ${pos[1]} ${key === 'image protect' ? 'protected: no prune removes it' : 'unprotected: retention may remove it'}\n`);
+      return 0;
+    }
+    case 'image note': {
+      if (pos.length < 2) throw new UsageError(`usage: netclone ${key} NAME VERSION TEXT`);
+      const result = await op(config, logger, purpose, 'image.note', { name: pos[0], version: pos[1], note: pos.slice(2).join(' ') }, 'note');
+      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : `image ${pos[0]} version ${pos[1]}: ${pos.length > 2 ? 'note saved' : 'note cleared'}\n`);
+      return 0;
+    }
     case 'image url': {
       need(1, 'NAME [--write --size BYTES] [--ttl DURATION]');
       const result = (await op(config, logger, purpose, 'image.url', { name: pos[0], write: flags.write === true, size: flags.size, ttl: flags.ttl }, 'url')) as { uri: string };
@@ -344,7 +400,7 @@ async function main(argv: string[]): Promise<number> {
       need(1, 'MAC --image NAME');
       if (typeof flags.image !== 'string') throw new UsageError(`usage: netclone ${key} MAC --image NAME`);
       print(
-        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after, transport: flags.transport, 'grow-partition': flags['grow-partition'] }, 'task'),
+        await op(config, logger, purpose, 'task.create', { kind: sub, mac: pos[0], image: flags.image, 'disk-serial': flags['disk-serial'], after: flags.after, transport: flags.transport, 'grow-partition': flags['grow-partition'], version: flags.version, force: flags.force }, 'task'),
         'task',
       );
       return 0;

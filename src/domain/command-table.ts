@@ -5,6 +5,8 @@
  */
 import { parseDuration } from './config.js';
 import { CommandError, type Actor, type Commands, type Progress } from './commands.js';
+import { policyFromFlags } from './retention.js';
+import { RetentionPolicyError, type RetentionPolicy } from '../imaging/retention.js';
 
 export type Args = Readonly<Record<string, unknown>>;
 
@@ -55,6 +57,24 @@ function optVersion(args: Args): number | undefined {
   return n;
 }
 
+/** The keep-* flags as a retention policy; undefined when none is given. */
+function keepFlags(args: Args): RetentionPolicy | undefined {
+  try {
+    return policyFromFlags(args);
+  } catch (e) {
+    if (e instanceof RetentionPolicyError) throw new CommandError(400, e.message);
+    throw e;
+  }
+}
+
+/** A version number: text from the CLI, a number through JSON. */
+function versionArg(args: Args): number {
+  const v = args.version;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,9}$/.test(v.trim()) ? Number(v.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new CommandError(400, `VERSION must be a version number (1, 2, …), not "${String(v ?? '').slice(0, 40)}"`);
+  return n;
+}
+
 type Entry = (c: Commands, actor: Actor, args: Args, progress: Progress) => Promise<unknown>;
 
 const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
@@ -63,6 +83,12 @@ const TABLE: ReadonlyMap<string, Entry> = new Map<string, Entry>([
   ['image.verify', (c, a, args, progress) => c.verifyImage(a, str(args, 'name', 'image name'), { progress })],
   ['image.rm', (c, a, args) => c.removeImage(a, str(args, 'name', 'image name'))],
   ['image.gc', (c, a) => c.gc(a)],
+  // ---- retention ----
+  ['image.prune', (c, a, args) => c.pruneImage(a, str(args, 'name', 'image name'), { policy: keepFlags(args), dryRun: args['dry-run'] === true || args.dryRun === true })],
+  ['image.retention', (c, a, args) => c.imageRetention(a, str(args, 'name', 'image name'), args.clear === true ? null : keepFlags(args))],
+  ['image.protect', (c, a, args) => c.protectVersion(a, str(args, 'name', 'image name'), versionArg(args), true)],
+  ['image.unprotect', (c, a, args) => c.protectVersion(a, str(args, 'name', 'image name'), versionArg(args), false)],
+  ['image.note', (c, a, args) => c.noteVersion(a, str(args, 'name', 'image name'), versionArg(args), optStr(args, 'note') ?? '')],
   ['image.url', async (c, a, args) => {
     const write = args.write === true;
     const sizeText = optStr(args, 'size');

@@ -61,9 +61,9 @@ export function versionMeta(meta: ImageMeta, version: number): VersionMeta {
   return meta.versions[String(version)] ?? NO_VERSION_META;
 }
 
-/** The meta with one version's entry changed; an entry back to the defaults is dropped. */
+/** The meta with one version's entry changed (the note cleaned, or refused when too long); an entry back to the defaults is dropped. */
 export function withVersionMeta(meta: ImageMeta, version: number, patch: Partial<VersionMeta>): ImageMeta {
-  const next = { ...versionMeta(meta, version), ...patch };
+  const next = { ...versionMeta(meta, version), ...patch, ...(patch.note !== undefined ? { note: cleanNote(patch.note) } : {}) };
   const versions = { ...meta.versions };
   if (!next.protected && next.note === '') delete versions[String(version)];
   else versions[String(version)] = next;

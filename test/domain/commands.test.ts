@@ -63,6 +63,8 @@ describe('the authorisation hook', () => {
       () => c.removeHost(a, PC_A), () => c.registerHost(a, PC_A), () => c.startTask(a, { kind: 'capture', mac: PC_A, image: 'n' }),
       () => c.listTasks(a), () => c.showTask(a, 'id'), () => c.cancelTask(a, 'id'), () => c.startAtPc(technician),
       () => c.setAdminPassword(a, 'long enough password'), () => c.createApiToken(a, 't'), () => c.listApiTokens(a), () => c.revokeApiToken(a, 't'),
+      () => c.pruneImage(a, 'golden'), () => c.imageRetention(a, 'golden'), () => c.protectVersion(a, 'golden', 1, true),
+      () => c.protectVersion(a, 'golden', 1, false), () => c.noteVersion(a, 'golden', 1, 'n'),
     ];
     for (const call of calls) expect(await status(call)).toBe(403);
     expect(new Set(asked.map((x) => x.command))).toEqual(new Set(COMMAND_NAMES));
