@@ -25,6 +25,7 @@ const Hardware = Type.Object({
   dmi: Type.Object({ vendor: Type.String(), model: Type.String(), serial: Type.String(), uuid: Type.String() }),
   disks: Type.Array(Disk),
   nics: Type.Array(Type.Object({ name: Type.String(), mac: Type.String(), driver: Type.String(), speed: Type.String() })),
+  secureBoot: Type.Optional(Type.Union([Type.Literal('on'), Type.Literal('off'), Type.Literal('bios')], { description: "the firmware's SecureBoot variable as the imaging client read it; absent when not reported" })),
   reportedAt: Type.String(),
 });
 
@@ -35,6 +36,8 @@ export const Host = Type.Object({
   hardware: Type.Union([Hardware, Type.Null()]), assignedImage: Type.Union([Type.String(), Type.Null()]),
   localBoot: Type.Union([Type.Literal('exit'), Type.Literal('sanboot'), Type.Null()]),
   efiLoader: Type.String(),
+  uefiBoot: Type.Optional(Type.Union([Type.Literal('ipxe'), Type.Literal('signed'), Type.Null()], { description: 'x86-64 UEFI network boot: iPXE or the signed shim and GRUB (Secure Boot); null or absent: the appliance default (uefi-boot)' })),
+  group: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'the group the PC belongs to; null or absent: none' })),
   state: Type.Union([Type.Literal('idle'), Type.Literal('task pending'), Type.Literal('imaging'), Type.Literal('failed')]),
 });
 
@@ -44,6 +47,7 @@ export const HostPatch = Type.Object({
   assignedImage: Type.Optional(Type.Union([ImageName, Type.Null()])),
   localBoot: Type.Optional(Type.Union([Type.Literal('exit'), Type.Literal('sanboot'), Type.Null()])),
   efiLoader: Type.Optional(Type.Union([Type.Literal('snponly.efi'), Type.Literal('ipxe.efi')])),
+  uefiBoot: Type.Optional(Type.Union([Type.Literal('ipxe'), Type.Literal('signed'), Type.Null()], { description: 'null: the appliance default (uefi-boot)' })),
 }, { additionalProperties: false });
 
 export const Progress = Type.Object({
@@ -60,6 +64,7 @@ export const Task = Type.Object({
   reason: Type.Union([Type.String(), Type.Null()]), diskSerial: Type.Union([Type.String(), Type.Null()]), after: Type.String(),
   transport: Type.Optional(Type.Union([Type.Literal('chunks'), Type.Literal('nbd')], { description: 'how the PC moves its disk (absent in records older than the chunk transport: nbd)' })),
   mainPartition: Type.Optional(Type.Integer({ description: 'deploy: the partition (table index) that grows or shrinks to the disk; absent: the largest ntfs/ext2/3/4/xfs/btrfs partition' })),
+  version: Type.Optional(Type.Integer({ description: 'deploy: the image version it restores; absent: the newest when the PC starts' })),
   clientIp: Type.Union([Type.String(), Type.Null()]),
   disk: Type.Union([Type.Object({ name: Type.String(), size: Type.Number(), logicalSectorSize: Type.Number(), serial: Type.String() }), Type.Null()]),
   progress: Progress,
@@ -76,6 +81,8 @@ export const NewTask = Type.Object({
   diskSerial: Type.Optional(Type.String({ maxLength: 128 })),
   transport: Type.Optional(Type.Union([Type.Literal('chunks'), Type.Literal('nbd')], { description: 'chunk files over HTTP (the imaging agent) or raw bytes over NBD; the server\'s configured default when absent' })),
   mainPartition: Type.Optional(Type.Integer({ minimum: 1, description: 'deploy over chunks: the partition (its number in the image\'s partition table) that grows onto a larger disk or shrinks onto a smaller one; the largest ntfs/ext2/3/4/xfs/btrfs partition when absent' })),
+  version: Type.Optional(Type.Integer({ minimum: 1, description: 'deploy: the image version to restore (GET /api/v1/images/{name} lists them); the newest when absent. 404 when the image has no such version' })),
+  force: Type.Optional(Type.Boolean({ description: 'deploy: go ahead although the version was captured from another PC model (DMI vendor and model) than this PC; without it such a deploy is refused with 409' })),
 }, { additionalProperties: false });
 
 export const TaskQuery = Type.Object({

@@ -3,7 +3,7 @@ import { html, type HtmlValue, type SafeHtml } from '../html.js';
 export interface PageFrame {
   readonly title: string;
   /** Which nav entry is current. */
-  readonly section: 'dashboard' | 'hosts' | 'images' | 'tasks' | 'settings' | 'none';
+  readonly section: 'dashboard' | 'hosts' | 'groups' | 'schedules' | 'images' | 'tasks' | 'settings' | 'none';
   readonly csrf: string;
   readonly username: string | null;
   readonly body: HtmlValue;
@@ -29,6 +29,8 @@ const HTMX_CONFIG = JSON.stringify({
 const NAV: ReadonlyArray<[PageFrame['section'], string, string]> = [
   ['dashboard', '/', 'Dashboard'],
   ['hosts', '/hosts', 'Hosts'],
+  ['groups', '/groups', 'Groups'],
+  ['schedules', '/schedules', 'Schedules'],
   ['images', '/images', 'Images'],
   ['tasks', '/tasks', 'Tasks'],
   ['settings', '/settings', 'Settings'],
