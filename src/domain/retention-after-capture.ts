@@ -18,10 +18,10 @@ export interface AfterCaptureDeps {
 }
 
 /**
- * Subscribes to the tasks' 'changed' events; returns the unsubscribe. `settled` (tests) resolves when
- * the prunes started so far have ended.
+ * Subscribes to the tasks' 'changed' events. `stop` unsubscribes and waits for a prune under way;
+ * `settled` (tests) resolves when the prunes started so far have ended.
  */
-export function pruneAfterCaptures(deps: AfterCaptureDeps): { stop(): void; settled(): Promise<void> } {
+export function pruneAfterCaptures(deps: AfterCaptureDeps): { stop(): Promise<void>; settled(): Promise<void> } {
   const seen = new Set<string>();
   let chain: Promise<void> = Promise.resolve();
   const onChanged = (task: TaskRecord): void => {
@@ -32,7 +32,11 @@ export function pruneAfterCaptures(deps: AfterCaptureDeps): { stop(): void; sett
   };
   deps.tasks.on('changed', onChanged);
   return {
-    stop: () => void deps.tasks.off('changed', onChanged),
+    // A prune under way finishes before the store closes.
+    stop: async () => {
+      deps.tasks.off('changed', onChanged);
+      await chain;
+    },
     settled: () => chain,
   };
 }

@@ -33,6 +33,7 @@ import { ipToNumber } from '../lib/ipv4.js';
 import { bootFixes, checkBootFiles, expectedStamps } from './boot-files.js';
 import type { Logger } from '../lib/log.js';
 import type { EventLog } from '../domain/events.js';
+import { pruneAfterCaptures } from '../domain/retention-after-capture.js';
 
 export interface RunningAppliance {
   readonly core: OpenCore;
@@ -129,6 +130,8 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
       );
     }
 
+    // Issue 13: each image's retention policy is applied when one of its captures ends done.
+    stoppers.push(pruneAfterCaptures({ tasks: core.tasks, retention: core.commands.retention, store: core.store, events: core.events, logger: logger.child({ component: 'retention' }) }).stop);
     const grants = new NbdGrants(logger.child({ component: 'nbd-access' }));
     stoppers.push(() => grants.closeAll('server stopping'));
     const source = new StoreExportSource(core.store, logger);

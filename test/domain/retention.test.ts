@@ -140,7 +140,7 @@ describe('after a capture', () => {
       expect(await d.store.versions('pc')).toEqual([3]);
       expect(d.db.data.events.some((e) => e.message.startsWith('image pc: retention (keep-last 1) removed versions 1, 2'))).toBe(true);
     } finally {
-      sub.stop();
+      await sub.stop();
     }
   });
 });
