@@ -32,7 +32,7 @@ function quoted(text: string): string {
 }
 
 /** Values that go onto the kernel line unquoted. */
-const KERNEL_WORD = /^[A-Za-z0-9._:,\-[\]]{1,200}$/;
+const KERNEL_WORD = /^[A-Za-z0-9._:,\-[\]_]{1,200}$/;
 
 function kernelArgs(args: readonly string[]): string {
   for (const a of args) if (!KERNEL_WORD.test(a.replace(/^[a-z.]+=/, ''))) throw new Error(`refusing to put ${JSON.stringify(a)} onto a kernel line`);
@@ -97,7 +97,7 @@ function localEntry(title: string, reason: string): string[] {
 
 function header(ctx: GrubContext, pc: PcView, lines: readonly string[]): string[] {
   return [
-    '# netclone: this PC\'s boot configuration, decided by the server for this boot only',
+    '# netclone: the boot configuration of this PC, decided by the server for this boot only',
     `echo ${quoted(`netclone - PC ${pc.name ? `${pc.name} (${ctx.mac})` : ctx.mac}`)}`,
     ...lines.map((l) => `echo ${quoted(l)}`),
   ];
@@ -110,7 +110,7 @@ function menu(timeoutSeconds: number | null, defaultId: string, entries: readonl
 export function grubClient(ctx: GrubContext, task: Pick<BootTask, 'id' | 'kind' | 'image'>, token: string): string {
   const args = ['console=tty0', 'console=ttyS0,115200', 'panic=0', `netclone.server=${ctx.httpBase}`, `netclone.task=${task.id}`, `netclone.token=${token}`];
   return [
-    '# netclone: this PC\'s boot configuration, decided by the server for this boot only',
+    '# netclone: the boot configuration of this PC, decided by the server for this boot only',
     ...clientLines(args, `netclone: ${task.kind} of image ${task.image} for ${ctx.mac}`),
     '',
   ].join('\n');
@@ -185,7 +185,7 @@ export function renderGrubDecision<T extends BootTask>(ctx: GrubContext, decisio
  */
 export function grubBootstrap(): string {
   return [
-    '# netclone: the signed chain (shim, GRUB) asks the server for this PC\'s own configuration',
+    '# netclone: the signed chain (shim, GRUB) asks the server for the configuration of this PC',
     'if [ -z "$net_default_mac" ]; then',
     `  echo ${quoted('netclone: GRUB knows no network interface, so it cannot ask the server; booting the next device')}`,
     '  sleep 15',
