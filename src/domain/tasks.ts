@@ -55,6 +55,8 @@ export interface NewTask {
   readonly transport?: TaskTransport;
   /** A deploy's partition that grows or shrinks (TaskRecord.mainPartition); the command layer checks it. */
   readonly mainPartition?: number;
+  /** A deploy's version (TaskRecord.version); the command layer checks it exists. */
+  readonly version?: number;
 }
 
 const PROGRESS_WRITE_INTERVAL_MS = 2000;
@@ -175,6 +177,7 @@ export class TaskService extends EventEmitter {
       after: input.after ?? 'reboot',
       transport: input.transport ?? 'nbd',
       ...(input.mainPartition !== undefined ? { mainPartition: input.mainPartition } : {}),
+      ...(input.version !== undefined ? { version: input.version } : {}),
       tokenHash: '',
       clientIp: null,
       disk: null,
@@ -184,7 +187,7 @@ export class TaskService extends EventEmitter {
     };
     this.db.data.tasks.push(task);
     await this.db.write();
-    await this.events.record('info', `${task.kind} task for ${mac} with image ${task.image} queued`, mac);
+    await this.events.record('info', `${task.kind} task for ${mac} with image ${task.image}${task.version !== undefined ? ` version ${task.version}` : ''} queued`, mac);
     this.emit('changed', task);
     return task;
   }

@@ -13,6 +13,7 @@ import type { ChunkDeployTransfer, ChunkTransfer } from '../transport/chunk-tran
 import type { StartAnswer } from '../transport/chunk-wire.js';
 import { layoutNotes } from '../imaging/disk-layout.js';
 import { DeployFits } from './deploy-fits.js';
+import { pcModelOf } from './deploy-checks.js';
 
 export type { CaptureHooks, ExportSource, ImageVersionInfo } from '../transport/store-exports.js';
 import type { Logger } from '../lib/log.js';
@@ -50,6 +51,13 @@ function diskProblem(image: string, disk: ClientDisk, info: ImageVersionInfo, sm
   return null;
 }
 
+/** Why a deploy's version cannot be opened: the task named one that is gone, or the image has none. */
+function missingVersion(task: TaskRecord): string {
+  return task.version === undefined
+    ? `image ${task.image} has no committed version`
+    : `image ${task.image} has no version ${task.version} any more (it was removed after the task was queued); queue the deploy again with a version the image has`;
+}
+
 export class TransferService {
   private readonly captureOutcome = new Map<string, Promise<ImageVersionInfo>>();
   /** The meter of each running task's export: its wire bytes are the task's `bytesOnWire`. */
@@ -58,6 +66,8 @@ export class TransferService {
   private readonly chunkTransfers = new Map<string, ChunkTransfer>();
   /** Versions being fitted to smaller disks for deploys. */
   private readonly fits: DeployFits;
+  /** The version each running NBD deploy serves: its read-back is checked against this one, not whatever is newest by then. */
+  private readonly nbdDeployed = new Map<string, ImageVersionInfo>();
 
   constructor(
     private readonly source: ExportSource,
@@ -73,6 +83,7 @@ export class TransferService {
       if (task.state === 'cancelled' || task.state === 'failed') {
         this.captureOutcome.delete(task.id);
         this.meters.delete(task.id);
+        this.nbdDeployed.delete(task.id);
         this.closeChunks(task, `task ${task.state}`);
         this.grants.revokeTask(task.id, `task ${task.state}`).catch((err: unknown) => this.logger.error({ err, task: task.id }, 'revoking the NBD exports of an ended task failed'));
       }
@@ -92,9 +103,9 @@ export class TransferService {
     if (task.kind === 'deploy') {
       let deploy: ChunkDeployTransfer;
       try {
-        deploy = await this.source.openChunkDeploy(task.image, meter, undefined, task.mainPartition);
+        deploy = await this.source.openChunkDeploy(task.image, meter, task.version, task.mainPartition);
       } catch (err) {
-        if (err instanceof ExportRequestError) return this.refuse(task, err.status === 404 ? `image ${task.image} has no committed version` : err.message);
+        if (err instanceof ExportRequestError) return this.refuse(task, err.status === 404 ? missingVersion(task) : err.message);
         throw err;
       }
       if (disk.size < deploy.info.size && deploy.layout !== null && disk.logicalSectorSize === deploy.info.sectorSize) {
@@ -181,8 +192,8 @@ export class TransferService {
     if (task.state !== 'booting') throw new TransferError(409, `task is ${task.state}; a transfer was already started`);
     let name: string;
     if (task.kind === 'deploy') {
-      const info = await this.source.latest(task.image);
-      if (!info) return this.refuse(task, `image ${task.image} has no committed version`);
+      const info = await this.source.latest(task.image, task.version);
+      if (!info) return this.refuse(task, missingVersion(task));
       const problem = diskProblem(task.image, disk, info, 'over NBD an image restores only onto a disk at least its size; deploy with --transport chunks to restore it onto a smaller disk');
       if (problem) return this.refuse(task, problem);
       const meter = this.meter(task);
@@ -193,9 +204,11 @@ export class TransferService {
         allowedAddress: clientIp,
         taskId: task.id,
         meter,
-        open: () => this.source.openDeploy(task.image),
+        // The version checked above, even if a newer one is committed before the PC connects.
+        open: () => this.source.openDeploy(task.image, info.version),
       }));
       this.meters.set(task.id, meter);
+      this.nbdDeployed.set(task.id, info);
       await this.tasks.markRunning(task, disk, clientIp, info.dataBytes);
     } else {
       let settle!: { resolve: (v: ImageVersionInfo) => void; reject: (e: Error) => void };
@@ -222,6 +235,21 @@ export class TransferService {
     return `nbd://${nbdHost}:${nbdPort}/${name}`;
   }
 
+  /**
+   * Keeps the capturing PC's model with the version it made, for the hardware-mismatch check of later
+   * deploys. A PC that reported none (or a failed write) leaves the version's model unknown: logged,
+   * the capture stands.
+   */
+  private async recordOrigin(task: TaskRecord, version: number): Promise<void> {
+    const model = pcModelOf(this.hosts.get(task.mac));
+    if (!model || !this.source.recordOrigin || (model.vendor === '' && model.model === '')) return;
+    try {
+      await this.source.recordOrigin(task.image, version, model);
+    } catch (err) {
+      this.logger.warn({ err, task: task.id, image: task.image, version }, 'could not record the PC model of a captured version; deploys of it will not warn about other models');
+    }
+  }
+
   private async refuse(task: TaskRecord, reason: string): Promise<never> {
     await this.tasks.fail(task, reason);
     throw new TransferError(409, reason);
@@ -241,6 +269,7 @@ export class TransferService {
       if (transfer.kind === 'capture') {
         const version = transfer.committed;
         if (version && transfer.layout) for (const line of layoutNotes(transfer.layout)) await this.tasks.note(task, line);
+        if (version) await this.recordOrigin(task, version.version);
         if (version) await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
         else await this.tasks.fail(task, 'the imaging agent reported success but never committed its chunk list; start the task again');
       } else if (digest !== transfer.info.digest) {
@@ -293,10 +322,12 @@ export class TransferService {
       } finally {
         this.captureOutcome.delete(task.id);
       }
+      if (version) await this.recordOrigin(task, version.version);
       if (version) await this.tasks.succeed(task, { version: version.version, digest: version.digest, bytesOnWire }, `captured as ${task.image} version ${version.version}`);
       else await this.tasks.fail(task, failure);
     } else {
-      const info = await this.source.latest(task.image);
+      const info = this.nbdDeployed.get(task.id) ?? (await this.source.latest(task.image, task.version));
+      this.nbdDeployed.delete(task.id);
       if (!info) {
         await this.tasks.fail(task, `image ${task.image} disappeared during the deploy`);
       } else if (digest !== info.digest) {
