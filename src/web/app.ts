@@ -19,6 +19,7 @@ import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
 import { registerApi } from './api.js';
 import { registerExportRoutes } from './export-routes.js';
 import { returnRefusedForm } from './form-return.js';
+import { registerGroupRoutes } from './group-routes.js';
 import { installAuthHooks } from './auth.js';
 import { VerifyTracker } from './verify-tracker.js';
 import type { WebAppOptions, WebContext } from './context.js';
@@ -185,6 +186,7 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
   registerExportRoutes(app, ctx);
   registerApi(app, ctx, verifier);
   registerPages(app, { ctx, verifier, sessions, cookie: { secure }, loginLimit });
+  registerGroupRoutes(app, ctx);
 
   for (const plugin of options.extraPlugins ?? []) await app.register(plugin);
 

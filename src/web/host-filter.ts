@@ -51,10 +51,9 @@ export function modelLabel(h: HostRecord): string {
   return h.hardware ? `${h.hardware.dmi.vendor} ${h.hardware.dmi.model}`.trim() : '';
 }
 
-/** The host's group, once hosts have one (null: in no group). */
+/** The host's group (null: in no group). */
 export function groupOf(h: HostRecord): string | null {
-  const g = (h as HostRecord & { group?: string | null }).group;
-  return typeof g === 'string' && g !== '' ? g : null;
+  return h.group ? h.group : null;
 }
 
 const hex = (s: string): string => s.toLowerCase().replace(/[^0-9a-f]/g, '');
@@ -72,7 +71,8 @@ export function filterHosts(hosts: readonly HostRecord[], states: ReadonlyMap<st
   return hosts.filter((h) =>
     (f.q === '' || matchesText(h, f.q))
     && (f.model === '' || modelLabel(h) === f.model)
-    && (f.group === '' || groupOf(h) === f.group)
+    // Groups compare without regard to case, as the commands do ("lab 2" is "Lab 2").
+    && (f.group === '' || groupOf(h)?.toLowerCase() === f.group.toLowerCase())
     && (f.state === '' || (states.get(h.mac) ?? 'idle') === f.state));
 }
 

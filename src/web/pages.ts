@@ -160,7 +160,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
     const states = hostStates();
     const filter = parseHostFilter(req.query);
     const shown = filterHosts(all, states, filter);
-    const table = hostsTable(shown, states, hostFilterQuery(filter));
+    const table = hostsTable(shown, states, hostFilterQuery(filter), csrfFor(req, reply));
     const body = html`<h1>Hosts</h1>${all.length > 0 ? hostFilterForm(filter, filterChoices(all)) : ''}${hostList(filter, shown.length, all.length, table)}${addHostForm(csrfFor(req, reply))}`;
     return sendHtml(reply, renderPage(req, reply, { title: 'Hosts', section: 'hosts', body }));
   });
@@ -168,7 +168,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.get('/hosts/table', { schema: hide }, async (req, reply) => {
     const states = hostStates();
     const filter = parseHostFilter(req.query);
-    return sendHtml(reply, hostsTable(filterHosts(ctx.hosts.list(), states, filter), states, hostFilterQuery(filter)));
+    return sendHtml(reply, hostsTable(filterHosts(ctx.hosts.list(), states, filter), states, hostFilterQuery(filter), csrfFor(req, reply)));
   });
 
   app.post<{ Body: Static<typeof FormMac> }>('/hosts', { schema: { ...hide, body: FormMac } }, async (req, reply) => {

@@ -7,6 +7,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { randomInt } from 'node:crypto';
 
 const run = promisify(execFile);
 const SINK = fileURLToPath(new URL('./smtp-sink.py', import.meta.url));
@@ -49,26 +50,28 @@ function alive(pid: number): boolean {
 /** Namespaces (and their veth pairs) left by an earlier run of ours that died before its cleanup. */
 async function sweepStale(): Promise<void> {
   for (const line of (await ip('netns', 'list')).split('\n')) {
-    const m = /^ncalert-(\d+)\b/.exec(line);
-    if (!m || alive(Number(m[1]))) continue;
-    for (const pid of (await ip('netns', 'pids', `ncalert-${m[1]}`).catch(() => '')).split(/\s+/).filter(Boolean)) {
+    const m = /^(ncalert-(\d+)-\d+)\b/.exec(line);
+    if (!m || alive(Number(m[2]))) continue;
+    for (const pid of (await ip('netns', 'pids', m[1]).catch(() => '')).split(/\s+/).filter(Boolean)) {
       try {
         process.kill(Number(pid), 'SIGKILL');
       } catch {
         /* gone */
       }
     }
-    await ip('netns', 'del', `ncalert-${m[1]}`).catch(() => undefined);
+    await ip('netns', 'del', m[1]).catch(() => undefined);
   }
 }
 
 export async function startSmtpNet(options: { user?: string; password?: string } = {}): Promise<SmtpNet> {
   await sweepStale();
-  const ns = `ncalert-${process.pid}`;
-  const hostIf = `ncal${process.pid}`.slice(0, 15);
-  const octet = (process.pid % 250) + 1;
-  const hostAddr = `10.213.${octet}.1`;
-  const address = `10.213.${octet}.2`;
+  // A random /30 in 10.213.0.0/16, so two of these (or a run that died) never share names or addresses.
+  const tag = randomInt(16384);
+  const ns = `ncalert-${process.pid}-${tag}`;
+  const hostIf = `ncalert${tag}`;
+  const net = `10.213.${tag >> 6}`;
+  const hostAddr = `${net}.${(tag & 63) * 4 + 1}`;
+  const address = `${net}.${(tag & 63) * 4 + 2}`;
   const port = 2525;
   let proc: ChildProcess | null = null;
   const stop = async (): Promise<void> => {

@@ -91,14 +91,12 @@ describe('hosts list search and filters', () => {
   });
 
   it('filters by group', async () => {
-    await h.ctx.db.update((d) => {
-      const host = d.hosts.find((x) => x.mac === BARE) as { group?: string | null } | undefined;
-      if (host) host.group = 'Lab 2';
-    });
+    await h.ctx.commands.setHostGroup(TEST_OPERATOR, BARE, 'Lab 2');
     const page = await agent.get('/hosts?group=Lab+2').expect(200);
     expect(rowsOf(page.text)).toEqual([BARE]);
     expect(page.text).toContain('<option value="Lab 2" selected>');
     expect(rowsOf((await agent.get('/hosts?q=lab+2').expect(200)).text)).toEqual([BARE]);
+    expect(rowsOf((await agent.get('/hosts?group=lab+2').expect(200)).text)).toEqual([BARE]);
   });
 
   it('says so when nothing matches, and ignores an unknown state', async () => {

@@ -37,6 +37,7 @@ Otherwise restart netclone to get a fresh link in its log, or run <code>netclone
 
 export function settingsPage(tokens: readonly ApiTokenRecord[], csrf: string, newToken: { name: string; token: string } | null): SafeHtml {
   return html`<h1>Settings</h1>
+<section class="card" id="alerts-link"><h2>Alerts</h2><p>Email and webhook alerts on failed tasks, missed and overdue backups, and the daily summary: <a href="/settings/alerts">alert settings</a>.</p></section>
 <section class="card"><h2>API tokens</h2>
 <p class="hint">Scripts send <code>Authorization: Bearer &lt;token&gt;</code> to <code>/api/v1/…</code>. The API is described at <a href="/docs" hx-boost="false">/docs</a>.</p>
 ${newToken ? html`<div class="notice"><p>New token <strong>${newToken.name}</strong> — copy it now, it is not shown again:</p><p><code class="url" id="new-token">${newToken.token}</code></p></div>` : ''}

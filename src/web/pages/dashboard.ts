@@ -4,6 +4,8 @@ import { formatAgo, formatBytes, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { emptyState } from './layout.js';
 import { activeTasks } from './tasks.js';
+import { protectionCard } from './protection.js';
+import type { HostProtection } from '../../domain/protection.js';
 
 export interface DiskSpace {
   readonly total: number;
@@ -49,6 +51,8 @@ export interface DashboardData {
   readonly counts: { hosts: number; images: number; unregistered: number };
   readonly csrf: string;
   readonly names: Map<string, string>;
+  /** Each PC's backup status (issue 13); absent: the view is left out. */
+  readonly protection?: readonly HostProtection[];
 }
 
 export function dashboard(d: DashboardData): SafeHtml {
@@ -60,6 +64,7 @@ ${bootFilesCard(d.bootFiles)}
 <section class="card"><h2>Inventory</h2><p><a href="/hosts"><strong>${d.counts.hosts}</strong> PC${d.counts.hosts === 1 ? '' : 's'}</a>${d.counts.unregistered ? html` · <strong>${d.counts.unregistered}</strong> new, not registered` : ''}</p>
 <p><a href="/images"><strong>${d.counts.images}</strong> image${d.counts.images === 1 ? '' : 's'}</a></p></section>
 </div>
+${d.protection ? protectionCard(d.protection) : ''}
 <section><h2>Running tasks</h2>${activeTasks(d.active, d.csrf, d.names)}</section>
 <section class="card"><h2>Recent events</h2>${eventList(d.events)}</section>`;
 }

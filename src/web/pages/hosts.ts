@@ -6,6 +6,7 @@ import type { HostState } from '../../domain/commands.js';
 import { csrfField, emptyState } from './layout.js';
 import { cancelButton, stateBadge, taskHistory, taskProgress } from './tasks.js';
 import { eventList } from './dashboard.js';
+import { wakeButton } from './groups.js';
 
 function firmwareLabel(h: HostRecord): string {
   const fw = { bios: 'BIOS', uefi: 'UEFI', 'uefi-http': 'UEFI HTTP', arm64: 'ARM64 UEFI', unknown: '?' }[h.firmware];
@@ -13,21 +14,22 @@ function firmwareLabel(h: HostRecord): string {
 }
 
 /** `query`: the list's filter as a query string ("?q=…"), so the table's polling keeps it. */
-export function hostsTable(hosts: readonly HostRecord[], states: Map<string, HostState>, query = ''): SafeHtml {
+export function hostsTable(hosts: readonly HostRecord[], states: Map<string, HostState>, query = '', csrf = ''): SafeHtml {
   return html`<div id="hosts-table" hx-get="/hosts/table${query}" hx-trigger="every 3s" hx-swap="outerHTML">
 ${hosts.length === 0 && query !== ''
     ? emptyState(html`No PC matches this search. <a href="/hosts">Show all PCs</a>.`)
     : hosts.length === 0
     ? emptyState(html`No PCs yet. Set a PC to boot from the network and switch it on — it appears here by itself. Or add one by MAC address below.`)
     : html`<div class="table-wrap"><table class="hosts">
-<thead><tr><th>Name</th><th>MAC</th><th>IP</th><th>Firmware</th><th>Model</th><th>Assigned image</th><th>Last seen</th><th>State</th></tr></thead>
+<thead><tr><th>Name</th><th>MAC</th><th>IP</th><th>Firmware</th><th>Model</th><th>Group</th><th>Assigned image</th><th>Last seen</th><th>State</th><th><span class="visually-hidden">Wake-on-LAN</span></th></tr></thead>
 <tbody>${hosts.map((h) => html`<tr data-mac="${h.mac}">
 <td><a href="/hosts/${h.mac}">${h.name || (h.registered ? '(no name)' : 'new PC')}</a>${h.registered ? '' : html` <span class="badge new">unregistered</span>`}</td>
 <td class="mono">${h.mac}</td><td class="mono">${h.ip ?? '—'}</td><td>${firmwareLabel(h)}</td>
 <td>${h.hardware ? `${h.hardware.dmi.vendor} ${h.hardware.dmi.model}`.trim() || '—' : '—'}</td>
+<td>${h.group ? html`<a href="/groups#group-${h.group.toLowerCase().replace(/[^a-z0-9]+/g, '-')}">${h.group}</a>` : html`<span class="muted">—</span>`}</td>
 <td>${h.assignedImage ? html`<a href="/images/${h.assignedImage}">${h.assignedImage}</a>` : html`<span class="muted">none</span>`}</td>
 <td title="${formatTime(h.lastSeen)}">${formatAgo(h.lastSeen)}</td>
-<td>${stateBadge(states.get(h.mac) ?? 'idle')}</td></tr>`)}</tbody></table></div>`}
+<td>${stateBadge(states.get(h.mac) ?? 'idle')}</td><td>${wakeButton(h.mac, csrf)}</td></tr>`)}</tbody></table></div>`}
 </div>`;
 }
 
@@ -62,6 +64,7 @@ export function hostPage(d: HostPageData): SafeHtml {
   const names = new Map([[h.mac, h.name]]);
   return html`<h1>${title} ${stateBadge(d.state)}</h1>
 <p class="muted mono">${h.mac}${h.ip ? ` · ${h.ip}` : ''} · first seen ${formatTime(h.firstSeen)} · last seen ${formatAgo(h.lastSeen)}</p>
+<p class="host-actions">${wakeButton(h.mac, d.csrf, 'Wake (Wake-on-LAN)')}${h.group ? html` <span class="muted">in group <a href="/groups">${h.group}</a></span>` : ''}</p>
 
 ${d.active
     ? html`<section class="card"><h2>Current task: ${d.active.kind} ${d.active.image}</h2>${taskProgress(d.active)}<footer><a href="/tasks/${d.active.id}">details</a> ${cancelButton(d.active, d.csrf)}</footer></section>`
