@@ -17,7 +17,6 @@ import swaggerUi from '@fastify/swagger-ui';
 import { PACKAGE_ROOT } from '../domain/config.js';
 import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
 import { registerApi } from './api.js';
-import { registerProtectionRoutes } from './protection-routes.js';
 import { registerExportRoutes } from './export-routes.js';
 import { returnRefusedForm } from './form-return.js';
 import { registerGroupRoutes } from './group-routes.js';
@@ -186,7 +185,6 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
   // Before the API: its Accept: text/csv hook must be in place when the JSON routes are added.
   registerExportRoutes(app, ctx);
   registerApi(app, ctx, verifier);
-  registerProtectionRoutes(app, ctx);
   registerPages(app, { ctx, verifier, sessions, cookie: { secure }, loginLimit });
   registerGroupRoutes(app, ctx);
 

@@ -15,7 +15,6 @@ import { csrfField, page, type PageFrame } from './pages/layout.js';
 import { setFlash, takeFlash } from './flash.js';
 import { backOf, withBackFields } from './form-return.js';
 import { dashboard } from './pages/dashboard.js';
-import { protectionOf } from '../domain/protection-data.js';
 import { addHostForm, hostPage, hostsTable } from './pages/hosts.js';
 import { hostFilterForm, hostList } from './pages/host-list.js';
 import { filterChoices, filterHosts, hostFilterQuery, parseHostFilter } from './host-filter.js';
@@ -146,7 +145,6 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
       counts: { hosts: hosts.length, images: (await commands.listImages(operatorOf(req))).length, unregistered: hosts.filter((h) => !h.registered).length },
       csrf: csrfFor(req, reply),
       names: names(),
-      protection: protectionOf(ctx.db.data, new Date()),
     });
     return sendHtml(reply, renderPage(req, reply, { title: 'Dashboard', section: 'dashboard', body }));
   });
