@@ -15,7 +15,9 @@ import { csrfField, page, type PageFrame } from './pages/layout.js';
 import { setFlash, takeFlash } from './flash.js';
 import { backOf, withBackFields } from './form-return.js';
 import { dashboard } from './pages/dashboard.js';
+import { protectionOf } from '../domain/protection-data.js';
 import { addHostForm, hostPage, hostsTable } from './pages/hosts.js';
+import { deployFormFor, taskFormInput, unconfirmedMismatch } from './deploy-form.js';
 import { hostFilterForm, hostList } from './pages/host-list.js';
 import { filterChoices, filterHosts, hostFilterQuery, parseHostFilter } from './host-filter.js';
 import { imagePage, imagesTable, urlBox, verifyBox } from './pages/images.js';
@@ -60,9 +62,14 @@ const FormHost = Type.Object({
   assignedImage: Type.Optional(Type.String({ maxLength: 64 })),
   localBoot: Type.Optional(Type.Union([Type.Literal(''), Type.Literal('exit'), Type.Literal('sanboot')])),
   efiLoader: Type.Optional(Type.Union([Type.Literal('snponly.efi'), Type.Literal('ipxe.efi')])),
+  uefiBoot: Type.Optional(Type.Union([Type.Literal(''), Type.Literal('ipxe'), Type.Literal('signed')])),
   _csrf: Type.Optional(Type.String()),
 });
-const FormTask = Type.Object({ image: Type.Optional(Type.String({ maxLength: 64 })), wake: Type.Optional(Type.String({ maxLength: 8 })), mainPartition: Type.Optional(Type.String({ maxLength: 16 })), _csrf: Type.Optional(Type.String()) });
+const FormTask = Type.Object({
+  image: Type.Optional(Type.String({ maxLength: 64 })), wake: Type.Optional(Type.String({ maxLength: 8 })), mainPartition: Type.Optional(Type.String({ maxLength: 16 })),
+  version: Type.Optional(Type.String({ maxLength: 16 })), diskSerial: Type.Optional(Type.String({ maxLength: 128 })), after: Type.Optional(Type.String({ maxLength: 16 })), force: Type.Optional(Type.String({ maxLength: 8 })),
+  _csrf: Type.Optional(Type.String()),
+});
 const FormRename = Type.Object({ to: Type.String({ pattern: IMAGE_PATTERN }), _csrf: Type.Optional(Type.String()) });
 const FormLogin = Type.Object({ username: Type.String({ maxLength: 128 }), password: Type.String({ maxLength: 1024 }), next: Type.Optional(Type.String({ maxLength: 500 })), _csrf: Type.Optional(Type.String()) });
 const FormSetup = Type.Object({ token: Type.String({ maxLength: 200 }), password: Type.String({ maxLength: 1024 }), confirm: Type.String({ maxLength: 1024 }), _csrf: Type.Optional(Type.String()) });
@@ -145,6 +152,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
       counts: { hosts: hosts.length, images: (await commands.listImages(operatorOf(req))).length, unregistered: hosts.filter((h) => !h.registered).length },
       csrf: csrfFor(req, reply),
       names: names(),
+      protection: protectionOf(ctx.db.data, new Date()),
     });
     return sendHtml(reply, renderPage(req, reply, { title: 'Dashboard', section: 'dashboard', body }));
   });
@@ -180,9 +188,12 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.get<{ Params: Static<typeof MacParams> }>('/hosts/:mac', { schema: { ...hide, params: MacParams } }, async (req, reply) => {
     const host = ctx.hosts.require(req.params.mac);
     const tasks = ctx.tasks.list({ mac: host.mac });
+    const images = await commands.listImages(operatorOf(req));
     const body = hostPage({
       host, state: hostState(host, tasks), active: tasks.find(isActive), tasks, events: ctx.events.recent(20, host.mac),
-      images: await commands.listImages(operatorOf(req)), csrf: csrfFor(req, reply),
+      images, csrf: csrfFor(req, reply),
+      // The query is the deploy form's fields: it re-renders itself from here when the image, version or disk changes.
+      deploy: await deployFormFor(commands, operatorOf(req), host, images, req.query as Record<string, unknown>, csrfFor(req, reply)),
     });
     return sendHtml(reply, renderPage(req, reply, { title: host.name || host.mac, section: 'hosts', body }));
   });
@@ -193,6 +204,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
     if (req.body.assignedImage !== undefined) patch.assignedImage = req.body.assignedImage === '' ? null : req.body.assignedImage;
     if (req.body.localBoot !== undefined) patch.localBoot = req.body.localBoot === '' ? null : req.body.localBoot;
     if (req.body.efiLoader !== undefined) patch.efiLoader = req.body.efiLoader;
+    if (req.body.uefiBoot !== undefined) patch.uefiBoot = req.body.uefiBoot === '' ? null : req.body.uefiBoot;
     const host = await commands.updateHost(operatorOf(req), req.params.mac, patch);
     setFlash(req, `Saved ${host.name || host.mac}.`);
     return reply.redirect(`/hosts/${host.mac}`, 303);
@@ -207,10 +219,14 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
 
   for (const kind of ['capture', 'deploy'] as const) {
     app.post<{ Params: Static<typeof MacParams>; Body: Static<typeof FormTask> }>(`/hosts/:mac/${kind}`, { schema: { ...hide, params: MacParams, body: FormTask } }, async (req, reply) => {
-      const image = req.body.image?.trim() || undefined;
-      // Empty: the largest partition grows; anything not a whole number is refused by startTask.
-      const main = req.body.mainPartition?.trim();
-      const { task, wake } = await commands.startTask(operatorOf(req), { kind, mac: req.params.mac, image, wake: req.body.wake === 'on', ...(main ? { mainPartition: Number(main) } : {}) });
+      const { input, choice } = taskFormInput(kind, req.params.mac, req.body, ctx.hosts.get(req.params.mac));
+      // Another PC model: back to the form, which shows why and asks for "Deploy anyway".
+      const confirm = await unconfirmedMismatch(commands, operatorOf(req), input, choice);
+      if (confirm) {
+        setFlash(req, confirm.message);
+        return reply.redirect(confirm.back, 303);
+      }
+      const { task, wake } = await commands.startTask(operatorOf(req), input);
       setFlash(req, `${kind === 'capture' ? 'Capture' : 'Deploy'} of ${task.image} queued: network-boot the PC now${wake ? `; ${wake.detail}` : ''}.`);
       return reply.redirect(`/hosts/${task.mac}`, 303);
     });

@@ -7,6 +7,7 @@ import { csrfField, emptyState } from './layout.js';
 import { cancelButton, stateBadge, taskHistory, taskProgress } from './tasks.js';
 import { eventList } from './dashboard.js';
 import { wakeButton } from './groups.js';
+import { captureForm, deployChoiceOf, deployForm, type DeployFormData } from './task-forms.js';
 
 function firmwareLabel(h: HostRecord): string {
   const fw = { bios: 'BIOS', uefi: 'UEFI', 'uefi-http': 'UEFI HTTP', arm64: 'ARM64 UEFI', unknown: '?' }[h.firmware];
@@ -55,6 +56,22 @@ export interface HostPageData {
   readonly events: readonly EventRecord[];
   readonly images: readonly ImageSummary[];
   readonly csrf: string;
+  /** The deploy form's choices and checks (issue 13); without it the form starts empty. */
+  readonly deploy?: DeployFormData;
+}
+
+/** What the client read from the firmware's SecureBoot variable. */
+function secureBootLabel(state: 'on' | 'off' | 'bios' | undefined): string {
+  switch (state) {
+    case 'on':
+      return 'on';
+    case 'off':
+      return 'off';
+    case 'bios':
+      return 'none (BIOS)';
+    default:
+      return 'not reported';
+  }
 }
 
 export function hostPage(d: HostPageData): SafeHtml {
@@ -69,25 +86,8 @@ export function hostPage(d: HostPageData): SafeHtml {
 ${d.active
     ? html`<section class="card"><h2>Current task: ${d.active.kind} ${d.active.image}</h2>${taskProgress(d.active)}<footer><a href="/tasks/${d.active.id}">details</a> ${cancelButton(d.active, d.csrf)}</footer></section>`
     : html`<div class="grid2">
-<form method="post" action="/hosts/${h.mac}/deploy" class="card" hx-confirm="Deploy onto ${title}? Its disk will be overwritten.">
-${csrfField(d.csrf)}
-<h2>Deploy an image</h2>
-${d.images.length === 0
-      ? emptyState(html`No images yet — capture a PC first.`)
-      : html`<label>Image <select name="image">${imageOptions(d.images, h.assignedImage, h.assignedImage ? `assigned (${h.assignedImage})` : 'choose…')}</select></label>
-<label>Partition to resize (default: the largest) <input name="mainPartition" type="number" min="1" step="1" inputmode="numeric" autocomplete="off"></label>
-<label class="check"><input type="checkbox" name="wake" value="on"> Wake the PC (Wake-on-LAN)</label>
-<p class="hint">The PC's disk is overwritten when it next boots from the network.</p>
-<button>Deploy now</button>`}
-</form>
-<form method="post" action="/hosts/${h.mac}/capture" class="card">
-${csrfField(d.csrf)}
-<h2>Capture this PC</h2>
-<label>Store as image <input name="image" required placeholder="e.g. win11-office" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}" title="1-64 letters, digits, '.', '_' or '-', starting with a letter or digit" autocomplete="off" spellcheck="false"></label>
-<label class="check"><input type="checkbox" name="wake" value="on"> Wake the PC (Wake-on-LAN)</label>
-<p class="hint">An existing name gets a new version; older versions are kept.</p>
-<button>Capture now</button>
-</form></div>`}
+${deployForm(d.deploy ?? { host: h, images: d.images, choice: deployChoiceOf({}, h), preview: null, csrf: d.csrf })}
+${captureForm(h, d.csrf)}</div>`}
 
 <div class="grid2">
 <form method="post" action="/hosts/${h.mac}" class="card">
@@ -104,12 +104,17 @@ ${csrfField(d.csrf)}
 <option value="snponly.efi" ${h.efiLoader === 'snponly.efi' ? 'selected' : ''}>snponly.efi (uses the firmware's network driver)</option>
 <option value="ipxe.efi" ${h.efiLoader === 'ipxe.efi' ? 'selected' : ''}>ipxe.efi (iPXE's own drivers; try when snponly fails)</option>
 </select></label>
+<label>UEFI network boot (x86-64) <select name="uefiBoot">
+<option value="" ${(h.uefiBoot ?? null) === null ? 'selected' : ''}>server default (uefi-boot)</option>
+<option value="signed" ${h.uefiBoot === 'signed' ? 'selected' : ''}>signed shim and GRUB (works with Secure Boot on)</option>
+<option value="ipxe" ${h.uefiBoot === 'ipxe' ? 'selected' : ''}>iPXE (needs Secure Boot off)</option>
+</select></label>
 <button>${h.registered ? 'Save' : 'Register'}</button>
 </form>
 <section class="card"><h2>Hardware</h2>
 ${hw
     ? html`<dl class="facts"><dt>Vendor</dt><dd>${hw.dmi.vendor || '—'}</dd><dt>Model</dt><dd>${hw.dmi.model || '—'}</dd><dt>Serial</dt><dd class="mono">${hw.dmi.serial || '—'}</dd>
-<dt>Firmware</dt><dd>${firmwareLabel(h)}</dd><dt>Reported</dt><dd>${formatTime(hw.reportedAt)}</dd></dl>
+<dt>Firmware</dt><dd>${firmwareLabel(h)}</dd><dt>Secure Boot</dt><dd>${secureBootLabel(hw.secureBoot)}</dd><dt>Reported</dt><dd>${formatTime(hw.reportedAt)}</dd></dl>
 ${hw.disks.length === 0 ? emptyState('No disks reported.') : html`<div class="table-wrap"><table><thead><tr><th>Disk</th><th>Size</th><th>Model</th><th>Serial</th><th>Type</th></tr></thead><tbody>
 ${hw.disks.map((disk) => html`<tr><td class="mono">${disk.name}</td><td>${formatBytes(disk.size)}</td><td>${disk.model}</td><td class="mono">${disk.serial}</td><td>${disk.transport}${disk.rotational ? ' HDD' : ' SSD'}${disk.removable ? ' removable' : ''}</td></tr>`)}
 </tbody></table></div>`}`
