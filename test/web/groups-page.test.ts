@@ -76,6 +76,7 @@ describe('groups page', () => {
     expect(section).toContain('action="/groups/Lab%202/capture"');
     expect(section).toContain('action="/groups/Lab%202/deploy"');
     expect(section).toContain('hx-get="/groups/Lab%202/hosts"');
+    expect(section).toContain('href="/schedules?target=group%3ALab%202#add-schedule"');
     expect(wakeForm(section, A)).toEqual({ back: '/groups' });
     expect(page.text).toContain('<a href="/groups" aria-current="page">Groups</a>');
   });
