@@ -39,6 +39,7 @@ import { RetentionService, type PruneResult } from './retention.js';
 import { ImageNotFoundError, VersionProtectedError } from '../imaging/image-store.js';
 import { RetentionPolicyError, describePolicy, type RetentionPolicy } from '../imaging/retention.js';
 import { ImageMetaError, type VersionMeta } from '../imaging/image-meta.js';
+import type { StoreSpace } from '../imaging/store-space.js';
 
 /** A refusal the person can act on (4xx), or 500 for what they cannot. The message says which. */
 export class CommandError extends Error {
@@ -266,7 +267,9 @@ export class Commands {
     this.allow(actor, 'image.show', { image: name });
     requireImageName(name);
     const d = await describeImage(this.deps.store, name);
-    return { ...d, versions: [...d.versions].sort((a, b) => b.version - a.version) };
+    // The capturing PC by its name where the version's source names a registered PC (issue 13).
+    const sourceName = (mac: string | null): string | null => (mac ? this.deps.hosts.get(mac)?.name || null : null);
+    return { ...d, versions: [...d.versions].sort((a, b) => b.version - a.version).map((v) => ({ ...v, sourceName: sourceName(v.sourceMac) })) };
   }
 
   /**
@@ -745,6 +748,12 @@ export class Commands {
     requireImageName(name);
     const v = requireVersion(version);
     return retentionRefusal(async () => ({ image: name, version: v, ...(await this.deps.store.setVersionMeta(name, v, { note })) }));
+  }
+
+  /** What the whole store holds against all versions' data (store-space.ts); for the dashboard and the images list. */
+  async storeSpace(actor: Actor): Promise<StoreSpace> {
+    this.allow(actor, 'image.list');
+    return this.deps.store.space();
   }
 
   // ---- administration ----

@@ -99,7 +99,8 @@ export const VerifyStatus = Type.Object({
 });
 
 export const ImageSummary = Type.Object({
-  name: Type.String(), latestVersion: Type.Integer(), size: Type.Number(), storedBytes: Type.Number(), versions: Type.Integer(), created: Type.String(),
+  name: Type.String(), latestVersion: Type.Integer(), size: Type.Number(), storedBytes: Type.Number({ description: "the image's share of the store: chunks other images name too are split between them, so the list adds up to the store's total" }), versions: Type.Integer(), created: Type.String(),
+  exclusiveBytes: Type.Number({ description: 'chunk bytes no other image names: what removing the image frees' }),
   lastVerify: Type.Union([VerifyStatus, Type.Null()]),
 });
 
@@ -107,6 +108,13 @@ export const ImageVersion = Type.Object({
   version: Type.Integer(), size: Type.Number(), created: Type.String(), source: Type.String(), digest: Type.String(),
   dataBytes: Type.Number({ description: 'bytes in chunks holding data (holes excluded)' }),
   storedBytes: Type.Number({ description: 'compressed bytes of the distinct chunks this version names' }),
+  previousVersion: Type.Union([Type.Integer(), Type.Null()], { description: 'the version before it; null for the first' }),
+  changedBytes: Type.Number({ description: 'disk bytes in chunks the previous version does not hold (all data for the first)' }),
+  changedStoredBytes: Type.Number({ description: 'stored bytes of those new chunks, each once' }),
+  protected: Type.Boolean({ description: 'a protected version is never pruned or deleted' }),
+  note: Type.String(),
+  sourceMac: Type.Union([Type.String(), Type.Null()], { description: 'the MAC of the PC it was captured from, when known' }),
+  sourceName: Type.Union([Type.String(), Type.Null()], { description: "that PC's name, when it has one" }),
 });
 
 export const Partition = Type.Object({ index: Type.Integer(), typeName: Type.String(), name: Type.String(), sizeBytes: Type.Number(), filesystem: Type.Union([Type.String(), Type.Null()]) });
@@ -134,11 +142,22 @@ export const DiskLayoutView = Type.Object({
   freeBytes: Type.Number({ description: 'bytes of the disk the capture found free (neither stored nor written on restore)' }),
 }, { description: 'what the imaging agent learnt of the disk when it captured the newest version' });
 
+export const RetentionPolicyBody = Type.Object({
+  keepLast: Type.Optional(Type.Integer({ minimum: 0, maximum: 100000, description: 'keep the N newest versions' })),
+  keepHourly: Type.Optional(Type.Integer({ minimum: 0, maximum: 100000, description: 'newest version of each of the last N hours that have one' })),
+  keepDaily: Type.Optional(Type.Integer({ minimum: 0, maximum: 100000, description: 'newest version of each of the last N days that have one' })),
+  keepWeekly: Type.Optional(Type.Integer({ minimum: 0, maximum: 100000, description: 'newest version of each of the last N ISO weeks that have one' })),
+  keepMonthly: Type.Optional(Type.Integer({ minimum: 0, maximum: 100000, description: 'newest version of each of the last N months that have one' })),
+}, { additionalProperties: false, description: "restic forget's --keep-* rules; periods in the server's local time" });
+
 export const ImageDetail = Type.Object({
   name: Type.String(), latestVersion: Type.Integer(), size: Type.Number(), dataBytes: Type.Number(),
-  storedBytes: Type.Number({ description: 'unique chunk bytes on disk over all versions' }),
+  storedBytes: Type.Number({ description: "the image's share of the store's chunk bytes over all versions (chunks shared with other images split between them)" }),
+  exclusiveBytes: Type.Number({ description: 'chunk bytes no other image names' }),
+  sharedBytes: Type.Number({ description: 'chunk bytes this image names that other images name too' }),
   compressionRatio: Type.Number({ description: 'data bytes / stored bytes of the latest version' }),
-  dedupSavings: Type.Number({ description: 'bytes saved by sharing chunks within and across versions' }),
+  dedupSavings: Type.Number({ description: 'bytes saved by sharing chunks within and across versions and with other images' }),
+  retention: Type.Union([RetentionPolicyBody, Type.Null()], { description: 'the stored retention policy; null: keep-versions applies' }),
   versions: Type.Array(ImageVersion),
   partitionTable: Type.Union([Type.Object({ scheme: Type.String(), partitions: Type.Array(Partition) }), Type.Null()]),
   partitionError: Type.Union([Type.String(), Type.Null()]),
