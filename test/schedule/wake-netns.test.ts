@@ -68,6 +68,18 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
+describe('Wake-on-LAN picks the interface of the PC\'s network', () => {
+  it('the subnet broadcast of the interface holding the PC\'s last address, else the configured interface, else the limited broadcast', async () => {
+    const probe = `import('${path.resolve('dist/lib/wake-on-lan.js')}').then((m) => console.log(JSON.stringify([m.broadcastForHost('${NET}.77', null), m.broadcastForHost('192.0.2.9', null), m.broadcastForHost(null, '${VS}')])))`;
+    const { stdout } = await exec('ip', ['netns', 'exec', SRV, process.execPath, '--input-type=module', '-e', probe]);
+    expect(JSON.parse(stdout)).toEqual([
+      { address: `${NET}.255`, interface: VS },
+      { address: '255.255.255.255', interface: null },
+      { address: `${NET}.255`, interface: VS },
+    ]);
+  });
+});
+
 describe('a schedule on the real clock', () => {
   it('at the due minute the server sends the magic packet for the MAC into the PC\'s network, three times, and queues the capture', async () => {
     listener = start('ip', ['netns', 'exec', PC, 'python3', '-u', '-c', LISTENER]);
