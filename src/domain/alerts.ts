@@ -294,3 +294,10 @@ export class AlertService {
     });
   }
 }
+
+/** The server's alerts: listening for task failures and checking overdue hosts and the daily summary every minute. */
+export function startAlerts(core: Pick<AlertServiceOptions, 'db' | 'events' | 'tasks'>, file: AlertFileSettings, logger: Logger): AlertService {
+  const alerts = new AlertService({ db: core.db, events: core.events, tasks: core.tasks, file, logger: logger.child({ component: 'alerts' }) });
+  alerts.start();
+  return alerts;
+}

@@ -26,6 +26,8 @@ import { buildWebApp } from '../web/app.js';
 import { TechnicianLogins } from '../domain/pc-menu.js';
 import { broadcastForHost, wakeSender, WOL_PORT } from '../lib/wake-on-lan.js';
 import { Scheduler } from '../domain/scheduler.js';
+import { startAlerts } from '../domain/alerts.js';
+import { alertRoutes } from '../web/alert-routes.js';
 import { bootRoutes } from '../web/boot-routes.js';
 import { signedBootFiles } from './signed-boot.js';
 import { clientRoutes } from '../web/client-routes.js';
@@ -185,6 +187,8 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
 
     // One boot policy for the whole server: DHCP and the boot routes ask the same instance.
     const booter = policyBooter(serviceFacts(core.hosts, core.tasks), booterOptions(config));
+    const alerts = startAlerts(core, config.alerts, logger);
+    stoppers.push(() => alerts.stop());
     const web = await buildWebApp(
       { config, logger, db: core.db, events: core.events, hosts: core.hosts, tasks: core.tasks, commands: core.commands, services: () => [...statuses.values()], bootFiles },
       {
@@ -194,6 +198,7 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
             commands: core.commands, logins: new TechnicianLogins(core.db), booter,
           }),
           clientRoutes({ config, logger: logger.child({ component: 'client-api' }), hosts: core.hosts, tasks: core.tasks, transfers, images: source, nbdPort: nbdAddr.port }),
+          alertRoutes(alerts),
         ],
       },
     );
@@ -282,6 +287,8 @@ export async function startAppliance(config: Config, logger: Logger): Promise<Ru
       db: core.db, commands: core.commands, tasks: core.tasks, hosts: core.hosts, events: core.events, logger: logger.child({ component: 'scheduler' }),
       wake: wakeSender((ip) => ({ address: broadcastForHost(ip, config.interface).address, port: WOL_PORT })),
     });
+    // Before start: runs the server slept through are marked missed as it starts, and are alerted too.
+    alerts.watchScheduler(scheduler);
     await scheduler.start();
     stoppers.unshift(async () => scheduler.stop());
 
