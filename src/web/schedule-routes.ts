@@ -84,6 +84,13 @@ const FormSchedule = Type.Object({
   _csrf: Type.Optional(Type.String()),
 });
 
+const PageQuery = Type.Object({ group: Type.Optional(Type.String({ maxLength: 64 })), host: Type.Optional(Type.String({ maxLength: 64 })) });
+
+/** The Schedules page with `group` picked in the add form (for the groups page's "Schedule a backup…" link). */
+export function scheduleHrefForGroup(group: string): string {
+  return `/schedules?group=${encodeURIComponent(group)}`;
+}
+
 const err = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody };
 const security: Array<Record<string, string[]>> = [{ bearer: [] }, { session: [] }];
 
@@ -96,7 +103,7 @@ function lastRunCell(s: ScheduleView): SafeHtml {
   return html`${formatTime(s.lastRuns[0].dueAt)}: ${s.lastRuns.map((r) => html`<span class="badge ${r.state === 'done' ? 'ok' : r.state === 'failed' || r.state === 'missed' ? 'bad' : ''}" title="${r.reason ?? ''}">${s.lastRuns.length > 1 ? `${r.mac} ` : ''}${r.state}</span> `)}`;
 }
 
-export function schedulesPage(d: { schedules: readonly ScheduleView[]; hosts: readonly HostRecord[]; groups: readonly string[]; csrf: string }): SafeHtml {
+export function schedulesPage(d: { schedules: readonly ScheduleView[]; hosts: readonly HostRecord[]; groups: readonly string[]; csrf: string; selected?: string }): SafeHtml {
   return html`<h1>Schedules</h1>
 <section class="card">
 ${d.schedules.length === 0 ? emptyState('No schedules yet: add one below and the backups run themselves.') : html`<div class="table-wrap"><table class="schedules">
@@ -112,8 +119,8 @@ ${d.schedules.length === 0 ? emptyState('No schedules yet: add one below and the
 <form method="post" action="/schedules" class="row-form schedule-form">
 ${csrfField(d.csrf)}
 <label>Back up <select name="target" required>
-${d.groups.length ? html`<optgroup label="Groups">${d.groups.map((g) => html`<option value="group:${g}">${g} (group)</option>`)}</optgroup>` : ''}
-<optgroup label="Hosts">${d.hosts.map((h) => html`<option value="host:${h.mac}">${h.name ? `${h.name} (${h.mac})` : h.mac}</option>`)}</optgroup>
+${d.groups.length ? html`<optgroup label="Groups">${d.groups.map((g) => html`<option value="group:${g}"${d.selected === `group:${g}` ? html` selected` : ''}>${g} (group)</option>`)}</optgroup>` : ''}
+<optgroup label="Hosts">${d.hosts.map((h) => html`<option value="host:${h.mac}"${d.selected === `host:${h.mac}` ? html` selected` : ''}>${h.name ? `${h.name} (${h.mac})` : h.mac}</option>`)}</optgroup>
 </select></label>
 <label>Into image <input name="capture" required maxlength="64" placeholder="office-{host}"></label>
 <p class="hint">"{host}" becomes each PC's name; a group's schedule adds "-{host}" when the name has none.</p>
@@ -172,10 +179,12 @@ export function registerScheduleRoutes(app: FastifyInstance, ctx: WebContext): v
   }, async (req) => commands.groupTask(operatorOf(req), req.params.name, req.body));
 
   // ---- page ----
-  app.get('/schedules', { schema: { hide: true } }, async (req, reply) => {
+  app.get<{ Querystring: Static<typeof PageQuery> }>('/schedules', { schema: { hide: true, querystring: PageQuery } }, async (req, reply) => {
     const actor = operatorOf(req);
+    // The groups page and a host page link here with the target picked (?group=NAME or ?host=MAC).
+    const selected = req.query.group ? `group:${req.query.group}` : req.query.host ? `host:${req.query.host}` : undefined;
     const body = schedulesPage({
-      schedules: commands.listSchedules(actor), hosts: commands.listHosts(actor), groups: commands.listGroups(actor).map((g) => g.name), csrf: csrfFor(req, reply),
+      schedules: commands.listSchedules(actor), hosts: commands.listHosts(actor), groups: commands.listGroups(actor).map((g) => g.name), csrf: csrfFor(req, reply), selected,
     });
     return sendHtml(reply, renderPage(req, reply, { title: 'Schedules', section: 'schedules', body }));
   });

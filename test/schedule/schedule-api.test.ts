@@ -109,6 +109,11 @@ describe('Schedules page', () => {
     const id = /action="\/schedules\/([^/]+)\/delete"/.exec(page.text)![1];
     const refused = await agent.post('/schedules').type('form').send({ _csrf: csrfFrom(page.text), target: `host:${A}`, capture: 'lab1', when: 'cron', cron: 'every night' });
     expect(refused.status).toBe(400);
+    await h.ctx.commands.setHostGroup({ kind: 'operator', name: 't', via: 'cli' }, A, 'Lab 2');
+    // The groups page links to the form with its group picked.
+    const groups = await agent.get('/groups').expect(200);
+    expect(groups.text).toContain('href="/schedules?group=Lab%202"');
+    expect((await agent.get('/schedules?group=Lab%202').expect(200)).text).toContain('<option value="group:Lab 2" selected>');
     await agent.post(`/schedules/${id}/delete`).type('form').send({ _csrf: csrfFrom(page.text) }).expect(303);
     expect((await agent.get('/schedules').expect(200)).text).toContain('No schedules yet');
   });
