@@ -223,6 +223,18 @@ describe('fitVersion', () => {
     await importFile(store, fittedImageName('win', target), built.path, { source: 'someone else' });
     await expect(fitVersion(store, 'win', 1, target, opts())).rejects.toThrow(/was not made by fitting/);
   });
+  it('keeps a fit per original version: fitting version 1 again after version 2 was fitted reuses version 1\'s fit (issue 13)', async () => {
+    const target = 200 * MiB;
+    const first = await fitVersion(store, 'win', 1, target, opts());
+    await captureBuilt(store, 'win', built, dir);
+    expect(await store.versions('win')).toEqual([1, 2]);
+    const second = await fitVersion(store, 'win', 2, target, opts());
+    expect(second).toMatchObject({ image: first.image, reused: false });
+    expect(second.version).toBeGreaterThan(first.version);
+    const again = await fitVersion(store, 'win', 1, target, opts());
+    expect(again).toEqual({ image: first.image, version: first.version, reused: true });
+    expect((await store.versionInfo(first.image, again.version)).source).toMatch(/^fit of win version 1 onto/);
+  });
 });
 
 describe('fitVersion on an MBR disk with ext4 and swap', () => {
