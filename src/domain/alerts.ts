@@ -18,7 +18,7 @@ import {
   type AlertFileSettings, type AlertPageSettings, type AlertSettings, type DailyTime,
 } from './alert-config.js';
 import { emailChannel, webhookChannel, type Alert, type AlertChannel } from './alert-senders.js';
-import { protectionOf } from './protection-data.js';
+import { protectionOf, scheduledImage } from './protection-data.js';
 import type { HostProtection } from './protection.js';
 
 export { AlertSettingsError };
@@ -112,7 +112,7 @@ export class AlertService {
     if (run.state !== 'missed' && !failedAlone) return;
     const schedule = this.db.data.schedules.find((s) => s.id === run.scheduleId);
     this.raise({
-      event: failedAlone ? 'failure' : 'missed', ...this.who(run.mac), image: schedule?.image ?? null,
+      event: failedAlone ? 'failure' : 'missed', ...this.who(run.mac), image: scheduledImage(schedule, this.db.data.hosts.find((h) => h.mac === run.mac), run.mac),
       reason: `the backup due ${run.dueAt} did not run: ${run.reason ?? 'the PC did not start it within its window'}`, at: run.endedAt ?? this.iso(),
     });
   };

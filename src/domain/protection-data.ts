@@ -2,8 +2,9 @@
  * Protection status from the database as it is kept: schedules (a host's own and its group's)
  * turned into what protection.ts needs, and missed scheduled runs into failures. Pure.
  */
-import type { DbData, ScheduleRecord } from './database.js';
+import type { DbData, HostRecord, ScheduleRecord } from './database.js';
 import { nextRun, overdueAfter, OVERDUE_GRACE_MS } from './schedule-time.js';
+import { imageForHost } from './schedules.js';
 import { protectionStatus, type HostProtection, type HostSchedule, type MissedRun } from './protection.js';
 
 /** overdueAfter samples up to a year of runs: worth keeping per spec, since every dashboard view asks again. */
@@ -36,6 +37,11 @@ function hostSchedule(s: ScheduleRecord): HostSchedule {
   };
 }
 
+/** The image a schedule captures a host into ("{host}" filled in); null when the schedule is gone. */
+export function scheduledImage(schedule: ScheduleRecord | undefined, host: HostRecord | undefined, mac: string): string | null {
+  return schedule ? imageForHost(schedule.image, 'group' in schedule.target, host, mac) : null;
+}
+
 export type ProtectionData = Pick<DbData, 'hosts' | 'tasks' | 'schedules' | 'scheduleRuns'>;
 
 /** Each host's schedules: those naming its MAC and those naming its group. */
@@ -49,11 +55,12 @@ export function schedulesByHost(data: ProtectionData): (mac: string) => HostSche
 /** Scheduled runs that were missed, or failed without a task (its own failure counts already). */
 export function missedRuns(data: ProtectionData): MissedRun[] {
   const byId = new Map(data.schedules.map((s) => [s.id, s]));
+  const hosts = new Map(data.hosts.map((h) => [h.mac, h]));
   return data.scheduleRuns
     .filter((r) => r.state === 'missed' || (r.state === 'failed' && r.taskId === null))
     .map((r) => ({
       kind: r.state === 'missed' ? 'missed' as const : 'failed' as const,
-      mac: r.mac, image: byId.get(r.scheduleId)?.image ?? '', at: r.endedAt ?? r.dueAt,
+      mac: r.mac, image: scheduledImage(byId.get(r.scheduleId), hosts.get(r.mac), r.mac) ?? '', at: r.endedAt ?? r.dueAt,
       reason: r.reason ?? (r.state === 'missed' ? 'the PC did not start the backup within its window' : 'the scheduled capture could not be queued'),
     }));
 }

@@ -143,7 +143,10 @@ describe('protection status', () => {
     };
     const rows = new Map(protectionOf(data, now).map((r) => [r.mac, r]));
     expect(rows.get(A)).toMatchObject({ scheduled: true, lastFailure: { kind: 'missed', reason: 'missed r1', image: 'office' } });
-    expect(rows.get(B)).toMatchObject({ scheduled: true, lastFailure: { kind: 'failed', reason: 'failed r2', taskId: null } });
+    // r2 belongs to the host's own schedule "own" in this table; a group schedule's image names the host.
+    expect(rows.get(B)).toMatchObject({ scheduled: true, lastFailure: { kind: 'failed', reason: 'failed r2', taskId: null, image: 'office' } });
+    const groupRun = { ...run('r4', B, 'missed', '2026-03-09T04:00:00.000Z'), scheduleId: 'lab' };
+    expect(protectionOf({ ...data, scheduleRuns: [groupRun] }, now).find((r) => r.mac === B)?.lastFailure?.image).toBe('office-in-group');
     // The run's task is a failed task of its own (none here): the run adds nothing.
     expect(rows.get(C)).toMatchObject({ scheduled: false, lastFailure: null, nextRun: null });
     expect(new Date(rows.get(A)!.nextRun!).getHours()).toBe(2);
