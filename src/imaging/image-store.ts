@@ -103,6 +103,8 @@ export interface VersionDetails extends VersionInfo {
   readonly note: string;
   /** The capturing PC's MAC, when the version's source names one. */
   readonly sourceMac: string | null;
+  /** That PC's name, where the caller knows it (the command layer fills it in from the hosts). */
+  readonly sourceName?: string | null;
 }
 
 /** Which committed versions of an image tasks still need, with why; the domain layer knows the tasks. */

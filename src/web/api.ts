@@ -46,8 +46,13 @@ export function registerApi(app: FastifyInstance, ctx: WebContext, verifier: Ver
   const verifyOf = (name: string): Static<typeof S.VerifyStatus> | null => verifier.get(name) ?? null;
   const imageView = (d: ImageDetails): Static<typeof S.ImageDetail> => ({
     name: d.name, latestVersion: d.latestVersion, size: d.size, dataBytes: d.dataBytes, storedBytes: d.storedBytes,
+    exclusiveBytes: d.exclusiveBytes, sharedBytes: d.sharedBytes, retention: d.retention,
     compressionRatio: d.compressionRatio, dedupSavings: d.dedupSavings,
-    versions: d.versions.map((v) => ({ version: v.version, size: v.size, created: v.created, source: v.source, digest: v.digest, dataBytes: v.dataBytes, storedBytes: v.storedBytes })),
+    versions: d.versions.map((v) => ({
+      version: v.version, size: v.size, created: v.created, source: v.source, digest: v.digest, dataBytes: v.dataBytes, storedBytes: v.storedBytes,
+      previousVersion: v.previousVersion, changedBytes: v.changedBytes, changedStoredBytes: v.changedStoredBytes, protected: v.protected, note: v.note,
+      sourceMac: v.sourceMac, sourceName: v.sourceName ?? null,
+    })),
     partitionTable: d.partitionTable ? { scheme: d.partitionTable.scheme, partitions: d.partitionTable.partitions.map((p) => ({ index: p.index, typeName: p.typeName, name: p.name, sizeBytes: p.sizeBytes, filesystem: p.filesystem })) } : null,
     partitionError: d.partitionError,
     layout: d.layout ? layoutView(d.layout) : null,

@@ -17,9 +17,12 @@ import swaggerUi from '@fastify/swagger-ui';
 import { PACKAGE_ROOT } from '../domain/config.js';
 import { ensureSessionSecret, issueSetupToken } from '../domain/users.js';
 import { registerApi } from './api.js';
+import { registerProtectionRoutes } from './protection-routes.js';
 import { registerExportRoutes } from './export-routes.js';
 import { returnRefusedForm } from './form-return.js';
 import { registerGroupRoutes } from './group-routes.js';
+import { registerScheduleRoutes, scheduleHrefForGroup } from './schedule-routes.js';
+import { registerRetentionRoutes } from './retention-routes.js';
 import { installAuthHooks } from './auth.js';
 import { VerifyTracker } from './verify-tracker.js';
 import type { WebAppOptions, WebContext } from './context.js';
@@ -185,8 +188,11 @@ export async function buildWebApp(ctx: WebContext, options: WebAppOptions & { re
   // Before the API: its Accept: text/csv hook must be in place when the JSON routes are added.
   registerExportRoutes(app, ctx);
   registerApi(app, ctx, verifier);
+  registerProtectionRoutes(app, ctx);
   registerPages(app, { ctx, verifier, sessions, cookie: { secure }, loginLimit });
-  registerGroupRoutes(app, ctx);
+  registerGroupRoutes(app, ctx, { scheduleHref: scheduleHrefForGroup });
+  registerScheduleRoutes(app, ctx);
+  registerRetentionRoutes(app, ctx, verifier);
 
   for (const plugin of options.extraPlugins ?? []) await app.register(plugin);
 

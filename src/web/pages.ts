@@ -153,6 +153,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
       csrf: csrfFor(req, reply),
       names: names(),
       protection: protectionOf(ctx.db.data, new Date()),
+      space: await commands.storeSpace(operatorOf(req)).catch(() => null),
     });
     return sendHtml(reply, renderPage(req, reply, { title: 'Dashboard', section: 'dashboard', body }));
   });
@@ -234,7 +235,8 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
 
   // Images
   app.get('/images', { schema: hide }, async (req, reply) => {
-    const body = html`<h1>Images</h1>${imagesTable(await commands.listImages(operatorOf(req)), (n) => verifier.get(n))}`;
+    const space = await commands.storeSpace(operatorOf(req)).catch(() => null);
+    const body = html`<h1>Images</h1>${imagesTable(await commands.listImages(operatorOf(req)), (n) => verifier.get(n), space)}`;
     return sendHtml(reply, renderPage(req, reply, { title: 'Images', section: 'images', body }));
   });
 

@@ -6,6 +6,8 @@ import { emptyState } from './layout.js';
 import { activeTasks } from './tasks.js';
 import { protectionCard } from './protection.js';
 import type { HostProtection } from '../../domain/protection.js';
+import type { StoreSpace } from '../../imaging/store-space.js';
+import { storeSpaceLine } from './retention.js';
 
 export interface DiskSpace {
   readonly total: number;
@@ -53,6 +55,8 @@ export interface DashboardData {
   readonly names: Map<string, string>;
   /** Each PC's backup status (issue 13); absent: the view is left out. */
   readonly protection?: readonly HostProtection[];
+  /** What the whole store holds against all versions' data (issue 13); null: not counted; absent: left out. */
+  readonly space?: StoreSpace | null;
 }
 
 export function dashboard(d: DashboardData): SafeHtml {
@@ -60,7 +64,7 @@ export function dashboard(d: DashboardData): SafeHtml {
 ${bootFilesCard(d.bootFiles)}
 <div class="grid3">
 <section class="card"><h2>Services</h2>${serviceList(d.services)}</section>
-<section class="card"><h2>Image store</h2>${diskBlock(d.disk, d.imagesDir)}</section>
+<section class="card"><h2>Image store</h2>${diskBlock(d.disk, d.imagesDir)}${d.space === undefined ? '' : storeSpaceLine(d.space)}</section>
 <section class="card"><h2>Inventory</h2><p><a href="/hosts"><strong>${d.counts.hosts}</strong> PC${d.counts.hosts === 1 ? '' : 's'}</a>${d.counts.unregistered ? html` · <strong>${d.counts.unregistered}</strong> new, not registered` : ''}</p>
 <p><a href="/images"><strong>${d.counts.images}</strong> image${d.counts.images === 1 ? '' : 's'}</a></p></section>
 </div>

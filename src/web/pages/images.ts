@@ -5,6 +5,9 @@ import type { VerifyState } from '../verify-tracker.js';
 import { formatAgo, formatBytes, formatPercent, formatTime } from '../format.js';
 import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';
+import { retentionSection, storeSpaceLine, versionsTable } from './retention.js';
+import type { StoreSpace } from '../../imaging/store-space.js';
+import type { PruneResult } from '../../domain/retention.js';
 
 export function verifyBadge(v: VerifyState | undefined): SafeHtml {
   if (!v) return html`<span class="muted">not verified since start</span>`;
@@ -12,14 +15,15 @@ export function verifyBadge(v: VerifyState | undefined): SafeHtml {
   return html`<span class="badge ${v.state === 'ok' ? 'state-done' : 'state-failed'}" title="${v.message}">${v.state === 'ok' ? 'verified' : 'damaged'}</span> <span class="muted">${formatAgo(v.finishedAt)}</span>`;
 }
 
-export function imagesTable(images: readonly ImageSummary[], verify: (name: string) => VerifyState | undefined): SafeHtml {
+export function imagesTable(images: readonly ImageSummary[], verify: (name: string) => VerifyState | undefined, space?: StoreSpace | null): SafeHtml {
   if (images.length === 0) {
     return emptyState(html`No images yet — capture a PC: open it under <a href="/hosts">Hosts</a>, type a name under “Capture this PC” and press Capture now. Or import a disk file with <code>netclone image import</code>.`);
   }
   return html`<div class="table-wrap"><table>
-<thead><tr><th>Name</th><th>Versions</th><th>Disk size</th><th>Stored</th><th>Latest</th><th>Verify</th></tr></thead>
+<thead><tr><th>Name</th><th>Versions</th><th>Disk size</th><th title="the image's share of the store: chunks it shares with other images are split between them, so the column adds up to what the store holds">Stored (share)</th><th>Latest</th><th>Verify</th></tr></thead>
 <tbody>${images.map((i) => html`<tr><td><a href="/images/${i.name}">${i.name}</a></td><td>${i.versions}</td><td>${formatBytes(i.size)}</td>
-<td>${formatBytes(i.storedBytes)}</td><td title="${formatTime(i.created)}">v${i.latestVersion}, ${formatAgo(i.created)}</td><td>${verifyBadge(verify(i.name))}</td></tr>`)}</tbody></table></div>`;
+<td title="${formatBytes(i.exclusiveBytes)} used by this image alone (freed if it is removed)">${formatBytes(i.storedBytes)}</td><td title="${formatTime(i.created)}">v${i.latestVersion}, ${formatAgo(i.created)}</td><td>${verifyBadge(verify(i.name))}</td></tr>`)}</tbody></table></div>
+${space === undefined ? '' : storeSpaceLine(space)}`;
 }
 
 /** The verify status box: polls while a verify runs. */
@@ -42,6 +46,8 @@ export interface ImagePageData {
   readonly image: ImageDetails;
   readonly verify: VerifyState | undefined;
   readonly csrf: string;
+  /** A prune's dry run to show under the retention form (issue 13). */
+  readonly preview?: PruneResult | null;
 }
 
 /** Today's table, read from the disk's first sectors: all a version captured without a layout tells. */
@@ -88,7 +94,7 @@ function layout(d: ImageDetails): SafeHtml {
 ${partitionTableView(d)}`;
 }
 
-export function imagePage({ image: d, verify, csrf }: ImagePageData): SafeHtml {
+export function imagePage({ image: d, verify, csrf, preview }: ImagePageData): SafeHtml {
   const latest = d.versions[0];
   const referenced = d.storedBytes + d.dedupSavings;
   return html`<h1>${d.name}</h1>
@@ -97,7 +103,8 @@ ${latest ? html`<p class="muted">${d.versions.length} version${d.versions.length
 <section class="card"><h2>Space</h2><dl class="facts">
 <dt>Disk size</dt><dd>${formatBytes(d.size)}</dd>
 <dt>Data (latest)</dt><dd>${formatBytes(d.dataBytes)}</dd>
-<dt>Stored (all versions)</dt><dd><strong>${formatBytes(d.storedBytes)}</strong></dd>
+<dt>Stored (all versions)</dt><dd><strong title="its share of the store: chunks shared with other images are split between them">${formatBytes(d.storedBytes)}</strong></dd>
+<dt>Its own</dt><dd title="freed if the image is removed">${formatBytes(d.exclusiveBytes)}${d.sharedBytes > 0 ? html` <span class="muted">+ ${formatBytes(d.sharedBytes)} shared with other images</span>` : ''}</dd>
 <dt>Compression</dt><dd>${d.compressionRatio > 0 ? `${d.compressionRatio.toFixed(2)} : 1` : '—'}</dd>
 <dt>Dedup saves</dt><dd>${formatBytes(d.dedupSavings)}${referenced > 0 ? ` (${formatPercent(d.dedupSavings, referenced)})` : ''}</dd>
 </dl></section>
@@ -106,15 +113,9 @@ ${latest ? html`<p class="muted">${d.versions.length} version${d.versions.length
 </div>
 <section class="card"><h2>Layout (latest version)</h2>${layout(d)}</section>
 <section class="card"><h2>Versions</h2>
-${d.versions.length === 0 ? emptyState('This image has no versions.') : html`<div class="table-wrap"><table>
-<thead><tr><th>Version</th><th>Captured</th><th>From</th><th>Disk size</th><th>Data</th><th>Stored</th><th>Compression</th><th></th></tr></thead>
-<tbody>${d.versions.map((v) => html`<tr>
-<td>v${v.version}</td><td title="${formatTime(v.created)}">${formatTime(v.created)}</td><td>${v.source}</td><td>${formatBytes(v.size)}</td>
-<td>${formatBytes(v.dataBytes)}</td><td>${formatBytes(v.storedBytes)}</td>
-<td>${v.dataBytes ? `saves ${formatPercent(v.dataBytes - v.storedBytes, v.dataBytes)}` : '—'}</td>
-<td><form method="post" action="/images/${d.name}/versions/${v.version}/delete" class="inline" hx-confirm="Delete version ${v.version} of ${d.name}? This cannot be undone.">${csrfField(csrf)}<button class="danger small">Delete v${v.version}</button></form></td>
-</tr>`)}</tbody></table></div>`}
+${versionsTable(d, csrf)}
 </section>
+${retentionSection(d, csrf, preview ?? null)}
 <form method="post" action="/images/${d.name}/rename" class="card row-form">
 ${csrfField(csrf)}<h2>Rename</h2>
 <label>New name <input name="to" required value="${d.name}" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}" autocomplete="off" spellcheck="false"></label>
