@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfigText, resolveConfig } from '../../src/domain/config.js';
-import { AlertSettingsError, checkPageSettings, mergeAlertSettings, NO_FILE_ALERTS } from '../../src/domain/alert-config.js';
+import { ALERT_CONFIG_KEYS, AlertSettingsError, checkPageSettings, mergeAlertSettings, NO_FILE_ALERTS } from '../../src/domain/alert-config.js';
 
 const FILE = `
 alerts.smtp.host = mail.office.example
@@ -61,5 +63,15 @@ describe('alert settings', () => {
     expect(() => checkPageSettings({ smtpPort: '99999' })).toThrow(AlertSettingsError);
     expect(() => checkPageSettings({ smtpPort: '99999' })).toThrow('SMTP port: "99999" is not a port number (1-65535)');
     expect(() => checkPageSettings({ dailySummary: 'noon' })).toThrow(/Daily summary: "noon" must be a time of day/);
+  });
+
+  it('systemd/config.example documents every alert key, and its example lines uncommented are a valid setup', () => {
+    const example = readFileSync(path.join(import.meta.dirname, '..', '..', 'systemd', 'config.example'), 'utf8');
+    const lines = example.split('\n').filter((l) => /^# alerts\./.test(l)).map((l) => l.slice(2));
+    expect(lines.map((l) => l.split('=')[0].trim()).sort()).toEqual([...ALERT_CONFIG_KEYS].sort());
+    const { settings, problems } = mergeAlertSettings(resolveConfig(parseConfigText(lines.join('\n'))).alerts, {});
+    expect(problems).toEqual([]);
+    expect(settings.smtp?.host).toBe('mail.example.org');
+    expect(settings.dailySummary).toBeNull();
   });
 });
