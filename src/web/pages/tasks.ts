@@ -94,6 +94,7 @@ export function taskDetail(task: TaskRecord, csrf: string, hostName: string): Sa
 <dt>Finished</dt><dd>${formatTime(task.finishedAt)}</dd>
 <dt>Afterwards</dt><dd>${task.after}</dd>
 <dt>Transport</dt><dd>${transportOf(task) === 'chunks' ? 'chunks (the imaging agent sends only what changed)' : 'NBD (every byte of the disk)'}</dd>
+${task.kind === 'deploy' ? html`<dt>Version</dt><dd>${task.version !== undefined ? `version ${task.version}` : 'the newest when the PC starts'}</dd>` : ''}
 ${task.mainPartition !== undefined ? html`<dt>Partition to resize</dt><dd>${task.mainPartition}</dd>` : ''}
 ${task.result ? html`<dt>Result</dt><dd>${task.result.version !== null ? `version ${task.result.version}` : ''} ${formatBytes(task.result.bytesOnWire)} on the wire</dd>` : ''}
 ${task.reason ? html`<dt>Reason</dt><dd>${task.reason}</dd>` : ''}
