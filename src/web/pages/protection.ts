@@ -34,7 +34,7 @@ export function protectionTable(rows: readonly HostProtection[], now = Date.now(
 <div class="table-wrap"><table class="protection"><thead><tr><th>PC</th><th>Status</th><th>Last good backup</th><th>Age</th><th>Next run</th><th>Last failure</th></tr></thead><tbody>
 ${rows.map((r) => html`<tr class="${r.overdue ? 'overdue' : ''}" data-mac="${r.mac}">
 <td><a href="/hosts/${r.mac}">${r.name || r.mac}</a><br><span class="mono muted">${r.mac}</span></td>
-<td>${status(r)}${r.overdue && r.overdueSince ? html`<br><span class="muted">since <time title="${formatTime(r.overdueSince)}">${formatAgo(r.overdueSince, now)}</time></span>` : ''}</td>
+<td>${status(r)}${r.overdue && r.overdueSince ? html`<br><span class="muted">for <time title="since ${formatTime(r.overdueSince)}">${ageText(Math.max(0, Math.floor((now - Date.parse(r.overdueSince)) / 1000)))}</time></span>` : ''}</td>
 <td>${r.lastGood ? html`<time title="${formatTime(r.lastGood.at)}">${formatTime(r.lastGood.at)}</time><br><a href="/images/${r.lastGood.image}">${r.lastGood.image}</a>${r.lastGood.version !== null ? html` <span class="muted">v${r.lastGood.version}</span>` : ''}` : html`<span class="muted">never</span>`}</td>
 <td>${ageText(r.ageSeconds)}${r.allowedAgeSeconds !== null ? html`<br><span class="muted">allowed ${ageText(r.allowedAgeSeconds)}</span>` : ''}</td>
 <td>${r.nextRun ? html`<time title="${formatTime(r.nextRun)}">${inFuture(r.nextRun, now)}</time>` : html`<span class="muted">not scheduled</span>`}</td>
