@@ -1,7 +1,8 @@
 // The chunk transport end to end (issue 11): the real thin client network-boots in QEMU and its agent
 // captures a disk, the disk changes a little, the agent captures it again, and a second PC whose disk
-// holds the first version gets the second. What crossed each VM's tap device must be about the change,
-// not the disk: the re-capture uploads only the changed chunks and the deploy fetches only those.
+// holds the second version gets the first back (issue 13: a restore of version 1 after version 2 exists).
+// What crossed each VM's tap device must be about the change, not the disk: the re-capture uploads only
+// the changed chunks and the restore fetches only those.
 import { execFileSync } from 'node:child_process';
 import { closeSync, copyFileSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -81,8 +82,8 @@ function bootDownloadBytes(firmware: 'bios' | 'uefi'): number {
   return Math.floor(files * FRAMING);
 }
 
-async function runTask(kind: 'capture' | 'deploy', mac: string, name: string, firmware: 'bios' | 'uefi', disk: string, bus: 'ahci' | 'nvme'): Promise<{ task: TaskJson; tap: TapBytes; serial: string }> {
-  const created = await lab.cliJson<TaskJson>(['task', kind, mac, '--image', 'office', '--transport', 'chunks']);
+async function runTask(kind: 'capture' | 'deploy', mac: string, name: string, firmware: 'bios' | 'uefi', disk: string, bus: 'ahci' | 'nvme', extra: readonly string[] = []): Promise<{ task: TaskJson; tap: TapBytes; serial: string }> {
+  const created = await lab.cliJson<TaskJson>(['task', kind, mac, '--image', 'office', '--transport', 'chunks', ...extra]);
   expect(created.transport).toBe('chunks');
   const vm = lab.startVm({ name, firmware, mac, disk: { path: disk, bus, serial: `NCAG${name.length}` } });
   let tap: TapBytes;
@@ -112,7 +113,7 @@ afterAll(async () => {
 describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () => {
   const target = (): string => join(lab.tmp, 'target.raw');
 
-  it('captures a BIOS PC, then after a few MiB change captures again sending about the change; a UEFI PC holding the first version gets the second', async () => {
+  it('captures a BIOS PC, then after a few MiB change captures again sending about the change; a UEFI PC holding the second version gets the first back', async () => {
     expect((await lab.cli(['host', 'add', SOURCE_MAC])).code).toBe(0);
 
     const first = await runTask('capture', SOURCE_MAC, 'agent-capture-1', 'bios', source.path, 'ahci');
@@ -123,8 +124,9 @@ describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () =
     expect(first.tap.fromVm).toBeGreaterThan(24 * MiB);
     expect(first.tap.fromVm).toBeLessThan(v1.dataBytes + 4 * MiB);
 
-    // The PC that will be restored holds version 1.
-    copyFileSync(source.path, target());
+    // Version 1's disk, to compare the restore of version 1 with.
+    const v1Disk = join(lab.tmp, 'v1.raw');
+    copyFileSync(source.path, v1Disk);
 
     const CHANGES = fileChanges(source);
     const CHANGED_CHUNKS = changedChunks(CHANGES);
@@ -138,7 +140,7 @@ describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () =
     expect(second.task, second.serial.slice(-3000)).toMatchObject({ state: 'done', result: { version: 2 } });
     const image = await lab.cliJson<ImageJson>(['image', 'show', 'office']);
     expect(image.latestVersion).toBe(2);
-    const v2 = image.versions.find((v) => v.version === 2) as ImageJson['versions'][number];
+    const v1Entry = image.versions.find((v) => v.version === 1) as ImageJson['versions'][number];
     // Only the changed chunks went up: random data does not compress, so each is about 1 MiB on the wire.
     const changedBytes = CHANGED_CHUNKS * MiB;
     Object.assign(results, { changedChunks: CHANGED_CHUNKS, firstCaptureFromVm: first.tap.fromVm, recaptureFromVm: second.tap.fromVm, v1DataBytes: v1.dataBytes });
@@ -148,14 +150,17 @@ describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () =
     expect(second.task.result?.bytesOnWire).toBeGreaterThanOrEqual(CHANGED_CHUNKS * 256 * 1024);
     expect(second.task.result?.bytesOnWire).toBeLessThanOrEqual(changedBytes + 64 * 1024);
 
-    const deploy = await runTask('deploy', TARGET_MAC, 'agent-deploy', 'uefi', target(), 'nvme');
-    expect(deploy.task, deploy.serial.slice(-3000)).toMatchObject({ state: 'done', result: { version: 2, digest: v2.digest } });
-    expect(deploy.serial).toContain(`netclone: verified: digest ${v2.digest}`);
+    // The PC that will be restored holds version 2; it is given version 1 back.
+    copyFileSync(source.path, target());
+    const deploy = await runTask('deploy', TARGET_MAC, 'agent-deploy', 'uefi', target(), 'nvme', ['--version', '1']);
+    expect(deploy.task, deploy.serial.slice(-3000)).toMatchObject({ state: 'done', result: { version: 1, digest: v1Entry.digest } });
+    expect(deploy.serial).toContain(`netclone: verified: digest ${v1Entry.digest}`);
     const fetched = deploy.tap.toVm - bootDownloadBytes('uefi');
     results.deployToVmMinusBoot = fetched;
     // The changed chunks' files, framed, plus a MiB for the chunk list, scripts, DHCP and TFTP; the image's data is 30 MiB.
     expect(fetched).toBeLessThan(changedBytes * FRAMING + MiB);
-    // Byte for byte the changed source: the unchanged chunks already on the disk and the fetched ones.
-    expect(readFileSync(target()).equals(readFileSync(source.path))).toBe(true);
+    // Byte for byte version 1's disk: the unchanged chunks already on the disk and the fetched ones.
+    expect(readFileSync(target()).equals(readFileSync(v1Disk))).toBe(true);
+    expect(readFileSync(target()).equals(readFileSync(source.path))).toBe(false);
   }, 1_500_000);
 });
