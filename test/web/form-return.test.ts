@@ -113,3 +113,19 @@ describe('Cancel', () => {
     expect(r.headers.location).toBe(`/tasks/${id}`);
   });
 });
+
+describe('log-in and setup forms', () => {
+  it('post to their page\'s own URL, so a refusal answered there keeps it', async () => {
+    const { default: request } = await import('supertest');
+    const login = await request(h.app.server).get('/login?next=%2Fhosts%3Fq%3Dlab').expect(200);
+    expect(login.text).toContain('action="/login?next=%2Fhosts%3Fq%3Dlab"');
+    const csrfLogin = /name="_csrf" value="([^"]+)"/.exec(login.text)?.[1] ?? '';
+    const cookies = login.headers['set-cookie'] as unknown as string[];
+    const wrong = await request(h.app.server).post('/login?next=%2Fhosts%3Fq%3Dlab').set('Cookie', cookies).type('form')
+      .send({ _csrf: csrfLogin, username: 'admin', password: 'wrong password', next: '/hosts?q=lab' });
+    expect(wrong.status).toBe(401);
+    expect(wrong.text).toContain('action="/login?next=%2Fhosts%3Fq%3Dlab"');
+    const { setupForm } = await import('../../src/web/pages/auth.js');
+    expect(setupForm('c', 'tok-en_1', null).value).toContain('action="/setup?token=tok-en_1"');
+  });
+});

@@ -4,7 +4,8 @@ import { html, type SafeHtml } from '../html.js';
 import { csrfField, emptyState } from './layout.js';
 
 export function loginForm(csrf: string, error: string | null, next: string, needsSetup: boolean): SafeHtml {
-  return html`<form method="post" action="/login" class="card narrow" hx-boost="false">
+  // The page's own URL as the action: a refused login is answered at it, so the address bar and a reload stay there.
+  return html`<form method="post" action="/login${next !== '/' ? `?next=${encodeURIComponent(next)}` : ''}" class="card narrow" hx-boost="false">
 <h1>Log in</h1>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
 ${needsSetup ? html`<p class="notice">No admin password is set yet. Open the setup link from the server log (it contains <code>/setup?token=</code>), or run <code>netclone admin passwd</code> on the server.</p>` : ''}
@@ -17,7 +18,8 @@ ${csrfField(csrf)}
 }
 
 export function setupForm(csrf: string, token: string, error: string | null): SafeHtml {
-  return html`<form method="post" action="/setup" class="card narrow" hx-boost="false">
+  // With the token in the action, a refused password is answered at /setup?token=…, which a reload shows again.
+  return html`<form method="post" action="/setup?token=${encodeURIComponent(token)}" class="card narrow" hx-boost="false">
 <h1>Set the admin password</h1>
 <p>This appliance has no admin password yet. Choose one (at least 8 characters); you log in as <strong>admin</strong>.</p>
 ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
