@@ -5,6 +5,7 @@ import { captureText, layoutFreeBytes, type ImageDetails } from '../imaging/imag
 import type { VerifyResult } from '../imaging/image-store.js';
 import type { ImageSummary, VersionInfo } from '../imaging/types.js';
 import { formatBytes } from './progress.js';
+import { describePolicy } from '../imaging/retention.js';
 
 export type RenderKind = 'images' | 'image' | 'verify' | 'gc' | 'version' | 'host' | 'hosts' | 'task' | 'tasks';
 
@@ -54,9 +55,13 @@ export function render(kind: RenderKind, value: unknown): string {
         `image:        ${d.name}`,
         `logical size: ${formatBytes(d.size)} (${d.size} bytes, ${d.sectorSize}-byte sectors)`,
         `data:         ${formatBytes(d.dataBytes)} (the rest is zero)`,
-        `stored:       ${formatBytes(d.storedBytes)} (compression ${d.compressionRatio.toFixed(2)}x, dedup saves ${formatBytes(d.dedupSavings)})`,
+        `stored:       ${formatBytes(d.storedBytes)} (its share of the store; compression ${d.compressionRatio.toFixed(2)}x, dedup saves ${formatBytes(d.dedupSavings)}; ${formatBytes(d.exclusiveBytes)} its own)`,
         'versions:',
-        ...d.versions.map((v) => `  ${String(v.version).padStart(3)}  ${v.created}  ${formatBytes(v.dataBytes).padStart(10)} data  ${v.source}  digest ${v.digest.slice(0, 16)}…`),
+        ...d.versions.flatMap((v) => [
+          `  ${String(v.version).padStart(3)}  ${v.created}  ${formatBytes(v.dataBytes).padStart(10)} data  ${formatBytes(v.changedBytes).padStart(10)} changed  ${v.sourceName ? `${v.sourceName} (${v.source})` : v.source}  digest ${v.digest.slice(0, 16)}…${v.protected ? '  PROTECTED' : ''}`,
+          ...(v.note ? [`       note: ${v.note}`] : []),
+        ]),
+        ...(d.retention ? [`retention:    ${describePolicy(d.retention)}`] : []),
       ];
       if (d.layout) {
         lines.push(...layoutLines(d, d.layout));

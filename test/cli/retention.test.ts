@@ -44,7 +44,7 @@ afterAll(async () => {
 });
 
 describe('netclone image prune / retention / protect', () => {
-  it('protect, note, a dry run that says what would go, then the prune that removes it', async () => {
+  it('protect, note, a dry run that says what would go, the prune that removes it, and image show with notes and protect flags', async () => {
     const p = await cli(['image', 'protect', 'office', '1']);
     expect(p.code, p.stderr).toBe(0);
     expect(p.stdout).toBe('image office version 1 protected: no prune removes it\n');
@@ -63,6 +63,9 @@ describe('netclone image prune / retention / protect', () => {
     expect(json.gc.removedChunks).toBe(1);
     const shown = JSON.parse((await cli(['image', 'show', 'office', '--json'])).stdout) as { versions: Array<{ version: number; protected: boolean }> };
     expect(shown.versions.map((v) => [v.version, v.protected])).toEqual([[3, false], [1, true]]);
+    await cli(['image', 'note', 'office', '3', 'golden', 'master']);
+    const text = (await cli(['image', 'show', 'office'])).stdout;
+    expect(text).toMatch(/^ +3 .* changed .*\n +note: golden master\n +1 .*PROTECTED\n/m);
   });
 
   it('retention stores the policy, shows it, and clears it; bad counts, a missing VERSION and an unknown version are refused', async () => {
