@@ -151,6 +151,22 @@ describe('a technician restores an older version, in Chromium', () => {
     expect(app.core.tasks.get(task.id)?.state).toBe('cancelled');
   });
 
+  it('searches the hosts list as it types; the address bar keeps the search for a reload', async () => {
+    await page.goto(`${base}/hosts`);
+    await page.evaluate(() => ((window as unknown as { marker: number }).marker = 5));
+    expect(await page.locator('tr[data-mac]').count()).toBe(2);
+    await page.fill('input[name=q]', 'recep');
+    await expect.poll(() => page.locator('tr[data-mac]').count()).toBe(1);
+    expect(await page.locator('tr[data-mac]').getAttribute('data-mac')).toBe(GOOD);
+    await expect.poll(() => page.url()).toBe(`${base}/hosts?q=recep&model=&group=&state=`);
+    // Swapped in place, not a new page.
+    expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(5);
+    await page.reload();
+    expect(await page.locator('tr[data-mac]').count()).toBe(1);
+    expect(await page.inputValue('input[name=q]')).toBe('recep');
+    await shot('04-search');
+  });
+
   it('a refused form leaves the address bar on its page, and a reload shows that page', async () => {
     await page.goto(`${base}/groups`);
     await page.selectOption('form[action="/groups/assign"] select[name=mac]', GOOD);
@@ -161,6 +177,6 @@ describe('a technician restores an older version, in Chromium', () => {
     const again = await page.reload();
     expect(again?.status()).toBe(200);
     expect(await page.textContent('h1')).toBe('Groups');
-    await shot('04-refused-form');
+    await shot('05-refused-form');
   });
 });
