@@ -37,7 +37,7 @@ import {
 import type { Logger } from '../lib/log.js';
 import { RetentionService, type PruneResult } from './retention.js';
 import { ImageNotFoundError, VersionProtectedError } from '../imaging/image-store.js';
-import { RetentionPolicyError, describePolicy, type RetentionPolicy } from '../imaging/retention.js';
+import { RetentionPolicyError, describePolicy, isEmptyPolicy, type RetentionPolicy } from '../imaging/retention.js';
 import { ImageMetaError, type VersionMeta } from '../imaging/image-meta.js';
 import type { StoreSpace } from '../imaging/store-space.js';
 
@@ -725,6 +725,8 @@ export class Commands {
     await this.requireExisting(name, '"netclone image list" and the Images page list them');
     return retentionRefusal(async () => {
       if (policy !== undefined) {
+        // Rules all 0 or absent clear the policy: "keep everything" would silently stop keep-versions too.
+        if (policy !== null && isEmptyPolicy(policy)) policy = null;
         await this.deps.store.setRetention(name, policy);
         await this.deps.events.record('info', `image ${name}: retention policy ${policy ? describePolicyText(policy) : 'cleared (keep-versions applies)'}`);
       }

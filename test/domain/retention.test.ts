@@ -102,6 +102,8 @@ describe('by name, as the CLI and the control socket send them', () => {
     expect(await run('image.retention', { name: 'pc', 'keep-daily': '7', 'keep-last': '2' })).toEqual({ image: 'pc', retention: { keepLast: 2, keepDaily: 7 } });
     expect(await run('image.retention', { name: 'pc' })).toEqual({ image: 'pc', retention: { keepLast: 2, keepDaily: 7 } });
     expect(await run('image.retention', { name: 'pc', clear: true })).toEqual({ image: 'pc', retention: null });
+    await run('image.retention', { name: 'pc', 'keep-last': '2' });
+    expect(await run('image.retention', { name: 'pc', 'keep-last': '0' })).toEqual({ image: 'pc', retention: null });
     const dry = (await run('image.prune', { name: 'pc', 'keep-last': '1', 'dry-run': true })) as { removed: number[]; decisions: Array<{ keep: boolean }> };
     expect(dry.decisions.map((x) => x.keep)).toEqual([true, false]);
     expect(await statusOf(run('image.prune', { name: 'pc', 'keep-last': 'many' }))).toBe(400);
