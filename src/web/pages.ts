@@ -281,7 +281,7 @@ export function registerPages(app: FastifyInstance, deps: PageDeps): void {
   app.get('/tasks', { schema: hide }, async (req, reply) => {
     const n = names();
     const body = html`<h1>Tasks</h1><section><h2>Running and queued</h2>${activeTasks(ctx.tasks.list({ active: true }), csrfFor(req, reply), n)}</section>
-<section class="card"><h2>History</h2>${taskHistory(ctx.tasks.list({ active: false }).slice(0, 200), n)}</section>`;
+<section class="card"><header><h2>History</h2><a class="right" href="/api/v1/tasks.csv" download>Export as CSV</a></header>${taskHistory(ctx.tasks.list({ active: false }).slice(0, 200), n)}</section>`;
     return sendHtml(reply, renderPage(req, reply, { title: 'Tasks', section: 'tasks', body }));
   });
 

@@ -139,7 +139,8 @@ describe('CSV export', () => {
     expect(filtered.map((r) => r[1])).toEqual(['mac', DELL]);
   });
 
-  it('exports the task history with the host name', async () => {
+  it('exports the task history with the host name, linked from the tasks page', async () => {
+    expect((await agent.get('/tasks').expect(200)).text).toContain('<a class="right" href="/api/v1/tasks.csv" download>Export as CSV</a>');
     const rows = parseCsv((await agent.get('/api/v1/tasks.csv').expect(200)).text);
     expect(rows[0].slice(0, 7)).toEqual(['id', 'created', 'kind', 'image', 'mac', 'host', 'state']);
     expect(rows).toHaveLength(2);
