@@ -88,8 +88,9 @@ describe('a schedule on the real clock', () => {
       return listener?.stdout().includes('ready');
     });
 
-    // The next whole minute (UTC, the server's TZ here): due within 60 s.
-    const due = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 60_000);
+    // The first whole minute (UTC, the server's TZ here) at least 20 s away, so the schedule is added
+    // before it comes due; the server may start before or after it (after, it catches up in the window).
+    const due = new Date(Math.floor((Date.now() + 20_000) / 60_000) * 60_000 + 60_000);
     const cron = `${due.getUTCMinutes()} ${due.getUTCHours()} * * *`;
     await cli(dir, ['host', 'add', MAC, '--name', 'Night PC']);
     const added = await start(process.execPath, [BIN, 'schedule', 'add', '--host', MAC, '--capture', 'nightly', '--cron', cron, '--wake', '--json', '--data', dir], { env: ENV }).result;
@@ -128,5 +129,5 @@ describe('a schedule on the real clock', () => {
     const [view] = JSON.parse(shown.stdout) as Array<{ id: string; lastRuns: Array<{ state: string; dueAt: string }> }>;
     expect(view.id).toBe(schedule.id);
     expect(view.lastRuns).toMatchObject([{ state: 'pending', dueAt: due.toISOString() }]);
-  });
+  }, 300_000);
 });
