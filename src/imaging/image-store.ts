@@ -197,6 +197,7 @@ export class ImageStore implements StoreContext {
   /** Bumped by every change to the set of versions; space() recounts when it moved. */
   private generation = 0;
   private spaceCache: { generation: number; space: StoreSpace } | null = null;
+  private spaceCounting: { generation: number; done: Promise<StoreSpace> } | null = null;
   private inUse: VersionsInUse = () => new Map();
 
   private constructor(
@@ -585,30 +586,41 @@ export class ImageStore implements StoreContext {
 
   /**
    * The whole store's space (store-space.ts): what it holds on disk against the data of all versions,
-   * each image's share, and each version's changed bytes. Counted from every manifest under the
-   * store's lock (so no prune removes one halfway), and kept until a version is added or removed.
-   * A damaged manifest is left out of the count (gc and verify report it).
+   * each image's share, and each version's changed bytes. Counted from every manifest, and kept until
+   * a version is added or removed. The count does not hold the store's lock (on a big store it reads
+   * for seconds, and deploys and commits must not wait for a page): a version removed meanwhile is
+   * left out, and a count that overlapped a change is returned but not kept. A damaged manifest is
+   * left out too (gc and verify report it).
    */
   async space(): Promise<StoreSpace> {
     const cached = this.spaceCache;
     if (cached && cached.generation === this.generation) return cached.space;
-    return this.mutex.run(async () => {
-      const generation = this.generation;
-      const tally = new SpaceTally();
-      for (const name of (await readdir(this.imagesDir)).filter(isValidImageName).sort()) {
-        for (const v of await this.versions(name)) {
-          try {
-            tally.addVersion(name, await this.readManifest(name, v));
-          } catch (e) {
-            if (!(e instanceof ManifestError)) throw e;
-            this.log.error({ image: name, version: v, err: e.message }, 'space count skipped a damaged manifest; verify that image');
-          }
+    if (this.spaceCounting && this.spaceCounting.generation === this.generation) return this.spaceCounting.done;
+    const generation = this.generation;
+    const done = this.countSpace().then((space) => {
+      if (this.generation === generation) this.spaceCache = { generation, space };
+      return space;
+    }).finally(() => {
+      if (this.spaceCounting?.done === done) this.spaceCounting = null;
+    });
+    this.spaceCounting = { generation, done };
+    return done;
+  }
+
+  private async countSpace(): Promise<StoreSpace> {
+    const tally = new SpaceTally();
+    for (const name of (await readdir(this.imagesDir)).filter(isValidImageName).sort()) {
+      for (const v of await this.versions(name)) {
+        try {
+          tally.addVersion(name, await this.readManifest(name, v));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+          if (!(e instanceof ManifestError)) throw e;
+          this.log.error({ image: name, version: v, err: e.message }, 'space count skipped a damaged manifest; verify that image');
         }
       }
-      const space = tally.result();
-      this.spaceCache = { generation, space };
-      return space;
-    });
+    }
+    return tally.result();
   }
 
   /**
