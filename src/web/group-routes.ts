@@ -68,8 +68,8 @@ export function registerGroupRoutes(app: FastifyInstance, ctx: WebContext, optio
     const groups = commands.listGroups(actor).map((g) => ({ name: g.name, members: membersOf(g.name) }));
     const body = groupsPage({
       groups, hosts: ctx.hosts.list(), images: await commands.listImages(actor), csrf: csrfFor(req, reply),
-      // The schedules page's form, its target preset to this group (schedule-routes.ts reads ?target=).
-      scheduleHref: options.scheduleHref ?? ((group) => `/schedules?target=${encodeURIComponent(`group:${group}`)}#add-schedule`),
+      // The schedules page's form with this group as its target (app.ts passes schedule-routes' link).
+      scheduleHref: options.scheduleHref ?? null,
     });
     return sendHtml(reply, renderPage(req, reply, { title: 'Groups', section: 'groups', body }));
   });

@@ -76,7 +76,7 @@ describe('groups page', () => {
     expect(section).toContain('action="/groups/Lab%202/capture"');
     expect(section).toContain('action="/groups/Lab%202/deploy"');
     expect(section).toContain('hx-get="/groups/Lab%202/hosts"');
-    expect(section).toContain('href="/schedules?target=group%3ALab%202#add-schedule"');
+    expect(section).toContain('<a href="/schedules?group=Lab%202">Schedule a backup…</a>');
     expect(wakeForm(section, A)).toEqual({ back: '/groups' });
     expect(page.text).toContain('<a href="/groups" aria-current="page">Groups</a>');
   });
