@@ -65,6 +65,9 @@ describe('the authorisation hook', () => {
       () => c.setAdminPassword(a, 'long enough password'), () => c.createApiToken(a, 't'), () => c.listApiTokens(a), () => c.revokeApiToken(a, 't'),
       () => c.pruneImage(a, 'golden'), () => c.imageRetention(a, 'golden'), () => c.protectVersion(a, 'golden', 1, true),
       () => c.protectVersion(a, 'golden', 1, false), () => c.noteVersion(a, 'golden', 1, 'n'),
+      () => c.setHostGroup(a, PC_A, 'Lab'), () => c.wakeHost(a, PC_A), () => c.listGroups(a), () => c.wakeGroup(a, 'Lab'),
+      () => c.groupTask(a, 'Lab', { kind: 'capture', image: 'n' }), () => c.addSchedule(a, { mac: PC_A, capture: 'n', daily: '02:00' }),
+      () => c.listSchedules(a), () => c.removeSchedule(a, 'id'),
     ];
     for (const call of calls) expect(await status(call)).toBe(403);
     expect(new Set(asked.map((x) => x.command))).toEqual(new Set(COMMAND_NAMES));
