@@ -60,6 +60,7 @@ export const StoreSpaceBody = Type.Object({
 const FormPolicy = Type.Object({
   ...Object.fromEntries(POLICY_KEYS.map((k) => [k, Type.Optional(Type.String({ maxLength: 12 }))])),
   dryRun: Type.Optional(Type.String({ maxLength: 8 })),
+  do: Type.Optional(Type.Union([Type.Literal('save'), Type.Literal('preview')])),
   _csrf: Type.Optional(Type.String()),
 });
 const FormProtect = Type.Object({ protected: Type.Union([Type.Literal('0'), Type.Literal('1')]), _csrf: Type.Optional(Type.String()) });
@@ -154,6 +155,12 @@ export function registerRetentionRoutes(app: FastifyInstance, ctx: WebContext, v
   app.post<{ Params: Static<typeof S.ImageParams>; Body: Static<typeof FormPolicy> }>('/images/:name/retention', {
     schema: { hide: true, params: S.ImageParams, body: FormPolicy },
   }, async (req, reply) => {
+    if (req.body.do === 'preview') {
+      // The one policy form also previews: the preview is a GET of its own, so a reload repeats the dry run, never a removal.
+      const rules = policyOfForm(req.body) ?? {};
+      const query = new URLSearchParams([['dryRun', '1'], ...POLICY_KEYS.filter((k) => rules[k]).map((k) => [k, String(rules[k])])]);
+      return reply.redirect(`/images/${req.params.name}/prune?${query.toString()}#prune-preview`, 303);
+    }
     const r = await commands.imageRetention(operatorOf(req), req.params.name, policyOfForm(req.body) ?? null);
     setFlash(req, r.retention ? `Retention of ${r.image}: ${describePolicy(r.retention)}; applied after each capture.` : `Retention policy of ${r.image} removed; keep-versions applies.`);
     return reply.redirect(`/images/${req.params.name}#retention`, 303);

@@ -102,9 +102,11 @@ describe('image page', () => {
     expect(after).toContain('value="clean install"');
     expect(after).toMatch(/<span class="badge state-done">protected<\/span> <button class="small">Unprotect<\/button>/);
 
-    await agent.post('/images/win11/retention').type('form').send({ _csrf: csrf, keepLast: '1', keepDaily: '' }).expect(303);
+    await agent.post('/images/win11/retention').type('form').send({ _csrf: csrf, keepLast: '1', keepDaily: '', do: 'save' }).expect(303);
     expect((await agent.get('/images/win11').expect(200)).text).toContain('Policy: <strong>keep-last 1</strong>');
 
+    const asked = await agent.post('/images/win11/retention').type('form').send({ _csrf: csrf, keepLast: '1', keepDaily: '', do: 'preview' }).expect(303);
+    expect(asked.headers.location).toBe('/images/win11/prune?dryRun=1&keepLast=1#prune-preview');
     const preview = (await agent.get('/images/win11/prune?dryRun=1&keepLast=1').expect(200)).text;
     expect(preview).toContain('Dry run: keep-last 1');
     expect(preview.match(/badge state-failed">remove</g)?.length).toBe(1);

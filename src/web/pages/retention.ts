@@ -53,8 +53,8 @@ export function retentionSection(d: ImageDetails, csrf: string, preview: PruneRe
   return html`<section class="card" id="retention"><h2>Retention</h2>
 <p>${policy ? html`Policy: <strong>${describePolicy(policy)}</strong>, applied after each capture.` : html`No policy: the newest versions up to the configured keep-versions stay at each capture.`}
 <span class="muted">Protected versions, versions a task uses and the newest version are always kept. Periods are the server's local time.</span></p>
-<form method="post" action="/images/${d.name}/retention" class="row-form">${csrfField(csrf)}${policyInputs(policy)}<button>Save policy</button></form>
-<form method="get" action="/images/${d.name}/prune" class="row-form"><input type="hidden" name="dryRun" value="1">${policyInputs(preview?.policy ?? policy)}<button>Preview prune</button></form>
+<form method="post" action="/images/${d.name}/retention" class="row-form retention-form">${csrfField(csrf)}${policyInputs(preview?.policy ?? policy)}
+<button name="do" value="save">Save policy</button><button name="do" value="preview" class="secondary">Preview prune</button></form>
 ${preview ? prunePreview(d.name, preview, csrf) : ''}
 </section>`;
 }
