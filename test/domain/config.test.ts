@@ -43,6 +43,12 @@ describe('config', () => {
     expect(resolveConfig({ 'tftp-busy-poll': 'no' }).tftpBusyPoll).toBe(false);
   });
 
+  it('boots x86-64 UEFI PCs with iPXE by default; uefi-boot = signed picks the signed chain, anything else is refused', () => {
+    expect(resolveConfig().uefiBoot).toBe('ipxe');
+    expect(resolveConfig(parseConfigText('uefi-boot = signed')).uefiBoot).toBe('signed');
+    expect(() => resolveConfig({ 'uefi-boot': 'grub' })).toThrow(/uefi-boot: "grub" must be one of ipxe, signed/);
+  });
+
   it('accepts a full-mode pool', () => {
     const c = resolveConfig({ dhcp: 'full', 'dhcp-range': '10.9.0.100-10.9.0.150', 'dhcp-dns': '10.9.0.1, 10.9.0.2', 'dhcp-router': '10.9.0.1' });
     expect(c.dhcpRange).toEqual({ start: '10.9.0.100', end: '10.9.0.150' });

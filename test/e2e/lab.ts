@@ -21,6 +21,9 @@ export const OFFICE_DHCP_IP = '10.77.0.2';
 export const DHCP_RANGE = '10.77.0.100-10.77.0.150';
 const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+/** OVMF with Microsoft's keys enrolled and Secure Boot enforced (the VARS copy starts with it on). */
+const OVMF_CODE_MS = '/usr/share/OVMF/OVMF_CODE_4M.ms.fd';
+const OVMF_VARS_MS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 function run(cmd: string, args: string[]): string {
   try {
@@ -151,6 +154,10 @@ export interface VmSpec {
   readonly firmware: 'bios' | 'uefi';
   readonly mac: string;
   readonly disk?: VmDisk;
+  /** UEFI only: Microsoft's keys enrolled and Secure Boot on, as an office PC ships. */
+  readonly secureBoot?: boolean;
+  /** UEFI only: 'http' leaves OVMF only its HTTP boot client (DHCP architecture 16); default PXE. */
+  readonly netBoot?: 'pxe' | 'http';
 }
 
 /** Bytes that crossed a VM's tap device, from the host's side of it. */
@@ -341,10 +348,14 @@ export class Lab {
       args.push('-machine', 'pc', '-device', `e1000,netdev=n0,mac=${spec.mac},bootindex=0`);
     } else {
       const vars = join(this.tmp, `${spec.name}.OVMF_VARS.fd`);
-      copyFileSync(OVMF_VARS, vars);
+      copyFileSync(spec.secureBoot ? OVMF_VARS_MS : OVMF_VARS, vars);
+      // Secure Boot needs SMM, with the variable store writable only from it.
+      const machine = spec.secureBoot ? ['-machine', 'q35,smm=on', '-global', 'driver=cfi.pflash01,property=secure,value=on'] : ['-machine', 'q35'];
       // Empty romfile: OVMF's own virtio-net driver and PXE client run (DHCP arch 7, TFTP snponly.efi).
-      args.push('-machine', 'q35', '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`,
+      args.push(...machine, '-drive', `if=pflash,format=raw,readonly=on,file=${spec.secureBoot ? OVMF_CODE_MS : OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`,
         '-device', `virtio-net-pci,netdev=n0,romfile=,mac=${spec.mac},bootindex=0`);
+      // OVMF reads these switches from fw_cfg: without its PXE clients, the NIC's boot option is HTTP boot.
+      if (spec.netBoot === 'http') args.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n');
     }
     if (spec.disk) {
       args.push('-drive', `file=${spec.disk.path},format=raw,if=none,id=d0`);

@@ -76,6 +76,8 @@ export interface BuildOptions {
   readonly seed: number;
   /** Data in the main filesystem (NTFS C: or ext4), in several files. */
   readonly dataMiB: number;
+  /** Windows disk only: the ESP's files instead of the seeded stand-ins (a test that boots the disk puts real loaders there). */
+  readonly espFiles?: readonly BuiltFile[];
 }
 
 export interface CheckOptions {
@@ -480,7 +482,7 @@ export async function buildWindowsDisk(dir: string, opts: BuildOptions): Promise
   const recoveryStart = sizeMiB - 1 - S.recovery;
   checkSize('buildWindowsDisk', sizeMiB, mainStart + 64 + S.recovery + 1, dataMiB, recoveryStart - mainStart);
   const path = join(dir, `windows-${seed}.img`);
-  const espFiles = [
+  const espFiles = opts.espFiles ?? [
     { path: '/EFI/BOOT/BOOTX64.EFI', data: seededBytes(seed, 'esp:bootx64', 1_523_456) },
     { path: '/EFI/Microsoft/Boot/bootmgfw.efi', data: seededBytes(seed, 'esp:bootmgfw', 1_890_123) },
     { path: '/EFI/Microsoft/Boot/BCD', data: seededBytes(seed, 'esp:bcd', 32_768) },
