@@ -257,7 +257,11 @@ export class TransferService {
 
   /** The task's meter: progress covers the disk (data and zeroed ranges); its wire bytes become `bytesOnWire`. */
   private meter(task: TaskRecord): TransferMeter {
-    return new TransferMeter(task.kind, (step) => this.tasks.progress(task, task.progress.bytes + step.covered));
+    return new TransferMeter(task.kind, (step, m) => {
+      this.tasks.progress(task, task.progress.bytes + step.covered);
+      // The page shows the wire apart from the disk covered, as for the chunk transport.
+      this.tasks.wireBytes(task, m.wireBytes);
+    });
   }
 
   /**

@@ -163,6 +163,9 @@ describe('admin page in Chromium', () => {
     expect(seen[1]).toBeGreaterThan(seen[0]);
     expect(seen[2]).toBeGreaterThan(seen[1]);
     expect(disk.equals(IMAGE)).toBe(true);
+    // Every chunk of this image holds data: what crossed the wire is the whole image, and the page says so.
+    expect(task.progress.wireBytes).toBe(IMAGE.length);
+    await expect.poll(() => page.locator(`#progress-${task.id} .covered`).textContent(), { timeout: 15_000 }).toBe("read 12.0 MiB of 12.0 MiB of the image's data, 12.0 MiB on the wire");
     expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(7);
     await shot('05-tasks-running');
     await page.setViewportSize({ width: 390, height: 844 });
