@@ -54,13 +54,28 @@ export function backOf(req: FastifyRequest): string | null {
 }
 
 /**
+ * The page's URL without the fields a GET form carries along from the page's own forms (a form
+ * sent with method GET, like "Check first", repeats the CSRF and back fields in its query): the
+ * back path stays the page, not a page that nests its previous back path.
+ */
+function pageUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const params = new URLSearchParams(url.slice(q + 1));
+  params.delete(BACK_FIELD);
+  params.delete('_csrf');
+  const rest = params.toString();
+  return rest ? `${url.slice(0, q)}?${rest}` : url.slice(0, q);
+}
+
+/**
  * The page as sent, with a `back` field after each CSRF field: every form has one, so the page's
  * path reaches every form without each page function knowing its own URL. Only GET pages: a page
  * rendered in answer to a POST is at the POST's URL, which is no place to go back to.
  */
 export function withBackFields(page: string, req: FastifyRequest, csrfFieldHtml: string): string {
   if (req.method !== 'GET') return page;
-  const back = safeBack(req.url);
+  const back = safeBack(pageUrl(req.url));
   if (!back) return page;
   return page.split(csrfFieldHtml).join(`${csrfFieldHtml}<input type="hidden" name="${BACK_FIELD}" value="${escapeHtml(back)}">`);
 }

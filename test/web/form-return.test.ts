@@ -32,6 +32,9 @@ describe('forms know their page', () => {
     expect(backFields(page.text)).toEqual(Array(forms).fill(`/hosts/${MAC}`));
     const list = await agent.get('/hosts?q=front&state=idle').expect(200);
     expect(backFields(list.text)).toContain('/hosts?q=front&amp;state=idle');
+    // A GET form repeats the page's hidden fields in its query: they are not part of the page's path.
+    const checked = await agent.get(`/hosts/${MAC}?image=win11&_csrf=x&back=%2Fhosts%2F${encodeURIComponent(MAC)}`).expect(200);
+    expect(new Set(backFields(checked.text))).toEqual(new Set([`/hosts/${MAC}?image=win11`]));
   });
 
   it('accepts only same-origin paths as a place to go back to', () => {
