@@ -100,7 +100,7 @@ describe('image page', () => {
     await agent.post('/images/win11/versions/1/protect').type('form').send({ _csrf: csrf, protected: '1' }).expect(303);
     const after = (await agent.get('/images/win11').expect(200)).text;
     expect(after).toContain('value="clean install"');
-    expect(after).toMatch(/<span class="badge state-done">protected<\/span> <button class="small">Unprotect<\/button>/);
+    expect(after).toMatch(/<span class="badge state-done">protected<\/span><br><button class="small">Unprotect<\/button>/);
 
     await agent.post('/images/win11/retention').type('form').send({ _csrf: csrf, keepLast: '1', keepDaily: '', do: 'save' }).expect(303);
     expect((await agent.get('/images/win11').expect(200)).text).toContain('Policy: <strong>keep-last 1</strong>');

@@ -32,14 +32,13 @@ export function versionsTable(d: ImageDetails, csrf: string): SafeHtml {
   if (d.versions.length === 0) return emptyState('This image has no versions.');
   const vs = d.versions as readonly Version[];
   return html`<div class="table-wrap"><table class="versions">
-<thead><tr><th>Version</th><th>Captured</th><th>From</th><th>Data</th><th>Changed</th><th>Stored</th><th>Note</th><th>Protected</th><th></th></tr></thead>
+<thead><tr><th>Version</th><th>Captured</th><th>From</th><th>Data / stored</th><th>Changed</th><th>Note</th><th>Protection</th></tr></thead>
 <tbody>${vs.map((v) => html`<tr id="v${v.version}">
 <td>v${v.version}</td><td>${formatTime(v.created)}</td><td>${sourceCell(v)}</td>
-<td title="disk size ${formatBytes(v.size)}">${formatBytes(v.dataBytes)}</td><td>${changedCell(v)}</td>
-<td title="${v.dataBytes ? `compression saves ${formatPercent(v.dataBytes - v.storedBytes, v.dataBytes)}` : ''}">${formatBytes(v.storedBytes)}</td>
-<td><form method="post" action="/images/${d.name}/versions/${v.version}/note" class="inline note-form">${csrfField(csrf)}<input name="note" value="${v.note}" maxlength="500" aria-label="Note for version ${v.version}" placeholder="add a note"><button class="small">Save</button></form></td>
-<td><form method="post" action="/images/${d.name}/versions/${v.version}/protect" class="inline">${csrfField(csrf)}<input type="hidden" name="protected" value="${v.protected ? '0' : '1'}">${v.protected ? html`<span class="badge state-done">protected</span> ` : ''}<button class="small">${v.protected ? 'Unprotect' : 'Protect'}</button></form></td>
-<td>${v.protected ? html`<span class="muted">unprotect to delete</span>` : html`<form method="post" action="/images/${d.name}/versions/${v.version}/delete" class="inline" hx-confirm="Delete version ${v.version} of ${d.name}? This cannot be undone.">${csrfField(csrf)}<button class="danger small">Delete v${v.version}</button></form>`}</td>
+<td title="disk size ${formatBytes(v.size)}${v.dataBytes ? `; compression saves ${formatPercent(v.dataBytes - v.storedBytes, v.dataBytes)}` : ''}">${formatBytes(v.dataBytes)}<br><span class="muted">${formatBytes(v.storedBytes)} stored</span></td><td>${changedCell(v)}</td>
+<td><form method="post" action="/images/${d.name}/versions/${v.version}/note" class="inline note-form">${csrfField(csrf)}<input name="note" value="${v.note}" maxlength="500" size="14" aria-label="Note for version ${v.version}" placeholder="add a note"> <button class="small">Save</button></form></td>
+<td><form method="post" action="/images/${d.name}/versions/${v.version}/protect" class="inline">${csrfField(csrf)}<input type="hidden" name="protected" value="${v.protected ? '0' : '1'}">${v.protected ? html`<span class="badge state-done">protected</span><br>` : ''}<button class="small">${v.protected ? 'Unprotect' : 'Protect'}</button></form>
+${v.protected ? '' : html`<br><form method="post" action="/images/${d.name}/versions/${v.version}/delete" class="inline" hx-confirm="Delete version ${v.version} of ${d.name}? This cannot be undone.">${csrfField(csrf)}<button class="danger small">Delete v${v.version}</button></form>`}</td>
 </tr>`)}</tbody></table></div>`;
 }
 
@@ -63,7 +62,7 @@ function prunePreview(name: string, r: PruneResult, csrf: string): SafeHtml {
   const going = r.decisions.filter((x) => !x.keep);
   return html`<div class="prune-preview" id="prune-preview"><h3>Dry run: ${describePolicy(r.policy)}</h3>
 <div class="table-wrap"><table><thead><tr><th>Version</th><th>Captured</th><th></th><th>Why</th></tr></thead><tbody>
-${r.decisions.map((x) => html`<tr><td>v${x.version}</td><td>${formatTime(x.created)}</td><td>${x.keep ? html`<span class="badge state-done">keep</span>` : html`<span class="badge state-failed">remove</span>`}</td><td>${x.reasons.map((y) => y.text).join(', ')}</td></tr>`)}
+${r.decisions.map((x) => html`<tr><td>v${x.version}</td><td>${formatTime(x.created)}</td><td>${x.keep ? html`<span class="badge state-done">keep</span>` : html`<span class="badge state-failed">remove</span>`}</td><td>${x.keep ? x.reasons.map((y) => y.text).join(', ') : html`<span class="muted">no rule keeps it</span>`}</td></tr>`)}
 </tbody></table></div>
 ${going.length === 0 ? html`<p>Nothing would be removed.</p>` : html`<form method="post" action="/images/${name}/prune" class="inline" hx-confirm="Remove ${going.length} version(s) of ${name}? This cannot be undone.">${csrfField(csrf)}${POLICY_KEYS.filter((k) => r.policy[k]).map((k) => html`<input type="hidden" name="${k}" value="${r.policy[k] ?? ''}">`)}<button class="danger">Remove ${going.length} version${going.length === 1 ? '' : 's'} now</button></form>`}
 </div>`;
