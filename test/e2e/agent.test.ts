@@ -162,5 +162,14 @@ describe('the agent moves only changed chunks (BIOS capture, UEFI deploy)', () =
     // Byte for byte version 1's disk: the unchanged chunks already on the disk and the fetched ones.
     expect(readFileSync(target()).equals(readFileSync(v1Disk))).toBe(true);
     expect(readFileSync(target()).equals(readFileSync(source.path))).toBe(false);
+
+    // The restored PC reported its own model: QEMU's q35 machine (UEFI), not the i440FX machine (BIOS) the image
+    // came from. A deploy onto it now needs confirming (issue 13: hardware mismatch), from the real DMI strings.
+    const refused = await lab.cli(['task', 'deploy', TARGET_MAC, '--image', 'office', '--transport', 'chunks']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(new RegExp(`captured from a QEMU Standard PC \\(i440FX[^)]*\\), but PC ${TARGET_MAC} is a QEMU Standard PC \\(Q35[^)]*\\).*--force`));
+    const forced = await lab.cliJson<TaskJson>(['task', 'deploy', TARGET_MAC, '--image', 'office', '--transport', 'chunks', '--force']);
+    expect(forced.state).toBe('queued');
+    expect((await lab.cli(['task', 'cancel', forced.id])).code).toBe(0);
   }, 1_500_000);
 });
