@@ -148,7 +148,26 @@ describe('hardware report (hw.sh)', () => {
       dmi: { vendor: 'Dell Inc.', model: 'OptiPlex "7010"', serial: 'ABC1234', uuid: '4c4c4544-0042-3410-8031-b4c04f313234' },
       disks: [{ name: 'vda', size: 67108864, model: '', serial: 'XYZ123', logicalSectorSize: 512, physicalSectorSize: 512, rotational: true, removable: false, transport: 'virtio' }],
       nics: [{ name: 'eno1', mac: '00:11:22:33:44:55', driver: 'e1000e', speed: 1000 }],
+      // No /sys/firmware/efi: a BIOS PC, which has no Secure Boot.
+      secureBoot: 'bios',
     });
+  });
+
+  it('reads Secure Boot from the SecureBoot EFI variable: its fifth byte, after the four attribute bytes', () => {
+    const sys = tree([virtio]);
+    const efivars = join(sys, 'firmware/efi/efivars');
+    const variable = join(efivars, 'SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c');
+    const secureBoot = (): unknown => (JSON.parse(runLib('hardware_json', { NC_SYS: sys }).stdout) as { secureBoot?: unknown }).secureBoot;
+    mkdirSync(efivars, { recursive: true });
+    // efivarfs not mounted (an empty directory): the state is unknown and left out of the report.
+    expect(secureBoot()).toBeUndefined();
+    put(join(efivars, 'Boot0000-8be4df61-93ca-11d2-aa0d-00e098032b8c'), Buffer.from([7, 0, 0, 0, 1]));
+    // Mounted, but the firmware has no such variable (no Secure Boot support): off.
+    expect(secureBoot()).toBe('off');
+    put(variable, Buffer.from([6, 0, 0, 0, 1]));
+    expect(secureBoot()).toBe('on');
+    put(variable, Buffer.from([6, 0, 0, 0, 0]));
+    expect(secureBoot()).toBe('off');
   });
 });
 
