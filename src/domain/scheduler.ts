@@ -239,11 +239,11 @@ export class Scheduler extends EventEmitter {
 
   private async wake(mac: string, ip: string | null, task: TaskRecord): Promise<void> {
     const repeat = this.deps.wakeRepeat ?? WAKE_REPEAT;
-    if (!this.deps.wake) {
-      await this.deps.tasks.note(task, 'Wake-on-LAN is not available here: the PC must be switched on to be captured');
-      return;
-    }
     try {
+      if (!this.deps.wake) {
+        await this.deps.tasks.note(task, 'Wake-on-LAN is not available here: the PC must be switched on to be captured');
+        return;
+      }
       const sleep = (ms: number): Promise<void> => new Promise((resolve) => this.clock.setTimer(ms, resolve));
       const target = await wakeRepeatedly(this.deps.wake, mac, ip, sleep, repeat);
       await this.deps.tasks.note(task, `Wake-on-LAN: magic packet sent ${repeat.count} times to ${target.address}:${target.port}`);

@@ -33,8 +33,7 @@ export class ImageMetaError extends Error {
 /** A note as stored: one line of printable text, at most MAX_NOTE_CHARS. Control characters become spaces. */
 export function cleanNote(raw: unknown): string {
   if (typeof raw !== 'string') throw new ImageMetaError('a note is text');
-  // eslint-disable-next-line no-control-regex
-  const note = raw.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  const note = raw.replace(/[\p{Cc}]+/gu, ' ').trim();
   if (note.length > MAX_NOTE_CHARS) throw new ImageMetaError(`a note is at most ${MAX_NOTE_CHARS} characters; this one has ${note.length}`);
   return note;
 }

@@ -31,6 +31,8 @@ const REVIEWED = new Map<string, string>([
   ['src/imaging/capture.ts: void pr.finally(() => this.releasing.delete(pr));', 'pr ends in .catch'],
   ['src/imaging/capture.ts: void pr.finally(() => {', 'pr ends in .catch'],
   ['src/pxe/dhcp/server.ts: void p.finally(() => this.inflight.delete(p));', 'receive() catches every error of one packet'],
+  ['src/domain/alerts.ts: this.timer = setInterval(() => void this.tick(), every);', 'tick() ends its work in .catch (logged); it never rejects'],
+  ['src/domain/scheduler.ts: if (schedule.wake) void this.wake(run.mac, host?.ip ?? null, task);', 'wake() catches every failure and records it as an event (EventLog.record never rejects)'],
 ]);
 
 describe('promises in src/', () => {
