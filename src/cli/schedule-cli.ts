@@ -70,7 +70,7 @@ export function renderSchedules(list: readonly ScheduleView[]): string {
   if (list.length === 0) return 'No schedules. Add one with "netclone schedule add --host MAC --capture IMAGE --daily 02:00".\n';
   return table([
     ['ID', 'TARGET', 'IMAGE', 'WHEN', 'WAKE', 'AFTER', 'NEXT RUN', 'LAST RUN'],
-    ...list.map((s) => [s.id, s.targetLabel, s.image, s.description, s.wake ? 'yes' : 'no', s.after, localTime(s.nextRunAt), lastRun(s.lastRuns)]),
+    ...list.map((s) => [s.id, s.targetLabel, s.imageLabel, s.description, s.wake ? 'yes' : 'no', s.after, localTime(s.nextRunAt), lastRun(s.lastRuns)]),
   ]);
 }
 
@@ -103,7 +103,7 @@ export async function runScheduleCli(key: string, parsed: ParsedArgs, op: RunOp,
         host: flags.host, group: flags.group, capture: flags.capture, daily: flags.daily, weekly, cron: flags.cron,
         wake: flags.wake === true, after: flags.after, window: flags.window,
       }, 'schedule')) as ScheduleView;
-      show(view, () => `schedule ${view.id}: capture ${view.targetLabel} into ${view.image}, ${view.description}${view.wake ? ', with Wake-on-LAN' : ''}, then ${view.after}; next run ${localTime(view.nextRunAt)}\n`);
+      show(view, () => `schedule ${view.id}: capture ${view.targetLabel} into ${view.imageLabel}, ${view.description}${view.wake ? ', with Wake-on-LAN' : ''}, then ${view.after}; next run ${localTime(view.nextRunAt)}\n`);
       return 0;
     }
     case 'schedule list': {

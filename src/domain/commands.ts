@@ -688,7 +688,7 @@ export class Commands {
     this.deps.db.data.schedules.push(schedule);
     await this.deps.db.write();
     const view = viewSchedule(this.deps.db, schedule, now);
-    await this.deps.events.record('info', `schedule ${schedule.id} added: capture ${view.targetLabel} into ${schedule.image}, ${view.description}${schedule.wake ? ', with Wake-on-LAN' : ''}`, 'mac' in schedule.target ? schedule.target.mac : null);
+    await this.deps.events.record('info', `schedule ${schedule.id} added: capture ${view.targetLabel} into ${view.imageLabel}, ${view.description}${schedule.wake ? ', with Wake-on-LAN' : ''}`, 'mac' in schedule.target ? schedule.target.mac : null);
     for (const listener of this.scheduleListeners) listener();
     return view;
   }

@@ -152,6 +152,8 @@ export function describeTarget(target: ScheduleTarget): string {
 
 /** A schedule as the list shows it: when it runs next and how its latest runs went. */
 export interface ScheduleView extends ScheduleRecord {
+  /** The image each run captures into, as a person reads it: a group's "office" is "office-{host}". */
+  readonly imageLabel: string;
   readonly description: string;
   readonly targetLabel: string;
   readonly nextRunAt: string;
@@ -163,6 +165,7 @@ export function viewSchedule(db: Database, schedule: ScheduleRecord, now: Date):
   const latestDue = runs[0]?.dueAt;
   return {
     ...schedule,
+    imageLabel: 'group' in schedule.target && !schedule.image.includes(HOST_PLACEHOLDER) ? `${schedule.image}-${HOST_PLACEHOLDER}` : schedule.image,
     description: describeSpec(schedule.spec),
     targetLabel: describeTarget(schedule.target),
     nextRunAt: nextRun(schedule.spec, now).toISOString(),

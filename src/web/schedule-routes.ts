@@ -109,7 +109,7 @@ export function schedulesPage(d: { schedules: readonly ScheduleView[]; hosts: re
 ${d.schedules.length === 0 ? emptyState('No schedules yet: add one below and the backups run themselves.') : html`<div class="table-wrap"><table class="schedules">
 <thead><tr><th>Target</th><th>Image</th><th>When</th><th>Wake</th><th>After</th><th>Next run</th><th>Last run</th><th></th></tr></thead>
 <tbody>${d.schedules.map((s) => html`<tr data-id="${s.id}">
-<td>${s.targetLabel}</td><td class="mono">${s.image}</td><td>${s.description}</td><td>${s.wake ? 'yes' : 'no'}</td><td>${s.after}</td>
+<td>${s.targetLabel}</td><td class="mono">${s.imageLabel}</td><td>${s.description}</td><td>${s.wake ? 'yes' : 'no'}</td><td>${s.after}</td>
 <td>${formatTime(s.nextRunAt)}</td><td>${lastRunCell(s)}</td>
 <td><form method="post" action="/schedules/${s.id}/delete" class="inline" hx-confirm="Remove this schedule?">${csrfField(d.csrf)}<button class="small secondary">Remove</button></form></td>
 </tr>`)}</tbody></table></div>`}
@@ -204,7 +204,7 @@ export function registerScheduleRoutes(app: FastifyInstance, ctx: WebContext): v
       wake: f.wake === 'on',
       after: f.after === 'poweroff' || f.after === 'reboot' ? f.after : undefined,
     });
-    setFlash(req, `Schedule added: ${view.targetLabel} into ${view.image}, ${view.description}; next run ${formatTime(view.nextRunAt)}.`);
+    setFlash(req, `Schedule added: ${view.targetLabel} into ${view.imageLabel}, ${view.description}; next run ${formatTime(view.nextRunAt)}.`);
     return reply.redirect('/schedules', 303);
   });
 

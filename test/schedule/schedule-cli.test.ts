@@ -42,7 +42,8 @@ describe('netclone host group / group list', () => {
 describe('netclone schedule add / list / rm', () => {
   it('adds the three kinds the issue names, lists them, and removes one', async () => {
     expect(await ok(['schedule', 'add', '--host', A, '--capture', 'desk', '--daily', '02:00', '--wake'])).toMatch(/^schedule \S+: capture host 52:54:00:13:c1:01 into desk, daily at 02:00, with Wake-on-LAN, then poweroff; next run \d{4}-\d\d-\d\d 02:00\n$/);
-    await ok(['schedule', 'add', '--group', 'Front office', '--capture', 'office', '--weekly', 'mon', '22:30', '--after', 'reboot']);
+    // A group's PCs each capture into their own image: the output says which.
+    expect(await ok(['schedule', 'add', '--group', 'Front office', '--capture', 'office', '--weekly', 'mon', '22:30', '--after', 'reboot'])).toContain('capture group "Front office" into office-{host}, weekly');
     await ok(['schedule', 'add', '--host', B, '--capture', 'back', '--cron', '*/30 8-18 * * 1-5']);
     const list = JSON.parse(await ok(['schedule', 'list', '--json'])) as Array<{ id: string; description: string; targetLabel: string; image: string; after: string; wake: boolean }>;
     expect(list.map((s) => [s.targetLabel, s.image, s.description, s.after, s.wake])).toEqual([
@@ -53,6 +54,7 @@ describe('netclone schedule add / list / rm', () => {
     const text = await ok(['schedule', 'list']);
     expect(text.split('\n')[0]).toMatch(/^ID\s+TARGET\s+IMAGE\s+WHEN\s+WAKE\s+AFTER\s+NEXT RUN\s+LAST RUN$/);
     expect(text).toContain('weekly on mon at 22:30');
+    expect(text).toMatch(/group "Front office"\s+office-\{host\}\s+weekly/);
     expect(await ok(['schedule', 'rm', list[1].id])).toBe(`schedule ${list[1].id} removed\n`);
     expect((JSON.parse(await ok(['schedule', 'list', '--json'])) as unknown[]).length).toBe(2);
   });
