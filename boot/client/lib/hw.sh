@@ -37,7 +37,9 @@ secure_boot() {
   _sbv="$NC_SYS/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
   # Firmware without Secure Boot support has no such variable: that is "off".
   [ -e "$_sbv" ] || { [ -d "$NC_SYS/firmware/efi/efivars" ] && [ -n "$(ls "$NC_SYS/firmware/efi/efivars" 2>/dev/null)" ] && echo off; return; }
-  case "$(od -An -tu1 -j4 -N1 "$_sbv" 2>/dev/null | tr -d ' ')" in
+  # Read the whole variable: efivarfs files cannot seek, and busybox od -j then reads from byte 0.
+  set -- $(od -An -tu1 <"$_sbv" 2>/dev/null)
+  case "${5:-}" in
     1) echo on ;;
     0) echo off ;;
   esac
